@@ -1,0 +1,51 @@
+//! Wire types and pure protocol logic of the OAuth Deferred Token Response
+//! (`draft-ietf-oauth-deferred-token-response`, "the draft").
+//!
+//! Nothing in this crate performs I/O: the authorization server, the client
+//! library and the tests all share these types, and every rule here can be
+//! unit-tested without a socket or a database. Requirement numbers
+//! (`DTR-n`) refer to the project's SPEC.md.
+#![warn(missing_docs)]
+
+pub mod completion_mode;
+pub mod deferral;
+pub mod error;
+pub mod metadata;
+pub mod params;
+pub mod scope;
+pub mod secret;
+pub mod token;
+
+pub use error::{ErrorCode, OAuthError};
+
+/// Grant type of polling requests (draft, "Token Endpoint — Polling").
+pub const GRANT_TYPE_DEFERRED: &str = "urn:ietf:params:oauth:grant-type:deferred";
+/// Grant type of the client credentials grant (OAuth 2.1 section 4.2).
+pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// Token type identifier of deferral codes at the revocation endpoint (DTR-31).
+pub const TOKEN_TYPE_DEFERRAL_CODE: &str = "urn:ietf:params:oauth:token-type:deferral-code";
+/// `token_type_hint` for access tokens (RFC 7009 section 2.1).
+pub const TOKEN_TYPE_HINT_ACCESS_TOKEN: &str = "access_token";
+/// `token_type_hint` for refresh tokens (RFC 7009 section 2.1).
+pub const TOKEN_TYPE_HINT_REFRESH_TOKEN: &str = "refresh_token";
+
+/// HTTP paths of the authorization server. The router and the metadata
+/// document both read them from here so they cannot drift apart.
+pub mod paths {
+    /// RFC 8414 metadata document.
+    pub const METADATA: &str = "/.well-known/oauth-authorization-server";
+    /// Signing keys of access tokens (RFC 9068).
+    pub const JWKS: &str = "/jwks.json";
+    /// Token endpoint: every grant, the deferred response and polling.
+    pub const TOKEN: &str = "/token";
+    /// Revocation endpoint (RFC 7009), also cancels deferrals (DTR-31).
+    pub const REVOKE: &str = "/revoke";
+    /// Introspection endpoint (RFC 7662).
+    pub const INTROSPECT: &str = "/introspect";
+    /// Page behind an `interaction_uri` (DTR-11); followed by `/{handle}`.
+    pub const INTERACT: &str = "/interact";
+    /// Liveness probe that also checks the database.
+    pub const HEALTHZ: &str = "/healthz";
+    /// Prefix of the admin API.
+    pub const ADMIN: &str = "/admin";
+}

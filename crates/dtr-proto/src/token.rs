@@ -1,0 +1,360 @@
+//! Token endpoint requests and responses: the originating grants, the
+//! polling request (draft, "Token Endpoint — Polling"), the deferred
+//! response (DTR-8) and the token response (OAuth 2.1 section 3.2.3).
+
+use crate::completion_mode::CompletionMode;
+use crate::error::{ErrorCode, OAuthError};
+use crate::params::{printable, Params};
+use crate::scope::Scope;
+use crate::secret::{DeferralCode, NotificationToken, MIN_NOTIFICATION_TOKEN_LEN};
+use serde::{Deserialize, Serialize};
+
+/// Parameters that carry client authentication (OAuth 2.1 section 2.4) and
+/// are therefore allowed on every token request.
+pub const CLIENT_AUTH_PARAMS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+];
+
+/// The DTR extension parameters of an initial (originating) token request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeferralOptIn {
+    /// The parsed `completion_mode` (DTR-1).
+    pub completion_mode: CompletionMode,
+    /// The client's callback bearer credential (DTR-12).
+    pub notification_token: Option<NotificationToken>,
+}
+
+impl DeferralOptIn {
+    fn parse(p: &Params) -> Result<Self, OAuthError> {
+        let completion_mode = CompletionMode::parse(p.get("completion_mode"))?;
+        let notification_token = match p.get("client_notification_token") {
+            None => None,
+            Some(t) => {
+                // DTR-12: at least 128 bits; a bearer credential per RFC 6750
+                // section 2.1 (b64token characters).
+                let ok_chars = t.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+                });
+                if t.len() < MIN_NOTIFICATION_TOKEN_LEN || t.len() > 512 || !ok_chars {
+                    return Err(OAuthError::invalid_request(
+                        "client_notification_token must be a bearer token of at least 128 bits (22 base64url characters)",
+                    ));
+                }
+                Some(NotificationToken::new(t))
+            }
+        };
+        Ok(Self {
+            completion_mode,
+            notification_token,
+        })
+    }
+}
+
+/// A token request, tagged on `grant_type`, so that impossible parameter
+/// combinations cannot be represented.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenRequest {
+    /// OAuth 2.1 section 4.2: the client acting on its own behalf.
+    ClientCredentials {
+        /// Requested scope; `None` means the client's registered scope.
+        scope: Option<Scope>,
+        /// RFC 9396 `authorization_details`, validated as a JSON array of
+        /// objects with a `type` string.
+        authorization_details: Option<serde_json::Value>,
+        /// DTR opt-in.
+        opt_in: DeferralOptIn,
+    },
+    /// `urn:ietf:params:oauth:grant-type:deferred`: a poll (DTR-15).
+    Poll {
+        /// The code from the deferred response.
+        deferral_code: DeferralCode,
+    },
+}
+
+impl TokenRequest {
+    /// Parses the body of a token request. Client authentication parameters
+    /// are left to the caller.
+    pub fn parse(p: &Params) -> Result<Self, OAuthError> {
+        let grant_type = p.require("grant_type")?;
+        match grant_type {
+            crate::GRANT_TYPE_DEFERRED => {
+                // DTR-6: a poll must not carry completion_mode.
+                if p.contains("completion_mode") {
+                    return Err(OAuthError::invalid_request(
+                        "polling requests must not carry completion_mode",
+                    ));
+                }
+                // DTR-15: only grant_type and deferral_code (plus client
+                // authentication); nothing that would alter the
+                // originating request.
+                let mut allowed = vec!["grant_type", "deferral_code"];
+                allowed.extend_from_slice(CLIENT_AUTH_PARAMS);
+                p.only(&allowed)?;
+                let code = p.require("deferral_code")?;
+                Ok(Self::Poll {
+                    deferral_code: DeferralCode::new(code),
+                })
+            }
+            crate::GRANT_TYPE_CLIENT_CREDENTIALS => {
+                let scope = p.get("scope").map(Scope::parse).transpose()?;
+                let authorization_details = p
+                    .get("authorization_details")
+                    .map(parse_authorization_details)
+                    .transpose()?;
+                Ok(Self::ClientCredentials {
+                    scope,
+                    authorization_details,
+                    opt_in: DeferralOptIn::parse(p)?,
+                })
+            }
+            other => Err(OAuthError::with_description(
+                ErrorCode::UnsupportedGrantType,
+                format!("grant type '{}' is not supported", printable(other)),
+            )),
+        }
+    }
+
+    /// The `grant_type` value of this request.
+    pub fn grant_type(&self) -> &'static str {
+        match self {
+            Self::ClientCredentials { .. } => crate::GRANT_TYPE_CLIENT_CREDENTIALS,
+            Self::Poll { .. } => crate::GRANT_TYPE_DEFERRED,
+        }
+    }
+}
+
+/// Parses RFC 9396 `authorization_details`: a JSON array of objects, each
+/// with a string `type`.
+pub fn parse_authorization_details(s: &str) -> Result<serde_json::Value, OAuthError> {
+    let bad = || {
+        OAuthError::with_description(
+            ErrorCode::InvalidRequest,
+            "authorization_details must be a JSON array of objects with a 'type' string (RFC 9396)",
+        )
+    };
+    let v: serde_json::Value = serde_json::from_str(s).map_err(|_| bad())?;
+    let arr = v.as_array().ok_or_else(bad)?;
+    if arr.is_empty()
+        || !arr
+            .iter()
+            .all(|o| o.get("type").and_then(|t| t.as_str()).is_some())
+    {
+        return Err(bad());
+    }
+    Ok(v)
+}
+
+/// The types named in RFC 9396 `authorization_details`.
+pub fn authorization_details_types(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o.get("type").and_then(|t| t.as_str()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A successful token response (OAuth 2.1 section 3.2.3). On a poll it is
+/// the originating grant's response (DTR-20).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// `Bearer` or `DPoP`.
+    pub token_type: String,
+    /// Lifetime of the access token in seconds (not of the deferral code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+    /// A refresh token, when the grant issues one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The granted scope (possibly narrowed, DTR-24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// RFC 8693 `issued_token_type` of token exchange (DTR-20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
+    /// RFC 9396 granted authorization details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("scope", &self.scope)
+            .field("issued_token_type", &self.issued_token_type)
+            .finish()
+    }
+}
+
+/// The deferred response (DTR-8, DTR-11): an error response that carries
+/// the deferral code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredResponse {
+    /// `authorization_pending` or `interaction_required`.
+    pub error: ErrorCode,
+    /// The deferral code.
+    pub deferral_code: String,
+    /// Lifetime of the deferral code in seconds.
+    pub expires_in: u64,
+    /// Minimum seconds between polls.
+    pub interval: u64,
+    /// Where the external interaction takes place (required with `interaction_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interaction_uri: Option<String>,
+    /// Progress information (DTR-10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+impl std::fmt::Debug for DeferredResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredResponse")
+            .field("error", &self.error)
+            .field("deferral_code", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .field("interval", &self.interval)
+            .field("interaction_uri", &self.interaction_uri)
+            .field("error_description", &self.error_description)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<TokenRequest, OAuthError> {
+        TokenRequest::parse(&Params::from_pairs(pairs.iter().copied()))
+    }
+
+    fn code(r: Result<TokenRequest, OAuthError>) -> Option<ErrorCode> {
+        r.err().map(|e| e.error)
+    }
+
+    #[test]
+    fn poll_is_parsed() {
+        let r = parse(&[
+            ("grant_type", crate::GRANT_TYPE_DEFERRED),
+            ("deferral_code", "abc"),
+            ("client_id", "c"),
+        ]);
+        assert_eq!(
+            r.ok(),
+            Some(TokenRequest::Poll {
+                deferral_code: DeferralCode::new("abc")
+            })
+        );
+    }
+
+    #[test]
+    fn poll_with_completion_mode_is_malformed() {
+        // DTR-6
+        let r = parse(&[
+            ("grant_type", crate::GRANT_TYPE_DEFERRED),
+            ("deferral_code", "a"),
+            ("completion_mode", "deferred"),
+        ]);
+        assert_eq!(code(r), Some(ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn poll_with_altering_parameters_is_refused() {
+        // DTR-15
+        for extra in [
+            "scope",
+            "resource",
+            "authorization_details",
+            "audience",
+            "client_notification_token",
+        ] {
+            let r = parse(&[
+                ("grant_type", crate::GRANT_TYPE_DEFERRED),
+                ("deferral_code", "a"),
+                (extra, "x"),
+            ]);
+            assert_eq!(code(r), Some(ErrorCode::InvalidRequest), "{extra}");
+        }
+    }
+
+    #[test]
+    fn poll_without_code_is_malformed() {
+        let r = parse(&[("grant_type", crate::GRANT_TYPE_DEFERRED)]);
+        assert_eq!(code(r), Some(ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn unknown_grant_type() {
+        assert_eq!(
+            code(parse(&[("grant_type", "password")])),
+            Some(ErrorCode::UnsupportedGrantType)
+        );
+        assert_eq!(
+            code(parse(&[("scope", "x")])),
+            Some(ErrorCode::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn client_credentials_with_opt_in() {
+        let tok = "a".repeat(27);
+        let r = parse(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "payments read"),
+            ("completion_mode", "other deferred"),
+            ("client_notification_token", &tok),
+        ]);
+        match r {
+            Ok(TokenRequest::ClientCredentials { scope, opt_in, .. }) => {
+                assert_eq!(scope.map(|s| s.to_string()), Some("payments read".into()));
+                assert!(opt_in.completion_mode.deferred);
+                assert_eq!(opt_in.notification_token, Some(NotificationToken::new(tok)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_notification_token_is_refused() {
+        // DTR-12: at least 128 bits.
+        let r = parse(&[
+            ("grant_type", "client_credentials"),
+            ("client_notification_token", "short"),
+        ]);
+        assert_eq!(code(r), Some(ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn authorization_details_validation() {
+        assert!(parse_authorization_details(r#"[{"type":"payment_initiation"}]"#).is_ok());
+        assert!(parse_authorization_details(r#"{"type":"x"}"#).is_err());
+        assert!(parse_authorization_details(r#"[{"notype":1}]"#).is_err());
+        assert!(parse_authorization_details("not json").is_err());
+    }
+
+    #[test]
+    fn deferred_response_debug_hides_code() {
+        let d = DeferredResponse {
+            error: ErrorCode::AuthorizationPending,
+            deferral_code: "SECRETCODE".into(),
+            expires_in: 1,
+            interval: 1,
+            interaction_uri: None,
+            error_description: None,
+        };
+        assert!(!format!("{d:?}").contains("SECRETCODE"));
+    }
+}
