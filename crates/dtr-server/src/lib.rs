@@ -1,1 +1,63 @@
-//! placeholder
+//! dtr-server: an OAuth 2.1 authorization server whose every grant can
+//! turn asynchronous through the Deferred Token Response.
+//!
+//! Layout: [`config`] (the external contract of configuration), [`policy`]
+//! (what to defer), [`deferrals`] (the deferral service), [`tokens`] (JWT
+//! access tokens), [`client_auth`], [`store`] (storage trait and
+//! databases), [`http`] (thin handlers), [`worker`] (background upkeep).
+//! Protocol types and pure rules live in `dtr-proto`.
+
+pub mod client_auth;
+pub mod clock;
+pub mod config;
+pub mod deferrals;
+pub mod http;
+pub mod keys;
+pub mod password;
+pub mod policy;
+pub mod state;
+pub mod store;
+pub mod tokens;
+pub mod worker;
+
+pub use state::{AppState, StartupError};
+
+use config::DatabaseUrl;
+use std::future::Future;
+use std::sync::Arc;
+use store::Store;
+
+/// Opens the configured database and applies migrations.
+pub async fn open_store(db: &DatabaseUrl) -> Result<Arc<dyn Store>, StartupError> {
+    match db {
+        DatabaseUrl::Sqlite(path) => {
+            let path = path.clone();
+            let s = tokio::task::spawn_blocking(move || store::sqlite::SqliteStore::open(&path))
+                .await
+                .map_err(|e| StartupError(e.to_string()))?
+                .map_err(|e| StartupError(format!("database: {e}")))?;
+            Ok(Arc::new(s))
+        }
+        DatabaseUrl::Postgres(_) => Err(StartupError(
+            "config key `database`: postgres:// is not available in this build yet; use sqlite://PATH".into(),
+        )),
+    }
+}
+
+/// Serves on a bound listener until `shutdown` resolves, then drains
+/// in-flight requests and stops the background worker. Tests bind port 0
+/// and run many servers in one process.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(worker::run(state.clone(), stop_rx));
+    let result = axum::serve(listener, http::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    result
+}

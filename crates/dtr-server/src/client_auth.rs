@@ -1,0 +1,285 @@
+//! Client authentication at the token, revocation and introspection
+//! endpoints (OAuth 2.1 section 2.4): `client_secret_basic`,
+//! `client_secret_post` and `none`.
+//!
+//! Secrets are stored as Argon2id hashes. Because a poll may come every few
+//! seconds from thousands of clients, a successful verification is
+//! remembered as the SHA-256 of the secret, compared in constant time, so
+//! the slow hash runs once per client and process, not once per request.
+
+use crate::config::AuthMethod;
+use crate::store::{ClientRecord, Store};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use dtr_proto::params::Params;
+use dtr_proto::secret::ct_eq;
+use dtr_proto::{ErrorCode, OAuthError};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Credentials as presented in one request, before verification.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// HTTP Basic.
+    Basic {
+        /// Client id.
+        client_id: String,
+        /// Secret.
+        secret: String,
+    },
+    /// `client_id` and `client_secret` in the body.
+    Post {
+        /// Client id.
+        client_id: String,
+        /// Secret.
+        secret: String,
+    },
+    /// Only `client_id` (public client).
+    None {
+        /// Client id.
+        client_id: String,
+    },
+}
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic { client_id, .. } => write!(f, "Basic({client_id}, [redacted])"),
+            Self::Post { client_id, .. } => write!(f, "Post({client_id}, [redacted])"),
+            Self::None { client_id } => write!(f, "None({client_id})"),
+        }
+    }
+}
+
+fn invalid_client(msg: &str) -> OAuthError {
+    OAuthError::with_description(ErrorCode::InvalidClient, msg)
+}
+
+/// Extracts the presented credentials from the `Authorization` header and
+/// the body. Using more than one method is `invalid_request` (OAuth 2.1
+/// section 2.4); none at all is `invalid_client`.
+pub fn presented(authorization: Option<&str>, p: &Params) -> Result<Presented, OAuthError> {
+    if p.contains("client_assertion") || p.contains("client_assertion_type") {
+        return Err(invalid_client(
+            "private_key_jwt client authentication is not supported by this server",
+        ));
+    }
+    if let Some(h) = authorization {
+        let Some(b64) = h
+            .strip_prefix("Basic ")
+            .or_else(|| h.strip_prefix("basic "))
+        else {
+            return Err(invalid_client(
+                "unsupported Authorization scheme at this endpoint",
+            ));
+        };
+        if p.contains("client_secret") {
+            return Err(OAuthError::invalid_request(
+                "client authenticated with more than one method",
+            ));
+        }
+        let raw = STANDARD
+            .decode(b64.trim())
+            .map_err(|_| invalid_client("malformed Basic credentials"))?;
+        let raw =
+            String::from_utf8(raw).map_err(|_| invalid_client("malformed Basic credentials"))?;
+        let (id, secret) = raw
+            .split_once(':')
+            .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+        // RFC 6749 section 2.3.1: both parts are form-urlencoded first.
+        let id = url_decode(id).ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+        let secret =
+            url_decode(secret).ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+        if let Some(body_id) = p.get("client_id") {
+            if body_id != id {
+                return Err(OAuthError::invalid_request(
+                    "client_id in the body differs from the Basic credentials",
+                ));
+            }
+        }
+        return Ok(Presented::Basic {
+            client_id: id,
+            secret,
+        });
+    }
+    let Some(client_id) = p.get("client_id") else {
+        return Err(invalid_client("client authentication required"));
+    };
+    Ok(match p.get("client_secret") {
+        Some(s) => Presented::Post {
+            client_id: client_id.to_owned(),
+            secret: s.to_owned(),
+        },
+        None => Presented::None {
+            client_id: client_id.to_owned(),
+        },
+    })
+}
+
+fn url_decode(s: &str) -> Option<String> {
+    let p = Params::parse_form(format!("v={s}").as_bytes()).ok()?;
+    Some(p.get("v").unwrap_or_default().to_owned())
+}
+
+/// The registry of clients, read from the store at start-up and kept in
+/// memory for authentication. Decisions that must be fresh across nodes
+/// (client still enabled when a deferral is redeemed, DTR-23) read the
+/// store directly.
+pub struct ClientRegistry {
+    clients: RwLock<HashMap<String, Arc<ClientRecord>>>,
+    verified: RwLock<HashMap<String, [u8; 32]>>,
+}
+
+impl ClientRegistry {
+    /// Loads every client from the store.
+    pub async fn load(store: &dyn Store) -> Result<Self, crate::store::StoreError> {
+        let all = store.list_clients().await?;
+        Ok(Self {
+            clients: RwLock::new(
+                all.into_iter()
+                    .map(|c| (c.client_id.clone(), Arc::new(c)))
+                    .collect(),
+            ),
+            verified: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Replaces one client's record (after an admin change).
+    pub fn refresh(&self, c: ClientRecord) {
+        if let Ok(mut m) = self.clients.write() {
+            m.insert(c.client_id.clone(), Arc::new(c));
+        }
+    }
+
+    /// One client.
+    pub fn get(&self, client_id: &str) -> Option<Arc<ClientRecord>> {
+        self.clients.read().ok()?.get(client_id).cloned()
+    }
+
+    /// Verifies presented credentials. Every failure is the same
+    /// `invalid_client` (answered 401 with `WWW-Authenticate`), so callers
+    /// cannot tell an unknown client from a wrong secret.
+    pub async fn authenticate(
+        &self,
+        presented: &Presented,
+    ) -> Result<Arc<ClientRecord>, OAuthError> {
+        let failed = || invalid_client("client authentication failed");
+        let (client_id, secret, method) = match presented {
+            Presented::Basic { client_id, secret } => {
+                (client_id, Some(secret), AuthMethod::ClientSecretBasic)
+            }
+            Presented::Post { client_id, secret } => {
+                (client_id, Some(secret), AuthMethod::ClientSecretPost)
+            }
+            Presented::None { client_id } => (client_id, None, AuthMethod::None),
+        };
+        let client = self.get(client_id);
+        let registered = client
+            .as_ref()
+            .and_then(|c| AuthMethod::parse(&c.auth_method));
+        match (secret, client) {
+            (None, Some(c)) if registered == Some(AuthMethod::None) => Ok(c),
+            (None, _) => Err(failed()),
+            (Some(secret), Some(c)) if registered == Some(method) => {
+                let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+                let cached = self
+                    .verified
+                    .read()
+                    .ok()
+                    .and_then(|m| m.get(client_id).copied());
+                if cached.is_some_and(|d| ct_eq(&d, &digest)) {
+                    return Ok(c);
+                }
+                if crate::password::verify_async(secret.clone(), c.secret_hash.clone()).await {
+                    if let Ok(mut m) = self.verified.write() {
+                        m.insert(client_id.clone(), digest);
+                    }
+                    Ok(c)
+                } else {
+                    Err(failed())
+                }
+            }
+            (Some(secret), _) => {
+                // Unknown client or wrong method: spend the same time.
+                let _ = crate::password::verify_async(secret.clone(), None).await;
+                Err(failed())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        Params::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn basic_is_decoded_with_form_encoding() {
+        // RFC 6749 section 2.3.1: "a b" / "p:w" are form-encoded before base64.
+        let h = format!("Basic {}", STANDARD.encode("a+b:p%3Aw"));
+        let p = presented(Some(&h), &params(&[])).unwrap();
+        assert_eq!(
+            p,
+            Presented::Basic {
+                client_id: "a b".into(),
+                secret: "p:w".into()
+            }
+        );
+    }
+
+    #[test]
+    fn two_methods_are_refused() {
+        let h = format!("Basic {}", STANDARD.encode("a:b"));
+        let e = presented(Some(&h), &params(&[("client_secret", "x")])).unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn nothing_presented_is_invalid_client() {
+        assert_eq!(
+            presented(None, &params(&[])).unwrap_err().error,
+            ErrorCode::InvalidClient
+        );
+        assert_eq!(
+            presented(Some("Bearer x"), &params(&[])).unwrap_err().error,
+            ErrorCode::InvalidClient
+        );
+        assert_eq!(
+            presented(Some("Basic !!!"), &params(&[]))
+                .unwrap_err()
+                .error,
+            ErrorCode::InvalidClient
+        );
+    }
+
+    #[test]
+    fn post_and_none() {
+        let p = presented(None, &params(&[("client_id", "c"), ("client_secret", "s")])).unwrap();
+        assert_eq!(
+            p,
+            Presented::Post {
+                client_id: "c".into(),
+                secret: "s".into()
+            }
+        );
+        let p = presented(None, &params(&[("client_id", "c")])).unwrap();
+        assert_eq!(
+            p,
+            Presented::None {
+                client_id: "c".into()
+            }
+        );
+        assert!(!format!(
+            "{:?}",
+            Presented::Post {
+                client_id: "c".into(),
+                secret: "hunter2".into()
+            }
+        )
+        .contains("hunter2"));
+    }
+}

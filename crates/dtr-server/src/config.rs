@@ -1,0 +1,762 @@
+//! Server configuration: the TOML file of DESIGN.md, command-line
+//! overrides, the built-in demo, and validation whose every error names the
+//! offending key (exit code 2 at start-up).
+
+use crate::policy::{Rule, RuleConfig};
+use dtr_proto::scope::Scope;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The configuration file, exactly the keys of DESIGN.md (plus additions
+/// recorded in the README). Unknown keys are errors.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Issuer identifier (RFC 8414); defaults to `http://<listen>`.
+    pub issuer: Option<String>,
+    /// Address to listen on; defaults to `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// `sqlite://PATH` or `postgres://...`; defaults to `sqlite://dtr-data/dtr.db`.
+    pub database: Option<String>,
+    /// Allows http loopback issuer, callbacks and interaction URIs.
+    #[serde(default)]
+    pub dev_mode: bool,
+    /// Deferral lifetimes and polling.
+    #[serde(default)]
+    pub deferral: DeferralConfig,
+    /// Token lifetimes.
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// Admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Statically configured clients.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// Resource owners who can log in.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Ordered policy rules.
+    #[serde(default)]
+    pub policy: Vec<RuleConfig>,
+}
+
+/// `[deferral]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeferralConfig {
+    /// Seconds a deferral code lives (`expires_in`, DTR-8).
+    pub expires_in: u64,
+    /// Minimum seconds between polls (`interval`, DTR-8, DTR-19).
+    pub interval: u64,
+    /// `slow_down` answers before escalating to `invalid_request` (DTR-19).
+    pub slow_down_limit: u32,
+}
+
+impl Default for DeferralConfig {
+    fn default() -> Self {
+        Self {
+            expires_in: 600,
+            interval: 5,
+            slow_down_limit: 3,
+        }
+    }
+}
+
+/// `[tokens]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Access token lifetime in seconds.
+    pub access_token_ttl: u64,
+    /// Refresh token lifetime in seconds.
+    pub refresh_token_ttl: u64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: 3600,
+            refresh_token_ttl: 86400,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token of the admin API; without one the admin API is off.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// One `[[clients]]` table.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client identifier.
+    pub client_id: String,
+    /// Secret of a confidential client; absent for public clients.
+    pub client_secret: Option<String>,
+    /// `client_secret_basic | client_secret_post | private_key_jwt | none`.
+    pub token_endpoint_auth_method: Option<String>,
+    /// Grants the client may use; the polling grant is implied.
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+    /// Scopes the client may ask for.
+    #[serde(default)]
+    pub scope: String,
+    /// Registered redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Public keys for `private_key_jwt`.
+    #[serde(default)]
+    pub jwks: Option<toml::Value>,
+    /// Callback endpoint (DTR-25); empty means none.
+    #[serde(default)]
+    pub deferred_client_notification_endpoint: Option<String>,
+    /// Whether the client may obtain tokens.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "token_endpoint_auth_method",
+                &self.token_endpoint_auth_method,
+            )
+            .field("grant_types", &self.grant_types)
+            .field("scope", &self.scope)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+fn default_grant_types() -> Vec<String> {
+    vec![dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS.to_owned()]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One `[[users]]` table.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name.
+    pub username: String,
+    /// Password (hashed in memory at start-up, never stored in clear).
+    pub password: String,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Client authentication methods at the token endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// HTTP Basic (RFC 6749 section 2.3.1).
+    ClientSecretBasic,
+    /// Secret in the form body.
+    ClientSecretPost,
+    /// Signed JWT assertion (RFC 7523).
+    PrivateKeyJwt,
+    /// Public client.
+    None,
+}
+
+impl AuthMethod {
+    /// Parses a `token_endpoint_auth_method` value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "client_secret_basic" => Self::ClientSecretBasic,
+            "client_secret_post" => Self::ClientSecretPost,
+            "private_key_jwt" => Self::PrivateKeyJwt,
+            "none" => Self::None,
+            _ => return None,
+        })
+    }
+
+    /// The registered name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Grant types this build can run as originating grants.
+pub const SUPPORTED_GRANT_TYPES: &[&str] = &[dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS];
+
+/// A validated client.
+#[derive(Clone)]
+pub struct StaticClient {
+    /// Identifier.
+    pub client_id: String,
+    /// Secret in clear, only until it is hashed at start-up.
+    pub client_secret: Option<String>,
+    /// Authentication method.
+    pub auth_method: AuthMethod,
+    /// Allowed grant types.
+    pub grant_types: Vec<String>,
+    /// Allowed scope.
+    pub scope: Scope,
+    /// Redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// JWKS (JSON) for `private_key_jwt`.
+    pub jwks: Option<serde_json::Value>,
+    /// Callback endpoint (DTR-25).
+    pub notification_endpoint: Option<String>,
+    /// Enabled in configuration.
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for StaticClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticClient")
+            .field("client_id", &self.client_id)
+            .field("auth_method", &self.auth_method)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The database the server uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL connection string.
+    Postgres(String),
+}
+
+/// The validated, complete configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Issuer identifier, without a trailing slash.
+    pub issuer: Option<String>,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Database.
+    pub database: DatabaseUrl,
+    /// Development mode.
+    pub dev_mode: bool,
+    /// Deferral settings.
+    pub deferral: DeferralConfig,
+    /// Token lifetimes.
+    pub tokens: TokensConfig,
+    /// Admin token.
+    pub admin_token: Option<String>,
+    /// Clients.
+    pub clients: Vec<StaticClient>,
+    /// Users.
+    pub users: Vec<UserConfig>,
+    /// Policy rules.
+    pub policy: Vec<Rule>,
+}
+
+/// A configuration error; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(key: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("config key `{key}`: {msg}"))
+}
+
+/// Command-line overrides of config keys.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--database`.
+    pub database: Option<String>,
+    /// `--issuer`.
+    pub issuer: Option<String>,
+}
+
+impl ConfigFile {
+    /// Parses TOML text; errors carry the dotted path of the bad key.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.message().to_owned();
+            // For an unknown key the path points at its parent; the message
+            // names the key itself.
+            if path == "." || path.is_empty() {
+                ConfigError(format!("config: {msg}"))
+            } else {
+                err(&path, msg)
+            }
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// The built-in demo (`dtr serve` with no config file): two
+    /// confidential clients, one user, and a policy that sends `payments`
+    /// to review, `identity` to user interaction and `reports` to an
+    /// automatic approval after 10 seconds.
+    pub fn demo() -> Self {
+        let client = |id: &str, secret: &str, method: &str| ClientConfig {
+            client_id: id.into(),
+            client_secret: Some(secret.into()),
+            token_endpoint_auth_method: Some(method.into()),
+            grant_types: default_grant_types(),
+            scope: "read write payments identity reports".into(),
+            redirect_uris: vec![],
+            jwks: None,
+            deferred_client_notification_endpoint: None,
+            enabled: true,
+        };
+        let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
+            scope_any: vec![scope.into()],
+            client_id: None,
+            grant_type: None,
+            authorization_details_type: None,
+            action: action.into(),
+            approve_after_seconds: secs,
+        };
+        Self {
+            dev_mode: true,
+            clients: vec![
+                client("svc", "svc-secret", "client_secret_basic"),
+                client("svc-post", "svc-post-secret", "client_secret_post"),
+            ],
+            users: vec![UserConfig {
+                username: "alice".into(),
+                password: "alice-password".into(),
+            }],
+            policy: vec![
+                rule("payments", "review", None),
+                rule("identity", "interaction", None),
+                rule("reports", "approve_after", Some(10)),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// Applies overrides and validates everything.
+    pub fn validate(self, o: &Overrides) -> Result<Config, ConfigError> {
+        let listen_raw = o
+            .listen
+            .clone()
+            .or(self.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+            err(
+                "listen",
+                format!("'{listen_raw}' is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+
+        let issuer = match o.issuer.clone().or(self.issuer) {
+            None => None,
+            Some(i) => Some(validate_issuer(&i, self.dev_mode)?),
+        };
+
+        let db_raw = o
+            .database
+            .clone()
+            .or(self.database)
+            .unwrap_or_else(|| "sqlite://dtr-data/dtr.db".into());
+        let database = parse_database(&db_raw)?;
+
+        let d = &self.deferral;
+        if d.expires_in == 0 {
+            return Err(err("deferral.expires_in", "must be at least 1 second"));
+        }
+        if d.interval == 0 {
+            return Err(err("deferral.interval", "must be at least 1 second"));
+        }
+        if d.interval >= d.expires_in {
+            return Err(err(
+                "deferral.interval",
+                "must be shorter than deferral.expires_in",
+            ));
+        }
+        if self.tokens.access_token_ttl == 0 {
+            return Err(err("tokens.access_token_ttl", "must be at least 1 second"));
+        }
+        if self.tokens.refresh_token_ttl == 0 {
+            return Err(err("tokens.refresh_token_ttl", "must be at least 1 second"));
+        }
+        if let Some(t) = &self.admin.token {
+            if t.len() < 8 {
+                return Err(err("admin.token", "must be at least 8 characters"));
+            }
+        }
+
+        let mut seen = HashSet::new();
+        let mut clients = Vec::new();
+        for (i, c) in self.clients.into_iter().enumerate() {
+            let key = |k: &str| format!("clients[{i}].{k}");
+            if c.client_id.is_empty()
+                || !c
+                    .client_id
+                    .bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b':')
+            {
+                return Err(err(
+                    &key("client_id"),
+                    "must be non-empty printable ASCII without ':'",
+                ));
+            }
+            if !seen.insert(c.client_id.clone()) {
+                return Err(err(
+                    &key("client_id"),
+                    format!("duplicate client '{}'", c.client_id),
+                ));
+            }
+            let method_raw = c.token_endpoint_auth_method.clone().unwrap_or_else(|| {
+                if c.client_secret.is_some() {
+                    "client_secret_basic"
+                } else {
+                    "none"
+                }
+                .to_owned()
+            });
+            let auth_method = AuthMethod::parse(&method_raw).ok_or_else(|| {
+                err(
+                    &key("token_endpoint_auth_method"),
+                    format!("unknown method '{method_raw}'"),
+                )
+            })?;
+            match (auth_method, c.client_secret.as_deref()) {
+                (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, None) => {
+                    return Err(err(
+                        &key("client_secret"),
+                        "required with a client_secret_* method",
+                    ))
+                }
+                (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, Some(s))
+                    if s.len() < 8 =>
+                {
+                    return Err(err(&key("client_secret"), "must be at least 8 characters"))
+                }
+                (AuthMethod::None | AuthMethod::PrivateKeyJwt, Some(_)) => {
+                    return Err(err(
+                        &key("client_secret"),
+                        format!("not allowed with method '{method_raw}'"),
+                    ))
+                }
+                (AuthMethod::PrivateKeyJwt, None) => {
+                    return Err(err(
+                        &key("token_endpoint_auth_method"),
+                        "private_key_jwt is not supported by this build",
+                    ))
+                }
+                _ => {}
+            }
+            for g in &c.grant_types {
+                if !SUPPORTED_GRANT_TYPES.contains(&g.as_str()) {
+                    return Err(err(
+                        &key("grant_types"),
+                        format!("unsupported grant type '{g}'"),
+                    ));
+                }
+            }
+            let scope = Scope::parse(&c.scope).map_err(|e| err(&key("scope"), e))?;
+            let jwks = match c.jwks {
+                None => None,
+                Some(v) => {
+                    let j = serde_json::to_value(v).map_err(|e| err(&key("jwks"), e))?;
+                    if !j.get("keys").is_some_and(|k| k.is_array()) {
+                        return Err(err(&key("jwks"), "must be a table with a `keys` array"));
+                    }
+                    Some(j)
+                }
+            };
+            let notification_endpoint = match c
+                .deferred_client_notification_endpoint
+                .filter(|s| !s.is_empty())
+            {
+                None => None,
+                Some(u) => Some(
+                    validate_https_or_dev(&u, self.dev_mode)
+                        .map_err(|m| err(&key("deferred_client_notification_endpoint"), m))?,
+                ),
+            };
+            for (j, r) in c.redirect_uris.iter().enumerate() {
+                let u = url::Url::parse(r)
+                    .map_err(|e| err(&format!("clients[{i}].redirect_uris[{j}]"), e))?;
+                if u.fragment().is_some() {
+                    return Err(err(
+                        &format!("clients[{i}].redirect_uris[{j}]"),
+                        "must not contain a fragment",
+                    ));
+                }
+            }
+            clients.push(StaticClient {
+                client_id: c.client_id,
+                client_secret: c.client_secret,
+                auth_method,
+                grant_types: c.grant_types,
+                scope,
+                redirect_uris: c.redirect_uris,
+                jwks,
+                notification_endpoint,
+                enabled: c.enabled,
+            });
+        }
+
+        let mut seen_users = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if u.username.is_empty() {
+                return Err(err(&format!("users[{i}].username"), "must not be empty"));
+            }
+            if !seen_users.insert(u.username.clone()) {
+                return Err(err(
+                    &format!("users[{i}].username"),
+                    format!("duplicate user '{}'", u.username),
+                ));
+            }
+            if u.password.len() < 8 {
+                return Err(err(
+                    &format!("users[{i}].password"),
+                    "must be at least 8 characters",
+                ));
+            }
+        }
+
+        let mut policy = Vec::new();
+        for (i, r) in self.policy.iter().enumerate() {
+            let rule = Rule::from_config(r)
+                .map_err(|m| ConfigError(format!("config key `policy[{i}].{m}")))?;
+            if let Some(g) = &r.grant_type {
+                if !SUPPORTED_GRANT_TYPES.contains(&g.as_str()) {
+                    return Err(err(
+                        &format!("policy[{i}].grant_type"),
+                        format!("unsupported grant type '{g}'"),
+                    ));
+                }
+            }
+            for (j, s) in r.scope_any.iter().enumerate() {
+                if Scope::parse(s)
+                    .map(|p| p.iter().count() != 1)
+                    .unwrap_or(true)
+                {
+                    return Err(err(
+                        &format!("policy[{i}].scope_any[{j}]"),
+                        "must be one scope token",
+                    ));
+                }
+            }
+            policy.push(rule);
+        }
+
+        Ok(Config {
+            issuer,
+            listen,
+            database,
+            dev_mode: self.dev_mode,
+            deferral: self.deferral,
+            tokens: self.tokens,
+            admin_token: self.admin.token,
+            clients,
+            users: self.users,
+            policy,
+        })
+    }
+}
+
+fn is_loopback_host(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
+}
+
+/// The issuer: an https URL (RFC 8414 section 2) without query or fragment;
+/// http is accepted for loopback hosts, where no network sees it, and
+/// anywhere in `dev_mode`.
+fn validate_issuer(raw: &str, dev_mode: bool) -> Result<String, ConfigError> {
+    let u =
+        url::Url::parse(raw).map_err(|e| err("issuer", format!("'{raw}' is not a URL: {e}")))?;
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(err(
+            "issuer",
+            "must not have a query or fragment (RFC 8414 section 2)",
+        ));
+    }
+    match u.scheme() {
+        "https" => {}
+        "http" if dev_mode || is_loopback_host(&u) => {}
+        _ => {
+            return Err(err(
+                "issuer",
+                "must be https (http only on loopback or with dev_mode = true)",
+            ))
+        }
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+/// An outbound URL chosen by a client: https, or loopback http in dev mode
+/// (DTR-25).
+pub fn validate_https_or_dev(raw: &str, dev_mode: bool) -> Result<String, String> {
+    let u = url::Url::parse(raw).map_err(|e| format!("'{raw}' is not a URL: {e}"))?;
+    if u.fragment().is_some() {
+        return Err("must not contain a fragment".into());
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("must not contain user information".into());
+    }
+    match u.scheme() {
+        "https" => Ok(raw.to_owned()),
+        "http" if dev_mode && is_loopback_host(&u) => Ok(raw.to_owned()),
+        _ => Err("must be an https URL (loopback http only with dev_mode = true)".into()),
+    }
+}
+
+fn parse_database(raw: &str) -> Result<DatabaseUrl, ConfigError> {
+    if let Some(path) = raw.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(err("database", "sqlite:// needs a file path"));
+        }
+        return Ok(DatabaseUrl::Sqlite(path.into()));
+    }
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        return Ok(DatabaseUrl::Postgres(raw.to_owned()));
+    }
+    Err(err(
+        "database",
+        format!("'{raw}' must start with sqlite:// or postgres://"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(text: &str) -> Result<Config, ConfigError> {
+        ConfigFile::parse(text)?.validate(&Overrides::default())
+    }
+
+    fn msg(text: &str) -> String {
+        validate(text).err().map(|e| e.0).unwrap_or_default()
+    }
+
+    #[test]
+    fn design_example_is_valid() {
+        let c = validate(
+            r#"
+issuer = "http://127.0.0.1:8080"
+listen = "127.0.0.1:8080"
+database = "sqlite://dtr-data/dtr.db"
+dev_mode = false
+[deferral]
+expires_in = 600
+interval = 5
+slow_down_limit = 3
+[tokens]
+access_token_ttl = 3600
+refresh_token_ttl = 86400
+[admin]
+token = "change-me"
+[[clients]]
+client_id = "svc"
+client_secret = "svc-secret"
+token_endpoint_auth_method = "client_secret_basic"
+grant_types = ["client_credentials"]
+scope = "read write payments"
+redirect_uris = []
+jwks = { keys = [] }
+deferred_client_notification_endpoint = ""
+enabled = true
+[[users]]
+username = "alice"
+password = "alice-password"
+[[policy]]
+scope_any = ["payments"]
+action = "review"
+"#,
+        );
+        let c = c.unwrap();
+        assert_eq!(c.clients.len(), 1);
+        assert_eq!(c.deferral.interval, 5);
+        assert_eq!(c.policy.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(msg("bogus = 1").contains("bogus"));
+        assert!(msg("[deferral]\ninterval = \"x\"").contains("deferral.interval"));
+        assert!(msg("[deferral]\nexpires_in = 0").contains("deferral.expires_in"));
+        assert!(msg("issuer = \"not a url\"").contains("issuer"));
+        assert!(msg("issuer = \"http://example.com\"").contains("issuer"));
+        assert!(msg("listen = \"nope\"").contains("listen"));
+        assert!(msg("database = \"mysql://x\"").contains("database"));
+        assert!(msg("[deferral]\nsurprise = 1").contains("surprise"));
+        let dup = "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n";
+        assert!(msg(dup).contains("clients[1].client_id"));
+        assert!(msg(
+            "[[clients]]\nclient_id=\"a\"\ntoken_endpoint_auth_method=\"client_secret_post\""
+        )
+        .contains("clients[0].client_secret"));
+        assert!(msg("[[policy]]\naction=\"maybe\"").contains("policy[0].action"));
+        assert!(
+            msg("[[policy]]\naction=\"approve_after\"").contains("policy[0].approve_after_seconds")
+        );
+        let cb = "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\ndeferred_client_notification_endpoint=\"http://example.com/cb\"";
+        assert!(msg(cb).contains("deferred_client_notification_endpoint"));
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            database: Some("sqlite://x.db".into()),
+            issuer: None,
+        };
+        let c = ConfigFile::parse("listen = \"127.0.0.1:9\"")
+            .unwrap()
+            .validate(&o)
+            .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.database, DatabaseUrl::Sqlite("x.db".into()));
+    }
+
+    #[test]
+    fn demo_is_valid() {
+        let c = ConfigFile::demo().validate(&Overrides::default()).unwrap();
+        assert!(c.dev_mode);
+        assert_eq!(c.clients.len(), 2);
+    }
+}

@@ -1,0 +1,463 @@
+//! The deferral service: creating a deferral (DTR-8..12), answering polls
+//! (DTR-15..23), cancelling (DTR-31..35) and the reviewer's decisions
+//! (DTR-10, DTR-24). Protocol decisions come from `dtr_proto::deferral`;
+//! this module sequences them with the store's conditional updates.
+
+use crate::policy::Action;
+use crate::state::AppState;
+use crate::store::{DeferralRecord, NewDeferral, PollUpdate};
+use crate::tokens::{self, Grant};
+use dtr_proto::deferral::{decide_poll, escalates, is_too_fast, PollAnswer, PollDecision};
+use dtr_proto::scope::Scope;
+use dtr_proto::secret::{random_token, DeferralCode};
+use dtr_proto::token::{DeferralOptIn, DeferredResponse, TokenResponse};
+use dtr_proto::{ErrorCode, OAuthError};
+use tracing::info;
+
+/// Everything needed to defer an originating request.
+#[derive(Clone, Debug)]
+pub struct DeferRequest {
+    /// The client.
+    pub client_id: String,
+    /// Originating grant type.
+    pub grant_type: String,
+    /// Requested scope (validated against the client).
+    pub scope: Scope,
+    /// RFC 9396 authorization details.
+    pub authorization_details: Option<serde_json::Value>,
+    /// Subject of the eventual token.
+    pub subject: String,
+    /// The policy's action (one that defers).
+    pub action: Action,
+    /// The client's opt-in (must include `deferred`, DTR-2).
+    pub opt_in: DeferralOptIn,
+}
+
+/// Opaque reviewer-facing id: unrelated to the code (DTR-9).
+fn new_id() -> String {
+    format!("dfr_{}", random_token(12))
+}
+
+/// Interaction handles: 128 random bits, single-use (DTR-11).
+fn new_interaction_handle() -> String {
+    random_token(16)
+}
+
+/// The `interaction_uri` of a handle.
+pub fn interaction_uri(state: &AppState, handle: &str) -> String {
+    format!("{}{}/{}", state.issuer, dtr_proto::paths::INTERACT, handle)
+}
+
+/// Creates a deferral and builds the deferred response (DTR-8, DTR-11).
+pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredResponse, OAuthError> {
+    debug_assert!(r.opt_in.completion_mode.deferred && r.action.defers());
+    let now = state.clock.now_ms();
+    let d = &state.config.deferral;
+    let code = DeferralCode::generate();
+    let handle = (r.action == Action::Interaction).then(new_interaction_handle);
+    let auto_approve_at = match r.action {
+        Action::ApproveAfter(secs) => Some(now + secs as i64 * 1000),
+        _ => None,
+    };
+    let new = NewDeferral {
+        id: new_id(),
+        code_hash: code.hash(),
+        client_id: r.client_id.clone(),
+        grant_type: r.grant_type.clone(),
+        scope: r.scope.to_string(),
+        authorization_details: r.authorization_details.clone(),
+        subject: Some(r.subject.clone()),
+        created_at: now,
+        expires_at: now + d.expires_in as i64 * 1000,
+        interval_ms: d.interval as i64 * 1000,
+        auto_approve_at,
+        interaction_handle: handle.clone(),
+        // DTR-29: stored like a refresh token, as a hash.
+        notification_token_hash: r.opt_in.notification_token.as_ref().map(|t| t.hash()),
+    };
+    state
+        .store
+        .insert_deferral(&new)
+        .await
+        .map_err(crate::http::error::internal)?;
+    info!(deferral = %new.id, client = %new.client_id, grant = %new.grant_type, scope = %new.scope, "deferral created");
+    let interaction_uri = handle.map(|h| interaction_uri(state, &h));
+    Ok(DeferredResponse {
+        error: if interaction_uri.is_some() {
+            ErrorCode::InteractionRequired
+        } else {
+            ErrorCode::AuthorizationPending
+        },
+        deferral_code: code.secret().to_owned(),
+        expires_in: d.expires_in,
+        interval: d.interval,
+        interaction_uri,
+        error_description: None,
+    })
+}
+
+/// Answers a poll by the authenticated client (DTR-16 order).
+/// `client_active` is the client's enabled state as authentication saw it;
+/// a disabled client never gets a token and its open deferrals are denied
+/// (DTR-23).
+pub async fn poll(
+    state: &AppState,
+    client_id: &str,
+    client_active: bool,
+    code: &DeferralCode,
+) -> Result<TokenResponse, OAuthError> {
+    // A poll that loses a race (another poll or a decision changed the row
+    // between our read and our conditional write) reads again; two rounds
+    // always suffice because every transition out of `pending` is final
+    // for the poll path.
+    for _ in 0..3 {
+        let now = state.clock.now_ms();
+        let record = state
+            .store
+            .deferral_by_code(&code.hash())
+            .await
+            .map_err(crate::http::error::internal)?;
+        // DTR-17: an unknown code and another client's code take the same
+        // path and get the same answer.
+        let Some(rec) = record.filter(|r| r.client_id == client_id) else {
+            return Err(PollAnswer::Unknown.to_error());
+        };
+        let decision = decide_poll(&rec.poll_view(), now);
+        if !client_active && !matches!(decision, PollDecision::Answer(_)) {
+            if state
+                .store
+                .deny(&rec.id, "client disabled", true, now)
+                .await
+                .map_err(crate::http::error::internal)?
+            {
+                info!(deferral = %rec.id, "deferral denied: client disabled");
+            }
+            return Err(PollAnswer::Denied.to_error());
+        }
+        match decision {
+            PollDecision::Answer(a) => return Err(a.to_error()),
+            PollDecision::Redeem { auto_approve } => {
+                if auto_approve
+                    && state
+                        .store
+                        .approve(&rec.id, &rec.scope, now)
+                        .await
+                        .map_err(crate::http::error::internal)?
+                {
+                    let _ = state.store.set_decided_by(&rec.id, "policy").await;
+                    info!(deferral = %rec.id, "deferral approved by policy (approve_after)");
+                }
+                match redeem(state, &rec, now).await? {
+                    Some(token) => return Ok(token),
+                    None => continue,
+                }
+            }
+            PollDecision::StillPending => match record_pending_poll(state, &rec, now).await? {
+                Some(answer) => return Err(answer),
+                None => continue,
+            },
+        }
+    }
+    Err(OAuthError::with_description(
+        ErrorCode::TemporarilyUnavailable,
+        "deferral is changing; poll again",
+    ))
+}
+
+/// Redeems an approved deferral: re-checks consent (DTR-23), then passes
+/// the exactly-once gate (DTR-21). `None` when another request won.
+async fn redeem(
+    state: &AppState,
+    rec: &DeferralRecord,
+    now: i64,
+) -> Result<Option<TokenResponse>, OAuthError> {
+    // DTR-23: read the client fresh from the store, not from a cache: it
+    // may have been disabled on another node since the deferral started.
+    let client = state
+        .store
+        .get_client(&rec.client_id)
+        .await
+        .map_err(crate::http::error::internal)?;
+    if !client.is_some_and(|c| c.is_active()) {
+        if state
+            .store
+            .deny(&rec.id, "client disabled", true, now)
+            .await
+            .map_err(crate::http::error::internal)?
+        {
+            info!(deferral = %rec.id, "deferral denied: client disabled before redemption");
+        }
+        return Err(PollAnswer::Denied.to_error());
+    }
+    if !state
+        .store
+        .redeem(&rec.id, now)
+        .await
+        .map_err(crate::http::error::internal)?
+    {
+        return Ok(None);
+    }
+    // Re-read for the granted scope written by the approval we raced with.
+    let granted = state
+        .store
+        .deferral_by_id(&rec.id)
+        .await
+        .map_err(crate::http::error::internal)?
+        .and_then(|r| r.granted_scope)
+        .unwrap_or_else(|| rec.scope.clone());
+    info!(deferral = %rec.id, client = %rec.client_id, "deferral redeemed");
+    let grant = Grant {
+        client_id: rec.client_id.clone(),
+        subject: rec.subject.clone().unwrap_or_else(|| rec.client_id.clone()),
+        scope: granted,
+        authorization_details: rec.authorization_details.clone(),
+        deferral_id: Some(rec.id.clone()),
+    };
+    tokens::issue(state, &grant).await.map(Some)
+}
+
+/// Records a poll of a pending deferral and builds the pending answer:
+/// `slow_down` (DTR-19), escalation to `invalid_request`, or the pending
+/// state with progress (DTR-10, DTR-18). `None` when the row moved on.
+async fn record_pending_poll(
+    state: &AppState,
+    rec: &DeferralRecord,
+    now: i64,
+) -> Result<Option<OAuthError>, OAuthError> {
+    let too_fast = is_too_fast(rec.last_polled_at, now, rec.interval_ms);
+    let block = too_fast && escalates(rec.slow_down_count, state.config.deferral.slow_down_limit);
+    let update = PollUpdate {
+        id: rec.id.clone(),
+        expected_last_polled_at: rec.last_polled_at,
+        expected_slow_down_count: rec.slow_down_count,
+        polled_at: now,
+        slow_down_count: rec.slow_down_count + u32::from(too_fast && !block),
+        block,
+    };
+    if !state
+        .store
+        .record_poll(&update, now)
+        .await
+        .map_err(crate::http::error::internal)?
+    {
+        return Ok(None);
+    }
+    if block {
+        info!(deferral = %rec.id, "polling escalated to invalid_request after repeated slow_down");
+        return Ok(Some(PollAnswer::PollingBlocked.to_error()));
+    }
+    if too_fast {
+        return Ok(Some(OAuthError::with_description(
+            ErrorCode::SlowDown,
+            format!(
+                "poll at most every {} seconds; add 5 seconds to your interval",
+                rec.interval_ms / 1000
+            ),
+        )));
+    }
+    Ok(Some(pending_answer(state, rec)))
+}
+
+/// `interaction_required` with its URI, or `authorization_pending` with
+/// the progress step (DTR-10, DTR-18).
+fn pending_answer(state: &AppState, rec: &DeferralRecord) -> OAuthError {
+    let description = rec.progress.as_ref().map(|s| format!("step={s}"));
+    match &rec.interaction_handle {
+        Some(h) => OAuthError {
+            error: ErrorCode::InteractionRequired,
+            error_description: description,
+            interaction_uri: Some(interaction_uri(state, h)),
+        },
+        None => OAuthError {
+            error: ErrorCode::AuthorizationPending,
+            error_description: description,
+            interaction_uri: None,
+        },
+    }
+}
+
+/// Cancels the client's deferral (DTR-32); unknown, foreign or finished
+/// codes change nothing (DTR-33). Returns whether a deferral was cancelled.
+pub async fn cancel(
+    state: &AppState,
+    client_id: &str,
+    code: &DeferralCode,
+) -> Result<bool, OAuthError> {
+    let now = state.clock.now_ms();
+    let hash = code.hash();
+    let done = state
+        .store
+        .cancel(&hash, client_id, now)
+        .await
+        .map_err(crate::http::error::internal)?;
+    if done {
+        info!(client = %client_id, "deferral cancelled by the client");
+    }
+    Ok(done)
+}
+
+/// Why a reviewer's action did not apply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecisionError {
+    /// No such deferral.
+    NotFound,
+    /// Not pending any more (409).
+    NotPending(String),
+    /// The request is invalid (400).
+    Invalid(String),
+}
+
+async fn load_pending(state: &AppState, id: &str) -> Result<DeferralRecord, DecisionError> {
+    let rec = state
+        .store
+        .deferral_by_id(id)
+        .await
+        .map_err(|e| DecisionError::Invalid(format!("storage error: {e}")))?
+        .ok_or(DecisionError::NotFound)?;
+    let now = state.clock.now_ms();
+    let s = rec.effective_state(now);
+    if !s.is_pending() {
+        return Err(DecisionError::NotPending(format!(
+            "deferral is {s}, not pending"
+        )));
+    }
+    Ok(rec)
+}
+
+fn conflict_after_race(state: &AppState, rec: Option<DeferralRecord>) -> DecisionError {
+    match rec {
+        None => DecisionError::NotFound,
+        Some(r) => DecisionError::NotPending(format!(
+            "deferral is {}, not pending",
+            r.effective_state(state.clock.now_ms())
+        )),
+    }
+}
+
+async fn reload(state: &AppState, id: &str) -> Option<DeferralRecord> {
+    state.store.deferral_by_id(id).await.ok().flatten()
+}
+
+/// Approves, optionally narrowing the scope to a subset (DTR-24).
+pub async fn approve(
+    state: &AppState,
+    id: &str,
+    scope: Option<&str>,
+    by: &str,
+) -> Result<DeferralRecord, DecisionError> {
+    let rec = load_pending(state, id).await?;
+    let requested = Scope::parse(&rec.scope).unwrap_or_default();
+    let granted = match scope {
+        None => requested,
+        Some(s) => {
+            let s = Scope::parse(s).map_err(|e| DecisionError::Invalid(e.to_string()))?;
+            if !s.is_subset(&requested) {
+                return Err(DecisionError::Invalid(format!(
+                    "scope '{s}' is not a subset of the requested scope '{requested}' (no expansion, DTR-24)"
+                )));
+            }
+            s
+        }
+    };
+    let now = state.clock.now_ms();
+    if !state
+        .store
+        .approve(id, &granted.to_string(), now)
+        .await
+        .map_err(|e| DecisionError::Invalid(e.to_string()))?
+    {
+        return Err(conflict_after_race(state, reload(state, id).await));
+    }
+    let _ = state.store.set_decided_by(id, by).await;
+    info!(deferral = %id, by = %by, scope = %granted, "deferral approved");
+    reload(state, id).await.ok_or(DecisionError::NotFound)
+}
+
+/// Denies a pending deferral.
+pub async fn deny(
+    state: &AppState,
+    id: &str,
+    reason: Option<&str>,
+    by: &str,
+) -> Result<DeferralRecord, DecisionError> {
+    load_pending(state, id).await?;
+    let now = state.clock.now_ms();
+    let reason = reason.unwrap_or("denied by reviewer");
+    if !state
+        .store
+        .deny(id, reason, false, now)
+        .await
+        .map_err(|e| DecisionError::Invalid(e.to_string()))?
+    {
+        return Err(conflict_after_race(state, reload(state, id).await));
+    }
+    let _ = state.store.set_decided_by(id, by).await;
+    info!(deferral = %id, by = %by, "deferral denied");
+    reload(state, id).await.ok_or(DecisionError::NotFound)
+}
+
+/// A progress step: a short identifier, never personal data (DTR-10).
+pub fn valid_step(step: &str) -> bool {
+    (1..=64).contains(&step.len())
+        && step
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Sets the progress step shown on polls.
+pub async fn progress(
+    state: &AppState,
+    id: &str,
+    step: &str,
+) -> Result<DeferralRecord, DecisionError> {
+    if !valid_step(step) {
+        return Err(DecisionError::Invalid(
+            "step must be 1-64 characters of A-Z a-z 0-9 _ - . (an identifier, never personal data)".into(),
+        ));
+    }
+    load_pending(state, id).await?;
+    if !state
+        .store
+        .set_progress(id, Some(step), state.clock.now_ms())
+        .await
+        .map_err(|e| DecisionError::Invalid(e.to_string()))?
+    {
+        return Err(conflict_after_race(state, reload(state, id).await));
+    }
+    reload(state, id).await.ok_or(DecisionError::NotFound)
+}
+
+/// Switches a pending deferral to `interaction_required` with a fresh
+/// handle (`required = true`), or back to `authorization_pending` (DTR-18:
+/// both directions).
+pub async fn set_interaction(
+    state: &AppState,
+    id: &str,
+    required: bool,
+) -> Result<DeferralRecord, DecisionError> {
+    load_pending(state, id).await?;
+    let handle = required.then(new_interaction_handle);
+    if !state
+        .store
+        .set_interaction(id, handle.as_deref(), state.clock.now_ms())
+        .await
+        .map_err(|e| DecisionError::Invalid(e.to_string()))?
+    {
+        return Err(conflict_after_race(state, reload(state, id).await));
+    }
+    reload(state, id).await.ok_or(DecisionError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_identifiers() {
+        assert!(valid_step("document_review"));
+        assert!(valid_step("fraud.check-2"));
+        assert!(!valid_step(""));
+        assert!(!valid_step("John Smith"));
+        assert!(!valid_step(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,306 @@
+//! The admin API of DESIGN.md: reviewers list, inspect and decide
+//! deferrals by their opaque id (never the code), and disable clients.
+
+use super::error::{json_no_store, AdminError};
+use crate::clock::rfc3339;
+use crate::deferrals::{self, DecisionError};
+use crate::state::AppState;
+use crate::store::{DeferralFilter, DeferralRecord};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use dtr_proto::secret::ct_eq;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The admin routes, behind the bearer-token check.
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/admin/deferrals", get(list))
+        .route("/admin/deferrals/{id}", get(show))
+        .route("/admin/deferrals/{id}/approve", post(approve))
+        .route("/admin/deferrals/{id}/deny", post(deny))
+        .route("/admin/deferrals/{id}/progress", post(progress))
+        .route("/admin/deferrals/{id}/interaction", post(interaction))
+        .route("/admin/clients", get(list_clients))
+        .route("/admin/clients/{client_id}/disable", post(disable_client))
+        .route("/admin/clients/{client_id}/enable", post(enable_client))
+        .layer(axum::middleware::from_fn_with_state(state, require_admin))
+}
+
+/// Checks `Authorization: Bearer <admin.token>` in constant time.
+async fn require_admin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, AdminError> {
+    let Some(expected) = state.admin_token_sha256 else {
+        return Err(AdminError::Unauthorized(
+            "admin API disabled: set [admin] token in the configuration",
+        ));
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AdminError::Unauthorized("admin bearer token required"))?;
+    let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+    if !ct_eq(&digest, &expected) {
+        return Err(AdminError::Unauthorized("admin token rejected"));
+    }
+    Ok(next.run(req).await)
+}
+
+/// The reviewer's view of a deferral (DESIGN.md).
+pub fn deferral_json(state: &AppState, d: &DeferralRecord) -> Value {
+    let now = state.clock.now_ms();
+    let mut v = json!({
+        "id": d.id,
+        "client_id": d.client_id,
+        "grant_type": d.grant_type,
+        "scope": d.scope,
+        "authorization_details": d.authorization_details,
+        "state": d.effective_state(now).as_str(),
+        "interaction_required": d.interaction_handle.is_some() && d.effective_state(now).is_pending(),
+        "progress": d.progress,
+        "created_at": rfc3339(d.created_at),
+        "expires_at": rfc3339(d.expires_at),
+        "subject": d.subject,
+    });
+    if let Some(g) = &d.granted_scope {
+        v["granted_scope"] = g.clone().into();
+    }
+    if let Some(r) = &d.deny_reason {
+        v["deny_reason"] = r.clone().into();
+    }
+    if let (Some(h), true) = (&d.interaction_handle, d.effective_state(now).is_pending()) {
+        v["interaction_uri"] = deferrals::interaction_uri(state, h).into();
+    }
+    if let Some(t) = d.resolved_at {
+        v["resolved_at"] = rfc3339(t).into();
+    }
+    if let Some(t) = d.redeemed_at {
+        v["redeemed_at"] = rfc3339(t).into();
+    }
+    v
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    client_id: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, AdminError> {
+    let st = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(s.parse().map_err(AdminError::BadRequest)?),
+    };
+    let filter = DeferralFilter {
+        state: st,
+        client_id: q.client_id.filter(|c| !c.is_empty()),
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let rows = state
+        .store
+        .list_deferrals(&filter, state.clock.now_ms())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "listing deferrals failed");
+            AdminError::Internal
+        })?;
+    let out: Vec<Value> = rows.iter().map(|d| deferral_json(&state, d)).collect();
+    Ok(json_no_store(StatusCode::OK, &out))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    let d = state
+        .store
+        .deferral_by_id(&id)
+        .await
+        .map_err(|_| AdminError::Internal)?
+        .ok_or(AdminError::NotFound)?;
+    Ok(json_no_store(StatusCode::OK, &deferral_json(&state, &d)))
+}
+
+/// Parses an optional JSON body; empty means `{}`. Unknown members are
+/// refused: a misspelt `scope` must not approve the full request.
+fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, AdminError> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(b).map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn decided(
+    state: &AppState,
+    r: Result<DeferralRecord, DecisionError>,
+) -> Result<Response, AdminError> {
+    match r {
+        Ok(d) => Ok(json_no_store(StatusCode::OK, &deferral_json(state, &d))),
+        Err(DecisionError::NotFound) => Err(AdminError::NotFound),
+        Err(DecisionError::NotPending(m)) => Err(AdminError::Conflict(m)),
+        Err(DecisionError::Invalid(m)) => Err(AdminError::BadRequest(m)),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    scope: Option<String>,
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<Response, AdminError> {
+    let b: ApproveBody = body(&b)?;
+    decided(
+        &state,
+        deferrals::approve(&state, &id, b.scope.as_deref(), "admin").await,
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DenyBody {
+    reason: Option<String>,
+}
+
+async fn deny(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<Response, AdminError> {
+    let b: DenyBody = body(&b)?;
+    if b.reason.as_ref().is_some_and(|r| r.len() > 500) {
+        return Err(AdminError::BadRequest(
+            "reason longer than 500 characters".into(),
+        ));
+    }
+    decided(
+        &state,
+        deferrals::deny(&state, &id, b.reason.as_deref(), "admin").await,
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProgressBody {
+    step: Option<String>,
+}
+
+async fn progress(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<Response, AdminError> {
+    let b: ProgressBody = body(&b)?;
+    let step = b
+        .step
+        .ok_or_else(|| AdminError::BadRequest("missing member 'step'".into()))?;
+    decided(&state, deferrals::progress(&state, &id, &step).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InteractionBody {
+    #[serde(default = "yes")]
+    required: bool,
+}
+
+impl Default for InteractionBody {
+    fn default() -> Self {
+        Self { required: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn interaction(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<Response, AdminError> {
+    let b: InteractionBody = body(&b)?;
+    decided(
+        &state,
+        deferrals::set_interaction(&state, &id, b.required).await,
+    )
+}
+
+fn client_json(c: &crate::store::ClientRecord) -> Value {
+    json!({
+        "client_id": c.client_id,
+        "token_endpoint_auth_method": c.auth_method,
+        "grant_types": c.grant_types,
+        "scope": c.scope,
+        "enabled": c.is_active(),
+    })
+}
+
+async fn list_clients(State(state): State<AppState>) -> Result<Response, AdminError> {
+    let all = state
+        .store
+        .list_clients()
+        .await
+        .map_err(|_| AdminError::Internal)?;
+    Ok(json_no_store(
+        StatusCode::OK,
+        &all.iter().map(client_json).collect::<Vec<_>>(),
+    ))
+}
+
+async fn set_disabled(
+    state: &AppState,
+    client_id: &str,
+    disabled: bool,
+) -> Result<Response, AdminError> {
+    if !state
+        .store
+        .set_client_admin_disabled(client_id, disabled)
+        .await
+        .map_err(|_| AdminError::Internal)?
+    {
+        return Err(AdminError::NotFound);
+    }
+    let c = state
+        .store
+        .get_client(client_id)
+        .await
+        .map_err(|_| AdminError::Internal)?
+        .ok_or(AdminError::NotFound)?;
+    tracing::info!(client = %client_id, disabled, "client state changed by admin");
+    state.clients.refresh(c.clone());
+    Ok(json_no_store(StatusCode::OK, &client_json(&c)))
+}
+
+async fn disable_client(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    set_disabled(&state, &id, true).await
+}
+
+async fn enable_client(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    set_disabled(&state, &id, false).await
+}

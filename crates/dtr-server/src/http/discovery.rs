@@ -1,0 +1,76 @@
+//! `GET /.well-known/oauth-authorization-server` (RFC 8414, DTR-7),
+//! `GET /jwks.json` and `GET /healthz`.
+
+use crate::config::SUPPORTED_GRANT_TYPES;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use dtr_proto::metadata::AuthorizationServerMetadata;
+use dtr_proto::paths;
+use std::collections::BTreeSet;
+
+/// Builds the metadata document from the shared path constants.
+pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
+    let url = |p: &str| format!("{}{}", state.issuer, p);
+    let mut grants: Vec<String> = SUPPORTED_GRANT_TYPES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    grants.push(dtr_proto::GRANT_TYPE_DEFERRED.into());
+    let auth_methods: Vec<String> = ["client_secret_basic", "client_secret_post", "none"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let scopes: BTreeSet<String> = state
+        .config
+        .clients
+        .iter()
+        .flat_map(|c| c.scope.iter().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    AuthorizationServerMetadata {
+        issuer: state.issuer.clone(),
+        token_endpoint: Some(url(paths::TOKEN)),
+        jwks_uri: Some(url(paths::JWKS)),
+        revocation_endpoint: Some(url(paths::REVOKE)),
+        introspection_endpoint: Some(url(paths::INTROSPECT)),
+        scopes_supported: scopes.into_iter().collect(),
+        response_types_supported: vec![],
+        grant_types_supported: grants,
+        token_endpoint_auth_methods_supported: auth_methods.clone(),
+        revocation_endpoint_auth_methods_supported: auth_methods.clone(),
+        introspection_endpoint_auth_methods_supported: auth_methods,
+        revocation_endpoint_token_type_values_supported: vec![
+            dtr_proto::TOKEN_TYPE_HINT_ACCESS_TOKEN.into(),
+            dtr_proto::TOKEN_TYPE_DEFERRAL_CODE.into(),
+        ],
+        deferred_token_response_supported: true,
+        other: Default::default(),
+    }
+}
+
+/// The metadata endpoint.
+pub async fn metadata_doc(State(state): State<AppState>) -> Json<AuthorizationServerMetadata> {
+    Json(metadata(&state))
+}
+
+/// The JWKS endpoint.
+pub async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.signer.jwks())
+}
+
+/// Liveness: answers 200 only when the database answers.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "database unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! All mapping of errors to HTTP responses, in one place.
+//!
+//! OAuth errors carry the status of OAuth 2.1 section 3.2.4 (401 with
+//! `WWW-Authenticate` for `invalid_client`) and `Cache-Control: no-store`
+//! (DTR-22). Internal errors are logged and answered `server_error`
+//! without detail.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dtr_proto::{ErrorCode, OAuthError};
+use serde::Serialize;
+
+/// A JSON response with `Cache-Control: no-store` and `Pragma: no-cache`.
+pub fn json_no_store<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut resp = (status, axum::Json(body)).into_response();
+    no_store(&mut resp);
+    resp
+}
+
+/// Adds the no-store headers (RFC 6749 section 5.1, DTR-22).
+pub fn no_store(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// An OAuth error as an HTTP response.
+#[derive(Debug)]
+pub struct OAuthResponse(pub OAuthError);
+
+impl From<OAuthError> for OAuthResponse {
+    fn from(e: OAuthError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for OAuthResponse {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut resp = json_no_store(status, &self.0);
+        if self.0.error == ErrorCode::InvalidClient {
+            // RFC 6749 section 5.2: 401 with the scheme the client may use.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="dtr", charset="UTF-8""#),
+            );
+        }
+        resp
+    }
+}
+
+/// Logs an internal failure and turns it into `server_error` without
+/// detail: database messages never reach clients.
+pub fn internal(e: impl std::fmt::Display) -> OAuthError {
+    tracing::error!(error = %e, "internal error");
+    OAuthError::with_description(ErrorCode::ServerError, "internal error")
+}
+
+/// Errors of the admin API: JSON `{"error", "error_description"}`.
+#[derive(Debug)]
+pub enum AdminError {
+    /// 400 `invalid_request`.
+    BadRequest(String),
+    /// 401: missing or wrong admin token.
+    Unauthorized(&'static str),
+    /// 404.
+    NotFound,
+    /// 409: the deferral is not pending.
+    Conflict(String),
+    /// 500.
+    Internal,
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, error, desc) = match self {
+            Self::BadRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", d),
+            Self::Unauthorized(d) => (StatusCode::UNAUTHORIZED, "invalid_token", d.to_owned()),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource".to_owned(),
+            ),
+            Self::Conflict(d) => (StatusCode::CONFLICT, "conflict", d),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error".to_owned(),
+            ),
+        };
+        let mut resp = json_no_store(
+            status,
+            &serde_json::json!({"error": error, "error_description": desc}),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="dtr-admin""#),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(r: &Response, h: header::HeaderName) -> Option<&str> {
+        r.headers().get(h).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn invalid_client_is_401_with_www_authenticate() {
+        let r = OAuthResponse(OAuthError::new(ErrorCode::InvalidClient)).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(header(&r, header::WWW_AUTHENTICATE).is_some_and(|v| v.starts_with("Basic")));
+        assert_eq!(header(&r, header::CACHE_CONTROL), Some("no-store"));
+    }
+
+    #[test]
+    fn pending_family_is_400_no_store() {
+        // DTR-8, DTR-22
+        for code in [
+            ErrorCode::AuthorizationPending,
+            ErrorCode::SlowDown,
+            ErrorCode::ExpiredToken,
+            ErrorCode::AccessDenied,
+        ] {
+            let r = OAuthResponse(OAuthError::new(code)).into_response();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(header(&r, header::CACHE_CONTROL), Some("no-store"));
+            assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
+        }
+    }
+
+    #[test]
+    fn server_error_is_500_without_detail() {
+        let e = internal("secret database detail");
+        assert_eq!(e.error_description.as_deref(), Some("internal error"));
+        assert_eq!(
+            OAuthResponse(e).into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn admin_errors() {
+        assert_eq!(
+            AdminError::Conflict("x".into()).into_response().status(),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            AdminError::NotFound.into_response().status(),
+            StatusCode::NOT_FOUND
+        );
+        let r = AdminError::Unauthorized("no").into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(header(&r, header::WWW_AUTHENTICATE).is_some());
+    }
+}

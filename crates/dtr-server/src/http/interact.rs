@@ -1,0 +1,181 @@
+//! The page behind an `interaction_uri` (DTR-11): shows what the client
+//! asks for and lets a configured user log in and approve or deny.
+//! Opening the page decides nothing; the decision is a POST with the
+//! user's credentials, and the handle is consumed by it (single use). The
+//! handle lives no longer than its deferral.
+
+use super::form::Form;
+use crate::state::AppState;
+use crate::store::DeferralRecord;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+/// Escapes text for HTML element and attribute content.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}\
+         dt{{font-weight:600}}label{{display:block;margin:.5rem 0}}button{{margin-right:.5rem}}</style>\
+         </head><body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    );
+    let mut r = (status, Html(html)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The page must not be framed (clickjacking) nor leak the handle.
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+fn gone() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Nothing to do here",
+        "<p>This link is unknown, was already used, or has expired.</p>",
+    )
+}
+
+async fn live(state: &AppState, handle: &str) -> Option<DeferralRecord> {
+    let d = state
+        .store
+        .deferral_by_interaction(handle)
+        .await
+        .ok()
+        .flatten()?;
+    d.effective_state(state.clock.now_ms())
+        .is_pending()
+        .then_some(d)
+}
+
+/// `GET /interact/{handle}`: shows the request; changes nothing.
+pub async fn show(State(state): State<AppState>, Path(handle): Path<String>) -> Response {
+    let Some(d) = live(&state, &handle).await else {
+        return gone();
+    };
+    let details = d
+        .authorization_details
+        .as_ref()
+        .map(|a| {
+            format!(
+                "<dt>Authorization details</dt><dd><pre>{}</pre></dd>",
+                escape(&a.to_string())
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<p>An application asks for access that needs your decision.</p>\
+         <dl><dt>Application</dt><dd>{client}</dd><dt>Access requested</dt><dd>{scope}</dd>{details}</dl>\
+         <form method=\"post\">\
+         <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
+         <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+         <button name=\"decision\" value=\"approve\">Approve</button>\
+         <button name=\"decision\" value=\"deny\">Deny</button></form>",
+        client = escape(&d.client_id),
+        scope = escape(if d.scope.is_empty() { "(no scope)" } else { &d.scope }),
+    );
+    page(StatusCode::OK, "Review access request", &body)
+}
+
+/// `POST /interact/{handle}`: the user's decision.
+pub async fn decide(
+    State(state): State<AppState>,
+    Path(handle): Path<String>,
+    Form(p): Form,
+) -> Response {
+    if live(&state, &handle).await.is_none() {
+        return gone();
+    }
+    let (Some(user), Some(pass)) = (p.get("username"), p.get("password")) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Missing credentials",
+            "<p>Enter your username and password.</p>",
+        );
+    };
+    let approve = match p.get("decision") {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "No decision",
+                "<p>Choose approve or deny.</p>",
+            )
+        }
+    };
+    if !state.verify_user(user, pass).await {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Login failed",
+            "<p>Wrong username or password. Go back and try again.</p>",
+        );
+    }
+    let now = state.clock.now_ms();
+    match state
+        .store
+        .resolve_interaction(&handle, approve, &format!("user:{user}"), now)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(user = %user, approve, "deferral decided at interaction page");
+            let (title, text) = if approve {
+                (
+                    "Approved",
+                    "The application will receive access when it next asks.",
+                )
+            } else {
+                ("Denied", "The application's request was denied.")
+            };
+            page(
+                StatusCode::OK,
+                title,
+                &format!("<p>{text} You can close this page.</p>"),
+            )
+        }
+        Ok(false) => gone(),
+        Err(e) => {
+            tracing::error!(error = %e, "interaction decision failed");
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error",
+                "<p>Something went wrong. Try again.</p>",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            super::escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

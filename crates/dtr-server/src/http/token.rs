@@ -1,0 +1,140 @@
+//! `POST /token`: the originating grants, the deferred response and
+//! polling. The handler authenticates, parses, and hands over to the grant
+//! and deferral logic; it makes no protocol decision of its own.
+
+use super::error::{json_no_store, OAuthResponse};
+use super::form::Form;
+use crate::client_auth;
+use crate::deferrals::{self, DeferRequest};
+use crate::policy::{Action, PolicyRequest};
+use crate::state::AppState;
+use crate::store::ClientRecord;
+use crate::tokens::{self, Grant};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dtr_proto::scope::Scope;
+use dtr_proto::token::{authorization_details_types, DeferralOptIn, TokenRequest};
+use dtr_proto::{ErrorCode, OAuthError};
+
+/// The token endpoint.
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(params): Form,
+) -> Response {
+    match handle(&state, &headers, &params).await {
+        Ok(r) => r,
+        Err(e) => OAuthResponse(e).into_response(),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &dtr_proto::params::Params,
+) -> Result<Response, OAuthError> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    // DTR-16 step 1: authenticate the client first.
+    let presented = client_auth::presented(auth, params)?;
+    let client = state.clients.authenticate(&presented).await?;
+    match TokenRequest::parse(params)? {
+        TokenRequest::Poll { deferral_code } => {
+            let token =
+                deferrals::poll(state, &client.client_id, client.is_active(), &deferral_code)
+                    .await?;
+            Ok(json_no_store(StatusCode::OK, &token))
+        }
+        TokenRequest::ClientCredentials {
+            scope,
+            authorization_details,
+            opt_in,
+        } => client_credentials(state, &client, scope, authorization_details, opt_in).await,
+    }
+}
+
+/// OAuth 2.1 section 4.2, deferrable.
+async fn client_credentials(
+    state: &AppState,
+    client: &ClientRecord,
+    scope: Option<Scope>,
+    authorization_details: Option<serde_json::Value>,
+    opt_in: DeferralOptIn,
+) -> Result<Response, OAuthError> {
+    if !client.is_active() {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidClient,
+            "client is disabled",
+        ));
+    }
+    // A public client cannot keep a secret, so it cannot act on its own
+    // behalf (OAuth 2.1 section 4.2).
+    if client.auth_method == "none"
+        || !client
+            .grant_types
+            .iter()
+            .any(|g| g == dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS)
+    {
+        return Err(OAuthError::with_description(
+            ErrorCode::UnauthorizedClient,
+            "client is not allowed to use the client_credentials grant",
+        ));
+    }
+    let allowed = Scope::parse(&client.scope).unwrap_or_default();
+    let scope = scope.unwrap_or_else(|| allowed.clone());
+    if !scope.is_subset(&allowed) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidScope,
+            "requested scope exceeds what the client may ask for",
+        ));
+    }
+    let ad_types = authorization_details
+        .as_ref()
+        .map(authorization_details_types)
+        .unwrap_or_default();
+    let action = state.policy.evaluate(&PolicyRequest {
+        client_id: &client.client_id,
+        grant_type: dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS,
+        scope: &scope,
+        authorization_details_types: &ad_types,
+    });
+    match action {
+        Action::Allow => {
+            let grant = Grant {
+                client_id: client.client_id.clone(),
+                subject: client.client_id.clone(),
+                scope: scope.to_string(),
+                authorization_details,
+                deferral_id: None,
+            };
+            let token = tokens::issue(state, &grant).await?;
+            Ok(json_no_store(StatusCode::OK, &token))
+        }
+        Action::Deny => Err(OAuthError::with_description(ErrorCode::AccessDenied, "request denied by policy")),
+        // DTR-2: never defer without the opt-in; and never issue what
+        // policy says must be decided first (DESIGN.md "Policy").
+        _ if !opt_in.completion_mode.deferred => Err(OAuthError::with_description(
+            ErrorCode::AccessDenied,
+            "this request needs a decision that cannot be made now; retry with completion_mode=deferred",
+        )),
+        _ => {
+            let deferred = deferrals::create(
+                state,
+                DeferRequest {
+                    client_id: client.client_id.clone(),
+                    grant_type: dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS.into(),
+                    scope,
+                    authorization_details,
+                    subject: client.client_id.clone(),
+                    action,
+                    opt_in,
+                },
+            )
+            .await?;
+            // DTR-8: HTTP 400, JSON, no-store.
+            Ok(json_no_store(StatusCode::BAD_REQUEST, &deferred))
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The shared server state: one `Clone` struct of `Arc`s handed to every
+//! handler, and its construction from a validated configuration.
+
+use crate::client_auth::ClientRegistry;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keys::TokenSigner;
+use crate::policy::Policy;
+use crate::store::{ClientRecord, Store};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Handle to the server's state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What the handlers share.
+pub struct Inner {
+    /// Validated configuration.
+    pub config: Config,
+    /// The issuer identifier, without a trailing slash.
+    pub issuer: String,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Access token signer.
+    pub signer: TokenSigner,
+    /// Clients for authentication.
+    pub clients: ClientRegistry,
+    /// Users: name to Argon2id PHC string.
+    pub users: HashMap<String, String>,
+    /// Deferral policy.
+    pub policy: Policy,
+    /// SHA-256 of the admin token; `None` disables the admin API.
+    pub admin_token_sha256: Option<[u8; 32]>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A failure while building the state (exit code 2 at start-up).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+impl AppState {
+    /// Builds the state: writes configured clients to the store (secrets
+    /// hashed), loads or creates the signing key, hashes user passwords.
+    pub async fn build(
+        config: Config,
+        issuer: String,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let e = |m: String| StartupError(m);
+        for c in &config.clients {
+            let existing = store
+                .get_client(&c.client_id)
+                .await
+                .map_err(|x| e(x.to_string()))?;
+            // Keep the stored hash when it still matches, so a restart does
+            // not rehash every secret.
+            let secret_hash = match (
+                &c.client_secret,
+                existing.as_ref().and_then(|x| x.secret_hash.clone()),
+            ) {
+                (None, _) => None,
+                (Some(s), Some(h))
+                    if crate::password::verify_async(s.clone(), Some(h.clone())).await =>
+                {
+                    Some(h)
+                }
+                (Some(s), _) => Some(crate::password::hash_async(s.clone()).await.map_err(e)?),
+            };
+            let record = ClientRecord {
+                client_id: c.client_id.clone(),
+                secret_hash,
+                auth_method: c.auth_method.as_str().to_owned(),
+                grant_types: c.grant_types.clone(),
+                scope: c.scope.to_string(),
+                redirect_uris: c.redirect_uris.clone(),
+                jwks: c.jwks.clone(),
+                notification_endpoint: c.notification_endpoint.clone(),
+                enabled: c.enabled,
+                admin_disabled: existing.is_some_and(|x| x.admin_disabled),
+            };
+            store
+                .upsert_client(&record)
+                .await
+                .map_err(|x| e(x.to_string()))?;
+        }
+        let clients = ClientRegistry::load(store.as_ref())
+            .await
+            .map_err(|x| e(x.to_string()))?;
+
+        let der = store
+            .signing_key(&crate::keys::generate_pkcs8, clock.now_ms())
+            .await
+            .map_err(|x| e(x.to_string()))?;
+        let signer = TokenSigner::from_pkcs8(&der).map_err(e)?;
+
+        let mut users = HashMap::new();
+        for u in &config.users {
+            users.insert(
+                u.username.clone(),
+                crate::password::hash_async(u.password.clone())
+                    .await
+                    .map_err(e)?,
+            );
+        }
+        let admin_token_sha256 = config
+            .admin_token
+            .as_ref()
+            .map(|t| Sha256::digest(t.as_bytes()).into());
+        let policy = Policy::new(config.policy.clone());
+        Ok(Self(Arc::new(Inner {
+            config,
+            issuer,
+            store,
+            clock,
+            signer,
+            clients,
+            users,
+            policy,
+            admin_token_sha256,
+        })))
+    }
+
+    /// Verifies a user's password (unknown users take as long).
+    pub async fn verify_user(&self, username: &str, password: &str) -> bool {
+        crate::password::verify_async(password.to_owned(), self.users.get(username).cloned()).await
+    }
+}

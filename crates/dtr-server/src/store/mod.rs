@@ -1,0 +1,320 @@
+//! Storage: one trait per aggregate, implemented once per database.
+//!
+//! Every state transition of a deferral is one conditional update
+//! (`UPDATE ... WHERE state = 'pending'`), so the guarantees of the draft
+//! (exactly-once redemption, DTR-21; atomic cancellation, DTR-32) hold
+//! whatever the number of server nodes: the database decides who wins,
+//! never a read followed by a write.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use dtr_proto::deferral::{DeferralState, PollView};
+
+/// A storage failure. Never shown to clients (logged, answered `server_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The schema in the database is newer than this binary.
+    #[error("database schema version {found} is newer than this binary supports ({supported})")]
+    SchemaTooNew {
+        /// Version found.
+        found: i64,
+        /// Newest version known.
+        supported: i64,
+    },
+}
+
+/// Result of storage calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A client as stored. Secrets only as password hashes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// Identifier.
+    pub client_id: String,
+    /// PHC string of the secret's Argon2id hash; `None` for public clients.
+    pub secret_hash: Option<String>,
+    /// `token_endpoint_auth_method`.
+    pub auth_method: String,
+    /// Allowed grant types.
+    pub grant_types: Vec<String>,
+    /// Allowed scope (space-separated).
+    pub scope: String,
+    /// Redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// JWKS document.
+    pub jwks: Option<serde_json::Value>,
+    /// Callback endpoint (DTR-25).
+    pub notification_endpoint: Option<String>,
+    /// Enabled by configuration.
+    pub enabled: bool,
+    /// Disabled through the admin API (kept across restarts and config reloads).
+    pub admin_disabled: bool,
+}
+
+impl ClientRecord {
+    /// Whether the client may currently obtain tokens (DTR-23).
+    pub fn is_active(&self) -> bool {
+        self.enabled && !self.admin_disabled
+    }
+}
+
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("client_id", &self.client_id)
+            .field("auth_method", &self.auth_method)
+            .field("enabled", &self.enabled)
+            .field("admin_disabled", &self.admin_disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new deferral, as created by the token endpoint.
+#[derive(Clone, Debug)]
+pub struct NewDeferral {
+    /// Opaque id shown to reviewers (never the code).
+    pub id: String,
+    /// SHA-256 of the deferral code (DTR-9).
+    pub code_hash: String,
+    /// Owning client.
+    pub client_id: String,
+    /// Originating grant type.
+    pub grant_type: String,
+    /// Requested scope (canonical).
+    pub scope: String,
+    /// RFC 9396 authorization details (JSON).
+    pub authorization_details: Option<serde_json::Value>,
+    /// Resource owner, or the client for the client credentials grant.
+    pub subject: Option<String>,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Expiry (ms).
+    pub expires_at: i64,
+    /// Polling interval (ms).
+    pub interval_ms: i64,
+    /// With policy `approve_after`: when it approves itself (ms).
+    pub auto_approve_at: Option<i64>,
+    /// Interaction handle when the deferral starts in `interaction_required`.
+    pub interaction_handle: Option<String>,
+    /// SHA-256 of the `client_notification_token` (DTR-29).
+    pub notification_token_hash: Option<String>,
+}
+
+/// A stored deferral.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeferralRecord {
+    /// Opaque id.
+    pub id: String,
+    /// Owning client.
+    pub client_id: String,
+    /// Originating grant type.
+    pub grant_type: String,
+    /// Requested scope.
+    pub scope: String,
+    /// Scope granted on approval (a subset, DTR-24).
+    pub granted_scope: Option<String>,
+    /// RFC 9396 authorization details.
+    pub authorization_details: Option<serde_json::Value>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Stored state (see [`DeferralRecord::effective_state`]).
+    pub state: DeferralState,
+    /// Interaction handle while `interaction_required`.
+    pub interaction_handle: Option<String>,
+    /// Current progress step (DTR-10).
+    pub progress: Option<String>,
+    /// Reviewer's reason for a denial (never sent to the client).
+    pub deny_reason: Option<String>,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Expires (ms).
+    pub expires_at: i64,
+    /// Polling interval (ms).
+    pub interval_ms: i64,
+    /// Auto-approval time (ms).
+    pub auto_approve_at: Option<i64>,
+    /// Last poll (ms).
+    pub last_polled_at: Option<i64>,
+    /// `slow_down` answers so far.
+    pub slow_down_count: u32,
+    /// Escalated to `invalid_request` (DTR-19).
+    pub polling_blocked: bool,
+    /// Decided or cancelled (ms).
+    pub resolved_at: Option<i64>,
+    /// Redeemed (ms).
+    pub redeemed_at: Option<i64>,
+}
+
+impl DeferralRecord {
+    /// The state as it stands at `now`: an undecided or uncollected
+    /// deferral past its lifetime is `expired` even before the sweeper has
+    /// written it.
+    pub fn effective_state(&self, now: i64) -> DeferralState {
+        match self.state {
+            DeferralState::Pending | DeferralState::Approved if now >= self.expires_at => {
+                DeferralState::Expired
+            }
+            s => s,
+        }
+    }
+
+    /// What the pure poll decision needs.
+    pub fn poll_view(&self) -> PollView {
+        PollView {
+            state: self.state,
+            expires_at: self.expires_at,
+            auto_approve_at: self.auto_approve_at,
+            polling_blocked: self.polling_blocked,
+        }
+    }
+}
+
+/// The write of one poll of a pending deferral, applied only if nobody
+/// polled in between (compare-and-set on the previous poll's values).
+#[derive(Clone, Debug)]
+pub struct PollUpdate {
+    /// Deferral id.
+    pub id: String,
+    /// `last_polled_at` as read.
+    pub expected_last_polled_at: Option<i64>,
+    /// `slow_down_count` as read.
+    pub expected_slow_down_count: u32,
+    /// New `last_polled_at`.
+    pub polled_at: i64,
+    /// New `slow_down_count`.
+    pub slow_down_count: u32,
+    /// Escalate: block polling and deny (DTR-19).
+    pub block: bool,
+}
+
+/// Filter of the admin listing.
+#[derive(Clone, Debug, Default)]
+pub struct DeferralFilter {
+    /// Only this state (evaluated at `now`).
+    pub state: Option<DeferralState>,
+    /// Only this client.
+    pub client_id: Option<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// An issued access token, recorded for revocation and introspection.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    /// JWT `jti`.
+    pub jti: String,
+    /// Client it was issued to.
+    pub client_id: String,
+    /// Expiry (ms).
+    pub expires_at: i64,
+    /// Issued (ms).
+    pub issued_at: i64,
+    /// The deferral it was redeemed from, if any.
+    pub deferral_id: Option<String>,
+}
+
+/// Clients.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// Inserts or updates a configured client, keeping `admin_disabled`.
+    async fn upsert_client(&self, c: &ClientRecord) -> StoreResult<()>;
+    /// One client.
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>>;
+    /// All clients.
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    /// Sets the admin override; false when the client is unknown.
+    async fn set_client_admin_disabled(&self, client_id: &str, disabled: bool)
+        -> StoreResult<bool>;
+}
+
+/// Deferrals: every method that changes state is one conditional update
+/// and returns whether it applied.
+#[async_trait]
+pub trait DeferralStore: Send + Sync {
+    /// Stores a new deferral.
+    async fn insert_deferral(&self, d: &NewDeferral) -> StoreResult<()>;
+    /// Looks a deferral up by the hash of its code (one indexed read).
+    async fn deferral_by_code(&self, code_hash: &str) -> StoreResult<Option<DeferralRecord>>;
+    /// Looks a deferral up by id.
+    async fn deferral_by_id(&self, id: &str) -> StoreResult<Option<DeferralRecord>>;
+    /// Looks a pending deferral up by its interaction handle.
+    async fn deferral_by_interaction(&self, handle: &str) -> StoreResult<Option<DeferralRecord>>;
+    /// Newest first.
+    async fn list_deferrals(
+        &self,
+        f: &DeferralFilter,
+        now: i64,
+    ) -> StoreResult<Vec<DeferralRecord>>;
+    /// Records a poll (compare-and-set); `false` when the row moved on.
+    async fn record_poll(&self, u: &PollUpdate, now: i64) -> StoreResult<bool>;
+    /// `pending → approved` unless expired; `granted_scope` is the final scope.
+    async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool>;
+    /// `pending|approved → denied` (approved only for consent staleness, DTR-23).
+    async fn deny(
+        &self,
+        id: &str,
+        reason: &str,
+        from_approved: bool,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Records who decided (`admin`, `user:alice`, `policy`); audit only.
+    async fn set_decided_by(&self, id: &str, decided_by: &str) -> StoreResult<()>;
+    /// `approved → redeemed` unless expired: the exactly-once gate (DTR-21).
+    async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool>;
+    /// `pending|approved → cancelled` for the owning client, unless expired
+    /// (DTR-32, DTR-34).
+    async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool>;
+    /// Sets the progress step of a pending deferral.
+    async fn set_progress(&self, id: &str, step: Option<&str>, now: i64) -> StoreResult<bool>;
+    /// Sets (`Some`) or clears (`None`) the interaction handle of a pending deferral.
+    async fn set_interaction(&self, id: &str, handle: Option<&str>, now: i64) -> StoreResult<bool>;
+    /// Consumes an interaction handle with the user's decision: approve
+    /// (`granted_scope`) or deny; the handle is single-use (DTR-11).
+    async fn resolve_interaction(
+        &self,
+        handle: &str,
+        approve: bool,
+        decided_by: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Approves every `approve_after` deferral that is due; returns how many.
+    async fn approve_due(&self, now: i64) -> StoreResult<u64>;
+    /// Marks undecided or uncollected deferrals past their lifetime expired.
+    async fn expire_due(&self, now: i64) -> StoreResult<u64>;
+    /// Deletes finished deferrals whose lifetime ended before `before` (DTR-37).
+    async fn prune_deferrals(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// Issued access tokens (revocation list) and the signing key.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Records an issued access token.
+    async fn record_token(&self, t: &IssuedToken) -> StoreResult<()>;
+    /// Revokes a token of this client; false when unknown or foreign.
+    async fn revoke_token(&self, jti: &str, client_id: &str, now: i64) -> StoreResult<bool>;
+    /// Whether the token was revoked (unknown tokens count as revoked).
+    async fn token_revoked(&self, jti: &str) -> StoreResult<bool>;
+    /// Deletes tokens expired before `before`.
+    async fn prune_tokens(&self, before: i64) -> StoreResult<u64>;
+    /// The signing key (PKCS#8 DER), created with `generate` on first use and
+    /// never replaced: two nodes starting together agree on one key.
+    async fn signing_key(
+        &self,
+        generate: &(dyn Fn() -> Vec<u8> + Send + Sync),
+        now: i64,
+    ) -> StoreResult<Vec<u8>>;
+}
+
+/// Everything the server needs from a database.
+#[async_trait]
+pub trait Store: ClientStore + DeferralStore + TokenStore + 'static {
+    /// Cheap round trip for `/healthz`.
+    async fn ping(&self) -> StoreResult<()>;
+}

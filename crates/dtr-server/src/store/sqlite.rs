@@ -1,0 +1,642 @@
+//! The embedded SQLite store: one connection in WAL mode behind a mutex,
+//! used from blocking tasks. SQLite serialises writers anyway; every state
+//! change is still written as a conditional update, so the code reads the
+//! same as the PostgreSQL store and stays correct if the connection model
+//! changes.
+
+use super::*;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Migrations in order; applied ones never change (migrations/README.md).
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+/// SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating parent directories and the file) and migrates.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(db_err)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(db_err)?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
+        // WAL lets readers of other processes (backups, the CLI) run beside
+        // the server; NORMAL sync is durable across process crashes.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("storage task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(db_err)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [i as i64 + 1],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(())
+}
+
+const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
+     state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
+     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at";
+
+fn corrupt(col: usize, e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        col,
+        rusqlite::types::Type::Text,
+        e.to_string().into(),
+    )
+}
+
+fn json_opt(row: &Row<'_>, col: usize) -> rusqlite::Result<Option<serde_json::Value>> {
+    match row.get::<_, Option<String>>(col)? {
+        None => Ok(None),
+        Some(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|e| corrupt(col, e)),
+    }
+}
+
+fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
+    let state: String = row.get(7)?;
+    Ok(DeferralRecord {
+        id: row.get(0)?,
+        client_id: row.get(1)?,
+        grant_type: row.get(2)?,
+        scope: row.get(3)?,
+        granted_scope: row.get(4)?,
+        authorization_details: json_opt(row, 5)?,
+        subject: row.get(6)?,
+        state: state.parse().map_err(|e| corrupt(7, e))?,
+        interaction_handle: row.get(8)?,
+        progress: row.get(9)?,
+        deny_reason: row.get(10)?,
+        created_at: row.get(11)?,
+        expires_at: row.get(12)?,
+        interval_ms: row.get(13)?,
+        auto_approve_at: row.get(14)?,
+        last_polled_at: row.get(15)?,
+        slow_down_count: row.get(16)?,
+        polling_blocked: row.get(17)?,
+        resolved_at: row.get(18)?,
+        redeemed_at: row.get(19)?,
+    })
+}
+
+fn json_vec(row: &Row<'_>, col: usize) -> rusqlite::Result<Vec<String>> {
+    let s: String = row.get(col)?;
+    serde_json::from_str(&s).map_err(|e| corrupt(col, e))
+}
+
+fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
+    Ok(ClientRecord {
+        client_id: row.get(0)?,
+        secret_hash: row.get(1)?,
+        auth_method: row.get(2)?,
+        grant_types: json_vec(row, 3)?,
+        scope: row.get(4)?,
+        redirect_uris: json_vec(row, 5)?,
+        jwks: json_opt(row, 6)?,
+        notification_endpoint: row.get(7)?,
+        enabled: row.get(8)?,
+        admin_disabled: row.get(9)?,
+    })
+}
+
+const CLIENT_COLUMNS: &str =
+    "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
+     notification_endpoint, enabled, admin_disabled";
+
+fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl ClientStore for SqliteStore {
+    async fn upsert_client(&self, c: &ClientRecord) -> StoreResult<()> {
+        let c = c.clone();
+        let grant_types = to_json(&c.grant_types)?;
+        let redirect_uris = to_json(&c.redirect_uris)?;
+        let jwks = c.jwks.as_ref().map(to_json).transpose()?;
+        self.with(move |db| {
+            db.execute(
+                "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
+                 notification_endpoint, enabled) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
+                 auth_method = excluded.auth_method, grant_types = excluded.grant_types, scope = excluded.scope, \
+                 redirect_uris = excluded.redirect_uris, jwks = excluded.jwks, \
+                 notification_endpoint = excluded.notification_endpoint, enabled = excluded.enabled",
+                params![
+                    c.client_id,
+                    c.secret_hash,
+                    c.auth_method,
+                    grant_types,
+                    c.scope,
+                    redirect_uris,
+                    jwks,
+                    c.notification_endpoint,
+                    c.enabled
+                ],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+        let id = client_id.to_owned();
+        self.with(move |db| {
+            db.query_row(
+                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?1"),
+                [id],
+                client_from_row,
+            )
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        self.with(|db| {
+            let mut st = db
+                .prepare(&format!(
+                    "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"
+                ))
+                .map_err(db_err)?;
+            let rows = st.query_map([], client_from_row).map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn set_client_admin_disabled(
+        &self,
+        client_id: &str,
+        disabled: bool,
+    ) -> StoreResult<bool> {
+        let id = client_id.to_owned();
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE clients SET admin_disabled = ?2 WHERE client_id = ?1",
+                    params![id, disabled],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeferralStore for SqliteStore {
+    async fn insert_deferral(&self, d: &NewDeferral) -> StoreResult<()> {
+        let d = d.clone();
+        let ad = d.authorization_details.as_ref().map(to_json).transpose()?;
+        self.with(move |db| {
+            db.execute(
+                "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
+                 state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
+                 notification_token_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    d.id,
+                    d.code_hash,
+                    d.client_id,
+                    d.grant_type,
+                    d.scope,
+                    ad,
+                    d.subject,
+                    d.interaction_handle,
+                    d.created_at,
+                    d.expires_at,
+                    d.interval_ms,
+                    d.auto_approve_at,
+                    d.notification_token_hash
+                ],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deferral_by_code(&self, code_hash: &str) -> StoreResult<Option<DeferralRecord>> {
+        let h = code_hash.to_owned();
+        self.with(move |db| {
+            db.prepare_cached(&format!(
+                "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE code_hash = ?1"
+            ))
+            .and_then(|mut st| st.query_row([h], deferral_from_row).optional())
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn deferral_by_id(&self, id: &str) -> StoreResult<Option<DeferralRecord>> {
+        let id = id.to_owned();
+        self.with(move |db| {
+            db.prepare_cached(&format!(
+                "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE id = ?1"
+            ))
+            .and_then(|mut st| st.query_row([id], deferral_from_row).optional())
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn deferral_by_interaction(&self, handle: &str) -> StoreResult<Option<DeferralRecord>> {
+        let h = handle.to_owned();
+        self.with(move |db| {
+            db.prepare_cached(&format!(
+                "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE interaction_handle = ?1"
+            ))
+            .and_then(|mut st| st.query_row([h], deferral_from_row).optional())
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn list_deferrals(
+        &self,
+        f: &DeferralFilter,
+        now: i64,
+    ) -> StoreResult<Vec<DeferralRecord>> {
+        let f = f.clone();
+        self.with(move |db| {
+            // The effective state (DeferralRecord::effective_state) in SQL,
+            // so that filtering by `pending` does not list expired rows.
+            let eff = "CASE WHEN state IN ('pending','approved') AND expires_at <= ?1 THEN 'expired' ELSE state END";
+            let sql = format!(
+                "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE (?2 IS NULL OR {eff} = ?2) \
+                 AND (?3 IS NULL OR client_id = ?3) ORDER BY created_at DESC, id DESC LIMIT ?4"
+            );
+            let mut st = db.prepare_cached(&sql).map_err(db_err)?;
+            let rows = st
+                .query_map(
+                    params![now, f.state.map(|s| s.as_str()), f.client_id, f.limit.max(1)],
+                    deferral_from_row,
+                )
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn record_poll(&self, u: &PollUpdate, now: i64) -> StoreResult<bool> {
+        let u = u.clone();
+        self.with(move |db| {
+            let n = db
+                .prepare_cached(
+                    "UPDATE deferrals SET last_polled_at = ?2, slow_down_count = ?3, polling_blocked = ?4, \
+                     state = CASE WHEN ?4 THEN 'denied' ELSE state END, \
+                     deny_reason = CASE WHEN ?4 THEN 'polling faster than interval' ELSE deny_reason END, \
+                     resolved_at = CASE WHEN ?4 THEN ?2 ELSE resolved_at END \
+                     WHERE id = ?1 AND state = 'pending' AND expires_at > ?7 \
+                     AND last_polled_at IS ?5 AND slow_down_count = ?6",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        u.id,
+                        u.polled_at,
+                        u.slow_down_count,
+                        u.block,
+                        u.expected_last_polled_at,
+                        u.expected_slow_down_count,
+                        now
+                    ])
+                })
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool> {
+        let (id, scope) = (id.to_owned(), granted_scope.to_owned());
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET state = 'approved', granted_scope = ?2, resolved_at = ?3, \
+                     interaction_handle = NULL WHERE id = ?1 AND state = 'pending' AND expires_at > ?3",
+                    params![id, scope, now],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn deny(
+        &self,
+        id: &str,
+        reason: &str,
+        from_approved: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let (id, reason) = (id.to_owned(), reason.to_owned());
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET state = 'denied', deny_reason = ?2, resolved_at = ?3, \
+                     interaction_handle = NULL WHERE id = ?1 AND expires_at > ?3 \
+                     AND (state = 'pending' OR (?4 AND state = 'approved'))",
+                    params![id, reason, now, from_approved],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_decided_by(&self, id: &str, decided_by: &str) -> StoreResult<()> {
+        let (id, by) = (id.to_owned(), decided_by.to_owned());
+        self.with(move |db| {
+            db.execute(
+                "UPDATE deferrals SET decided_by = ?2 WHERE id = ?1",
+                params![id, by],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with(move |db| {
+            // DTR-21: the single gate of token issuance on a poll. Only the
+            // caller that moves the row out of 'approved' issues a token.
+            let n = db
+                .prepare_cached(
+                    "UPDATE deferrals SET state = 'redeemed', redeemed_at = ?2, notification_token_hash = NULL \
+                     WHERE id = ?1 AND state = 'approved' AND expires_at > ?2",
+                )
+                .and_then(|mut st| st.execute(params![id, now]))
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
+        let (h, c) = (code_hash.to_owned(), client_id.to_owned());
+        self.with(move |db| {
+            // DTR-32, DTR-34: an approved but uncollected resolution becomes
+            // cancelled too, so no token is ever issued for it.
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET state = 'cancelled', resolved_at = ?3, interaction_handle = NULL, \
+                     notification_token_hash = NULL \
+                     WHERE code_hash = ?1 AND client_id = ?2 AND state IN ('pending', 'approved') AND expires_at > ?3",
+                    params![h, c, now],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_progress(&self, id: &str, step: Option<&str>, now: i64) -> StoreResult<bool> {
+        let (id, step) = (id.to_owned(), step.map(str::to_owned));
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET progress = ?2 WHERE id = ?1 AND state = 'pending' AND expires_at > ?3",
+                    params![id, step, now],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_interaction(&self, id: &str, handle: Option<&str>, now: i64) -> StoreResult<bool> {
+        let (id, handle) = (id.to_owned(), handle.map(str::to_owned));
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET interaction_handle = ?2 WHERE id = ?1 AND state = 'pending' AND expires_at > ?3",
+                    params![id, handle, now],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn resolve_interaction(
+        &self,
+        handle: &str,
+        approve: bool,
+        decided_by: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let (h, by) = (handle.to_owned(), decided_by.to_owned());
+        self.with(move |db| {
+            // Single use (DTR-11): the handle is cleared in the same update
+            // that records the decision.
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET state = CASE WHEN ?2 THEN 'approved' ELSE 'denied' END, \
+                     granted_scope = CASE WHEN ?2 THEN scope ELSE NULL END, \
+                     deny_reason = CASE WHEN ?2 THEN NULL ELSE 'denied at interaction' END, \
+                     decided_by = ?3, resolved_at = ?4, interaction_handle = NULL \
+                     WHERE interaction_handle = ?1 AND state = 'pending' AND expires_at > ?4",
+                    params![h, approve, by, now],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn approve_due(&self, now: i64) -> StoreResult<u64> {
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET state = 'approved', granted_scope = scope, resolved_at = ?1, \
+                     decided_by = 'policy' WHERE state = 'pending' AND auto_approve_at IS NOT NULL \
+                     AND auto_approve_at <= ?1 AND expires_at > ?1",
+                    [now],
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn expire_due(&self, now: i64) -> StoreResult<u64> {
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, notification_token_hash = NULL \
+                     WHERE state IN ('pending', 'approved') AND expires_at <= ?1",
+                    [now],
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn prune_deferrals(&self, before: i64) -> StoreResult<u64> {
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "DELETE FROM deferrals WHERE expires_at < ?1 AND state IN ('expired', 'redeemed', 'denied', 'cancelled')",
+                    [before],
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn record_token(&self, t: &IssuedToken) -> StoreResult<()> {
+        let t = t.clone();
+        self.with(move |db| {
+            db.prepare_cached(
+                "INSERT INTO access_tokens (jti, client_id, issued_at, expires_at, deferral_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| st.execute(params![t.jti, t.client_id, t.issued_at, t.expires_at, t.deferral_id]))
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, jti: &str, client_id: &str, now: i64) -> StoreResult<bool> {
+        let (j, c) = (jti.to_owned(), client_id.to_owned());
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE access_tokens SET revoked_at = ?3 WHERE jti = ?1 AND client_id = ?2 AND revoked_at IS NULL",
+                    params![j, c, now],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn token_revoked(&self, jti: &str) -> StoreResult<bool> {
+        let j = jti.to_owned();
+        self.with(move |db| {
+            let row: Option<Option<i64>> = db
+                .prepare_cached("SELECT revoked_at FROM access_tokens WHERE jti = ?1")
+                .and_then(|mut st| st.query_row([j], |r| r.get(0)).optional())
+                .map_err(db_err)?;
+            Ok(!matches!(row, Some(None)))
+        })
+        .await
+    }
+
+    async fn prune_tokens(&self, before: i64) -> StoreResult<u64> {
+        self.with(move |db| {
+            let n = db
+                .execute("DELETE FROM access_tokens WHERE expires_at < ?1", [before])
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn signing_key(
+        &self,
+        generate: &(dyn Fn() -> Vec<u8> + Send + Sync),
+        now: i64,
+    ) -> StoreResult<Vec<u8>> {
+        // Generate outside the blocking task (the closure is not 'static);
+        // INSERT OR IGNORE keeps an existing key, so it is never replaced.
+        let candidate = generate();
+        self.with(move |db| {
+            db.execute(
+                "INSERT OR IGNORE INTO signing_keys (id, private_der, created_at) VALUES (1, ?1, ?2)",
+                params![candidate, now],
+            )
+            .map_err(db_err)?;
+            db.query_row("SELECT private_der FROM signing_keys WHERE id = 1", [], |r| r.get(0)).map_err(db_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.with(|db| db.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
+            .await
+    }
+}

@@ -1,0 +1,68 @@
+//! Issuing access tokens: JWTs per RFC 9068 signed with the server's ES256
+//! key, recorded by `jti` so that revocation and introspection work.
+
+use crate::state::AppState;
+use crate::store::IssuedToken;
+use dtr_proto::secret::random_token;
+use dtr_proto::token::TokenResponse;
+use dtr_proto::OAuthError;
+
+/// What a token is issued for, after every decision has been made.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// The client.
+    pub client_id: String,
+    /// The subject: the resource owner, or the client itself for the client
+    /// credentials grant (RFC 9068 section 2.2).
+    pub subject: String,
+    /// Final scope (possibly narrowed, DTR-24).
+    pub scope: String,
+    /// RFC 9396 authorization details granted.
+    pub authorization_details: Option<serde_json::Value>,
+    /// The deferral this token redeems, if any.
+    pub deferral_id: Option<String>,
+}
+
+/// Signs and records an access token and builds the token response.
+pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAuthError> {
+    let now = state.clock.now_ms();
+    let ttl = state.config.tokens.access_token_ttl;
+    let iat = now / 1000;
+    let jti = random_token(16);
+    let mut claims = serde_json::json!({
+        "iss": state.issuer,
+        "sub": grant.subject,
+        "aud": state.issuer,
+        "client_id": grant.client_id,
+        "iat": iat,
+        "exp": iat + ttl as i64,
+        "jti": jti,
+    });
+    if !grant.scope.is_empty() {
+        claims["scope"] = grant.scope.clone().into();
+    }
+    if let Some(ad) = &grant.authorization_details {
+        claims["authorization_details"] = ad.clone();
+    }
+    let access_token = state.signer.sign(&claims);
+    state
+        .store
+        .record_token(&IssuedToken {
+            jti,
+            client_id: grant.client_id.clone(),
+            issued_at: now,
+            expires_at: now + ttl as i64 * 1000,
+            deferral_id: grant.deferral_id.clone(),
+        })
+        .await
+        .map_err(crate::http::error::internal)?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: Some(ttl),
+        refresh_token: None,
+        scope: (!grant.scope.is_empty()).then(|| grant.scope.clone()),
+        issued_token_type: None,
+        authorization_details: grant.authorization_details.clone(),
+    })
+}
