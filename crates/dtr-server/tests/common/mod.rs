@@ -1,0 +1,224 @@
+//! Shared harness of the router tests: a server state on an in-memory
+//! SQLite database with a manual clock, driven through `oneshot`.
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::Router;
+use dtr_server::clock::ManualClock;
+use dtr_server::config::{ConfigFile, Overrides};
+use dtr_server::store::sqlite::SqliteStore;
+use dtr_server::AppState;
+use serde_json::Value;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "test-admin-token";
+pub const SVC: (&str, &str) = ("svc", "svc-secret");
+pub const OTHER: (&str, &str) = ("other", "other-secret");
+pub const POLL: &str = "urn:ietf:params:oauth:grant-type:deferred";
+
+pub const CONFIG: &str = r#"
+issuer = "http://127.0.0.1:8080"
+[deferral]
+expires_in = 600
+interval = 5
+slow_down_limit = 2
+[admin]
+token = "test-admin-token"
+[[clients]]
+client_id = "svc"
+client_secret = "svc-secret"
+scope = "read write payments identity reports forbidden"
+[[clients]]
+client_id = "other"
+client_secret = "other-secret"
+token_endpoint_auth_method = "client_secret_post"
+scope = "read payments"
+[[users]]
+username = "alice"
+password = "alice-password"
+[[policy]]
+scope_any = ["payments"]
+action = "review"
+[[policy]]
+scope_any = ["identity"]
+action = "interaction"
+[[policy]]
+scope_any = ["reports"]
+action = "approve_after"
+approve_after_seconds = 2
+[[policy]]
+scope_any = ["forbidden"]
+action = "deny"
+"#;
+
+pub struct Harness {
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub app: Router,
+}
+
+pub async fn harness() -> Harness {
+    harness_with(CONFIG).await
+}
+
+pub async fn harness_with(config: &str) -> Harness {
+    let config = ConfigFile::parse(config)
+        .unwrap()
+        .validate(&Overrides::default())
+        .unwrap();
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let clock = Arc::new(ManualClock::new());
+    let issuer = config.issuer.clone().unwrap();
+    let state = AppState::build(config, issuer, store, clock.clone())
+        .await
+        .unwrap();
+    let app = dtr_server::http::app(state.clone());
+    Harness { state, clock, app }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("")
+    }
+    pub fn no_store(&self) -> bool {
+        self.headers
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            == Some("no-store")
+    }
+}
+
+pub fn basic((id, secret): (&str, &str)) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+impl Harness {
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            json,
+            text,
+        }
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        auth: Option<String>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut b = Request::post(path).header(header::CONTENT_TYPE, content_type);
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        self.send(b.body(Body::from(body)).unwrap()).await
+    }
+
+    /// POST a form with HTTP Basic client authentication.
+    pub async fn post(&self, path: &str, client: (&str, &str), pairs: &[(&str, &str)]) -> Resp {
+        self.post_raw(
+            path,
+            Some(basic(client)),
+            "application/x-www-form-urlencoded",
+            form(pairs).into_bytes(),
+        )
+        .await
+    }
+
+    /// POST a form as the `other` client (client_secret_post).
+    pub async fn post_other(&self, path: &str, pairs: &[(&str, &str)]) -> Resp {
+        let mut all = vec![("client_id", OTHER.0), ("client_secret", OTHER.1)];
+        all.extend_from_slice(pairs);
+        self.post_raw(
+            path,
+            None,
+            "application/x-www-form-urlencoded",
+            form(&all).into_bytes(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        let body = body
+            .map(|v| Body::from(v.to_string()))
+            .unwrap_or_else(Body::empty);
+        self.send(b.body(body).unwrap()).await
+    }
+
+    /// Requests `scope` with completion_mode=deferred as svc; returns the deferral code.
+    pub async fn defer(&self, scope: &str) -> String {
+        let r = self
+            .post(
+                "/token",
+                SVC,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("scope", scope),
+                    ("completion_mode", "deferred"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        r.json["deferral_code"]
+            .as_str()
+            .expect("deferral_code")
+            .to_owned()
+    }
+
+    pub async fn poll(&self, code: &str) -> Resp {
+        self.post(
+            "/token",
+            SVC,
+            &[("grant_type", POLL), ("deferral_code", code)],
+        )
+        .await
+    }
+
+    /// The id of the newest deferral, as a reviewer sees it.
+    pub async fn newest_id(&self) -> String {
+        let r = self.admin("GET", "/admin/deferrals", None).await;
+        r.json[0]["id"].as_str().expect("a deferral").to_owned()
+    }
+}
