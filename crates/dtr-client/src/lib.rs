@@ -1,1 +1,40 @@
-//! placeholder
+//! Client library for OAuth 2.1 authorization servers that implement the
+//! Deferred Token Response (`draft-ietf-oauth-deferred-token-response`).
+//!
+//! - [`Client`] discovers the server (RFC 8414), authenticates the client
+//!   (RFC 6749 section 2.3.1), runs the client credentials grant with
+//!   `completion_mode=deferred`, polls a deferral code once, cancels it
+//!   through revocation (RFC 7009, DTR-31) and introspects tokens.
+//! - [`Poller`] waits for a deferral to resolve: it honours `interval`,
+//!   adds 5 s per `slow_down` (DTR-19), stops on terminal errors, never
+//!   polls past the code's lifetime and can be woken early by a callback
+//!   notification (DTR-30). Time comes from a [`Clock`], so the polling
+//!   logic is tested without sleeping.
+//! - [`AdminClient`] drives the server's admin API.
+//!
+//! Requirement numbers (`DTR-n`) refer to the project's SPEC.md.
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod auth;
+pub mod client;
+pub mod clock;
+pub mod deferral;
+pub mod error;
+mod http;
+pub mod poller;
+
+pub use admin::{AdminClient, AdminError};
+pub use auth::ClientAuth;
+pub use client::{Client, ClientCredentialsRequest, TokenReply};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use deferral::{Deferral, TokenResult};
+pub use error::Error;
+pub use poller::{PollOutcome, PollProgress, PollTransport, Poller};
+
+// Re-exported so that users need not depend on `dtr-proto` for the types
+// that appear in this crate's signatures.
+pub use dtr_proto::metadata::AuthorizationServerMetadata;
+pub use dtr_proto::secret::{ClientSecret, DeferralCode, NotificationToken};
+pub use dtr_proto::token::{DeferredResponse, TokenResponse};
+pub use dtr_proto::{ErrorCode, OAuthError};

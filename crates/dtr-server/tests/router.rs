@@ -1,6 +1,7 @@
 //! Router tests: the whole application driven through `oneshot`, with an
 //! in-memory database and a manual clock. Each test cites the requirement
 //! numbers of SPEC.md it checks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

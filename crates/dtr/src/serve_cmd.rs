@@ -28,7 +28,10 @@ pub struct ServeArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs the server; returns the process exit code.
@@ -42,7 +45,11 @@ pub async fn run(args: ServeArgs) -> u8 {
             Err(e) => return fail(&e.to_string()),
         },
     };
-    let overrides = Overrides { listen: args.listen, database: args.database, issuer: args.issuer };
+    let overrides = Overrides {
+        listen: args.listen,
+        database: args.database,
+        issuer: args.issuer,
+    };
     let mut config = match file.validate(&overrides) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
@@ -59,13 +66,21 @@ pub async fn run(args: ServeArgs) -> u8 {
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
-        Err(e) => return fail(&format!("config key `listen`: cannot listen on {}: {e}", config.listen)),
+        Err(e) => {
+            return fail(&format!(
+                "config key `listen`: cannot listen on {}: {e}",
+                config.listen
+            ))
+        }
     };
     let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => return fail(&format!("cannot read the bound address: {e}")),
     };
-    let issuer = config.issuer.clone().unwrap_or_else(|| format!("http://{local}"));
+    let issuer = config
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
     let admin_token = config.admin_token.clone();
     let database = config.database.clone();
     let state = match AppState::build(config, issuer.clone(), store, Arc::new(SystemClock)).await {
@@ -123,7 +138,11 @@ async fn shutdown_signal() {
 /// (mode 0600) so that `dtr admin` finds it and restarts keep it.
 fn demo_admin_token(db: &DatabaseUrl) -> std::io::Result<String> {
     let dir = match db {
-        DatabaseUrl::Sqlite(p) => p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+        DatabaseUrl::Sqlite(p) => p
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
         DatabaseUrl::Postgres(_) => PathBuf::from("dtr-data"),
     };
     std::fs::create_dir_all(&dir)?;
@@ -148,7 +167,9 @@ fn demo_admin_token(db: &DatabaseUrl) -> std::io::Result<String> {
 }
 
 fn print_walkthrough(issuer: &str, db: &DatabaseUrl, admin_token: Option<&str>) {
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "dtr".into());
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "dtr".into());
     let db = match db {
         DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
         DatabaseUrl::Postgres(_) => "postgres".into(),

@@ -1,6 +1,6 @@
 //! Shared harness of the router tests: a server state on an in-memory
 //! SQLite database with a manual clock, driven through `oneshot`.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
