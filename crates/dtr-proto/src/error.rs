@@ -36,6 +36,11 @@ pub enum ErrorCode {
     ExpiredToken,
     /// RFC 7009 section 2.2.1: the server cannot revoke this token type.
     UnsupportedTokenType,
+    /// RFC 9449 section 5: the DPoP proof is missing or invalid, or does not
+    /// match the key a deferral code or token is bound to (DTR-13).
+    InvalidDpopProof,
+    /// RFC 9449 section 8: a fresh server nonce must be used.
+    UseDpopNonce,
     /// An internal failure; details are logged, never sent.
     ServerError,
     /// The server is temporarily unable to handle the request.
@@ -60,6 +65,8 @@ impl ErrorCode {
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
             Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::Other(s) => s,
@@ -81,6 +88,8 @@ impl ErrorCode {
             "slow_down" => Self::SlowDown,
             "expired_token" => Self::ExpiredToken,
             "unsupported_token_type" => Self::UnsupportedTokenType,
+            "invalid_dpop_proof" => Self::InvalidDpopProof,
+            "use_dpop_nonce" => Self::UseDpopNonce,
             "server_error" => Self::ServerError,
             "temporarily_unavailable" => Self::TemporarilyUnavailable,
             other => Self::Other(other.to_owned()),
@@ -189,6 +198,8 @@ mod tests {
             ErrorCode::SlowDown,
             ErrorCode::ExpiredToken,
             ErrorCode::UnsupportedTokenType,
+            ErrorCode::InvalidDpopProof,
+            ErrorCode::UseDpopNonce,
             ErrorCode::ServerError,
             ErrorCode::TemporarilyUnavailable,
         ] {

@@ -9,6 +9,7 @@
 
 pub mod completion_mode;
 pub mod deferral;
+pub mod dpop;
 pub mod error;
 pub mod metadata;
 pub mod params;
@@ -48,4 +49,6 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     /// Prefix of the admin API.
     pub const ADMIN: &str = "/admin";
+    /// Prometheus metrics (text exposition format), unauthenticated.
+    pub const METRICS: &str = "/metrics";
 }

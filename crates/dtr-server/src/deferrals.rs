@@ -31,6 +31,8 @@ pub struct DeferRequest {
     pub action: Action,
     /// The client's opt-in (must include `deferred`, DTR-2).
     pub opt_in: DeferralOptIn,
+    /// Thumbprint of the DPoP key of the request, which the code is bound to (DTR-13).
+    pub dpop_jkt: Option<String>,
 }
 
 /// Opaque reviewer-facing id: unrelated to the code (DTR-9).
@@ -74,6 +76,7 @@ pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredRespons
         interaction_handle: handle.clone(),
         // DTR-29: stored like a refresh token, as a hash.
         notification_token_hash: r.opt_in.notification_token.as_ref().map(|t| t.hash()),
+        dpop_jkt: r.dpop_jkt.clone(),
     };
     state
         .store

@@ -130,6 +130,7 @@ async fn client_credentials(
                     subject: client.client_id.clone(),
                     action,
                     opt_in,
+                    dpop_jkt: None,
                 },
             )
             .await?;

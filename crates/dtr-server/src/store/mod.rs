@@ -105,6 +105,8 @@ pub struct NewDeferral {
     pub interaction_handle: Option<String>,
     /// SHA-256 of the `client_notification_token` (DTR-29).
     pub notification_token_hash: Option<String>,
+    /// RFC 7638 thumbprint of the DPoP key of the initial request (DTR-13).
+    pub dpop_jkt: Option<String>,
 }
 
 /// A stored deferral.
@@ -150,6 +152,8 @@ pub struct DeferralRecord {
     pub resolved_at: Option<i64>,
     /// Redeemed (ms).
     pub redeemed_at: Option<i64>,
+    /// DPoP key binding (DTR-13).
+    pub dpop_jkt: Option<String>,
 }
 
 impl DeferralRecord {
@@ -303,6 +307,12 @@ pub trait TokenStore: Send + Sync {
     async fn token_revoked(&self, jti: &str) -> StoreResult<bool>;
     /// Deletes tokens expired before `before`.
     async fn prune_tokens(&self, before: i64) -> StoreResult<u64>;
+    /// Records a single-use identifier (DPoP `jti`, assertion `jti`);
+    /// `false` when it was already used and has not expired. One atomic
+    /// insert, so two nodes cannot both accept the same proof.
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool>;
+    /// Deletes single-use identifiers that expired before `before`.
+    async fn prune_used(&self, before: i64) -> StoreResult<u64>;
     /// The signing key (PKCS#8 DER), created with `generate` on first use and
     /// never replaced: two nodes starting together agree on one key.
     async fn signing_key(

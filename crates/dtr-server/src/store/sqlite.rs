@@ -10,7 +10,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Migrations in order; applied ones never change (migrations/README.md).
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_dpop.sql"),
+];
 
 /// SQLite implementation of [`Store`].
 #[derive(Clone)]
@@ -105,7 +108,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
-     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at";
+     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt";
 
 fn corrupt(col: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -147,6 +150,7 @@ fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
         polling_blocked: row.get(17)?,
         resolved_at: row.get(18)?,
         redeemed_at: row.get(19)?,
+        dpop_jkt: row.get(20)?,
     })
 }
 
@@ -266,7 +270,8 @@ impl DeferralStore for SqliteStore {
             db.execute(
                 "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
                  state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
-                 notification_token_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13)",
+                 notification_token_hash, dpop_jkt) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     d.id,
                     d.code_hash,
@@ -280,7 +285,8 @@ impl DeferralStore for SqliteStore {
                     d.expires_at,
                     d.interval_ms,
                     d.auto_approve_at,
-                    d.notification_token_hash
+                    d.notification_token_hash,
+                    d.dpop_jkt
                 ],
             )
             .map_err(db_err)?;
@@ -608,6 +614,32 @@ impl TokenStore for SqliteStore {
             let n = db
                 .execute("DELETE FROM access_tokens WHERE expires_at < ?1", [before])
                 .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
+        let key = key.to_owned();
+        self.with(move |db| {
+            // An entry past its expiry no longer protects anything and may
+            // be taken over; otherwise the first writer wins.
+            let n = db
+                .prepare_cached(
+                    "INSERT INTO used_jtis (key, expires_at) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+                     WHERE used_jtis.expires_at <= ?3",
+                )
+                .and_then(|mut st| st.execute(params![key, expires_at, now]))
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn prune_used(&self, before: i64) -> StoreResult<u64> {
+        self.with(move |db| {
+            let n = db.execute("DELETE FROM used_jtis WHERE expires_at < ?1", [before]).map_err(db_err)?;
             Ok(n as u64)
         })
         .await
