@@ -3,6 +3,7 @@
 //! (DTR-10, DTR-24). Protocol decisions come from `dtr_proto::deferral`;
 //! this module sequences them with the store's conditional updates.
 
+use crate::metrics::Resolution;
 use crate::policy::Action;
 use crate::state::AppState;
 use crate::store::{DeferralRecord, NewDeferral, PollUpdate};
@@ -84,6 +85,7 @@ pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredRespons
         .await
         .map_err(crate::http::error::internal)?;
     info!(deferral = %new.id, client = %new.client_id, grant = %new.grant_type, scope = %new.scope, "deferral created");
+    state.metrics.deferral_created(&new.client_id, &new.grant_type);
     let interaction_uri = handle.map(|h| interaction_uri(state, &h));
     Ok(DeferredResponse {
         error: if interaction_uri.is_some() {
@@ -134,6 +136,7 @@ pub async fn poll(
                 .map_err(crate::http::error::internal)?
             {
                 info!(deferral = %rec.id, "deferral denied: client disabled");
+                state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
             }
             return Err(PollAnswer::Denied.to_error());
         }
@@ -149,6 +152,7 @@ pub async fn poll(
                 {
                     let _ = state.store.set_decided_by(&rec.id, "policy").await;
                     info!(deferral = %rec.id, "deferral approved by policy (approve_after)");
+                    state.metrics.deferral_resolved(Resolution::Approved, rec.created_at, now);
                 }
                 match redeem(state, &rec, now).await? {
                     Some(token) => return Ok(token),
@@ -189,6 +193,7 @@ async fn redeem(
             .map_err(crate::http::error::internal)?
         {
             info!(deferral = %rec.id, "deferral denied: client disabled before redemption");
+            state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
         }
         return Err(PollAnswer::Denied.to_error());
     }
@@ -209,6 +214,7 @@ async fn redeem(
         .and_then(|r| r.granted_scope)
         .unwrap_or_else(|| rec.scope.clone());
     info!(deferral = %rec.id, client = %rec.client_id, "deferral redeemed");
+    state.metrics.deferral_resolved(Resolution::Redeemed, rec.created_at, now);
     let grant = Grant {
         client_id: rec.client_id.clone(),
         subject: rec.subject.clone().unwrap_or_else(|| rec.client_id.clone()),
@@ -247,9 +253,11 @@ async fn record_pending_poll(
     }
     if block {
         info!(deferral = %rec.id, "polling escalated to invalid_request after repeated slow_down");
+        state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
         return Ok(Some(PollAnswer::PollingBlocked.to_error()));
     }
     if too_fast {
+        state.metrics.slow_down(&rec.client_id);
         return Ok(Some(OAuthError::with_description(
             ErrorCode::SlowDown,
             format!(
@@ -295,6 +303,7 @@ pub async fn cancel(
         .map_err(crate::http::error::internal)?;
     if done {
         info!(client = %client_id, "deferral cancelled by the client");
+        state.metrics.deferrals_resolved(Resolution::Cancelled, 1);
     }
     Ok(done)
 }
@@ -373,6 +382,7 @@ pub async fn approve(
     }
     let _ = state.store.set_decided_by(id, by).await;
     info!(deferral = %id, by = %by, scope = %granted, "deferral approved");
+    state.metrics.deferral_resolved(Resolution::Approved, rec.created_at, now);
     reload(state, id).await.ok_or(DecisionError::NotFound)
 }
 
@@ -383,7 +393,7 @@ pub async fn deny(
     reason: Option<&str>,
     by: &str,
 ) -> Result<DeferralRecord, DecisionError> {
-    load_pending(state, id).await?;
+    let rec = load_pending(state, id).await?;
     let now = state.clock.now_ms();
     let reason = reason.unwrap_or("denied by reviewer");
     if !state
@@ -396,6 +406,7 @@ pub async fn deny(
     }
     let _ = state.store.set_decided_by(id, by).await;
     info!(deferral = %id, by = %by, "deferral denied");
+    state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
     reload(state, id).await.ok_or(DecisionError::NotFound)
 }
 

@@ -4,7 +4,8 @@
 //! Layout: [`config`] (the external contract of configuration), [`policy`]
 //! (what to defer), [`deferrals`] (the deferral service), [`tokens`] (JWT
 //! access tokens), [`client_auth`], [`store`] (storage trait and
-//! databases), [`http`] (thin handlers), [`worker`] (background upkeep).
+//! databases), [`http`] (thin handlers), [`worker`] (background upkeep),
+//! [`metrics`] (Prometheus).
 //! Protocol types and pure rules live in `dtr-proto`.
 
 pub mod client_auth;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod deferrals;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod password;
 pub mod policy;
 pub mod state;

@@ -36,6 +36,8 @@ pub struct Inner {
     pub policy: Policy,
     /// SHA-256 of the admin token; `None` disables the admin API.
     pub admin_token_sha256: Option<[u8; 32]>,
+    /// Prometheus metrics of this server.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Deref for AppState {
@@ -130,6 +132,7 @@ impl AppState {
             users,
             policy,
             admin_token_sha256,
+            metrics: crate::metrics::Metrics::new(),
         })))
     }
 

@@ -2,6 +2,7 @@
 //! expired ones, and prunes finished records (DTR-37). Every step is a
 //! single set-based conditional update, safe to run on several nodes.
 
+use crate::metrics::Resolution;
 use crate::state::AppState;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -9,6 +10,22 @@ use tokio::sync::watch;
 /// How long finished deferrals are kept after their lifetime for audit
 /// before they are deleted. Until `expires_at` they must stay (DTR-32).
 const RETAIN_AFTER_EXPIRY_MS: i64 = 60 * 60 * 1000;
+
+/// Ticks (of 500 ms) between refreshes of the pending-deferrals gauge.
+const PENDING_GAUGE_ROUNDS: u64 = 10;
+
+/// Recounts pending deferrals per client into the `dtr_deferrals_pending`
+/// gauge. Public so tests can refresh it without running the worker.
+pub async fn refresh_pending_gauge(state: &AppState) {
+    match state
+        .store
+        .count_pending_by_client(state.clock.now_ms())
+        .await
+    {
+        Ok(counts) => state.metrics.set_pending(&counts),
+        Err(e) => tracing::warn!(error = %e, "counting pending deferrals failed"),
+    }
+}
 
 /// Runs until `shutdown` turns true.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
@@ -24,14 +41,24 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         let now = state.clock.now_ms();
         match state.store.approve_due(now).await {
             Ok(n) if n > 0 => {
-                tracing::info!(count = n, "deferrals approved by policy (approve_after)")
+                tracing::info!(count = n, "deferrals approved by policy (approve_after)");
+                state.metrics.deferrals_resolved(Resolution::Approved, n);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "approve_after sweep failed"),
         }
-        if let Err(e) = state.store.expire_due(now).await {
-            tracing::warn!(error = %e, "expiry sweep failed");
+        match state.store.expire_due(now).await {
+            Ok(n) => state.metrics.deferrals_resolved(Resolution::Expired, n),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
+        // The pending gauge costs a scan of the pending rows: every
+        // PENDING_GAUGE_ROUNDS ticks, not per scrape.
+        if rounds % PENDING_GAUGE_ROUNDS == 1 {
+            refresh_pending_gauge(&state).await;
+        }
+        // Folds histogram samples into buckets so memory stays flat
+        // however rarely /metrics is scraped.
+        state.metrics.upkeep();
         // Pruning is cheaper done rarely: once a minute.
         if rounds.is_multiple_of(120) {
             let before = now - RETAIN_AFTER_EXPIRY_MS;

@@ -23,21 +23,43 @@ pub struct ServeArgs {
     /// Issuer identifier (config key `issuer`).
     #[arg(long, value_name = "URL")]
     pub issuer: Option<String>,
+    /// Log format on stderr: `text` for people, `json` for one JSON object
+    /// per line (log shippers). Every line inside a request carries its
+    /// `request_id`.
+    #[arg(long, value_enum, env = "DTR_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 }
 
-fn init_tracing() {
+/// Formats of `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    Text,
+    /// JSON lines, with the fields of the enclosing spans.
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Runs the server; returns the process exit code.
 pub async fn run(args: ServeArgs) -> u8 {
-    init_tracing();
+    init_tracing(args.log_format);
     let demo = args.config.is_none();
     let file = match &args.config {
         None => ConfigFile::demo(),

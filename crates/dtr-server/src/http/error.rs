@@ -39,6 +39,8 @@ impl IntoResponse for OAuthResponse {
         let status =
             StatusCode::from_u16(self.0.error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
         let mut resp = json_no_store(status, &self.0);
+        // The `outcome` label of the request metrics.
+        crate::metrics::tag_outcome(&mut resp, self.0.error.clone());
         if self.0.error == ErrorCode::InvalidClient {
             // RFC 6749 section 5.2: 401 with the scheme the client may use.
             resp.headers_mut().insert(

@@ -143,6 +143,14 @@ pub async fn decide(
     {
         Ok(true) => {
             tracing::info!(user = %user, approve, "deferral decided at interaction page");
+            state.metrics.deferrals_resolved(
+                if approve {
+                    crate::metrics::Resolution::Approved
+                } else {
+                    crate::metrics::Resolution::Denied
+                },
+                1,
+            );
             let (title, text) = if approve {
                 (
                     "Approved",

@@ -23,10 +23,12 @@ pub async fn token(
     headers: HeaderMap,
     Form(params): Form,
 ) -> Response {
-    match handle(&state, &headers, &params).await {
+    let mut resp = match handle(&state, &headers, &params).await {
         Ok(r) => r,
         Err(e) => OAuthResponse(e).into_response(),
-    }
+    };
+    crate::metrics::tag_grant(&mut resp, params.get("grant_type"));
+    resp
 }
 
 async fn handle(
@@ -135,7 +137,9 @@ async fn client_credentials(
             )
             .await?;
             // DTR-8: HTTP 400, JSON, no-store.
-            Ok(json_no_store(StatusCode::BAD_REQUEST, &deferred))
+            let mut resp = json_no_store(StatusCode::BAD_REQUEST, &deferred);
+            crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
+            Ok(resp)
         }
     }
 }

@@ -294,6 +294,10 @@ pub trait DeferralStore: Send + Sync {
     async fn expire_due(&self, now: i64) -> StoreResult<u64>;
     /// Deletes finished deferrals whose lifetime ended before `before` (DTR-37).
     async fn prune_deferrals(&self, before: i64) -> StoreResult<u64>;
+    /// Pending (undecided, unexpired at `now`) deferrals per client, for
+    /// the `dtr_deferrals_pending` gauge. Called by the background worker
+    /// every few seconds, never on a request path.
+    async fn count_pending_by_client(&self, now: i64) -> StoreResult<Vec<(String, u64)>>;
 }
 
 /// Issued access tokens (revocation list) and the signing key.

@@ -566,6 +566,22 @@ impl DeferralStore for SqliteStore {
         })
         .await
     }
+
+    async fn count_pending_by_client(&self, now: i64) -> StoreResult<Vec<(String, u64)>> {
+        self.with(move |db| {
+            let mut st = db
+                .prepare_cached(
+                    "SELECT client_id, COUNT(*) FROM deferrals \
+                     WHERE state = 'pending' AND expires_at > ?1 GROUP BY client_id ORDER BY client_id",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
 }
 
 #[async_trait]
