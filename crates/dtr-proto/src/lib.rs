@@ -13,6 +13,7 @@ pub mod dpop;
 pub mod error;
 pub mod metadata;
 pub mod params;
+pub mod resource;
 pub mod scope;
 pub mod secret;
 pub mod token;

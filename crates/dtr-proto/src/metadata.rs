@@ -45,6 +45,9 @@ pub struct AuthorizationServerMetadata {
     /// DTR support (DTR-7).
     #[serde(default)]
     pub deferred_token_response_supported: bool,
+    /// RFC 9449 section 5.1: algorithms accepted in DPoP proofs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dpop_signing_alg_values_supported: Vec<String>,
     /// Members this crate does not model, kept for the client library.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,

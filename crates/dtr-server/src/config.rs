@@ -20,6 +20,9 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// `sqlite://PATH` or `postgres://...`; defaults to `sqlite://dtr-data/dtr.db`.
     pub database: Option<String>,
+    /// Connections each node keeps to PostgreSQL at most (ignored for
+    /// SQLite, which uses one); defaults to 10.
+    pub database_pool_size: Option<u32>,
     /// Allows http loopback issuer, callbacks and interaction URIs.
     #[serde(default)]
     pub dev_mode: bool,
@@ -41,6 +44,29 @@ pub struct ConfigFile {
     /// Ordered policy rules.
     #[serde(default)]
     pub policy: Vec<RuleConfig>,
+    /// DPoP (RFC 9449).
+    #[serde(default)]
+    pub dpop: DpopConfig,
+}
+
+/// `[dpop]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopConfig {
+    /// Accepted distance of a proof's `iat` from now, seconds (RFC 9449
+    /// section 11.1).
+    pub iat_window: u64,
+    /// Require server-provided nonces (RFC 9449 section 8).
+    pub nonce: bool,
+    /// Never defer a request without a DPoP proof, whatever the client
+    /// (DTR-14 says confidential clients with secrets SHOULD bind).
+    pub require_for_deferral: bool,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        Self { iat_window: 60, nonce: false, require_for_deferral: false }
+    }
 }
 
 /// `[deferral]`.
@@ -128,6 +154,9 @@ pub struct ClientConfig {
     /// Whether the client may obtain tokens.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Every token and deferral of this client must be DPoP-bound (DTR-14).
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -236,6 +265,8 @@ pub struct StaticClient {
     pub notification_endpoint: Option<String>,
     /// Enabled in configuration.
     pub enabled: bool,
+    /// DPoP required (RFC 9449 `dpop_bound_access_tokens`).
+    pub require_dpop: bool,
 }
 
 impl std::fmt::Debug for StaticClient {
@@ -266,6 +297,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Database.
     pub database: DatabaseUrl,
+    /// PostgreSQL connections per node (`database_pool_size`).
+    pub database_pool_size: u32,
     /// Development mode.
     pub dev_mode: bool,
     /// Deferral settings.
@@ -280,6 +313,8 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// Policy rules.
     pub policy: Vec<Rule>,
+    /// DPoP settings.
+    pub dpop: DpopConfig,
 }
 
 /// A configuration error; the message names the key.
@@ -342,6 +377,7 @@ impl ConfigFile {
             jwks: None,
             deferred_client_notification_endpoint: None,
             enabled: true,
+            require_dpop: false,
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],
@@ -395,6 +431,12 @@ impl ConfigFile {
             .or(self.database)
             .unwrap_or_else(|| "sqlite://dtr-data/dtr.db".into());
         let database = parse_database(&db_raw)?;
+        // Each node holds this many connections; PostgreSQL's default
+        // `max_connections` is 100, shared by every node.
+        let database_pool_size = self.database_pool_size.unwrap_or(10);
+        if !(1..=1000).contains(&database_pool_size) {
+            return Err(err("database_pool_size", "must be between 1 and 1000"));
+        }
 
         let d = &self.deferral;
         if d.expires_in == 0 {
@@ -414,6 +456,9 @@ impl ConfigFile {
         }
         if self.tokens.refresh_token_ttl == 0 {
             return Err(err("tokens.refresh_token_ttl", "must be at least 1 second"));
+        }
+        if self.dpop.iat_window == 0 || self.dpop.iat_window > 3600 {
+            return Err(err("dpop.iat_window", "must be between 1 and 3600 seconds"));
         }
         if let Some(t) = &self.admin.token {
             if t.len() < 8 {
@@ -531,6 +576,7 @@ impl ConfigFile {
                 jwks,
                 notification_endpoint,
                 enabled: c.enabled,
+                require_dpop: c.require_dpop,
             });
         }
 
@@ -583,6 +629,7 @@ impl ConfigFile {
             issuer,
             listen,
             database,
+            database_pool_size,
             dev_mode: self.dev_mode,
             deferral: self.deferral,
             tokens: self.tokens,
@@ -590,6 +637,7 @@ impl ConfigFile {
             clients,
             users: self.users,
             policy,
+            dpop: self.dpop,
         })
     }
 }
@@ -723,6 +771,8 @@ action = "review"
         assert!(msg("issuer = \"http://example.com\"").contains("issuer"));
         assert!(msg("listen = \"nope\"").contains("listen"));
         assert!(msg("database = \"mysql://x\"").contains("database"));
+        assert!(msg("database_pool_size = 0").contains("database_pool_size"));
+        assert!(msg("database_pool_size = -3").contains("database_pool_size"));
         assert!(msg("[deferral]\nsurprise = 1").contains("surprise"));
         let dup = "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n";
         assert!(msg(dup).contains("clients[1].client_id"));

@@ -51,6 +51,26 @@ pub fn interaction_uri(state: &AppState, handle: &str) -> String {
     format!("{}{}/{}", state.issuer, dtr_proto::paths::INTERACT, handle)
 }
 
+/// Refuses a request on a DPoP-bound deferral without a proof of that key.
+fn check_binding(rec: &DeferralRecord, proof_jkt: Option<&str>) -> Result<(), OAuthError> {
+    match (&rec.dpop_jkt, proof_jkt) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(jkt)) if dtr_proto::secret::ct_eq(bound.as_bytes(), jkt.as_bytes()) => Ok(()),
+        (Some(_), None) => Err(OAuthError::with_description(
+            ErrorCode::InvalidDpopProof,
+            "this deferral code is DPoP-bound: send a DPoP proof of its key",
+        )),
+        (Some(_), Some(_)) => Err(dtr_proto::dpop::DpopError::WrongKey.to_oauth()),
+    }
+}
+
+/// Whether `client` may only be deferred with a DPoP proof (DTR-14):
+/// public clients, clients registered with `dpop_bound_access_tokens`, and
+/// everyone when the configuration says so.
+pub fn binding_required(state: &AppState, client: &crate::store::ClientRecord) -> bool {
+    client.auth_method == "none" || client.dpop_bound_access_tokens || state.config.dpop.require_for_deferral
+}
+
 /// Creates a deferral and builds the deferred response (DTR-8, DTR-11).
 pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredResponse, OAuthError> {
     debug_assert!(r.opt_in.completion_mode.deferred && r.action.defers());
@@ -105,11 +125,13 @@ pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredRespons
 /// `client_active` is the client's enabled state as authentication saw it;
 /// a disabled client never gets a token and its open deferrals are denied
 /// (DTR-23).
+/// `proof_jkt` is the thumbprint of the request's valid DPoP proof, if any.
 pub async fn poll(
     state: &AppState,
     client_id: &str,
     client_active: bool,
     code: &DeferralCode,
+    proof_jkt: Option<&str>,
 ) -> Result<TokenResponse, OAuthError> {
     // A poll that loses a race (another poll or a decision changed the row
     // between our read and our conditional write) reads again; two rounds
@@ -127,6 +149,9 @@ pub async fn poll(
         let Some(rec) = record.filter(|r| r.client_id == client_id) else {
             return Err(PollAnswer::Unknown.to_error());
         };
+        // DTR-13: a bound code is only ever answered to its key; anything
+        // else is refused before any state is touched.
+        check_binding(&rec, proof_jkt)?;
         let decision = decide_poll(&rec.poll_view(), now);
         if !client_active && !matches!(decision, PollDecision::Answer(_)) {
             if state
@@ -221,6 +246,8 @@ async fn redeem(
         scope: granted,
         authorization_details: rec.authorization_details.clone(),
         deferral_id: Some(rec.id.clone()),
+        // DTR-20: DPoP-bound when the deferral was.
+        dpop_jkt: rec.dpop_jkt.clone(),
     };
     tokens::issue(state, &grant).await.map(Some)
 }
@@ -289,13 +316,19 @@ fn pending_answer(state: &AppState, rec: &DeferralRecord) -> OAuthError {
 
 /// Cancels the client's deferral (DTR-32); unknown, foreign or finished
 /// codes change nothing (DTR-33). Returns whether a deferral was cancelled.
+/// A bound code is cancelled only with a proof of its key (DTR-13, DTR-31).
 pub async fn cancel(
     state: &AppState,
     client_id: &str,
     code: &DeferralCode,
+    proof_jkt: Option<&str>,
 ) -> Result<bool, OAuthError> {
     let now = state.clock.now_ms();
     let hash = code.hash();
+    let record = state.store.deferral_by_code(&hash).await.map_err(crate::http::error::internal)?;
+    if let Some(rec) = record.filter(|r| r.client_id == client_id) {
+        check_binding(&rec, proof_jkt)?;
+    }
     let done = state
         .store
         .cancel(&hash, client_id, now)

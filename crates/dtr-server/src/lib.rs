@@ -12,6 +12,7 @@ pub mod client_auth;
 pub mod clock;
 pub mod config;
 pub mod deferrals;
+pub mod dpop;
 pub mod http;
 pub mod keys;
 pub mod metrics;
@@ -29,8 +30,23 @@ use std::future::Future;
 use std::sync::Arc;
 use store::Store;
 
-/// Opens the configured database and applies migrations.
+/// Opens the configured database (`database`, `database_pool_size`) and
+/// applies migrations.
+pub async fn open_database(config: &config::Config) -> Result<Arc<dyn Store>, StartupError> {
+    open_store_with_pool(&config.database, config.database_pool_size as usize).await
+}
+
+/// Opens a database with the default pool size and applies migrations.
 pub async fn open_store(db: &DatabaseUrl) -> Result<Arc<dyn Store>, StartupError> {
+    open_store_with_pool(db, store::postgres::DEFAULT_POOL_SIZE).await
+}
+
+/// Opens a database and applies migrations; `pool_size` is the most
+/// connections this node holds to PostgreSQL (SQLite uses one).
+pub async fn open_store_with_pool(
+    db: &DatabaseUrl,
+    pool_size: usize,
+) -> Result<Arc<dyn Store>, StartupError> {
     match db {
         DatabaseUrl::Sqlite(path) => {
             let path = path.clone();
@@ -40,9 +56,12 @@ pub async fn open_store(db: &DatabaseUrl) -> Result<Arc<dyn Store>, StartupError
                 .map_err(|e| StartupError(format!("database: {e}")))?;
             Ok(Arc::new(s))
         }
-        DatabaseUrl::Postgres(_) => Err(StartupError(
-            "config key `database`: postgres:// is not available in this build yet; use sqlite://PATH".into(),
-        )),
+        DatabaseUrl::Postgres(url) => {
+            let s = store::postgres::PostgresStore::open(url, pool_size)
+                .await
+                .map_err(|e| StartupError(format!("config key `database`: {e}")))?;
+            Ok(Arc::new(s))
+        }
     }
 }
 

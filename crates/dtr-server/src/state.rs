@@ -38,6 +38,8 @@ pub struct Inner {
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Prometheus metrics of this server.
     pub metrics: crate::metrics::Metrics,
+    /// Key of DPoP server nonces (shared by all nodes of one database).
+    pub dpop_nonce_key: [u8; 32],
 }
 
 impl Deref for AppState {
@@ -92,6 +94,7 @@ impl AppState {
                 notification_endpoint: c.notification_endpoint.clone(),
                 enabled: c.enabled,
                 admin_disabled: existing.is_some_and(|x| x.admin_disabled),
+                dpop_bound_access_tokens: c.require_dpop,
             };
             store
                 .upsert_client(&record)
@@ -107,6 +110,7 @@ impl AppState {
             .await
             .map_err(|x| e(x.to_string()))?;
         let signer = TokenSigner::from_pkcs8(&der).map_err(e)?;
+        let dpop_nonce_key = crate::dpop::nonce_key(&der);
 
         let mut users = HashMap::new();
         for u in &config.users {
@@ -132,6 +136,7 @@ impl AppState {
             users,
             policy,
             admin_token_sha256,
+            dpop_nonce_key,
             metrics: crate::metrics::Metrics::new(),
         })))
     }

@@ -21,6 +21,8 @@ pub struct Grant {
     pub authorization_details: Option<serde_json::Value>,
     /// The deferral this token redeems, if any.
     pub deferral_id: Option<String>,
+    /// DPoP key thumbprint the token is bound to (RFC 9449 section 6).
+    pub dpop_jkt: Option<String>,
 }
 
 /// Signs and records an access token and builds the token response.
@@ -44,6 +46,10 @@ pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAu
     if let Some(ad) = &grant.authorization_details {
         claims["authorization_details"] = ad.clone();
     }
+    // RFC 9449 section 6.1: the confirmation claim binds the token to the key.
+    if let Some(jkt) = &grant.dpop_jkt {
+        claims["cnf"] = serde_json::json!({ "jkt": jkt });
+    }
     let access_token = state.signer.sign(&claims);
     state
         .store
@@ -58,7 +64,7 @@ pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAu
         .map_err(crate::http::error::internal)?;
     Ok(TokenResponse {
         access_token,
-        token_type: "Bearer".into(),
+        token_type: if grant.dpop_jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
         expires_in: Some(ttl),
         refresh_token: None,
         scope: (!grant.scope.is_empty()).then(|| grant.scope.clone()),

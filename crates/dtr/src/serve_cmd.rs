@@ -83,7 +83,7 @@ pub async fn run(args: ServeArgs) -> u8 {
             Err(e) => return fail(&format!("cannot keep the demo admin token: {e}")),
         }
     }
-    let store = match dtr_server::open_store(&config.database).await {
+    let store = match dtr_server::open_database(&config).await {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };

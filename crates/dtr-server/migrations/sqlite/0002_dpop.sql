@@ -10,3 +10,7 @@ CREATE TABLE used_jtis (
     expires_at  INTEGER NOT NULL
 );
 CREATE INDEX used_jtis_expires ON used_jtis (expires_at);
+
+-- RFC 9449 section 5.2 client metadata: the client's access tokens, and so
+-- its deferrals, must be DPoP-bound (DTR-14).
+ALTER TABLE clients ADD COLUMN dpop_bound_access_tokens INTEGER NOT NULL DEFAULT 0;

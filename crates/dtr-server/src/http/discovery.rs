@@ -46,6 +46,7 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
             dtr_proto::TOKEN_TYPE_DEFERRAL_CODE.into(),
         ],
         deferred_token_response_supported: true,
+        dpop_signing_alg_values_supported: dtr_proto::dpop::SUPPORTED_ALGS.iter().map(|s| s.to_string()).collect(),
         other: Default::default(),
     }
 }

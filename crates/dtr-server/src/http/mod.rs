@@ -2,6 +2,7 @@
 //! router that tests drive directly with `oneshot`.
 
 pub mod admin;
+pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod form;
@@ -26,6 +27,7 @@ pub fn app(state: AppState) -> Router {
         .route(paths::TOKEN, post(token::token))
         .route(paths::REVOKE, post(revoke::revoke))
         .route(paths::INTROSPECT, post(introspect::introspect))
+        .route(demo::PATH, get(demo::resource))
         .route(
             &format!("{}/{{handle}}", paths::INTERACT),
             get(interact::show).post(interact::decide),

@@ -18,7 +18,7 @@ pub async fn revoke(
     headers: HeaderMap,
     Form(params): Form,
 ) -> Response {
-    match handle(&state, &headers, &params).await {
+    let mut resp = match handle(&state, &headers, &params).await {
         // RFC 7009 section 2.2: 200 whether or not anything was revoked
         // (DTR-33); revocation is idempotent (DTR-35).
         Ok(()) => {
@@ -27,7 +27,9 @@ pub async fn revoke(
             r
         }
         Err(e) => OAuthResponse(e).into_response(),
-    }
+    };
+    crate::dpop::add_nonce(&state, resp.headers_mut());
+    resp
 }
 
 async fn handle(
@@ -51,7 +53,10 @@ async fn handle(
     {
         // DTR-32..34: cancel if it is this client's live deferral; anything
         // else changes nothing and is answered the same.
-        deferrals::cancel(state, &client.client_id, &DeferralCode::new(token)).await?;
+        // DTR-13, DTR-31: a bound code needs a proof of its key.
+        let proof = crate::dpop::check(state, headers, "POST", dtr_proto::paths::REVOKE, None).await?;
+        let jkt = proof.map(|p| p.jkt);
+        deferrals::cancel(state, &client.client_id, &DeferralCode::new(token), jkt.as_deref()).await?;
         return Ok(());
     }
     if let Some(claims) = state.signer.verify(token) {

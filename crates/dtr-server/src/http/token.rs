@@ -28,6 +28,7 @@ pub async fn token(
         Err(e) => OAuthResponse(e).into_response(),
     };
     crate::metrics::tag_grant(&mut resp, params.get("grant_type"));
+    crate::dpop::add_nonce(&state, resp.headers_mut());
     resp
 }
 
@@ -42,18 +43,27 @@ async fn handle(
     // DTR-16 step 1: authenticate the client first.
     let presented = client_auth::presented(auth, params)?;
     let client = state.clients.authenticate(&presented).await?;
-    match TokenRequest::parse(params)? {
+    let request = TokenRequest::parse(params)?;
+    // RFC 9449 section 5: a proof, when sent, must be valid whatever the grant.
+    let proof = crate::dpop::check(state, headers, "POST", dtr_proto::paths::TOKEN, None).await?;
+    let jkt = proof.map(|p| p.jkt);
+    match request {
         TokenRequest::Poll { deferral_code } => {
-            let token =
-                deferrals::poll(state, &client.client_id, client.is_active(), &deferral_code)
-                    .await?;
+            let token = deferrals::poll(
+                state,
+                &client.client_id,
+                client.is_active(),
+                &deferral_code,
+                jkt.as_deref(),
+            )
+            .await?;
             Ok(json_no_store(StatusCode::OK, &token))
         }
         TokenRequest::ClientCredentials {
             scope,
             authorization_details,
             opt_in,
-        } => client_credentials(state, &client, scope, authorization_details, opt_in).await,
+        } => client_credentials(state, &client, scope, authorization_details, opt_in, jkt).await,
     }
 }
 
@@ -64,6 +74,7 @@ async fn client_credentials(
     scope: Option<Scope>,
     authorization_details: Option<serde_json::Value>,
     opt_in: DeferralOptIn,
+    dpop_jkt: Option<String>,
 ) -> Result<Response, OAuthError> {
     if !client.is_active() {
         return Err(OAuthError::with_description(
@@ -82,6 +93,13 @@ async fn client_credentials(
         return Err(OAuthError::with_description(
             ErrorCode::UnauthorizedClient,
             "client is not allowed to use the client_credentials grant",
+        ));
+    }
+    // RFC 9449 section 5.2: such a client's tokens are always DPoP-bound.
+    if client.dpop_bound_access_tokens && dpop_jkt.is_none() {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidDpopProof,
+            "this client must send a DPoP proof",
         ));
     }
     let allowed = Scope::parse(&client.scope).unwrap_or_default();
@@ -110,6 +128,7 @@ async fn client_credentials(
                 scope: scope.to_string(),
                 authorization_details,
                 deferral_id: None,
+                dpop_jkt,
             };
             let token = tokens::issue(state, &grant).await?;
             Ok(json_no_store(StatusCode::OK, &token))
@@ -120,6 +139,11 @@ async fn client_credentials(
         _ if !opt_in.completion_mode.deferred => Err(OAuthError::with_description(
             ErrorCode::AccessDenied,
             "this request needs a decision that cannot be made now; retry with completion_mode=deferred",
+        )),
+        // DTR-14: never defer a client that must bind without a proof.
+        _ if dpop_jkt.is_none() && deferrals::binding_required(state, client) => Err(OAuthError::with_description(
+            ErrorCode::InvalidDpopProof,
+            "a DPoP proof is required for this request to be deferred",
         )),
         _ => {
             let deferred = deferrals::create(
@@ -132,7 +156,7 @@ async fn client_credentials(
                     subject: client.client_id.clone(),
                     action,
                     opt_in,
-                    dpop_jkt: None,
+                    dpop_jkt,
                 },
             )
             .await?;

@@ -6,6 +6,7 @@
 //! whatever the number of server nodes: the database decides who wins,
 //! never a read followed by a write.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -56,6 +57,9 @@ pub struct ClientRecord {
     pub enabled: bool,
     /// Disabled through the admin API (kept across restarts and config reloads).
     pub admin_disabled: bool,
+    /// RFC 9449 section 5.2 `dpop_bound_access_tokens`: every token, and
+    /// every deferral, of this client must be DPoP-bound (DTR-14).
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl ClientRecord {

@@ -171,12 +171,13 @@ fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         notification_endpoint: row.get(7)?,
         enabled: row.get(8)?,
         admin_disabled: row.get(9)?,
+        dpop_bound_access_tokens: row.get(10)?,
     })
 }
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens";
 
 fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -192,11 +193,13 @@ impl ClientStore for SqliteStore {
         self.with(move |db| {
             db.execute(
                 "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-                 notification_endpoint, enabled) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 notification_endpoint, enabled, dpop_bound_access_tokens) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                  ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                  auth_method = excluded.auth_method, grant_types = excluded.grant_types, scope = excluded.scope, \
                  redirect_uris = excluded.redirect_uris, jwks = excluded.jwks, \
-                 notification_endpoint = excluded.notification_endpoint, enabled = excluded.enabled",
+                 notification_endpoint = excluded.notification_endpoint, enabled = excluded.enabled, \
+                 dpop_bound_access_tokens = excluded.dpop_bound_access_tokens",
                 params![
                     c.client_id,
                     c.secret_hash,
@@ -206,7 +209,8 @@ impl ClientStore for SqliteStore {
                     redirect_uris,
                     jwks,
                     c.notification_endpoint,
-                    c.enabled
+                    c.enabled,
+                    c.dpop_bound_access_tokens
                 ],
             )
             .map_err(db_err)?;

@@ -222,3 +222,75 @@ impl Harness {
         r.json[0]["id"].as_str().expect("a deferral").to_owned()
     }
 }
+
+/// A DPoP key for tests: makes proofs with any claim broken on purpose.
+pub struct DpopKey {
+    enc: jsonwebtoken::EncodingKey,
+    pub jwk: Value,
+}
+
+impl DpopKey {
+    pub fn new() -> Self {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use p256::pkcs8::EncodePrivateKey;
+        let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let point = sk.verifying_key().to_encoded_point(false);
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+            "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+        });
+        let der = sk.to_pkcs8_der().unwrap();
+        Self { enc: jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()), jwk }
+    }
+
+    pub fn jkt(&self) -> String {
+        dtr_proto::dpop::jwk_thumbprint(self.jwk.as_object().unwrap()).unwrap()
+    }
+
+    /// A proof with these claims (merged over valid defaults).
+    pub fn proof_with(&self, htm: &str, url: &str, iat: i64, extra: Value) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
+        let mut claims = serde_json::json!({
+            "jti": dtr_proto::secret::random_token(12), "htm": htm, "htu": url, "iat": iat,
+        });
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let msg = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &self.enc, jsonwebtoken::Algorithm::ES256).unwrap();
+        format!("{msg}.{sig}")
+    }
+}
+
+impl Harness {
+    pub fn now_s(&self) -> i64 {
+        use dtr_server::clock::Clock;
+        self.clock.now_ms() / 1000
+    }
+
+    /// A valid proof for POST to `path` of the test issuer.
+    pub fn proof(&self, key: &DpopKey, path: &str) -> String {
+        key.proof_with("POST", &format!("http://127.0.0.1:8080{path}"), self.now_s(), Value::Null)
+    }
+
+    /// POST a form with Basic auth and optional DPoP proof.
+    pub async fn post_dpop(&self, path: &str, client: (&str, &str), proof: Option<&str>, pairs: &[(&str, &str)]) -> Resp {
+        let mut b = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::AUTHORIZATION, basic(client));
+        if let Some(p) = proof {
+            b = b.header("DPoP", p);
+        }
+        self.send(b.body(Body::from(form(pairs))).unwrap()).await
+    }
+}

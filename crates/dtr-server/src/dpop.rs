@@ -1,0 +1,115 @@
+//! DPoP at this server's endpoints (RFC 9449): reads the `DPoP` header,
+//! applies the stateless checks of `dtr_proto::dpop`, then the checks that
+//! need state: server nonces (section 8) and single use of `jti`
+//! (section 11.1), the latter in the store so it holds across restarts
+//! and nodes.
+
+use crate::state::AppState;
+use axum::http::{HeaderMap, HeaderValue};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use dtr_proto::dpop::{verify_proof, DpopError, ProofContext, VerifiedProof};
+use dtr_proto::OAuthError;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+/// The request header carrying a proof.
+pub const DPOP_HEADER: &str = "dpop";
+/// The response header carrying a fresh nonce.
+pub const DPOP_NONCE_HEADER: &str = "dpop-nonce";
+
+/// Nonces rotate every five minutes; the previous one stays valid so a
+/// client that just fetched one is not refused at the boundary.
+const NONCE_SLOT_SECS: i64 = 300;
+
+/// The key that makes nonces unforgeable. Derived from the signing key, so
+/// every node sharing the database issues and accepts the same nonces.
+pub fn nonce_key(signing_key_der: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"dtr dpop nonce v1");
+    h.update(signing_key_der);
+    h.finalize().into()
+}
+
+fn nonce_for_slot(key: &[u8; 32], slot: i64) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(&slot.to_be_bytes());
+    let tag = mac.finalize().into_bytes();
+    let mut raw = slot.to_be_bytes().to_vec();
+    raw.extend_from_slice(&tag[..16]);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The nonce to hand out now.
+pub fn current_nonce(state: &AppState) -> String {
+    nonce_for_slot(&state.dpop_nonce_key, state.clock.now_ms() / 1000 / NONCE_SLOT_SECS)
+}
+
+fn nonce_ok(state: &AppState, nonce: &str) -> bool {
+    let slot = state.clock.now_ms() / 1000 / NONCE_SLOT_SECS;
+    [slot, slot - 1].iter().any(|s| dtr_proto::secret::ct_eq(nonce_for_slot(&state.dpop_nonce_key, *s).as_bytes(), nonce.as_bytes()))
+}
+
+/// Adds a fresh `DPoP-Nonce` to a response when nonces are on.
+pub fn add_nonce(state: &AppState, headers: &mut HeaderMap) {
+    if state.config.dpop.nonce {
+        if let Ok(v) = HeaderValue::from_str(&current_nonce(state)) {
+            headers.insert(DPOP_NONCE_HEADER, v);
+        }
+    }
+}
+
+/// The proof of a request, if it has one. Two `DPoP` headers are an
+/// error (RFC 9449 section 4.3 check 1).
+pub fn proof_header(headers: &HeaderMap) -> Result<Option<&str>, DpopError> {
+    let mut values = headers.get_all(DPOP_HEADER).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(DpopError::MultipleHeaders);
+    }
+    first.map(|v| v.to_str().map_err(|_| DpopError::Malformed)).transpose()
+}
+
+/// Validates the request's proof, if any, for `method` on `path` of this
+/// issuer. `access_token` is given at resource endpoints (check of `ath`).
+pub async fn check(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    access_token: Option<&str>,
+) -> Result<Option<VerifiedProof>, OAuthError> {
+    let Some(proof) = proof_header(headers).map_err(|e| e.to_oauth())? else { return Ok(None) };
+    let url = format!("{}{}", state.issuer, path);
+    let window = state.config.dpop.iat_window as i64;
+    let ctx = ProofContext { method, url: &url, now: state.clock.now_ms() / 1000, iat_window: window, access_token };
+    let verified = verify_proof(proof, &ctx).map_err(|e| e.to_oauth())?;
+    if state.config.dpop.nonce && !verified.nonce.as_deref().is_some_and(|n| nonce_ok(state, n)) {
+        return Err(DpopError::NonceRequired.to_oauth());
+    }
+    // Single use: remember the jti for as long as its iat is acceptable.
+    let key = dtr_proto::secret::sha256_b64(&format!("dpop\n{}\n{}", verified.jkt, verified.jti));
+    let until_ms = (verified.iat + window + 1) * 1000;
+    let fresh = state.store.use_once(&key, until_ms, state.clock.now_ms()).await.map_err(crate::http::error::internal)?;
+    if !fresh {
+        return Err(DpopError::Replayed.to_oauth());
+    }
+    Ok(Some(verified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_depend_on_key_and_slot() {
+        let a = nonce_key(b"one");
+        let b = nonce_key(b"two");
+        assert_ne!(nonce_for_slot(&a, 1), nonce_for_slot(&b, 1));
+        assert_ne!(nonce_for_slot(&a, 1), nonce_for_slot(&a, 2));
+        assert_eq!(nonce_for_slot(&a, 7), nonce_for_slot(&a, 7));
+    }
+}

@@ -1,0 +1,688 @@
+//! The PostgreSQL store, for several server nodes sharing one database.
+//!
+//! Nodes keep no state of their own: deferrals with their polling state,
+//! the single-use identifier cache, the signing key and the clients' admin
+//! overrides all live here. Every state change is one conditional
+//! statement whose `WHERE` clause carries the precondition, so PostgreSQL's
+//! row locking decides which of two racing nodes wins (DTR-21 exactly-once
+//! redemption, DTR-19 polling state, DTR-32 cancellation); there is no
+//! read followed by a write anywhere. Hot statements are prepared once per
+//! pooled connection, so a poll costs one round trip per statement.
+
+use super::*;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+/// Migrations in order, in step with `migrations/sqlite/` (same numbers,
+/// same meaning); applied ones never change (migrations/README.md).
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_dpop.sql"),
+];
+
+/// Key of the advisory lock that serialises migrations across nodes
+/// starting together: any constant shared by every dtr binary (the ASCII
+/// of `dtr-migr`).
+const MIGRATION_LOCK_KEY: i64 = 0x6474_722d_6d69_6772;
+
+/// Connections per node when the configuration does not say
+/// (`database_pool_size`).
+pub const DEFAULT_POOL_SIZE: usize = 10;
+
+/// Rows deleted per statement while pruning, so that no prune holds row
+/// locks or bloats one transaction for long while nodes keep serving.
+const PRUNE_BATCH: i64 = 1000;
+
+/// How long a node waits for a new connection or a free one from its pool
+/// before a request fails with `server_error` instead of hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// PostgreSQL implementation of [`Store`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+fn db_err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Database(format!("no database connection: {e}"))
+}
+
+/// Where a connection string points, without its password, for error
+/// messages at start-up.
+fn describe(c: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "{}@{}:{}/{}",
+        c.get_user().unwrap_or("(default user)"),
+        if hosts.is_empty() { "localhost".into() } else { hosts.join(",") },
+        if ports.is_empty() { "5432".into() } else { ports.join(",") },
+        c.get_dbname().unwrap_or("(default database)")
+    )
+}
+
+impl PostgresStore {
+    /// Connects with a pool of at most `pool_size` connections, checks the
+    /// database answers, and applies pending migrations.
+    pub async fn open(url: &str, pool_size: usize) -> StoreResult<Self> {
+        let mut pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let target = describe(&pg);
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                // Fast: a broken connection shows up as an error on the next
+                // statement; a test query per checkout would double the
+                // round trips of a poll.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Database(format!("cannot build the connection pool: {e}")))?;
+        let store = Self { pool };
+        let mut client = store.pool.get().await.map_err(|e| {
+            StoreError::Database(format!("cannot connect to PostgreSQL at {target}: {e}"))
+        })?;
+        migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Runs one prepared statement and returns the number of rows it changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(sql).await.map_err(db_err)?;
+        c.execute(&st, params).await.map_err(db_err)
+    }
+
+    /// Runs one prepared query returning at most one row.
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Option<Row>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(sql).await.map_err(db_err)?;
+        c.query_opt(&st, params).await.map_err(db_err)
+    }
+
+    /// Runs one prepared query.
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(sql).await.map_err(db_err)?;
+        c.query(&st, params).await.map_err(db_err)
+    }
+
+    /// Deletes in batches of [`PRUNE_BATCH`] rows, each its own short
+    /// statement, until a batch comes back short.
+    async fn prune_batched(&self, sql: &str, before: i64) -> StoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.execute(sql, &[&before, &PRUNE_BATCH]).await?;
+            total += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Applies pending migrations in one transaction holding a transaction-level
+/// advisory lock: a second node starting at the same moment waits on the
+/// lock, then finds the schema current. DDL is transactional in
+/// PostgreSQL, so a failed migration leaves nothing half-applied.
+async fn migrate(client: &mut deadpool_postgres::Client) -> StoreResult<()> {
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(db_err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .await
+        .map_err(db_err)?;
+    let current: i64 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version", &[])
+        .await
+        .map_err(db_err)?
+        .try_get(0)
+        .map_err(db_err)?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.batch_execute(sql).await.map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&(i as i64 + 1)],
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    tx.commit().await.map_err(db_err)
+}
+
+const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
+     state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
+     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt";
+
+const CLIENT_COLUMNS: &str =
+    "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens";
+
+/// A count as stored (INTEGER); counts beyond `i32` cannot occur, they are
+/// bounded by `slow_down_limit`.
+fn count_to_db(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
+    let state: String = row.try_get(7).map_err(db_err)?;
+    let slow_down: i32 = row.try_get(16).map_err(db_err)?;
+    Ok(DeferralRecord {
+        id: row.try_get(0).map_err(db_err)?,
+        client_id: row.try_get(1).map_err(db_err)?,
+        grant_type: row.try_get(2).map_err(db_err)?,
+        scope: row.try_get(3).map_err(db_err)?,
+        granted_scope: row.try_get(4).map_err(db_err)?,
+        authorization_details: row.try_get(5).map_err(db_err)?,
+        subject: row.try_get(6).map_err(db_err)?,
+        state: state
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("deferral state: {e}")))?,
+        interaction_handle: row.try_get(8).map_err(db_err)?,
+        progress: row.try_get(9).map_err(db_err)?,
+        deny_reason: row.try_get(10).map_err(db_err)?,
+        created_at: row.try_get(11).map_err(db_err)?,
+        expires_at: row.try_get(12).map_err(db_err)?,
+        interval_ms: row.try_get(13).map_err(db_err)?,
+        auto_approve_at: row.try_get(14).map_err(db_err)?,
+        last_polled_at: row.try_get(15).map_err(db_err)?,
+        slow_down_count: u32::try_from(slow_down)
+            .map_err(|e| StoreError::Corrupt(format!("slow_down_count: {e}")))?,
+        polling_blocked: row.try_get(17).map_err(db_err)?,
+        resolved_at: row.try_get(18).map_err(db_err)?,
+        redeemed_at: row.try_get(19).map_err(db_err)?,
+        dpop_jkt: row.try_get(20).map_err(db_err)?,
+    })
+}
+
+fn client_from_row(row: &Row) -> StoreResult<ClientRecord> {
+    Ok(ClientRecord {
+        client_id: row.try_get(0).map_err(db_err)?,
+        secret_hash: row.try_get(1).map_err(db_err)?,
+        auth_method: row.try_get(2).map_err(db_err)?,
+        grant_types: row.try_get(3).map_err(db_err)?,
+        scope: row.try_get(4).map_err(db_err)?,
+        redirect_uris: row.try_get(5).map_err(db_err)?,
+        jwks: row.try_get(6).map_err(db_err)?,
+        notification_endpoint: row.try_get(7).map_err(db_err)?,
+        enabled: row.try_get(8).map_err(db_err)?,
+        admin_disabled: row.try_get(9).map_err(db_err)?,
+        dpop_bound_access_tokens: row.try_get(10).map_err(db_err)?,
+    })
+}
+
+#[async_trait]
+impl ClientStore for PostgresStore {
+    async fn upsert_client(&self, c: &ClientRecord) -> StoreResult<()> {
+        // `admin_disabled` is not in the update list: an admin's decision
+        // outlives restarts and configuration reloads (DTR-23).
+        self.execute(
+            "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
+             notification_endpoint, enabled, dpop_bound_access_tokens) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, \
+             auth_method = EXCLUDED.auth_method, grant_types = EXCLUDED.grant_types, scope = EXCLUDED.scope, \
+             redirect_uris = EXCLUDED.redirect_uris, jwks = EXCLUDED.jwks, \
+             notification_endpoint = EXCLUDED.notification_endpoint, enabled = EXCLUDED.enabled, \
+             dpop_bound_access_tokens = EXCLUDED.dpop_bound_access_tokens",
+            &[
+                &c.client_id,
+                &c.secret_hash,
+                &c.auth_method,
+                &c.grant_types,
+                &c.scope,
+                &c.redirect_uris,
+                &c.jwks,
+                &c.notification_endpoint,
+                &c.enabled,
+                &c.dpop_bound_access_tokens,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+        self.query_opt(
+            &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"),
+            &[&client_id],
+        )
+        .await?
+        .as_ref()
+        .map(client_from_row)
+        .transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        self.query(
+            &format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(client_from_row)
+        .collect()
+    }
+
+    async fn set_client_admin_disabled(
+        &self,
+        client_id: &str,
+        disabled: bool,
+    ) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE clients SET admin_disabled = $2 WHERE client_id = $1",
+                &[&client_id, &disabled],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+#[async_trait]
+impl DeferralStore for PostgresStore {
+    async fn insert_deferral(&self, d: &NewDeferral) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
+             state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
+             notification_token_hash, dpop_jkt) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14)",
+            &[
+                &d.id,
+                &d.code_hash,
+                &d.client_id,
+                &d.grant_type,
+                &d.scope,
+                &d.authorization_details,
+                &d.subject,
+                &d.interaction_handle,
+                &d.created_at,
+                &d.expires_at,
+                &d.interval_ms,
+                &d.auto_approve_at,
+                &d.notification_token_hash,
+                &d.dpop_jkt,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn deferral_by_code(&self, code_hash: &str) -> StoreResult<Option<DeferralRecord>> {
+        self.query_opt(
+            &format!("SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE code_hash = $1"),
+            &[&code_hash],
+        )
+        .await?
+        .as_ref()
+        .map(deferral_from_row)
+        .transpose()
+    }
+
+    async fn deferral_by_id(&self, id: &str) -> StoreResult<Option<DeferralRecord>> {
+        self.query_opt(
+            &format!("SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(deferral_from_row)
+        .transpose()
+    }
+
+    async fn deferral_by_interaction(&self, handle: &str) -> StoreResult<Option<DeferralRecord>> {
+        self.query_opt(
+            &format!("SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE interaction_handle = $1"),
+            &[&handle],
+        )
+        .await?
+        .as_ref()
+        .map(deferral_from_row)
+        .transpose()
+    }
+
+    async fn list_deferrals(
+        &self,
+        f: &DeferralFilter,
+        now: i64,
+    ) -> StoreResult<Vec<DeferralRecord>> {
+        // The effective state (DeferralRecord::effective_state) in SQL, so
+        // that filtering by `pending` does not list expired rows.
+        let eff = "CASE WHEN state IN ('pending','approved') AND expires_at <= $1 THEN 'expired' ELSE state END";
+        let sql = format!(
+            "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE ($2::TEXT IS NULL OR {eff} = $2::TEXT) \
+             AND ($3::TEXT IS NULL OR client_id = $3::TEXT) ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        let state = f.state.map(|s| s.as_str());
+        let limit = i64::from(f.limit.max(1));
+        self.query(&sql, &[&now, &state, &f.client_id, &limit])
+            .await?
+            .iter()
+            .map(deferral_from_row)
+            .collect()
+    }
+
+    async fn record_poll(&self, u: &PollUpdate, now: i64) -> StoreResult<bool> {
+        // DTR-19 across nodes: the compare-and-set on the values this node
+        // read means two nodes polled at the same moment cannot both count
+        // as "the first poll in this interval"; the loser sees `false`.
+        let n = self
+            .execute(
+                "UPDATE deferrals SET last_polled_at = $2, slow_down_count = $3, polling_blocked = $4, \
+                 state = CASE WHEN $4 THEN 'denied' ELSE state END, \
+                 deny_reason = CASE WHEN $4 THEN 'polling faster than interval' ELSE deny_reason END, \
+                 resolved_at = CASE WHEN $4 THEN $2 ELSE resolved_at END \
+                 WHERE id = $1 AND state = 'pending' AND expires_at > $7 \
+                 AND last_polled_at IS NOT DISTINCT FROM $5 AND slow_down_count = $6",
+                &[
+                    &u.id,
+                    &u.polled_at,
+                    &count_to_db(u.slow_down_count),
+                    &u.block,
+                    &u.expected_last_polled_at,
+                    &count_to_db(u.expected_slow_down_count),
+                    &now,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE deferrals SET state = 'approved', granted_scope = $2, resolved_at = $3, \
+                 interaction_handle = NULL WHERE id = $1 AND state = 'pending' AND expires_at > $3",
+                &[&id, &granted_scope, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn deny(
+        &self,
+        id: &str,
+        reason: &str,
+        from_approved: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE deferrals SET state = 'denied', deny_reason = $2, resolved_at = $3, \
+                 interaction_handle = NULL WHERE id = $1 AND expires_at > $3 \
+                 AND (state = 'pending' OR ($4 AND state = 'approved'))",
+                &[&id, &reason, &now, &from_approved],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn set_decided_by(&self, id: &str, decided_by: &str) -> StoreResult<()> {
+        self.execute(
+            "UPDATE deferrals SET decided_by = $2 WHERE id = $1",
+            &[&id, &decided_by],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool> {
+        // DTR-21: the single gate of token issuance on a poll. Concurrent
+        // updates of the row queue on its lock; the ones after the winner
+        // re-check `state = 'approved'` on the new row version and change
+        // nothing, whichever node they run on.
+        let n = self
+            .execute(
+                "UPDATE deferrals SET state = 'redeemed', redeemed_at = $2, notification_token_hash = NULL \
+                 WHERE id = $1 AND state = 'approved' AND expires_at > $2",
+                &[&id, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
+        // DTR-32, DTR-34: an approved but uncollected resolution becomes
+        // cancelled too, so no node ever issues a token for it.
+        let n = self
+            .execute(
+                "UPDATE deferrals SET state = 'cancelled', resolved_at = $3, interaction_handle = NULL, \
+                 notification_token_hash = NULL \
+                 WHERE code_hash = $1 AND client_id = $2 AND state IN ('pending', 'approved') AND expires_at > $3",
+                &[&code_hash, &client_id, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn set_progress(&self, id: &str, step: Option<&str>, now: i64) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE deferrals SET progress = $2 WHERE id = $1 AND state = 'pending' AND expires_at > $3",
+                &[&id, &step, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn set_interaction(&self, id: &str, handle: Option<&str>, now: i64) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE deferrals SET interaction_handle = $2 WHERE id = $1 AND state = 'pending' AND expires_at > $3",
+                &[&id, &handle, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn resolve_interaction(
+        &self,
+        handle: &str,
+        approve: bool,
+        decided_by: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        // Single use (DTR-11): the handle is cleared in the same update
+        // that records the decision.
+        let n = self
+            .execute(
+                "UPDATE deferrals SET state = CASE WHEN $2 THEN 'approved' ELSE 'denied' END, \
+                 granted_scope = CASE WHEN $2 THEN scope ELSE NULL END, \
+                 deny_reason = CASE WHEN $2 THEN NULL ELSE 'denied at interaction' END, \
+                 decided_by = $3, resolved_at = $4, interaction_handle = NULL \
+                 WHERE interaction_handle = $1 AND state = 'pending' AND expires_at > $4",
+                &[&handle, &approve, &decided_by, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn approve_due(&self, now: i64) -> StoreResult<u64> {
+        // Every node's worker runs this; the `state = 'pending'` condition
+        // makes the second runner a no-op for rows the first one took.
+        self.execute(
+            "UPDATE deferrals SET state = 'approved', granted_scope = scope, resolved_at = $1, \
+             decided_by = 'policy' WHERE state = 'pending' AND auto_approve_at IS NOT NULL \
+             AND auto_approve_at <= $1 AND expires_at > $1",
+            &[&now],
+        )
+        .await
+    }
+
+    async fn expire_due(&self, now: i64) -> StoreResult<u64> {
+        self.execute(
+            "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, notification_token_hash = NULL \
+             WHERE state IN ('pending', 'approved') AND expires_at <= $1",
+            &[&now],
+        )
+        .await
+    }
+
+    async fn prune_deferrals(&self, before: i64) -> StoreResult<u64> {
+        self.prune_batched(
+            "DELETE FROM deferrals WHERE id IN (SELECT id FROM deferrals WHERE expires_at < $1 \
+             AND state IN ('expired', 'redeemed', 'denied', 'cancelled') LIMIT $2)",
+            before,
+        )
+        .await
+    }
+
+    async fn count_pending_by_client(&self, now: i64) -> StoreResult<Vec<(String, u64)>> {
+        self.query(
+            "SELECT client_id, COUNT(*)::BIGINT FROM deferrals \
+             WHERE state = 'pending' AND expires_at > $1 GROUP BY client_id ORDER BY client_id",
+            &[&now],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let n: i64 = r.try_get(1).map_err(db_err)?;
+            Ok((r.try_get(0).map_err(db_err)?, n.max(0) as u64))
+        })
+        .collect()
+    }
+}
+
+#[async_trait]
+impl TokenStore for PostgresStore {
+    async fn record_token(&self, t: &IssuedToken) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO access_tokens (jti, client_id, issued_at, expires_at, deferral_id) VALUES ($1, $2, $3, $4, $5)",
+            &[&t.jti, &t.client_id, &t.issued_at, &t.expires_at, &t.deferral_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, jti: &str, client_id: &str, now: i64) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE access_tokens SET revoked_at = $3 WHERE jti = $1 AND client_id = $2 AND revoked_at IS NULL",
+                &[&jti, &client_id, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn token_revoked(&self, jti: &str) -> StoreResult<bool> {
+        let row = self
+            .query_opt("SELECT revoked_at FROM access_tokens WHERE jti = $1", &[&jti])
+            .await?;
+        match row {
+            // Unknown tokens count as revoked.
+            None => Ok(true),
+            Some(r) => Ok(r.try_get::<_, Option<i64>>(0).map_err(db_err)?.is_some()),
+        }
+    }
+
+    async fn prune_tokens(&self, before: i64) -> StoreResult<u64> {
+        self.prune_batched(
+            "DELETE FROM access_tokens WHERE jti IN (SELECT jti FROM access_tokens WHERE expires_at < $1 LIMIT $2)",
+            before,
+        )
+        .await
+    }
+
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
+        // One atomic statement: of two nodes inserting the same key, the
+        // second waits for the first and then finds a live entry, so the
+        // `WHERE` of the update fails and no row is reported (RFC 9449
+        // section 11.1). An entry past its expiry may be taken over.
+        let n = self
+            .execute(
+                "INSERT INTO used_jtis (key, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+                 WHERE used_jtis.expires_at <= $3",
+                &[&key, &expires_at, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn prune_used(&self, before: i64) -> StoreResult<u64> {
+        self.prune_batched(
+            "DELETE FROM used_jtis WHERE key IN (SELECT key FROM used_jtis WHERE expires_at < $1 LIMIT $2)",
+            before,
+        )
+        .await
+    }
+
+    async fn signing_key(
+        &self,
+        generate: &(dyn Fn() -> Vec<u8> + Send + Sync),
+        now: i64,
+    ) -> StoreResult<Vec<u8>> {
+        // Nodes starting together each offer a key; the primary key lets
+        // exactly one insert win and everyone reads the winner back.
+        let candidate = generate();
+        self.execute(
+            "INSERT INTO signing_keys (id, private_der, created_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+            &[&candidate, &now],
+        )
+        .await?;
+        let row = self
+            .query_opt("SELECT private_der FROM signing_keys WHERE id = 1", &[])
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("signing key vanished after insert".into()))?;
+        row.try_get(0).map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.query_opt("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}
