@@ -78,8 +78,16 @@ fn describe(c: &tokio_postgres::Config) -> String {
     format!(
         "{}@{}:{}/{}",
         c.get_user().unwrap_or("(default user)"),
-        if hosts.is_empty() { "localhost".into() } else { hosts.join(",") },
-        if ports.is_empty() { "5432".into() } else { ports.join(",") },
+        if hosts.is_empty() {
+            "localhost".into()
+        } else {
+            hosts.join(",")
+        },
+        if ports.is_empty() {
+            "5432".into()
+        } else {
+            ports.join(",")
+        },
         c.get_dbname().unwrap_or("(default database)")
     )
 }
@@ -176,7 +184,10 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> StoreResult<()> {
         .await
         .map_err(db_err)?;
     let current: i64 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
+            &[],
+        )
         .await
         .map_err(db_err)?
         .try_get(0)
@@ -616,7 +627,10 @@ impl TokenStore for PostgresStore {
 
     async fn token_revoked(&self, jti: &str) -> StoreResult<bool> {
         let row = self
-            .query_opt("SELECT revoked_at FROM access_tokens WHERE jti = $1", &[&jti])
+            .query_opt(
+                "SELECT revoked_at FROM access_tokens WHERE jti = $1",
+                &[&jti],
+            )
             .await?;
         match row {
             // Unknown tokens count as revoked.

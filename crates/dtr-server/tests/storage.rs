@@ -1,0 +1,858 @@
+//! The storage test suite, written once and run unchanged against every
+//! backend: each test body in `suite` takes an `Arc<dyn Store>`, and the
+//! `backends!` macro generates one `#[tokio::test]` per body in
+//! `mod sqlite` (in-memory) and in `mod postgres` (a fresh database per
+//! test, see `support/pg.rs`). Concurrency tests use a multi-threaded
+//! runtime so racing calls really overlap on the PostgreSQL pool.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/pg.rs"]
+mod pg;
+
+use dtr_proto::deferral::DeferralState;
+use dtr_server::store::{
+    ClientRecord, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate, Store,
+};
+use std::sync::Arc;
+
+/// "Now" of the tests: times are parameters (STYLE.md), never the wall clock.
+const T0: i64 = 1_800_000_000_000;
+const LIFE: i64 = 600_000;
+
+fn new_deferral(id: &str, client: &str, created_at: i64) -> NewDeferral {
+    NewDeferral {
+        id: id.into(),
+        code_hash: format!("hash-of-{id}"),
+        client_id: client.into(),
+        grant_type: "client_credentials".into(),
+        scope: "read payments".into(),
+        authorization_details: None,
+        subject: Some(client.into()),
+        created_at,
+        expires_at: created_at + LIFE,
+        interval_ms: 5_000,
+        auto_approve_at: None,
+        interaction_handle: None,
+        notification_token_hash: None,
+        dpop_jkt: None,
+    }
+}
+
+async fn insert(s: &Arc<dyn Store>, id: &str) -> DeferralRecord {
+    s.insert_deferral(&new_deferral(id, "svc", T0))
+        .await
+        .unwrap();
+    s.deferral_by_id(id).await.unwrap().unwrap()
+}
+
+async fn state(s: &Arc<dyn Store>, id: &str) -> DeferralState {
+    s.deferral_by_id(id).await.unwrap().unwrap().state
+}
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        client_id: id.into(),
+        secret_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        auth_method: "client_secret_basic".into(),
+        grant_types: vec!["client_credentials".into()],
+        scope: "read write".into(),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        jwks: Some(serde_json::json!({"keys": []})),
+        notification_endpoint: Some("https://app.example/notify".into()),
+        enabled: true,
+        admin_disabled: false,
+        dpop_bound_access_tokens: false,
+    }
+}
+
+fn poll(rec: &DeferralRecord, at: i64, slow_downs: u32, block: bool) -> PollUpdate {
+    PollUpdate {
+        id: rec.id.clone(),
+        expected_last_polled_at: rec.last_polled_at,
+        expected_slow_down_count: rec.slow_down_count,
+        polled_at: at,
+        slow_down_count: slow_downs,
+        block,
+    }
+}
+
+/// The test bodies: one per behaviour of the storage traits.
+mod suite {
+    use super::*;
+
+    pub async fn insert_and_lookup(s: Arc<dyn Store>) {
+        let mut d = new_deferral("dfr_1", "svc", T0);
+        d.authorization_details = Some(serde_json::json!([{"type": "payment", "amount": "10"}]));
+        d.auto_approve_at = Some(T0 + 1_000);
+        d.interaction_handle = Some("handle-1".into());
+        d.notification_token_hash = Some("nth".into());
+        d.dpop_jkt = Some("jkt-1".into());
+        s.insert_deferral(&d).await.unwrap();
+
+        let by_code = s.deferral_by_code("hash-of-dfr_1").await.unwrap().unwrap();
+        assert_eq!(by_code.id, "dfr_1");
+        assert_eq!(by_code.client_id, "svc");
+        assert_eq!(by_code.grant_type, "client_credentials");
+        assert_eq!(by_code.scope, "read payments");
+        assert_eq!(by_code.authorization_details, d.authorization_details);
+        assert_eq!(by_code.subject.as_deref(), Some("svc"));
+        assert_eq!(by_code.state, DeferralState::Pending);
+        assert_eq!(by_code.interaction_handle.as_deref(), Some("handle-1"));
+        assert_eq!(by_code.created_at, T0);
+        assert_eq!(by_code.expires_at, T0 + LIFE);
+        assert_eq!(by_code.interval_ms, 5_000);
+        assert_eq!(by_code.auto_approve_at, Some(T0 + 1_000));
+        assert_eq!(by_code.last_polled_at, None);
+        assert_eq!(by_code.slow_down_count, 0);
+        assert!(!by_code.polling_blocked);
+        assert_eq!(by_code.granted_scope, None);
+        assert_eq!(by_code.resolved_at, None);
+        assert_eq!(by_code.redeemed_at, None);
+        assert_eq!(by_code.dpop_jkt.as_deref(), Some("jkt-1"));
+
+        assert_eq!(
+            s.deferral_by_id("dfr_1").await.unwrap(),
+            Some(by_code.clone())
+        );
+        assert_eq!(
+            s.deferral_by_interaction("handle-1").await.unwrap(),
+            Some(by_code)
+        );
+        assert!(s.deferral_by_code("unknown").await.unwrap().is_none());
+        assert!(s.deferral_by_id("unknown").await.unwrap().is_none());
+        assert!(s
+            .deferral_by_interaction("unknown")
+            .await
+            .unwrap()
+            .is_none());
+        // The code hash is unique: a second deferral with the same hash fails.
+        let mut dup = new_deferral("dfr_2", "svc", T0);
+        dup.code_hash = "hash-of-dfr_1".into();
+        assert!(s.insert_deferral(&dup).await.is_err());
+        s.ping().await.unwrap();
+    }
+
+    pub async fn approve_applies_once(s: Arc<dyn Store>) {
+        insert(&s, "a").await;
+        assert!(s.approve("a", "read", T0 + 1).await.unwrap());
+        let r = s.deferral_by_id("a").await.unwrap().unwrap();
+        assert_eq!(r.state, DeferralState::Approved);
+        assert_eq!(r.granted_scope.as_deref(), Some("read"));
+        assert_eq!(r.resolved_at, Some(T0 + 1));
+        assert!(!s.approve("a", "read payments", T0 + 2).await.unwrap());
+        assert_eq!(
+            s.deferral_by_id("a")
+                .await
+                .unwrap()
+                .unwrap()
+                .granted_scope
+                .as_deref(),
+            Some("read")
+        );
+        // Past its lifetime nothing approves it.
+        insert(&s, "late").await;
+        assert!(!s.approve("late", "read", T0 + LIFE).await.unwrap());
+        assert_eq!(state(&s, "late").await, DeferralState::Pending);
+        assert!(!s.approve("unknown", "read", T0).await.unwrap());
+        s.set_decided_by("a", "admin").await.unwrap();
+    }
+
+    pub async fn deny_from_pending_and_only_explicitly_from_approved(s: Arc<dyn Store>) {
+        insert(&s, "p").await;
+        assert!(s.deny("p", "no", false, T0 + 1).await.unwrap());
+        let r = s.deferral_by_id("p").await.unwrap().unwrap();
+        assert_eq!(r.state, DeferralState::Denied);
+        assert_eq!(r.deny_reason.as_deref(), Some("no"));
+        assert!(!s.deny("p", "again", true, T0 + 2).await.unwrap());
+        assert!(!s.approve("p", "read", T0 + 2).await.unwrap());
+
+        insert(&s, "a").await;
+        assert!(s.approve("a", "read", T0 + 1).await.unwrap());
+        assert!(!s.deny("a", "stale", false, T0 + 2).await.unwrap());
+        assert_eq!(state(&s, "a").await, DeferralState::Approved);
+        // DTR-23: consent staleness may deny an approved deferral.
+        assert!(s.deny("a", "stale", true, T0 + 2).await.unwrap());
+        assert_eq!(state(&s, "a").await, DeferralState::Denied);
+        assert!(!s.redeem("a", T0 + 3).await.unwrap());
+
+        insert(&s, "late").await;
+        assert!(!s.deny("late", "x", false, T0 + LIFE).await.unwrap());
+    }
+
+    pub async fn redeem_applies_once(s: Arc<dyn Store>) {
+        insert(&s, "r").await;
+        assert!(
+            !s.redeem("r", T0 + 1).await.unwrap(),
+            "pending is not redeemable"
+        );
+        assert!(s.approve("r", "read", T0 + 1).await.unwrap());
+        assert!(s.redeem("r", T0 + 2).await.unwrap());
+        let r = s.deferral_by_id("r").await.unwrap().unwrap();
+        assert_eq!(r.state, DeferralState::Redeemed);
+        assert_eq!(r.redeemed_at, Some(T0 + 2));
+        assert!(!s.redeem("r", T0 + 3).await.unwrap(), "DTR-21: once");
+        assert!(!s.cancel("hash-of-r", "svc", T0 + 3).await.unwrap());
+
+        insert(&s, "late").await;
+        assert!(s.approve("late", "read", T0 + 1).await.unwrap());
+        assert!(!s.redeem("late", T0 + LIFE).await.unwrap(), "expired");
+    }
+
+    pub async fn redeem_exactly_once_under_50_concurrent_callers(s: Arc<dyn Store>) {
+        insert(&s, "hot").await;
+        assert!(s.approve("hot", "read", T0 + 1).await.unwrap());
+        let barrier = Arc::new(tokio::sync::Barrier::new(50));
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let (s, b) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    b.wait().await;
+                    s.redeem("hot", T0 + 2 + i).await.unwrap()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1, "DTR-21: one token response, never two");
+        assert_eq!(state(&s, "hot").await, DeferralState::Redeemed);
+    }
+
+    pub async fn cancel_by_owner_only(s: Arc<dyn Store>) {
+        insert(&s, "c").await;
+        assert!(!s.cancel("hash-of-c", "other", T0 + 1).await.unwrap());
+        assert!(!s.cancel("unknown", "svc", T0 + 1).await.unwrap());
+        assert!(s.cancel("hash-of-c", "svc", T0 + 1).await.unwrap());
+        let r = s.deferral_by_id("c").await.unwrap().unwrap();
+        assert_eq!(r.state, DeferralState::Cancelled);
+        assert_eq!(r.resolved_at, Some(T0 + 1));
+        assert!(
+            !s.cancel("hash-of-c", "svc", T0 + 2).await.unwrap(),
+            "DTR-35"
+        );
+        assert!(!s.approve("c", "read", T0 + 2).await.unwrap());
+
+        // DTR-34: approved but not collected becomes cancelled, no token.
+        insert(&s, "ca").await;
+        assert!(s.approve("ca", "read", T0 + 1).await.unwrap());
+        assert!(s.cancel("hash-of-ca", "svc", T0 + 2).await.unwrap());
+        assert!(!s.redeem("ca", T0 + 3).await.unwrap());
+
+        insert(&s, "late").await;
+        assert!(!s.cancel("hash-of-late", "svc", T0 + LIFE).await.unwrap());
+    }
+
+    pub async fn record_poll_is_a_compare_and_set(s: Arc<dyn Store>) {
+        let r0 = insert(&s, "p").await;
+        assert!(s
+            .record_poll(&poll(&r0, T0 + 1, 0, false), T0 + 1)
+            .await
+            .unwrap());
+        // A second writer holding the same stale read loses.
+        assert!(!s
+            .record_poll(&poll(&r0, T0 + 2, 1, false), T0 + 2)
+            .await
+            .unwrap());
+        let r1 = s.deferral_by_id("p").await.unwrap().unwrap();
+        assert_eq!(r1.last_polled_at, Some(T0 + 1));
+        assert_eq!(r1.slow_down_count, 0);
+        // With the fresh read it applies (a slow_down, DTR-19).
+        assert!(s
+            .record_poll(&poll(&r1, T0 + 2, 1, false), T0 + 2)
+            .await
+            .unwrap());
+        let r2 = s.deferral_by_id("p").await.unwrap().unwrap();
+        assert_eq!((r2.last_polled_at, r2.slow_down_count), (Some(T0 + 2), 1));
+        assert_eq!(r2.state, DeferralState::Pending);
+        // Escalation blocks polling and denies (DTR-19).
+        assert!(s
+            .record_poll(&poll(&r2, T0 + 3, 1, true), T0 + 3)
+            .await
+            .unwrap());
+        let r3 = s.deferral_by_id("p").await.unwrap().unwrap();
+        assert!(r3.polling_blocked);
+        assert_eq!(r3.state, DeferralState::Denied);
+        assert_eq!(r3.resolved_at, Some(T0 + 3));
+        // No poll is recorded once the deferral left `pending`, nor after expiry.
+        assert!(!s
+            .record_poll(&poll(&r3, T0 + 4, 1, false), T0 + 4)
+            .await
+            .unwrap());
+        let late = insert(&s, "late").await;
+        assert!(!s
+            .record_poll(&poll(&late, T0 + LIFE, 0, false), T0 + LIFE)
+            .await
+            .unwrap());
+    }
+
+    pub async fn record_poll_has_one_winner_under_concurrency(s: Arc<dyn Store>) {
+        // Two nodes polling at the same moment: only one poll counts.
+        let r = insert(&s, "p").await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(20));
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let (s, b, r) = (s.clone(), barrier.clone(), r.clone());
+                tokio::spawn(async move {
+                    b.wait().await;
+                    s.record_poll(&poll(&r, T0 + 10 + i, 0, false), T0 + 10)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1);
+    }
+
+    pub async fn approve_due_and_expire_due(s: Arc<dyn Store>) {
+        let mut auto = new_deferral("auto", "svc", T0);
+        auto.auto_approve_at = Some(T0 + 10_000);
+        s.insert_deferral(&auto).await.unwrap();
+        let mut auto_late = new_deferral("auto_late", "svc", T0);
+        auto_late.auto_approve_at = Some(T0 + LIFE + 1);
+        s.insert_deferral(&auto_late).await.unwrap();
+        insert(&s, "manual").await;
+        insert(&s, "approved").await;
+        assert!(s.approve("approved", "read", T0 + 1).await.unwrap());
+        insert(&s, "redeemed").await;
+        assert!(s.approve("redeemed", "read", T0 + 1).await.unwrap());
+        assert!(s.redeem("redeemed", T0 + 2).await.unwrap());
+
+        assert_eq!(s.approve_due(T0 + 9_999).await.unwrap(), 0);
+        assert_eq!(s.approve_due(T0 + 10_000).await.unwrap(), 1);
+        assert_eq!(s.approve_due(T0 + 10_001).await.unwrap(), 0, "once");
+        let r = s.deferral_by_id("auto").await.unwrap().unwrap();
+        assert_eq!(r.state, DeferralState::Approved);
+        assert_eq!(r.granted_scope.as_deref(), Some("read payments"));
+        // Never approves past the lifetime.
+        assert_eq!(s.approve_due(T0 + LIFE + 1).await.unwrap(), 0);
+
+        assert_eq!(s.expire_due(T0 + LIFE - 1).await.unwrap(), 0);
+        // auto (approved), auto_late, manual, approved: undecided or
+        // uncollected; redeemed stays redeemed.
+        assert_eq!(s.expire_due(T0 + LIFE).await.unwrap(), 4);
+        assert_eq!(s.expire_due(T0 + LIFE).await.unwrap(), 0);
+        for id in ["auto", "auto_late", "manual", "approved"] {
+            assert_eq!(state(&s, id).await, DeferralState::Expired, "{id}");
+        }
+        assert_eq!(state(&s, "redeemed").await, DeferralState::Redeemed);
+    }
+
+    pub async fn progress_and_interaction_only_while_pending(s: Arc<dyn Store>) {
+        insert(&s, "p").await;
+        assert!(s
+            .set_progress("p", Some("document_review"), T0 + 1)
+            .await
+            .unwrap());
+        assert_eq!(
+            s.deferral_by_id("p")
+                .await
+                .unwrap()
+                .unwrap()
+                .progress
+                .as_deref(),
+            Some("document_review")
+        );
+        assert!(s.set_progress("p", None, T0 + 1).await.unwrap());
+        assert_eq!(s.deferral_by_id("p").await.unwrap().unwrap().progress, None);
+        assert!(s.set_interaction("p", Some("h1"), T0 + 1).await.unwrap());
+        assert_eq!(
+            s.deferral_by_interaction("h1").await.unwrap().unwrap().id,
+            "p"
+        );
+        assert!(s.set_interaction("p", None, T0 + 1).await.unwrap());
+        assert!(s.deferral_by_interaction("h1").await.unwrap().is_none());
+
+        assert!(
+            !s.set_progress("p", Some("x"), T0 + LIFE).await.unwrap(),
+            "expired"
+        );
+        assert!(!s.set_interaction("p", Some("h2"), T0 + LIFE).await.unwrap());
+        assert!(s.approve("p", "read", T0 + 2).await.unwrap());
+        assert!(!s.set_progress("p", Some("x"), T0 + 3).await.unwrap());
+        assert!(!s.set_interaction("p", Some("h3"), T0 + 3).await.unwrap());
+        assert!(!s.set_progress("unknown", Some("x"), T0).await.unwrap());
+    }
+
+    pub async fn resolve_interaction_uses_the_handle_once(s: Arc<dyn Store>) {
+        insert(&s, "yes").await;
+        insert(&s, "no").await;
+        assert!(s.set_interaction("yes", Some("hy"), T0).await.unwrap());
+        assert!(s.set_interaction("no", Some("hn"), T0).await.unwrap());
+
+        assert!(s
+            .resolve_interaction("hy", true, "user:alice", T0 + 1)
+            .await
+            .unwrap());
+        let r = s.deferral_by_id("yes").await.unwrap().unwrap();
+        assert_eq!(r.state, DeferralState::Approved);
+        assert_eq!(r.granted_scope.as_deref(), Some("read payments"));
+        assert_eq!(r.interaction_handle, None);
+        assert!(!s
+            .resolve_interaction("hy", false, "user:alice", T0 + 2)
+            .await
+            .unwrap());
+        assert_eq!(state(&s, "yes").await, DeferralState::Approved);
+
+        assert!(!s
+            .resolve_interaction("hn", false, "user:bob", T0 + LIFE)
+            .await
+            .unwrap());
+        assert!(s
+            .resolve_interaction("hn", false, "user:bob", T0 + 1)
+            .await
+            .unwrap());
+        let r = s.deferral_by_id("no").await.unwrap().unwrap();
+        assert_eq!(r.state, DeferralState::Denied);
+        assert_eq!(r.granted_scope, None);
+        assert!(r.deny_reason.is_some());
+        assert!(!s
+            .resolve_interaction("unknown", true, "x", T0)
+            .await
+            .unwrap());
+    }
+
+    pub async fn list_filters_and_orders_newest_first(s: Arc<dyn Store>) {
+        for (i, (id, client)) in [("d1", "svc"), ("d2", "other"), ("d3", "svc"), ("d4", "svc")]
+            .into_iter()
+            .enumerate()
+        {
+            s.insert_deferral(&new_deferral(id, client, T0 + i as i64 * 1_000))
+                .await
+                .unwrap();
+        }
+        assert!(s.approve("d3", "read", T0 + 5_000).await.unwrap());
+        let ids = |v: Vec<DeferralRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let all = DeferralFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(s.list_deferrals(&all, T0 + 5_000).await.unwrap()),
+            ["d4", "d3", "d2", "d1"]
+        );
+        let pending_svc = DeferralFilter {
+            state: Some(DeferralState::Pending),
+            client_id: Some("svc".into()),
+            limit: 100,
+        };
+        assert_eq!(
+            ids(s.list_deferrals(&pending_svc, T0 + 5_000).await.unwrap()),
+            ["d4", "d1"]
+        );
+        let approved = DeferralFilter {
+            state: Some(DeferralState::Approved),
+            ..all.clone()
+        };
+        assert_eq!(
+            ids(s.list_deferrals(&approved, T0 + 5_000).await.unwrap()),
+            ["d3"]
+        );
+        let two = DeferralFilter {
+            limit: 2,
+            ..all.clone()
+        };
+        assert_eq!(
+            ids(s.list_deferrals(&two, T0 + 5_000).await.unwrap()),
+            ["d4", "d3"]
+        );
+        // The effective state: d1 has lived its lifetime at T0 + LIFE even
+        // before the sweeper wrote `expired`.
+        let expired = DeferralFilter {
+            state: Some(DeferralState::Expired),
+            ..all.clone()
+        };
+        assert_eq!(
+            ids(s.list_deferrals(&expired, T0 + LIFE).await.unwrap()),
+            ["d1"]
+        );
+        assert_eq!(
+            ids(s.list_deferrals(&pending_svc, T0 + LIFE).await.unwrap()),
+            ["d4"]
+        );
+        let nobody = DeferralFilter {
+            client_id: Some("nobody".into()),
+            ..all
+        };
+        assert!(s.list_deferrals(&nobody, T0).await.unwrap().is_empty());
+    }
+
+    pub async fn count_pending_by_client(s: Arc<dyn Store>) {
+        s.insert_deferral(&new_deferral("a1", "a", T0))
+            .await
+            .unwrap();
+        s.insert_deferral(&new_deferral("a2", "a", T0))
+            .await
+            .unwrap();
+        s.insert_deferral(&new_deferral("b1", "b", T0))
+            .await
+            .unwrap();
+        s.insert_deferral(&new_deferral("b2", "b", T0))
+            .await
+            .unwrap();
+        assert!(s.approve("b2", "read", T0 + 1).await.unwrap());
+        assert_eq!(
+            s.count_pending_by_client(T0 + 2).await.unwrap(),
+            vec![("a".to_owned(), 2), ("b".to_owned(), 1)]
+        );
+        assert!(s
+            .count_pending_by_client(T0 + LIFE)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn clients_upsert_keeps_admin_disabled(s: Arc<dyn Store>) {
+        assert!(s.get_client("svc").await.unwrap().is_none());
+        assert!(
+            !s.set_client_admin_disabled("svc", true).await.unwrap(),
+            "unknown"
+        );
+        s.upsert_client(&client("svc")).await.unwrap();
+        s.upsert_client(&client("alpha")).await.unwrap();
+        assert_eq!(s.get_client("svc").await.unwrap(), Some(client("svc")));
+        let listed: Vec<String> = s
+            .list_clients()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect();
+        assert_eq!(listed, ["alpha", "svc"]);
+
+        assert!(s.set_client_admin_disabled("svc", true).await.unwrap());
+        let mut changed = client("svc");
+        changed.scope = "read".into();
+        changed.secret_hash = None;
+        changed.auth_method = "none".into();
+        changed.jwks = None;
+        changed.redirect_uris = vec![];
+        changed.enabled = false;
+        changed.dpop_bound_access_tokens = true;
+        s.upsert_client(&changed).await.unwrap();
+        let got = s.get_client("svc").await.unwrap().unwrap();
+        assert!(
+            got.admin_disabled,
+            "an admin's decision survives a reload (DTR-23)"
+        );
+        assert_eq!(got.scope, "read");
+        assert_eq!(got.secret_hash, None);
+        assert_eq!(got.jwks, None);
+        assert!(got.redirect_uris.is_empty());
+        assert!(!got.enabled);
+        assert!(got.dpop_bound_access_tokens);
+        assert!(s.set_client_admin_disabled("svc", false).await.unwrap());
+        assert!(!s.get_client("svc").await.unwrap().unwrap().admin_disabled);
+    }
+
+    pub async fn tokens_revoke_and_prune(s: Arc<dyn Store>) {
+        let t = |jti: &str, exp: i64| IssuedToken {
+            jti: jti.into(),
+            client_id: "svc".into(),
+            expires_at: exp,
+            issued_at: T0,
+            deferral_id: Some("dfr".into()),
+        };
+        s.record_token(&t("j1", T0 + 1_000)).await.unwrap();
+        s.record_token(&t("j2", T0 + 5_000)).await.unwrap();
+        assert!(!s.token_revoked("j1").await.unwrap());
+        assert!(
+            s.token_revoked("unknown").await.unwrap(),
+            "unknown counts as revoked"
+        );
+        assert!(!s.revoke_token("j1", "other", T0).await.unwrap(), "foreign");
+        assert!(!s.token_revoked("j1").await.unwrap());
+        assert!(s.revoke_token("j1", "svc", T0).await.unwrap());
+        assert!(s.token_revoked("j1").await.unwrap());
+        assert!(
+            !s.revoke_token("j1", "svc", T0 + 1).await.unwrap(),
+            "already"
+        );
+        assert!(!s.revoke_token("unknown", "svc", T0).await.unwrap());
+
+        assert_eq!(s.prune_tokens(T0 + 1_000).await.unwrap(), 0);
+        assert_eq!(s.prune_tokens(T0 + 1_001).await.unwrap(), 1);
+        assert!(!s.token_revoked("j2").await.unwrap());
+        assert_eq!(s.prune_tokens(T0 + 10_000).await.unwrap(), 1);
+        assert!(s.token_revoked("j2").await.unwrap());
+    }
+
+    pub async fn use_once_single_winner(s: Arc<dyn Store>) {
+        assert!(s.use_once("k", T0 + 60_000, T0).await.unwrap());
+        assert!(
+            !s.use_once("k", T0 + 60_000, T0 + 1).await.unwrap(),
+            "replay"
+        );
+        assert!(!s.use_once("k", T0 + 90_000, T0 + 59_999).await.unwrap());
+        // Past its expiry the entry protects nothing and may be taken over.
+        assert!(s.use_once("k", T0 + 120_000, T0 + 60_000).await.unwrap());
+        assert!(!s.use_once("k", T0 + 130_000, T0 + 60_001).await.unwrap());
+
+        let barrier = Arc::new(tokio::sync::Barrier::new(50));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (s, b) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    b.wait().await;
+                    s.use_once("race", T0 + 60_000, T0).await.unwrap()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1, "one proof, one acceptance (RFC 9449 section 11.1)");
+
+        assert_eq!(s.prune_used(T0 + 60_000).await.unwrap(), 0);
+        assert_eq!(s.prune_used(T0 + 60_001).await.unwrap(), 1, "race");
+        assert!(!s.use_once("k", T0 + 130_000, T0 + 60_002).await.unwrap());
+        assert_eq!(s.prune_used(T0 + 200_000).await.unwrap(), 1);
+    }
+
+    pub async fn signing_key_is_never_replaced(s: Arc<dyn Store>) {
+        let first = s.signing_key(&|| vec![1, 2, 3], T0).await.unwrap();
+        assert_eq!(first, vec![1, 2, 3]);
+        let again = s.signing_key(&|| vec![9, 9, 9], T0 + 1).await.unwrap();
+        assert_eq!(again, first);
+    }
+
+    pub async fn signing_key_agrees_when_nodes_start_together(s: Arc<dyn Store>) {
+        let barrier = Arc::new(tokio::sync::Barrier::new(10));
+        let tasks: Vec<_> = (0..10u8)
+            .map(|i| {
+                let (s, b) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    b.wait().await;
+                    s.signing_key(&move || vec![i; 8], T0).await.unwrap()
+                })
+            })
+            .collect();
+        let mut keys = Vec::new();
+        for t in tasks {
+            keys.push(t.await.unwrap());
+        }
+        assert!(
+            keys.windows(2).all(|w| w[0] == w[1]),
+            "one key wins: {keys:?}"
+        );
+    }
+
+    pub async fn prune_deletes_only_finished_and_old(s: Arc<dyn Store>) {
+        for id in [
+            "pending",
+            "approved",
+            "denied",
+            "cancelled",
+            "redeemed",
+            "expired",
+        ] {
+            insert(&s, id).await;
+        }
+        assert!(s.approve("approved", "read", T0 + 1).await.unwrap());
+        assert!(s.deny("denied", "no", false, T0 + 1).await.unwrap());
+        assert!(s.cancel("hash-of-cancelled", "svc", T0 + 1).await.unwrap());
+        assert!(s.approve("redeemed", "read", T0 + 1).await.unwrap());
+        assert!(s.redeem("redeemed", T0 + 2).await.unwrap());
+        // Until the end of the lifetime everything stays (DTR-32).
+        assert_eq!(s.prune_deferrals(T0 + LIFE).await.unwrap(), 0);
+        // Unswept pending/approved rows are not deleted before they are
+        // marked expired.
+        assert_eq!(s.prune_deferrals(T0 + LIFE + 1).await.unwrap(), 3);
+        assert!(s.deferral_by_id("denied").await.unwrap().is_none());
+        assert!(s.deferral_by_id("pending").await.unwrap().is_some());
+        assert_eq!(s.expire_due(T0 + LIFE + 1).await.unwrap(), 3);
+        assert_eq!(s.prune_deferrals(T0 + LIFE + 1).await.unwrap(), 3);
+        assert!(s
+            .list_deferrals(
+                &DeferralFilter {
+                    limit: 100,
+                    ..Default::default()
+                },
+                T0
+            )
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn prune_in_batches_deletes_everything_due(s: Arc<dyn Store>) {
+        // More rows than one PostgreSQL prune batch (1000).
+        for i in 0..2_100 {
+            s.use_once(&format!("k{i}"), T0, T0 - 1).await.unwrap();
+        }
+        s.use_once("keep", T0 + 10, T0).await.unwrap();
+        assert_eq!(s.prune_used(T0 + 1).await.unwrap(), 2_100);
+        assert!(!s.use_once("keep", T0 + 20, T0 + 1).await.unwrap());
+    }
+}
+
+/// One `#[tokio::test]` per suite body and backend.
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let s: std::sync::Arc<dyn dtr_server::store::Store> = std::sync::Arc::new(
+                        dtr_server::store::sqlite::SqliteStore::in_memory().unwrap(),
+                    );
+                    super::suite::$name(s).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(db) = super::pg::TestDb::create(concat!("postgres::", stringify!($name))).await
+                    else {
+                        return;
+                    };
+                    let s: std::sync::Arc<dyn dtr_server::store::Store> = std::sync::Arc::new(
+                        dtr_server::store::postgres::PostgresStore::open(&db.url, 16).await.unwrap(),
+                    );
+                    super::suite::$name(s).await;
+                    drop(db);
+                }
+            )*
+        }
+    };
+}
+
+backends!(
+    insert_and_lookup,
+    approve_applies_once,
+    deny_from_pending_and_only_explicitly_from_approved,
+    redeem_applies_once,
+    redeem_exactly_once_under_50_concurrent_callers,
+    cancel_by_owner_only,
+    record_poll_is_a_compare_and_set,
+    record_poll_has_one_winner_under_concurrency,
+    approve_due_and_expire_due,
+    progress_and_interaction_only_while_pending,
+    resolve_interaction_uses_the_handle_once,
+    list_filters_and_orders_newest_first,
+    count_pending_by_client,
+    clients_upsert_keeps_admin_disabled,
+    tokens_revoke_and_prune,
+    use_once_single_winner,
+    signing_key_is_never_replaced,
+    signing_key_agrees_when_nodes_start_together,
+    prune_deletes_only_finished_and_old,
+    prune_in_batches_deletes_everything_due,
+);
+
+/// What only the PostgreSQL backend has: start-up against a shared server.
+mod postgres_startup {
+    use super::pg::TestDb;
+    use dtr_server::config::DatabaseUrl;
+    use dtr_server::store::postgres::PostgresStore;
+    use dtr_server::store::StoreError;
+
+    fn migration_count(db: &str) -> usize {
+        let dir = format!("{}/migrations/{db}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".sql")
+            })
+            .count()
+    }
+
+    #[test]
+    fn migration_folders_stay_in_step() {
+        // migrations/README.md: number N means the same change in both.
+        assert_eq!(migration_count("postgres"), migration_count("sqlite"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn nodes_starting_together_migrate_once() {
+        let Some(db) =
+            TestDb::create("postgres_startup::nodes_starting_together_migrate_once").await
+        else {
+            return;
+        };
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move { PostgresStore::open(&url, 2).await })
+            })
+            .collect();
+        for o in opens {
+            o.await.unwrap().unwrap();
+        }
+        let c = db.connect().await;
+        let versions: Vec<i64> = c
+            .query("SELECT version FROM schema_version ORDER BY version", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let expected: Vec<i64> = (1..=migration_count("postgres") as i64).collect();
+        assert_eq!(versions, expected, "each migration applied exactly once");
+        // Reopening applies nothing more.
+        PostgresStore::open(&db.url, 1).await.unwrap();
+        let n: i64 = c
+            .query_one("SELECT COUNT(*) FROM schema_version", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, expected.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let Some(db) = TestDb::create("postgres_startup::newer_schema_is_refused").await else {
+            return;
+        };
+        PostgresStore::open(&db.url, 1).await.unwrap();
+        db.connect()
+            .await
+            .batch_execute("INSERT INTO schema_version (version) VALUES (999)")
+            .await
+            .unwrap();
+        match PostgresStore::open(&db.url, 1).await {
+            Err(StoreError::SchemaTooNew { found, supported }) => {
+                assert_eq!(found, 999);
+                assert_eq!(supported, migration_count("postgres") as i64);
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+        let msg = dtr_server::open_store(&DatabaseUrl::Postgres(db.url.clone()))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("`database`") && msg.contains("newer"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_database_names_the_key() {
+        // Port 1 on loopback: nothing listens there, the connection is refused.
+        let url = "postgres://dtr:secret-password@127.0.0.1:1/dtr";
+        let msg = dtr_server::open_store(&DatabaseUrl::Postgres(url.into()))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("config key `database`"), "{msg}");
+        assert!(
+            msg.contains("cannot connect to PostgreSQL at dtr@127.0.0.1:1/dtr"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("secret-password"),
+            "never echo the password: {msg}"
+        );
+    }
+}
