@@ -40,6 +40,13 @@ pub enum Presented {
         /// Client id.
         client_id: String,
     },
+    /// A signed JWT (`private_key_jwt`, RFC 7523 section 2.2).
+    Assertion {
+        /// Client id (from the body, else the assertion's `iss`).
+        client_id: String,
+        /// The JWT.
+        assertion: String,
+    },
 }
 
 impl std::fmt::Debug for Presented {
@@ -48,6 +55,7 @@ impl std::fmt::Debug for Presented {
             Self::Basic { client_id, .. } => write!(f, "Basic({client_id}, [redacted])"),
             Self::Post { client_id, .. } => write!(f, "Post({client_id}, [redacted])"),
             Self::None { client_id } => write!(f, "None({client_id})"),
+            Self::Assertion { client_id, .. } => write!(f, "Assertion({client_id}, [redacted])"),
         }
     }
 }
@@ -61,9 +69,22 @@ fn invalid_client(msg: &str) -> OAuthError {
 /// section 2.4); none at all is `invalid_client`.
 pub fn presented(authorization: Option<&str>, p: &Params) -> Result<Presented, OAuthError> {
     if p.contains("client_assertion") || p.contains("client_assertion_type") {
-        return Err(invalid_client(
-            "private_key_jwt client authentication is not supported by this server",
-        ));
+        if authorization.is_some() || p.contains("client_secret") {
+            return Err(OAuthError::invalid_request("client authenticated with more than one method"));
+        }
+        if p.get("client_assertion_type") != Some(crate::client_assertion::JWT_BEARER) {
+            return Err(invalid_client("client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer"));
+        }
+        let assertion = p.require("client_assertion")?;
+        let claimed = crate::client_assertion::claimed_client(assertion);
+        let client_id = match (p.get("client_id"), claimed) {
+            (Some(body), Some(iss)) if body != iss => {
+                return Err(invalid_client("client_id differs from the client assertion's issuer"))
+            }
+            (_, Some(iss)) => iss,
+            _ => return Err(invalid_client("malformed client assertion")),
+        };
+        return Ok(Presented::Assertion { client_id, assertion: assertion.to_owned() });
     }
     if let Some(h) = authorization {
         let Some(b64) = h
@@ -115,6 +136,50 @@ pub fn presented(authorization: Option<&str>, p: &Params) -> Result<Presented, O
             client_id: client_id.to_owned(),
         },
     })
+}
+
+/// Authenticates the client of a request at `endpoint` (a path of
+/// [`dtr_proto::paths`]): secrets through the registry, assertions with
+/// the client's keys and a single-use `jti` kept in the store.
+pub async fn authenticate(
+    state: &crate::state::AppState,
+    headers: &axum::http::HeaderMap,
+    params: &Params,
+    endpoint: &str,
+) -> Result<Arc<ClientRecord>, OAuthError> {
+    let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let presented = presented(auth, params)?;
+    let Presented::Assertion { client_id, assertion } = &presented else {
+        return state.clients.authenticate(&presented).await;
+    };
+    let failed = |why: &str| {
+        tracing::info!(client = %client_id, reason = why, "client assertion refused");
+        invalid_client("client authentication failed")
+    };
+    let client = state.clients.get(client_id).ok_or_else(|| failed("unknown client"))?;
+    if AuthMethod::parse(&client.auth_method) != Some(AuthMethod::PrivateKeyJwt) {
+        return Err(failed("client is not registered for private_key_jwt"));
+    }
+    let jwks = client.jwks.as_ref().ok_or_else(|| failed("client has no jwks"))?;
+    // RFC 7523 section 3: the audience identifies this server; we accept
+    // the issuer, the token endpoint and the endpoint being called.
+    let audiences = vec![
+        state.issuer.clone(),
+        format!("{}{}", state.issuer, dtr_proto::paths::TOKEN),
+        format!("{}{}", state.issuer, endpoint),
+    ];
+    let now_ms = state.clock.now_ms();
+    let verified = crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000).map_err(|e| failed(&e))?;
+    let key = dtr_proto::secret::sha256_b64(&format!("assertion\n{}\n{}", verified.client_id, verified.jti));
+    let fresh = state
+        .store
+        .use_once(&key, (verified.exp + 60) * 1000, now_ms)
+        .await
+        .map_err(crate::http::error::internal)?;
+    if !fresh {
+        return Err(failed("client assertion jti reused"));
+    }
+    Ok(client)
 }
 
 fn url_decode(s: &str) -> Option<String> {
@@ -173,6 +238,8 @@ impl ClientRegistry {
                 (client_id, Some(secret), AuthMethod::ClientSecretPost)
             }
             Presented::None { client_id } => (client_id, None, AuthMethod::None),
+            // Assertions need the store (single-use jti): see `authenticate`.
+            Presented::Assertion { .. } => return Err(failed()),
         };
         let client = self.get(client_id);
         let registered = client

@@ -519,11 +519,8 @@ impl ConfigFile {
                         format!("not allowed with method '{method_raw}'"),
                     ))
                 }
-                (AuthMethod::PrivateKeyJwt, None) => {
-                    return Err(err(
-                        &key("token_endpoint_auth_method"),
-                        "private_key_jwt is not supported by this build",
-                    ))
+                (AuthMethod::PrivateKeyJwt, None) if c.jwks.is_none() => {
+                    return Err(err(&key("jwks"), "required with private_key_jwt"))
                 }
                 _ => {}
             }

@@ -238,3 +238,81 @@ async fn demo_resource_checks_the_binding() {
     assert_eq!(get_resource(&h, &format!("Bearer {plain}"), None).await.status, StatusCode::OK);
     assert_eq!(get_resource(&h, "Bearer nonsense", None).await.status, StatusCode::UNAUTHORIZED);
 }
+
+// ---------------------------------------------------------- private_key_jwt
+
+async fn jwt_harness(key: &DpopKey) -> Harness {
+    let mut jwk = key.jwk.clone();
+    jwk["kid"] = "k1".into();
+    let jwk_toml: Vec<String> =
+        jwk.as_object().unwrap().iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let config = format!(
+        r#"
+issuer = "http://127.0.0.1:8080"
+[admin]
+token = "test-admin-token"
+[[clients]]
+client_id = "jwt-client"
+token_endpoint_auth_method = "private_key_jwt"
+scope = "read payments"
+jwks = {{ keys = [ {{ {} }} ] }}
+[[policy]]
+scope_any = ["payments"]
+action = "review"
+"#,
+        jwk_toml.join(", ")
+    );
+    harness_with(&config).await
+}
+
+fn assertion(h: &Harness, key: &DpopKey, aud: &str, jti: &str) -> String {
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+    let claims = json!({"iss": "jwt-client", "sub": "jwt-client", "aud": aud, "jti": jti,
+        "iat": h.now_s(), "exp": h.now_s() + 60});
+    key.sign(&header, &claims)
+}
+
+async fn post_assertion(h: &Harness, assertion: &str, extra: &[(&str, &str)]) -> Resp {
+    let mut pairs = vec![
+        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        ("client_assertion", assertion),
+    ];
+    pairs.extend_from_slice(extra);
+    h.post_raw("/token", None, "application/x-www-form-urlencoded", form(&pairs).into_bytes()).await
+}
+
+#[tokio::test]
+async fn private_key_jwt_authentication() {
+    // RFC 7523 section 2.2 and 3.
+    let key = DpopKey::new();
+    let h = jwt_harness(&key).await;
+    let cc = [("grant_type", "client_credentials"), ("scope", "read")];
+    let a = assertion(&h, &key, "http://127.0.0.1:8080/token", "jti-1");
+    let r = post_assertion(&h, &a, &cc).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let replay = post_assertion(&h, &a, &cc).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "jti is single-use");
+    assert_eq!(replay.error(), "invalid_client");
+
+    let issuer_aud = assertion(&h, &key, "http://127.0.0.1:8080", "jti-2");
+    assert_eq!(post_assertion(&h, &issuer_aud, &cc).await.status, StatusCode::OK, "the issuer is an accepted audience");
+
+    let wrong_aud = assertion(&h, &key, "https://elsewhere.example/token", "jti-3");
+    assert_eq!(post_assertion(&h, &wrong_aud, &cc).await.status, StatusCode::UNAUTHORIZED);
+
+    let other = DpopKey::new();
+    let forged = assertion(&h, &other, "http://127.0.0.1:8080/token", "jti-4");
+    assert_eq!(post_assertion(&h, &forged, &cc).await.status, StatusCode::UNAUTHORIZED);
+
+    let mixed = assertion(&h, &key, "http://127.0.0.1:8080/token", "jti-5");
+    let r = post_assertion(&h, &mixed, &[cc[0], cc[1], ("client_secret", "x")]).await;
+    assert_eq!(r.error(), "invalid_request", "two authentication methods");
+
+    // DTR-14: strong client authentication may be deferred without DPoP.
+    let d = assertion(&h, &key, "http://127.0.0.1:8080/token", "jti-6");
+    let r = post_assertion(&h, &d, &[("grant_type", "client_credentials"), ("scope", "payments"), ("completion_mode", "deferred")]).await;
+    assert_eq!(r.error(), "authorization_pending", "{}", r.text);
+    let meta = h.get("/.well-known/oauth-authorization-server").await.json;
+    assert!(meta["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("private_key_jwt")));
+}

@@ -19,7 +19,7 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         .map(|s| s.to_string())
         .collect();
     grants.push(dtr_proto::GRANT_TYPE_DEFERRED.into());
-    let auth_methods: Vec<String> = ["client_secret_basic", "client_secret_post", "none"]
+    let auth_methods: Vec<String> = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -47,7 +47,13 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         ],
         deferred_token_response_supported: true,
         dpop_signing_alg_values_supported: dtr_proto::dpop::SUPPORTED_ALGS.iter().map(|s| s.to_string()).collect(),
-        other: Default::default(),
+        other: [(
+            // RFC 8414 section 2: algorithms of private_key_jwt assertions.
+            "token_endpoint_auth_signing_alg_values_supported".to_owned(),
+            serde_json::json!(dtr_proto::dpop::SUPPORTED_ALGS),
+        )]
+        .into_iter()
+        .collect(),
     }
 }
 

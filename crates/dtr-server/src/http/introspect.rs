@@ -6,7 +6,7 @@ use super::form::Form;
 use crate::client_auth;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dtr_proto::OAuthError;
 use serde_json::{json, Value};
@@ -28,13 +28,7 @@ async fn handle(
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
 ) -> Result<Value, OAuthError> {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    state
-        .clients
-        .authenticate(&client_auth::presented(auth, params)?)
-        .await?;
+    client_auth::authenticate(state, headers, params, dtr_proto::paths::INTROSPECT).await?;
     let token = params.require("token")?;
     let inactive = json!({"active": false});
     let Some(claims) = state.signer.verify(token) else {

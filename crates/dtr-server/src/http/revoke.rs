@@ -7,7 +7,7 @@ use crate::client_auth;
 use crate::deferrals;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dtr_proto::secret::DeferralCode;
 use dtr_proto::OAuthError;
@@ -37,13 +37,7 @@ async fn handle(
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
 ) -> Result<(), OAuthError> {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let client = state
-        .clients
-        .authenticate(&client_auth::presented(auth, params)?)
-        .await?;
+    let client = client_auth::authenticate(state, headers, params, dtr_proto::paths::REVOKE).await?;
     let token = params.require("token")?;
     // The hint only orders the search (RFC 7009 section 2.1); an unknown
     // hint is no error. Our access tokens are JWTs, deferral codes are not,

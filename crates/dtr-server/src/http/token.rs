@@ -11,7 +11,7 @@ use crate::state::AppState;
 use crate::store::ClientRecord;
 use crate::tokens::{self, Grant};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dtr_proto::scope::Scope;
 use dtr_proto::token::{authorization_details_types, DeferralOptIn, TokenRequest};
@@ -37,12 +37,8 @@ async fn handle(
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
 ) -> Result<Response, OAuthError> {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
     // DTR-16 step 1: authenticate the client first.
-    let presented = client_auth::presented(auth, params)?;
-    let client = state.clients.authenticate(&presented).await?;
+    let client = client_auth::authenticate(state, headers, params, dtr_proto::paths::TOKEN).await?;
     let request = TokenRequest::parse(params)?;
     // RFC 9449 section 5: a proof, when sent, must be valid whatever the grant.
     let proof = crate::dpop::check(state, headers, "POST", dtr_proto::paths::TOKEN, None).await?;

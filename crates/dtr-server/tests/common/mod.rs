@@ -251,8 +251,6 @@ impl DpopKey {
 
     /// A proof with these claims (merged over valid defaults).
     pub fn proof_with(&self, htm: &str, url: &str, iat: i64, extra: Value) -> String {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
         let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
         let mut claims = serde_json::json!({
             "jti": dtr_proto::secret::random_token(12), "htm": htm, "htu": url, "iat": iat,
@@ -262,6 +260,13 @@ impl DpopKey {
                 c.insert(k.clone(), v.clone());
             }
         }
+        self.sign(&header, &claims)
+    }
+
+    /// Signs any header and claims with this key (ES256).
+    pub fn sign(&self, header: &Value, claims: &Value) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
         let msg = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
