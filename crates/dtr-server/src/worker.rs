@@ -72,6 +72,14 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "pruning failed"),
                 _ => {}
             }
+            // Single-use identifiers (DPoP proof and assertion `jti`s) are
+            // dead the moment they expire: an expired proof is refused by
+            // its `iat` anyway (RFC 9449 section 11.1), so no grace period.
+            match state.store.prune_used(now).await {
+                Ok(n) if n > 0 => tracing::info!(count = n, "pruned used single-use identifiers"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning single-use identifiers failed"),
+            }
         }
     }
 }
