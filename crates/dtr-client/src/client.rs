@@ -1,10 +1,12 @@
 //! The OAuth client: discovery (RFC 8414), token requests with client
 //! authentication, polling (DTR-15), cancellation (DTR-31), revocation
-//! (RFC 7009) and introspection (RFC 7662).
+//! (RFC 7009) and introspection (RFC 7662), optionally sender-constrained
+//! with DPoP (RFC 9449, DTR-13), and calls of DPoP-protected resources.
 
 use crate::auth::ClientAuth;
 use crate::clock::now_unix_ms;
-use crate::deferral::TokenResult;
+use crate::deferral::{Deferral, TokenResult};
+use crate::dpop::{DpopKey, DPOP_HEADER, DPOP_NONCE_HEADER};
 use crate::error::Error;
 use crate::http::{classify_token_answer, parse_oauth_error, read_body, unexpected, Origin};
 use dtr_proto::metadata::AuthorizationServerMetadata;
@@ -12,7 +14,10 @@ use dtr_proto::secret::{DeferralCode, NotificationToken};
 use dtr_proto::{
     paths, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_DEFERRED, TOKEN_TYPE_DEFERRAL_CODE,
 };
+use reqwest::header::HeaderMap;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 
@@ -52,11 +57,85 @@ pub struct TokenReply {
 }
 
 /// An OAuth client bound to one authorization server.
+///
+/// Clones share the remembered DPoP nonces.
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
     metadata: AuthorizationServerMetadata,
     auth: ClientAuth,
+    dpop: Option<DpopKey>,
+    nonces: Nonces,
+}
+
+/// The latest `DPoP-Nonce` of each server (RFC 9449 section 8: the
+/// authorization server and each resource server have their own nonces),
+/// keyed by origin.
+#[derive(Clone, Debug, Default)]
+struct Nonces(Arc<Mutex<HashMap<String, String>>>);
+
+impl Nonces {
+    fn origin(url: &str) -> Option<String> {
+        Url::parse(url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    }
+
+    fn get(&self, url: &str) -> Option<String> {
+        let origin = Self::origin(url)?;
+        self.0.lock().ok()?.get(&origin).cloned()
+    }
+
+    /// Remembers the nonce of a response, if it has one. Returns whether
+    /// it carried one.
+    fn remember(&self, url: &str, headers: &HeaderMap) -> bool {
+        let Some(nonce) = headers
+            .get(DPOP_NONCE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|n| !n.is_empty())
+        else {
+            return false;
+        };
+        if let (Some(origin), Ok(mut map)) = (Self::origin(url), self.0.lock()) {
+            map.insert(origin, nonce.to_owned());
+        }
+        true
+    }
+}
+
+/// An HTTP answer read to the end (bounded by [`crate::http::MAX_BODY`]).
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: impl reqwest::header::AsHeaderName) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// The answer of a protected resource ([`Client::fetch_resource`]).
+#[derive(Clone, Debug)]
+pub struct ResourceResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// The `WWW-Authenticate` challenge of a refusal (RFC 6750 section 3,
+    /// RFC 9449 section 7.1).
+    pub www_authenticate: Option<String>,
+    /// The body (at most 1 MiB).
+    pub body: Vec<u8>,
+}
+
+impl ResourceResponse {
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
 }
 
 /// The HTTP client used unless one is supplied: no redirects (a token or
@@ -158,6 +237,8 @@ impl Client {
                 http,
                 metadata,
                 auth,
+                dpop: None,
+                nonces: Nonces::default(),
             });
         }
         Err(Error::Discovery(last.unwrap_or_else(|| {
@@ -171,6 +252,47 @@ impl Client {
             http: default_http_client(),
             metadata,
             auth,
+            dpop: None,
+            nonces: Nonces::default(),
+        }
+    }
+
+    /// Sends a DPoP proof of `key` (RFC 9449) with every token request,
+    /// poll and revocation: deferral codes and tokens obtained from then on
+    /// are bound to the key (DTR-13, DTR-20).
+    pub fn with_dpop(mut self, key: DpopKey) -> Client {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// The DPoP key, if the client has one.
+    pub fn dpop_key(&self) -> Option<&DpopKey> {
+        self.dpop.as_ref()
+    }
+
+    /// The latest `DPoP-Nonce` the server at `url`'s origin sent, which
+    /// the next proof for it carries (RFC 9449 section 8).
+    pub fn dpop_nonce(&self, url: &str) -> Option<String> {
+        self.nonces.get(url)
+    }
+
+    /// Checks locally that this client can prove the key a deferral is
+    /// bound to (DTR-13), so that a bound code is never sent without its
+    /// proof: [`Error::DpopKeyRequired`] without a key,
+    /// [`Error::DpopKeyMismatch`] with another one.
+    pub fn check_binding(&self, dpop_jkt: Option<&str>) -> Result<(), Error> {
+        let Some(expected) = dpop_jkt else {
+            return Ok(());
+        };
+        match &self.dpop {
+            None => Err(Error::DpopKeyRequired {
+                jkt: expected.to_owned(),
+            }),
+            Some(k) if k.thumbprint() == expected => Ok(()),
+            Some(k) => Err(Error::DpopKeyMismatch {
+                expected: expected.to_owned(),
+                actual: k.thumbprint().to_owned(),
+            }),
         }
     }
 
@@ -239,31 +361,22 @@ impl Client {
             .token_endpoint
             .as_deref()
             .ok_or(Error::MissingEndpoint("token_endpoint"))?;
-        let resp = self.post_form(endpoint, params).await?;
+        let answer = self.post_form(endpoint, params, true).await?;
         let received_at_unix_ms = now_unix_ms();
-        let status = resp.status().as_u16();
-        let header = |name| {
-            resp.headers()
-                .get(name)
-                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let www_authenticate = header(WWW_AUTHENTICATE);
-        let cache_control = header(CACHE_CONTROL);
-        let body = read_body(resp).await?;
         let result = classify_token_answer(
-            status,
-            &body,
+            answer.status,
+            &answer.body,
             &Origin {
                 issuer: &self.metadata.issuer,
                 client_id: self.auth.client_id(),
                 received_at_unix_ms,
+                dpop_jkt: self.dpop.as_ref().map(DpopKey::thumbprint),
             },
         )?;
         Ok(TokenReply {
-            status,
-            www_authenticate,
-            cache_control,
+            status: answer.status,
+            www_authenticate: answer.header(WWW_AUTHENTICATE),
+            cache_control: answer.header(CACHE_CONTROL),
             result,
         })
     }
@@ -282,6 +395,21 @@ impl Client {
             ("deferral_code", code.secret()),
         ])
         .await
+    }
+
+    /// Polls a deferral once, with a proof of the key it is bound to
+    /// (DTR-13); without that key nothing is sent (see
+    /// [`Client::check_binding`]).
+    pub async fn poll_deferral(&self, deferral: &Deferral) -> Result<TokenResult, Error> {
+        self.check_binding(deferral.dpop_jkt.as_deref())?;
+        self.poll_once(&deferral.code).await
+    }
+
+    /// Cancels a deferral (DTR-31), with a proof of the key it is bound to;
+    /// without that key nothing is sent.
+    pub async fn cancel_deferral(&self, deferral: &Deferral) -> Result<(), Error> {
+        self.check_binding(deferral.dpop_jkt.as_deref())?;
+        self.cancel(&deferral.code).await
     }
 
     /// Cancels a deferral by revoking its code (DTR-31). When the metadata
@@ -309,13 +437,11 @@ impl Client {
         if let Some(h) = hint {
             params.push(("token_type_hint", h));
         }
-        let resp = self.post_form(endpoint, &params).await?;
-        let status = resp.status().as_u16();
-        let body = read_body(resp).await?;
-        if (200..300).contains(&status) {
+        let answer = self.post_form(endpoint, &params, true).await?;
+        if (200..300).contains(&answer.status) {
             return Ok(());
         }
-        Err(oauth_or_unexpected(status, &body))
+        Err(oauth_or_unexpected(answer.status, &answer.body))
     }
 
     /// Introspects a token (RFC 7662 section 2.1) and returns the JSON
@@ -326,9 +452,9 @@ impl Client {
             .introspection_endpoint
             .as_deref()
             .ok_or(Error::MissingEndpoint("introspection_endpoint"))?;
-        let resp = self.post_form(endpoint, &[("token", token)]).await?;
-        let status = resp.status().as_u16();
-        let body = read_body(resp).await?;
+        // RFC 9449 defines no proof for introspection, so none is sent.
+        let answer = self.post_form(endpoint, &[("token", token)], false).await?;
+        let (status, body) = (answer.status, answer.body);
         if status != 200 {
             return Err(oauth_or_unexpected(status, &body));
         }
@@ -338,13 +464,99 @@ impl Client {
         }
     }
 
-    /// A form POST with this client's authentication.
+    /// Calls a protected resource with `GET` (RFC 6750 section 2.1, RFC
+    /// 9449 section 7): a `DPoP` token goes as `Authorization: DPoP` with a
+    /// proof whose `ath` is the token's hash, any other as `Bearer`. A
+    /// `use_dpop_nonce` challenge (401, section 9) is answered with one
+    /// retry carrying the resource server's nonce.
+    pub async fn fetch_resource(
+        &self,
+        url: &str,
+        access_token: &str,
+        token_type: &str,
+    ) -> Result<ResourceResponse, Error> {
+        // RFC 6749 section 7.1: the token type is case-insensitive.
+        let dpop = if token_type.eq_ignore_ascii_case("DPoP") {
+            Some(self.dpop.as_ref().ok_or_else(|| Error::DpopKeyRequired {
+                jkt: "(the access token's cnf.jkt)".to_owned(),
+            })?)
+        } else {
+            None
+        };
+        let mut retried = false;
+        loop {
+            let mut rb = self.http.get(url);
+            match dpop {
+                Some(key) => {
+                    let nonce = self.nonces.get(url);
+                    let proof = key.proof("GET", url, nonce.as_deref(), Some(access_token))?;
+                    rb = rb
+                        .header(AUTHORIZATION, format!("DPoP {access_token}"))
+                        .header(DPOP_HEADER, proof);
+                }
+                None => rb = rb.header(AUTHORIZATION, format!("Bearer {access_token}")),
+            }
+            let resp = rb.send().await?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let fresh_nonce = dpop.is_some() && self.nonces.remember(url, &headers);
+            let www_authenticate = headers
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let wants_nonce = status == 401
+                && www_authenticate
+                    .as_deref()
+                    .is_some_and(|c| c.contains("use_dpop_nonce"));
+            if wants_nonce && fresh_nonce && !retried {
+                retried = true;
+                continue;
+            }
+            let body = read_body(resp).await?;
+            return Ok(ResourceResponse {
+                status,
+                www_authenticate,
+                body,
+            });
+        }
+    }
+
+    /// A form POST with this client's authentication and, when `dpop` and
+    /// the client has a key, a fresh proof for exactly this endpoint.
+    ///
+    /// RFC 9449 section 8: a `400 use_dpop_nonce` answer carries the nonce
+    /// to use in a `DPoP-Nonce` header; the request is then repeated once,
+    /// with a new proof (the server has seen the old `jti`) and a new
+    /// client assertion (likewise single-use).
     async fn post_form(
         &self,
         endpoint: &str,
         params: &[(&str, &str)],
-    ) -> Result<reqwest::Response, Error> {
-        let auth_params = self.auth.body_params();
+        dpop: bool,
+    ) -> Result<Answer, Error> {
+        let key = self.dpop.as_ref().filter(|_| dpop);
+        let mut retried = false;
+        loop {
+            let answer = self.post_form_once(endpoint, params, key).await?;
+            let fresh_nonce = key.is_some() && self.nonces.remember(endpoint, &answer.headers);
+            let wants_nonce = answer.status == 400
+                && parse_oauth_error(&answer.body)
+                    .is_some_and(|e| e.error == dtr_proto::ErrorCode::UseDpopNonce);
+            if wants_nonce && fresh_nonce && !retried {
+                retried = true;
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+
+    async fn post_form_once(
+        &self,
+        endpoint: &str,
+        params: &[(&str, &str)],
+        key: Option<&DpopKey>,
+    ) -> Result<Answer, Error> {
+        let auth_params = self.auth.request_params(self.assertion_audience())?;
         let mut form: Vec<(&str, &str)> = params.to_vec();
         form.extend(auth_params.iter().map(|(k, v)| (*k, v.as_str())));
         let mut rb = self
@@ -355,7 +567,33 @@ impl Client {
         if let Some(h) = self.auth.authorization_header() {
             rb = rb.header(AUTHORIZATION, h);
         }
-        Ok(rb.send().await?)
+        if let Some(key) = key {
+            let nonce = self.nonces.get(endpoint);
+            rb = rb.header(
+                DPOP_HEADER,
+                key.proof("POST", endpoint, nonce.as_deref(), None)?,
+            );
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = read_body(resp).await?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The `aud` of client assertions: the token endpoint URL (RFC 7523
+    /// section 3 item 3), for revocation and introspection too, since the
+    /// server accepts it everywhere; the issuer when no token endpoint is
+    /// known.
+    fn assertion_audience(&self) -> &str {
+        self.metadata
+            .token_endpoint
+            .as_deref()
+            .unwrap_or(&self.metadata.issuer)
     }
 }
 

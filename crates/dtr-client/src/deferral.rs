@@ -63,6 +63,11 @@ pub struct Deferral {
     /// `authorization_pending` or `interaction_required`.
     #[serde(default = "pending")]
     pub error: ErrorCode,
+    /// RFC 7638 thumbprint of the DPoP key the code is bound to, when the
+    /// initial request carried a proof (DTR-13): polls and cancellation
+    /// must prove that key. Saved state from before DPoP has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 fn pending() -> ErrorCode {
@@ -87,7 +92,14 @@ impl Deferral {
             issuer: issuer.into(),
             client_id: client_id.into(),
             error: r.error,
+            dpop_jkt: None,
         }
+    }
+
+    /// The same deferral, recorded as bound to the DPoP key `jkt`.
+    pub fn bound_to(mut self, jkt: Option<String>) -> Self {
+        self.dpop_jkt = jkt;
+        self
     }
 
     /// When the code stops being valid, in milliseconds since the Unix
@@ -153,6 +165,17 @@ mod tests {
         let json = r#"{"code":"c","expires_in":1,"interval":1,"received_at_unix_ms":0,"issuer":"i","client_id":"c"}"#;
         let d: Deferral = serde_json::from_str(json).unwrap();
         assert_eq!(d.error, ErrorCode::AuthorizationPending);
+    }
+
+    #[test]
+    fn binding_survives_saving_and_old_state_is_unbound() {
+        let d = sample().bound_to(Some("JKT".into()));
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["dpop_jkt"], "JKT");
+        let back: Deferral = serde_json::from_value(json).unwrap();
+        assert_eq!(back.dpop_jkt.as_deref(), Some("JKT"));
+        let unbound = serde_json::to_value(sample()).unwrap();
+        assert!(unbound.get("dpop_jkt").is_none());
     }
 
     #[test]

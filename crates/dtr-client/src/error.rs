@@ -57,4 +57,26 @@ pub enum Error {
     /// A request parameter could not be encoded.
     #[error("invalid request parameter: {0}")]
     InvalidParameter(String),
+    /// A key could not be loaded, saved or used for signing.
+    #[error("key error: {0}")]
+    Key(String),
+    /// The deferral code (or token) is DPoP-bound (DTR-13) but this client
+    /// has no DPoP key. Nothing was sent: the server would refuse an
+    /// unbound request anyway.
+    #[error("this deferral is DPoP-bound to key {jkt}: the client needs that DPoP key to poll or cancel it")]
+    DpopKeyRequired {
+        /// Thumbprint of the key the deferral is bound to.
+        jkt: String,
+    },
+    /// The deferral is bound to another key than the client's. Nothing was
+    /// sent.
+    #[error(
+        "this deferral is DPoP-bound to key {expected}, but the client's DPoP key is {actual}"
+    )]
+    DpopKeyMismatch {
+        /// Thumbprint of the key the deferral is bound to.
+        expected: String,
+        /// Thumbprint of the client's key.
+        actual: String,
+    },
 }

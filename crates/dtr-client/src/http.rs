@@ -62,6 +62,8 @@ pub(crate) struct Origin<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
     pub received_at_unix_ms: i64,
+    /// Thumbprint of the DPoP key whose proof the request carried.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// Classifies a token-endpoint answer.
@@ -109,12 +111,16 @@ pub(crate) fn classify_token_answer(
                 interaction_uri: text("interaction_uri"),
                 error_description: text("error_description"),
             };
-            return Ok(TokenResult::Deferred(Deferral::from_response(
-                r,
-                origin.received_at_unix_ms,
-                origin.issuer,
-                origin.client_id,
-            )));
+            // DTR-13: a code obtained with a proof is bound to its key.
+            return Ok(TokenResult::Deferred(
+                Deferral::from_response(
+                    r,
+                    origin.received_at_unix_ms,
+                    origin.issuer,
+                    origin.client_id,
+                )
+                .bound_to(origin.dpop_jkt.map(str::to_owned)),
+            ));
         }
     }
     serde_json::from_value::<OAuthError>(serde_json::Value::Object(obj))
@@ -130,6 +136,7 @@ mod tests {
         issuer: "https://as",
         client_id: "svc",
         received_at_unix_ms: 42,
+        dpop_jkt: None,
     };
 
     fn classify(status: u16, body: &str) -> Result<TokenResult, Error> {

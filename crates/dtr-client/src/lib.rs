@@ -10,6 +10,13 @@
 //!   polls past the code's lifetime and can be woken early by a callback
 //!   notification (DTR-30). Time comes from a [`Clock`], so the polling
 //!   logic is tested without sleeping.
+//! - [`DpopKey`] makes DPoP proofs (RFC 9449); with
+//!   [`Client::with_dpop`] every token request, poll and cancellation
+//!   carries one, deferral codes and tokens are bound to the key (DTR-13,
+//!   DTR-20) and server nonces are handled (`use_dpop_nonce`, one retry).
+//!   [`Client::fetch_resource`] presents a DPoP-bound token to a resource.
+//! - [`ClientAuth::PrivateKeyJwt`] authenticates with a fresh RFC 7523
+//!   assertion signed by an [`Es256Key`] on every request.
 //! - [`AdminClient`] drives the server's admin API.
 //!
 //! Requirement numbers (`DTR-n`) refer to the project's SPEC.md.
@@ -20,16 +27,20 @@ pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod deferral;
+pub mod dpop;
 pub mod error;
 mod http;
+pub mod keys;
 pub mod poller;
 
 pub use admin::{AdminClient, AdminError};
 pub use auth::ClientAuth;
-pub use client::{Client, ClientCredentialsRequest, TokenReply};
+pub use client::{Client, ClientCredentialsRequest, ResourceResponse, TokenReply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use deferral::{Deferral, TokenResult};
+pub use dpop::DpopKey;
 pub use error::Error;
+pub use keys::Es256Key;
 pub use poller::{PollOutcome, PollProgress, PollTransport, Poller};
 
 // Re-exported so that users need not depend on `dtr-proto` for the types

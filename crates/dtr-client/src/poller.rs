@@ -45,6 +45,18 @@ pub trait PollTransport: Send + Sync {
         &self,
         code: &DeferralCode,
     ) -> impl Future<Output = Result<TokenResult, Error>> + Send;
+
+    /// Polls a code that is DPoP-bound to the key `dpop_jkt` (DTR-13), or
+    /// unbound with `None`. A transport that can tell refuses locally when
+    /// it cannot prove that key; the default just polls.
+    fn poll_bound(
+        &self,
+        code: &DeferralCode,
+        dpop_jkt: Option<&str>,
+    ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+        let _ = dpop_jkt;
+        self.poll_once(code)
+    }
 }
 
 impl PollTransport for Client {
@@ -53,6 +65,18 @@ impl PollTransport for Client {
         code: &DeferralCode,
     ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
         Client::poll_once(self, code)
+    }
+
+    fn poll_bound(
+        &self,
+        code: &DeferralCode,
+        dpop_jkt: Option<&str>,
+    ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+        let check = self.check_binding(dpop_jkt);
+        async move {
+            check?;
+            Client::poll_once(self, code).await
+        }
     }
 }
 
@@ -63,6 +87,13 @@ impl<T: PollTransport> PollTransport for &T {
     ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
         (**self).poll_once(code)
     }
+    fn poll_bound(
+        &self,
+        code: &DeferralCode,
+        dpop_jkt: Option<&str>,
+    ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+        (**self).poll_bound(code, dpop_jkt)
+    }
 }
 
 impl<T: PollTransport> PollTransport for Arc<T> {
@@ -71,6 +102,13 @@ impl<T: PollTransport> PollTransport for Arc<T> {
         code: &DeferralCode,
     ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
         (**self).poll_once(code)
+    }
+    fn poll_bound(
+        &self,
+        code: &DeferralCode,
+        dpop_jkt: Option<&str>,
+    ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+        (**self).poll_bound(code, dpop_jkt)
     }
 }
 
@@ -134,6 +172,7 @@ pub struct Poller<T: PollTransport, C: Clock> {
     last_poll_at: Option<i64>,
     attempt: u32,
     interaction_uri: Option<String>,
+    dpop_jkt: Option<String>,
     wake: Arc<Notify>,
 }
 
@@ -155,6 +194,7 @@ impl<T: PollTransport, C: Clock> Poller<T, C> {
             Some(deferral.expires_at_unix_ms()),
         );
         p.interaction_uri = deferral.interaction_uri.clone();
+        p.dpop_jkt = deferral.dpop_jkt.clone();
         p
     }
 
@@ -194,8 +234,17 @@ impl<T: PollTransport, C: Clock> Poller<T, C> {
             last_poll_at: None,
             attempt: 0,
             interaction_uri: None,
+            dpop_jkt: None,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Marks the code as DPoP-bound to the key with thumbprint `jkt`
+    /// (DTR-13), for a poller made with [`Poller::resume`]; [`Poller::new`]
+    /// takes it from the [`Deferral`].
+    pub fn with_dpop_jkt(mut self, jkt: Option<String>) -> Self {
+        self.dpop_jkt = jkt;
+        self
     }
 
     /// Poll only every `delay` (when longer than the interval) unless woken
@@ -299,7 +348,11 @@ impl<T: PollTransport, C: Clock> Poller<T, C> {
             }
             self.attempt = self.attempt.saturating_add(1);
             self.last_poll_at = Some(now);
-            let (error, description) = match self.transport.poll_once(&self.code).await? {
+            let (error, description) = match self
+                .transport
+                .poll_bound(&self.code, self.dpop_jkt.as_deref())
+                .await?
+            {
                 TokenResult::Token(t) => return Ok(PollOutcome::Token(t)),
                 // A poll answer never repeats the code (DTR-18), but a
                 // server that does only tells us the deferral is pending.
@@ -424,6 +477,7 @@ mod tests {
             issuer: "https://as".into(),
             client_id: "svc".into(),
             error: ErrorCode::AuthorizationPending,
+            dpop_jkt: None,
         }
     }
 

@@ -7,14 +7,22 @@
 //! answer to `poll --once` and a deferral printed by `--no-wait`), 1
 //! denied, expired, cancelled or any other OAuth failure, 2 usage or
 //! configuration error (naming the flag), 3 network error.
+//!
+//! Sender constraint (RFC 9449, DTR-13): with `--dpop-key FILE` or
+//! `--dpop` every request carries a DPoP proof; a deferral obtained that
+//! way is bound to the key, so `--no-wait` prints its `dpop_jkt` and
+//! `poll`/`cancel` need the same key file (`--dpop-jkt` lets them check
+//! that before sending anything). `--private-key FILE` authenticates with
+//! `private_key_jwt` (RFC 7523 section 2.2).
 
 use clap::{Args, ValueEnum};
 use dtr_client::{
-    Client, ClientAuth, ClientCredentialsRequest, ClientSecret, Deferral, DeferralCode, Error,
-    ErrorCode, NotificationToken, OAuthError, PollOutcome, PollProgress, Poller, SystemClock,
-    TokenResponse, TokenResult,
+    Client, ClientAuth, ClientCredentialsRequest, ClientSecret, Deferral, DeferralCode, DpopKey,
+    Error, ErrorCode, Es256Key, NotificationToken, OAuthError, PollOutcome, PollProgress, Poller,
+    SystemClock, TokenResponse, TokenResult,
 };
 use dtr_proto::secret::MIN_NOTIFICATION_TOKEN_LEN;
+use std::path::{Path, PathBuf};
 
 /// Exit code of success.
 const OK: u8 = 0;
@@ -42,6 +50,9 @@ pub enum AuthMethod {
     /// Public client: `client_id` only.
     #[value(name = "none")]
     None,
+    /// A JWT signed with the client's private key (RFC 7523 section 2.2).
+    #[value(name = "private_key_jwt")]
+    PrivateKeyJwt,
 }
 
 /// Grants `dtr token` can run.
@@ -65,10 +76,24 @@ pub struct ConnectionArgs {
     /// Client secret of a confidential client.
     #[arg(long, env = "DTR_CLIENT_SECRET", hide_env_values = true)]
     pub client_secret: Option<String>,
-    /// Client authentication method [default: client_secret_basic with a
-    /// secret, none without].
+    /// Client authentication method [default: private_key_jwt with
+    /// --private-key, client_secret_basic with a secret, none without].
     #[arg(long, value_enum)]
     pub auth_method: Option<AuthMethod>,
+    /// private_key_jwt: the client's P-256 private key (PKCS#8 PEM) whose
+    /// public key is in the client's registered jwks.
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+    /// private_key_jwt: the kid header of the assertions.
+    #[arg(long, value_name = "KID", requires = "private_key")]
+    pub key_id: Option<String>,
+    /// DPoP (RFC 9449) with the P-256 key in FILE (PKCS#8 PEM); when FILE
+    /// does not exist a new key is generated and saved there (mode 0600).
+    #[arg(long, value_name = "FILE", conflicts_with = "dpop")]
+    pub dpop_key: Option<PathBuf>,
+    /// DPoP with a key generated for this run only.
+    #[arg(long)]
+    pub dpop: bool,
 }
 
 /// `dtr token`: run a grant, optionally deferred, and wait for the result.
@@ -125,6 +150,11 @@ pub struct PollArgs {
     /// server answers expired_token.
     #[arg(long)]
     expires_in: Option<u64>,
+    /// The dpop_jkt printed by `dtr token --no-wait`: the code is
+    /// DPoP-bound, and --dpop-key must hold that key (checked before
+    /// anything is sent).
+    #[arg(long, value_name = "JKT")]
+    dpop_jkt: Option<String>,
 }
 
 /// `dtr cancel`: cancel a deferral through revocation (DTR-31).
@@ -142,6 +172,9 @@ pub struct CancelArgs {
         hide_env_values = true
     )]
     deferral_code: Option<String>,
+    /// The dpop_jkt printed by `dtr token --no-wait` (see `dtr poll`).
+    #[arg(long, value_name = "JKT")]
+    dpop_jkt: Option<String>,
 }
 
 /// Runs `dtr token`.
@@ -171,6 +204,11 @@ pub async fn token(args: TokenArgs) -> u8 {
             }
         },
     };
+    if args.no_wait && args.conn.dpop {
+        // The deferral would be bound to a key that dies with this process.
+        eprintln!("error: --no-wait with --dpop would lose the key the deferral is bound to; use --dpop-key FILE");
+        return USAGE;
+    }
     let client = match discover(&args.conn, auth).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -186,7 +224,10 @@ pub async fn token(args: TokenArgs) -> u8 {
         Ok(TokenResult::Token(t)) => print_token(&t),
         Ok(TokenResult::Error(e)) => report_failure(&e),
         Ok(TokenResult::Deferred(d)) if args.no_wait => {
-            print_json(&serde_json::to_value(d.to_response()).unwrap_or_default());
+            print_json(&resumable(&d));
+            if let Some(jkt) = &d.dpop_jkt {
+                eprintln!("the deferral is DPoP-bound: poll or cancel it with the same --dpop-key (and --dpop-jkt {jkt})");
+            }
             OK
         }
         Ok(TokenResult::Deferred(d)) => {
@@ -211,6 +252,9 @@ pub async fn poll(args: PollArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = client.check_binding(args.dpop_jkt.as_deref()) {
+        return report_error(&e, &args.conn.issuer);
+    }
     if args.once {
         return match client.poll_once(&code).await {
             Ok(TokenResult::Token(t)) => print_token(&t),
@@ -242,7 +286,8 @@ pub async fn poll(args: PollArgs) -> u8 {
         code.clone(),
         args.interval,
         expires_at,
-    );
+    )
+    .with_dpop_jkt(args.dpop_jkt.clone());
     // When resuming we do not know when the code was last polled; one poll
     // at once shows the current state, and the first poll of a poller has
     // no previous poll to keep the interval from.
@@ -257,6 +302,7 @@ pub async fn poll(args: PollArgs) -> u8 {
         issuer: client.metadata().issuer.clone(),
         client_id: client.auth().client_id().to_owned(),
         error: ErrorCode::AuthorizationPending,
+        dpop_jkt: args.dpop_jkt,
     };
     wait(poller, &d).await
 }
@@ -274,6 +320,9 @@ pub async fn cancel(args: CancelArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = client.check_binding(args.dpop_jkt.as_deref()) {
+        return report_error(&e, &args.conn.issuer);
+    }
     match client.cancel(&code).await {
         Ok(()) => {
             // RFC 7009 section 2.2 (DTR-33): the server answers 200 for
@@ -295,11 +344,35 @@ fn client_auth(conn: &ConnectionArgs) -> Result<ClientAuth, u8> {
         return Err(USAGE);
     }
     let secret = conn.client_secret.clone().filter(|s| !s.is_empty());
-    let method = conn.auth_method.unwrap_or(if secret.is_some() {
+    let method = conn.auth_method.unwrap_or(if conn.private_key.is_some() {
+        AuthMethod::PrivateKeyJwt
+    } else if secret.is_some() {
         AuthMethod::ClientSecretBasic
     } else {
         AuthMethod::None
     });
+    match (method, &conn.private_key) {
+        (AuthMethod::PrivateKeyJwt, Some(path)) => {
+            let key = Es256Key::from_pem_file(path).map_err(|e| {
+                eprintln!("error: --private-key: {e}");
+                USAGE
+            })?;
+            return Ok(ClientAuth::PrivateKeyJwt {
+                client_id,
+                key,
+                kid: conn.key_id.clone(),
+            });
+        }
+        (AuthMethod::PrivateKeyJwt, None) => {
+            eprintln!("error: --auth-method private_key_jwt needs --private-key FILE");
+            return Err(USAGE);
+        }
+        (_, Some(_)) => {
+            eprintln!("error: --private-key is only used with --auth-method private_key_jwt");
+            return Err(USAGE);
+        }
+        (_, None) => {}
+    }
     match (method, secret) {
         (AuthMethod::ClientSecretBasic, Some(s)) => Ok(ClientAuth::SecretBasic {
             client_id,
@@ -324,7 +397,70 @@ fn client_auth(conn: &ConnectionArgs) -> Result<ClientAuth, u8> {
             eprintln!("error: --auth-method {name} needs --client-secret (or DTR_CLIENT_SECRET)");
             Err(USAGE)
         }
+        (AuthMethod::PrivateKeyJwt, _) => Err(USAGE),
     }
+}
+
+/// The DPoP key of `--dpop-key FILE` (loaded, or generated and saved when
+/// the file does not exist) or `--dpop` (generated for this run).
+fn dpop_key(conn: &ConnectionArgs) -> Result<Option<DpopKey>, u8> {
+    if conn.dpop {
+        return Ok(Some(DpopKey::generate()));
+    }
+    let Some(path) = &conn.dpop_key else {
+        return Ok(None);
+    };
+    if path.exists() {
+        return DpopKey::from_pem_file(path).map(Some).map_err(|e| {
+            eprintln!("error: --dpop-key: {e}");
+            USAGE
+        });
+    }
+    let key = DpopKey::generate();
+    match save_private_key(path, &key) {
+        Ok(()) => {
+            eprintln!(
+                "generated a new DPoP key in {} (thumbprint {})",
+                path.display(),
+                key.thumbprint()
+            );
+            Ok(Some(key))
+        }
+        Err(e) => {
+            eprintln!("error: --dpop-key: cannot write {}: {e}", path.display());
+            Err(USAGE)
+        }
+    }
+}
+
+/// Writes a new key file readable by its owner only; never overwrites an
+/// existing file (another process may have just created it).
+fn save_private_key(path: &Path, key: &DpopKey) -> std::io::Result<()> {
+    use std::io::Write;
+    let pem = key
+        .to_pkcs8_pem()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(pem.as_bytes())?;
+    file.sync_all()
+}
+
+/// What `--no-wait` (and an interrupted wait) prints: the deferred
+/// response plus, for a DPoP-bound code, the `dpop_jkt` that `dtr poll`
+/// and `dtr cancel` need.
+fn resumable(d: &Deferral) -> serde_json::Value {
+    let mut v = serde_json::to_value(d.to_response()).unwrap_or_default();
+    if let (Some(jkt), Some(obj)) = (&d.dpop_jkt, v.as_object_mut()) {
+        obj.insert("dpop_jkt".into(), jkt.clone().into());
+    }
+    v
 }
 
 /// The deferral code from the positional argument, `--deferral-code` or
@@ -340,9 +476,14 @@ fn deferral_code(positional: Option<String>, flag: Option<String>) -> Option<Def
 }
 
 async fn discover(conn: &ConnectionArgs, auth: ClientAuth) -> Result<Client, u8> {
-    Client::discover(&conn.issuer, auth)
+    let key = dpop_key(conn)?;
+    let client = Client::discover(&conn.issuer, auth)
         .await
-        .map_err(|e| report_error(&e, &conn.issuer))
+        .map_err(|e| report_error(&e, &conn.issuer))?;
+    Ok(match key {
+        Some(k) => client.with_dpop(k),
+        None => client,
+    })
 }
 
 /// Polls until the end, printing progress on stderr; Ctrl-C leaves the
@@ -356,7 +497,7 @@ async fn wait(mut poller: Poller<&Client, SystemClock>, d: &Deferral) -> u8 {
             r = run => r,
             _ = tokio::signal::ctrl_c() => {
                 if d.expires_in > 0 {
-                    print_json(&serde_json::to_value(d.to_response()).unwrap_or_default());
+                    print_json(&resumable(d));
                 }
                 eprintln!("interrupted: the deferral is still pending; resume with `dtr poll DEFERRAL_CODE` or cancel with `dtr cancel DEFERRAL_CODE`");
                 return FAILED;
@@ -475,6 +616,14 @@ fn report_error(e: &Error, issuer: &str) -> u8 {
             eprintln!("error: {e}");
             USAGE
         }
+        Error::DpopKeyRequired { .. } | Error::DpopKeyMismatch { .. } => {
+            eprintln!("error: {e}; pass the key it was obtained with as --dpop-key FILE; nothing was sent");
+            USAGE
+        }
+        Error::Key(_) => {
+            eprintln!("error: {e}");
+            USAGE
+        }
         Error::CancellationUnsupported => {
             eprintln!("error: {e} (DTR-7); nothing was sent");
             FAILED
@@ -504,7 +653,86 @@ mod tests {
             client_id: "svc".into(),
             client_secret: secret.map(str::to_owned),
             auth_method: method,
+            private_key: None,
+            key_id: None,
+            dpop_key: None,
+            dpop: false,
         }
+    }
+
+    #[test]
+    fn private_key_selects_private_key_jwt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.pem");
+        let key = Es256Key::generate();
+        std::fs::write(&path, key.to_pkcs8_pem().unwrap()).unwrap();
+        let mut c = conn(None, None);
+        c.private_key = Some(path.clone());
+        c.key_id = Some("k1".into());
+        match client_auth(&c) {
+            Ok(ClientAuth::PrivateKeyJwt {
+                client_id,
+                key: k,
+                kid,
+            }) => {
+                assert_eq!(client_id, "svc");
+                assert_eq!(k.thumbprint(), key.thumbprint());
+                assert_eq!(kid.as_deref(), Some("k1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Contradictory or incomplete flags are usage errors.
+        c.auth_method = Some(AuthMethod::ClientSecretBasic);
+        assert_eq!(client_auth(&c).err(), Some(USAGE));
+        let c = conn(None, Some(AuthMethod::PrivateKeyJwt));
+        assert_eq!(client_auth(&c).err(), Some(USAGE));
+        let mut c = conn(None, None);
+        c.private_key = Some(dir.path().join("missing.pem"));
+        assert_eq!(client_auth(&c).err(), Some(USAGE));
+    }
+
+    #[test]
+    fn dpop_key_file_is_created_private_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dpop.pem");
+        let mut c = conn(None, None);
+        c.dpop_key = Some(path.clone());
+        let first = dpop_key(&c).unwrap().unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = dpop_key(&c).unwrap().unwrap();
+        assert_eq!(again.thumbprint(), first.thumbprint());
+        std::fs::write(&path, "not a key").unwrap();
+        assert_eq!(dpop_key(&c).err(), Some(USAGE));
+        let mut c = conn(None, None);
+        c.dpop = true;
+        assert!(dpop_key(&c).unwrap().is_some());
+        assert!(dpop_key(&conn(None, None)).unwrap().is_none());
+    }
+
+    #[test]
+    fn resumable_output_names_the_bound_key() {
+        let d = Deferral::from_response(
+            dtr_client::DeferredResponse {
+                error: ErrorCode::AuthorizationPending,
+                deferral_code: "DC".into(),
+                expires_in: 60,
+                interval: 5,
+                interaction_uri: None,
+                error_description: None,
+            },
+            0,
+            "https://as",
+            "svc",
+        );
+        assert!(resumable(&d).get("dpop_jkt").is_none());
+        let v = resumable(&d.bound_to(Some("JKT".into())));
+        assert_eq!(v["dpop_jkt"], "JKT");
+        assert_eq!(v["deferral_code"], "DC");
     }
 
     #[test]
