@@ -47,6 +47,100 @@ pub struct ConfigFile {
     /// DPoP (RFC 9449).
     #[serde(default)]
     pub dpop: DpopConfig,
+    /// Callback notifications (DTR-25..30).
+    #[serde(default)]
+    pub callbacks: CallbacksConfig,
+}
+
+/// `[callbacks]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksConfig {
+    /// Milliseconds after the deferred response before a callback may go
+    /// out, so the client has recorded the code (DTR-27).
+    pub delay_ms: u64,
+    /// Attempts before a callback is given up.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter, capped at 5 min.
+    pub retry_base_ms: u64,
+    /// Connect timeout of a delivery.
+    pub connect_timeout_ms: u64,
+    /// Whole-delivery timeout (read included).
+    pub timeout_ms: u64,
+    /// Deliveries in flight at once, all endpoints together.
+    pub concurrency: usize,
+    /// Deliveries in flight at once to one host.
+    pub per_endpoint_concurrency: usize,
+    /// PEM file of an extra trusted root certificate (private CAs, tests).
+    pub extra_root_ca: Option<String>,
+    /// 32 bytes, base64url, sealing codes and notification tokens at rest
+    /// until their callback is done. Without it a key is derived from the
+    /// signing key in the database, which protects nothing against a
+    /// database leak: set it in production.
+    pub encryption_key: Option<String>,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        Self {
+            delay_ms: 500,
+            max_attempts: 8,
+            retry_base_ms: 1000,
+            connect_timeout_ms: 3000,
+            timeout_ms: 5000,
+            concurrency: 32,
+            per_endpoint_concurrency: 4,
+            extra_root_ca: None,
+            encryption_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CallbacksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbacksConfig")
+            .field("delay_ms", &self.delay_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("encryption_key", &self.encryption_key.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallbacksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(err("callbacks.max_attempts", "must be at least 1"));
+        }
+        if self.concurrency == 0 || self.per_endpoint_concurrency == 0 {
+            return Err(err("callbacks.concurrency", "concurrency limits must be at least 1"));
+        }
+        if self.timeout_ms == 0 || self.connect_timeout_ms == 0 || self.retry_base_ms == 0 {
+            return Err(err("callbacks.timeout_ms", "timeouts and retry_base_ms must be at least 1 ms"));
+        }
+        if let Some(p) = &self.extra_root_ca {
+            let pem = std::fs::read(p).map_err(|e| err("callbacks.extra_root_ca", format!("cannot read {p}: {e}")))?;
+            reqwest::Certificate::from_pem(&pem).map_err(|e| err("callbacks.extra_root_ca", e))?;
+        }
+        if let Some(k) = &self.encryption_key {
+            if self.key_bytes().is_none() {
+                return Err(err(
+                    "callbacks.encryption_key",
+                    format!("must be 32 bytes in base64url ({} characters)", 43 + usize::from(k.ends_with('='))),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured sealing key.
+    pub fn key_bytes(&self) -> Option<[u8; 32]> {
+        use base64::Engine;
+        let k = self.encryption_key.as_ref()?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(k.trim_end_matches('='))
+            .ok()?;
+        raw.try_into().ok()
+    }
 }
 
 /// `[dpop]`.
@@ -315,6 +409,8 @@ pub struct Config {
     pub policy: Vec<Rule>,
     /// DPoP settings.
     pub dpop: DpopConfig,
+    /// Callback settings.
+    pub callbacks: CallbacksConfig,
 }
 
 /// A configuration error; the message names the key.
@@ -457,6 +553,7 @@ impl ConfigFile {
         if self.tokens.refresh_token_ttl == 0 {
             return Err(err("tokens.refresh_token_ttl", "must be at least 1 second"));
         }
+        self.callbacks.validate()?;
         if self.dpop.iat_window == 0 || self.dpop.iat_window > 3600 {
             return Err(err("dpop.iat_window", "must be between 1 and 3600 seconds"));
         }
@@ -635,6 +732,7 @@ impl ConfigFile {
             users: self.users,
             policy,
             dpop: self.dpop,
+            callbacks: self.callbacks,
         })
     }
 }
@@ -676,18 +774,7 @@ fn validate_issuer(raw: &str, dev_mode: bool) -> Result<String, ConfigError> {
 /// An outbound URL chosen by a client: https, or loopback http in dev mode
 /// (DTR-25).
 pub fn validate_https_or_dev(raw: &str, dev_mode: bool) -> Result<String, String> {
-    let u = url::Url::parse(raw).map_err(|e| format!("'{raw}' is not a URL: {e}"))?;
-    if u.fragment().is_some() {
-        return Err("must not contain a fragment".into());
-    }
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err("must not contain user information".into());
-    }
-    match u.scheme() {
-        "https" => Ok(raw.to_owned()),
-        "http" if dev_mode && is_loopback_host(&u) => Ok(raw.to_owned()),
-        _ => Err("must be an https URL (loopback http only with dev_mode = true)".into()),
-    }
+    crate::outbound::check_form(raw, dev_mode).map(|_| raw.to_owned()).map_err(|e| e.to_string())
 }
 
 fn parse_database(raw: &str) -> Result<DatabaseUrl, ConfigError> {

@@ -82,8 +82,21 @@ pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredRespons
         Action::ApproveAfter(secs) => Some(now + secs as i64 * 1000),
         _ => None,
     };
+    let id = new_id();
+    // A client with a notification endpoint gets its code back in the
+    // callback (DTR-26): keep it, and the bearer token, sealed until then.
+    let notifies = state.clients.get(&r.client_id).is_some_and(|c| c.notification_endpoint.is_some());
+    let (code_sealed, notification_token_sealed, callback_not_before) = if notifies {
+        (
+            Some(state.seal_key.seal(code.secret(), &id)),
+            r.opt_in.notification_token.as_ref().map(|t| state.seal_key.seal(t.secret(), &id)),
+            Some(now + state.config.callbacks.delay_ms as i64),
+        )
+    } else {
+        (None, None, None)
+    };
     let new = NewDeferral {
-        id: new_id(),
+        id,
         code_hash: code.hash(),
         client_id: r.client_id.clone(),
         grant_type: r.grant_type.clone(),
@@ -98,6 +111,9 @@ pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredRespons
         // DTR-29: stored like a refresh token, as a hash.
         notification_token_hash: r.opt_in.notification_token.as_ref().map(|t| t.hash()),
         dpop_jkt: r.dpop_jkt.clone(),
+        code_sealed,
+        notification_token_sealed,
+        callback_not_before,
     };
     state
         .store
@@ -415,6 +431,7 @@ pub async fn approve(
     }
     let _ = state.store.set_decided_by(id, by).await;
     info!(deferral = %id, by = %by, scope = %granted, "deferral approved");
+    state.callback_wake.notify_one();
     state.metrics.deferral_resolved(Resolution::Approved, rec.created_at, now);
     reload(state, id).await.ok_or(DecisionError::NotFound)
 }
@@ -439,6 +456,7 @@ pub async fn deny(
     }
     let _ = state.store.set_decided_by(id, by).await;
     info!(deferral = %id, by = %by, "deferral denied");
+    state.callback_wake.notify_one();
     state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
     reload(state, id).await.ok_or(DecisionError::NotFound)
 }

@@ -8,6 +8,7 @@
 //! [`metrics`] (Prometheus).
 //! Protocol types and pure rules live in `dtr-proto`.
 
+pub mod callbacks;
 pub mod client_assertion;
 pub mod client_auth;
 pub mod clock;
@@ -16,9 +17,11 @@ pub mod deferrals;
 pub mod dpop;
 pub mod http;
 pub mod keys;
+pub mod outbound;
 pub mod metrics;
 pub mod password;
 pub mod policy;
+pub mod sealed;
 pub mod state;
 pub mod store;
 pub mod tokens;
@@ -75,11 +78,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(worker::run(state.clone(), stop_rx));
+    let worker = tokio::spawn(worker::run(state.clone(), stop_rx.clone()));
+    let sender = tokio::spawn(callbacks::run(state.clone(), stop_rx));
     let result = axum::serve(listener, http::app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    let _ = sender.await;
     result
 }

@@ -41,6 +41,10 @@ pub const RESOLUTION_SECONDS: &str = "dtr_deferral_resolution_seconds";
 pub const DEFERRALS_PENDING: &str = "dtr_deferrals_pending";
 /// `dtr_poll_slow_down_total{client_id}`.
 pub const SLOW_DOWN: &str = "dtr_poll_slow_down_total";
+/// Callback delivery attempts by outcome (delivered, retry, failed).
+pub const CALLBACK_ATTEMPTS: &str = "dtr_callback_attempts_total";
+/// Seconds from a deferral's resolution to its delivered callback.
+pub const CALLBACK_LATENCY: &str = "dtr_callback_delivery_seconds";
 
 /// Latency buckets (seconds): a poll answers in well under a millisecond,
 /// token issuance signs a JWT, a bad day is seconds.
@@ -242,6 +246,24 @@ impl Metrics {
         if count > 0 {
             self.with(|| counter!(DEFERRALS_RESOLVED, "outcome" => how.label()).increment(count))
         }
+    }
+
+    /// One callback delivery attempt (DTR-26), by outcome, with the time
+    /// from the deferral's resolution to a successful delivery.
+    pub fn callback_attempt(&self, outcome: &crate::store::CallbackOutcome, since_resolution_ms: i64) {
+        use crate::store::CallbackOutcome::*;
+        let label = match outcome {
+            Delivered { .. } => "delivered",
+            Retry { .. } => "retry",
+            Failed { .. } => "failed",
+        };
+        let delivered = matches!(outcome, Delivered { .. });
+        self.with(|| {
+            counter!(CALLBACK_ATTEMPTS, "outcome" => label).increment(1);
+            if delivered {
+                histogram!(CALLBACK_LATENCY).record(since_resolution_ms as f64 / 1000.0);
+            }
+        })
     }
 
     /// A `slow_down` answer (DTR-19).

@@ -40,6 +40,12 @@ pub struct Inner {
     pub metrics: crate::metrics::Metrics,
     /// Key of DPoP server nonces (shared by all nodes of one database).
     pub dpop_nonce_key: [u8; 32],
+    /// Seals codes and notification tokens until their callback is done.
+    pub seal_key: crate::sealed::SealKey,
+    /// SSRF-safe client for URLs that clients chose (DTR-28).
+    pub outbound: crate::outbound::SafeHttp,
+    /// Wakes the callback sender when this node resolved a deferral.
+    pub callback_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Deref for AppState {
@@ -63,7 +69,43 @@ impl AppState {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
+        Self::build_with_resolver(config, issuer, store, clock, Arc::new(crate::outbound::SystemResolver)).await
+    }
+
+    /// [`AppState::build`] with a chosen name resolver for outbound
+    /// requests (tests control what hosts resolve to).
+    pub async fn build_with_resolver(
+        config: Config,
+        issuer: String,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        resolver: Arc<dyn crate::outbound::Resolver>,
+    ) -> Result<Self, StartupError> {
         let e = |m: String| StartupError(m);
+        let cb = &config.callbacks;
+        let extra_root_pem = match &cb.extra_root_ca {
+            None => None,
+            Some(p) => Some(std::fs::read(p).map_err(|x| e(format!("config key `callbacks.extra_root_ca`: {x}")))?),
+        };
+        let outbound = crate::outbound::SafeHttp::new(
+            crate::outbound::OutboundConfig {
+                dev_mode: config.dev_mode,
+                connect_timeout: std::time::Duration::from_millis(cb.connect_timeout_ms),
+                timeout: std::time::Duration::from_millis(cb.timeout_ms),
+                max_body: 64 * 1024,
+                extra_root_pem,
+            },
+            resolver,
+        );
+        // Static clients get the same endpoint checks as registered ones,
+        // resolution included (DTR-28).
+        for (i, c) in config.clients.iter().enumerate() {
+            if let Some(ep) = &c.notification_endpoint {
+                outbound.validate(ep).await.map_err(|x| {
+                    e(format!("config key `clients[{i}].deferred_client_notification_endpoint`: {x}"))
+                })?;
+            }
+        }
         for c in &config.clients {
             let existing = store
                 .get_client(&c.client_id)
@@ -111,6 +153,15 @@ impl AppState {
             .map_err(|x| e(x.to_string()))?;
         let signer = TokenSigner::from_pkcs8(&der).map_err(e)?;
         let dpop_nonce_key = crate::dpop::nonce_key(&der);
+        let seal_key = match config.callbacks.key_bytes() {
+            Some(k) => crate::sealed::SealKey::from_bytes(&k),
+            None => {
+                let mut h = Sha256::new();
+                h.update(b"dtr callback seal v1");
+                h.update(&der);
+                crate::sealed::SealKey::from_bytes(&h.finalize().into())
+            }
+        };
 
         let mut users = HashMap::new();
         for u in &config.users {
@@ -137,6 +188,9 @@ impl AppState {
             policy,
             admin_token_sha256,
             dpop_nonce_key,
+            seal_key,
+            outbound,
+            callback_wake: Arc::new(tokio::sync::Notify::new()),
             metrics: crate::metrics::Metrics::new(),
         })))
     }

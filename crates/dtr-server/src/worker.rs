@@ -42,6 +42,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         match state.store.approve_due(now).await {
             Ok(n) if n > 0 => {
                 tracing::info!(count = n, "deferrals approved by policy (approve_after)");
+                state.callback_wake.notify_one();
                 state.metrics.deferrals_resolved(Resolution::Approved, n);
             }
             Ok(_) => {}

@@ -11,7 +11,7 @@ mod pg;
 
 use dtr_proto::deferral::DeferralState;
 use dtr_server::store::{
-    ClientRecord, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate, Store,
+    CallbackOutcome, ClientRecord, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate, Store,
 };
 use std::sync::Arc;
 
@@ -35,6 +35,9 @@ fn new_deferral(id: &str, client: &str, created_at: i64) -> NewDeferral {
         interaction_handle: None,
         notification_token_hash: None,
         dpop_jkt: None,
+        code_sealed: None,
+        notification_token_sealed: None,
+        callback_not_before: None,
     }
 }
 
@@ -680,6 +683,78 @@ mod suite {
             .is_empty());
     }
 
+    /// A deferral of a client with a notification endpoint (DTR-26).
+    async fn notifying(s: &Arc<dyn Store>, id: &str) {
+        s.upsert_client(&client("svc")).await.unwrap();
+        let mut d = new_deferral(id, "svc", T0);
+        d.code_sealed = Some(format!("sealed-{id}"));
+        d.notification_token_sealed = Some("sealed-token".into());
+        d.callback_not_before = Some(T0 + 500);
+        s.insert_deferral(&d).await.unwrap();
+    }
+
+    pub async fn resolution_enqueues_one_callback(s: Arc<dyn Store>) {
+        // The job is created in the resolving transaction, once.
+        notifying(&s, "dfr_cb").await;
+        assert!(s.claim_callbacks(T0 + 10_000, 10, 1_000).await.unwrap().is_empty(), "nothing before a resolution");
+        assert!(s.approve("dfr_cb", "read", T0 + 100).await.unwrap());
+        assert!(s.claim_callbacks(T0 + 200, 10, 1_000).await.unwrap().is_empty(), "not before callback_not_before (DTR-27)");
+        let jobs = s.claim_callbacks(T0 + 600, 10, 1_000).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        let j = &jobs[0];
+        assert_eq!(j.deferral_id, "dfr_cb");
+        assert_eq!(j.endpoint, "https://app.example/notify");
+        assert_eq!(j.attempts, 1);
+        assert_eq!(j.code_sealed.as_deref(), Some("sealed-dfr_cb"));
+        assert_eq!(j.token_sealed.as_deref(), Some("sealed-token"));
+        assert!(s.claim_callbacks(T0 + 700, 10, 1_000).await.unwrap().is_empty(), "leased");
+        // Lease expiry: a dead node's job comes back.
+        let again = s.claim_callbacks(T0 + 2_000, 10, 1_000).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 2);
+        s.finish_callback("dfr_cb", &CallbackOutcome::Delivered { status: 204 }, T0 + 2_100).await.unwrap();
+        let st = s.callback_status("dfr_cb").await.unwrap().unwrap();
+        assert_eq!(st.state, "delivered");
+        assert_eq!(st.last_status, Some(204));
+        // DTR-29: the sealed secrets are gone once the callback is done.
+        let jobs = s.claim_callbacks(T0 + 100_000, 10, 1_000).await.unwrap();
+        assert!(jobs.is_empty());
+        // A denial after approval (consent staleness) enqueues nothing more.
+        assert!(s.deny("dfr_cb", "stale", true, T0 + 3_000).await.unwrap());
+        assert_eq!(s.callback_status("dfr_cb").await.unwrap().unwrap().state, "delivered");
+    }
+
+    pub async fn retry_then_fail_and_suppression(s: Arc<dyn Store>) {
+        notifying(&s, "dfr_r").await;
+        assert!(s.deny("dfr_r", "no", false, T0 + 100).await.unwrap());
+        let j = s.claim_callbacks(T0 + 600, 10, 60_000).await.unwrap();
+        assert_eq!(j.len(), 1);
+        let retry = CallbackOutcome::Retry { at: T0 + 5_000, status: Some(500), error: "HTTP 500".into() };
+        s.finish_callback("dfr_r", &retry, T0 + 700).await.unwrap();
+        assert!(s.claim_callbacks(T0 + 4_000, 10, 60_000).await.unwrap().is_empty(), "not before the retry time");
+        assert_eq!(s.claim_callbacks(T0 + 5_000, 10, 60_000).await.unwrap().len(), 1);
+        let failed = CallbackOutcome::Failed { status: None, error: "timeout".into() };
+        s.finish_callback("dfr_r", &failed, T0 + 5_100).await.unwrap();
+        let st = s.callback_status("dfr_r").await.unwrap().unwrap();
+        assert_eq!((st.state.as_str(), st.attempts), ("failed", 2));
+
+        // Cancellation suppresses a job not started (DTR-32) ...
+        notifying(&s, "dfr_c").await;
+        s.approve("dfr_c", "read", T0 + 100).await.unwrap();
+        assert!(s.cancel("hash-of-dfr_c", "svc", T0 + 200).await.unwrap());
+        assert_eq!(s.callback_status("dfr_c").await.unwrap().unwrap().state, "suppressed");
+        assert!(s.claim_callbacks(T0 + 10_000, 10, 1_000).await.unwrap().is_empty());
+        // ... and so does redemption.
+        notifying(&s, "dfr_x").await;
+        s.approve("dfr_x", "read", T0 + 100).await.unwrap();
+        assert!(s.redeem("dfr_x", T0 + 200).await.unwrap());
+        assert_eq!(s.callback_status("dfr_x").await.unwrap().unwrap().state, "suppressed");
+        // A deferral without a sealed code (no endpoint) never gets a job.
+        s.insert_deferral(&new_deferral("dfr_plain", "svc", T0)).await.unwrap();
+        s.approve("dfr_plain", "read", T0 + 100).await.unwrap();
+        assert!(s.callback_status("dfr_plain").await.unwrap().is_none());
+    }
+
     pub async fn prune_in_batches_deletes_everything_due(s: Arc<dyn Store>) {
         // More rows than one PostgreSQL prune batch (1000).
         for i in 0..2_100 {
@@ -745,6 +820,8 @@ backends!(
     signing_key_agrees_when_nodes_start_together,
     prune_deletes_only_finished_and_old,
     prune_in_batches_deletes_everything_due,
+    resolution_enqueues_one_callback,
+    retry_then_fail_and_suppression,
 );
 
 /// What only the PostgreSQL backend has: start-up against a shared server.

@@ -143,6 +143,7 @@ pub async fn decide(
     {
         Ok(true) => {
             tracing::info!(user = %user, approve, "deferral decided at interaction page");
+            state.callback_wake.notify_one();
             state.metrics.deferrals_resolved(
                 if approve {
                     crate::metrics::Resolution::Approved

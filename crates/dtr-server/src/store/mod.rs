@@ -111,6 +111,12 @@ pub struct NewDeferral {
     pub notification_token_hash: Option<String>,
     /// RFC 7638 thumbprint of the DPoP key of the initial request (DTR-13).
     pub dpop_jkt: Option<String>,
+    /// The code, sealed, when the client has a notification endpoint (DTR-26).
+    pub code_sealed: Option<String>,
+    /// The `client_notification_token`, sealed, for the callback's bearer.
+    pub notification_token_sealed: Option<String>,
+    /// No callback before this time (DTR-27).
+    pub callback_not_before: Option<i64>,
 }
 
 /// A stored deferral.
@@ -330,9 +336,88 @@ pub trait TokenStore: Send + Sync {
     ) -> StoreResult<Vec<u8>>;
 }
 
+/// A callback ready for delivery, claimed under a lease.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallbackJob {
+    /// The deferral it notifies.
+    pub deferral_id: String,
+    /// The client's `deferred_client_notification_endpoint`.
+    pub endpoint: String,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    /// The sealed code (gone if the deferral finished meanwhile).
+    pub code_sealed: Option<String>,
+    /// The sealed notification token, if the client gave one.
+    pub token_sealed: Option<String>,
+    /// The deferral's expiry (ms): never notify past it (DTR-27).
+    pub expires_at: i64,
+    /// When the deferral was resolved (ms).
+    pub resolved_at: i64,
+}
+
+impl std::fmt::Debug for CallbackJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackJob")
+            .field("deferral_id", &self.deferral_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a delivery attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// A 2xx answer: done.
+    Delivered {
+        /// The status.
+        status: u16,
+    },
+    /// Try again at `at` (ms).
+    Retry {
+        /// Next attempt.
+        at: i64,
+        /// The status, when an answer came.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+    /// Give up.
+    Failed {
+        /// The status, when an answer came.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A callback's state, for the admin API and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackStatus {
+    /// `pending`, `delivered`, `failed` or `suppressed`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Status of the last answer.
+    pub last_status: Option<u16>,
+}
+
+/// The callback outbox (DTR-26..29). Jobs are created by the store itself
+/// in the transaction that resolves a deferral.
+#[async_trait]
+pub trait CallbackStore: Send + Sync {
+    /// Claims up to `limit` due jobs for `lease_ms`; a job whose lease ran
+    /// out (its node died mid-delivery) is due again.
+    async fn claim_callbacks(&self, now: i64, limit: u32, lease_ms: i64) -> StoreResult<Vec<CallbackJob>>;
+    /// Records the end of an attempt; finished jobs drop the sealed secrets
+    /// of their deferral (DTR-29).
+    async fn finish_callback(&self, deferral_id: &str, outcome: &CallbackOutcome, now: i64) -> StoreResult<()>;
+    /// The state of a deferral's callback, if it has one.
+    async fn callback_status(&self, deferral_id: &str) -> StoreResult<Option<CallbackStatus>>;
+}
+
 /// Everything the server needs from a database.
 #[async_trait]
-pub trait Store: ClientStore + DeferralStore + TokenStore + 'static {
+pub trait Store: ClientStore + DeferralStore + TokenStore + CallbackStore + 'static {
     /// Cheap round trip for `/healthz`.
     async fn ping(&self) -> StoreResult<()>;
 }

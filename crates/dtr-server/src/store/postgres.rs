@@ -20,6 +20,7 @@ use tokio_postgres::{NoTls, Row};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_dpop.sql"),
+    include_str!("../../migrations/postgres/0003_callbacks.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes
@@ -55,7 +56,12 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 fn db_err(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    // The Display of a server error is only "db error": keep the server's
+    // message and code so logs say what went wrong.
+    match e.as_db_error() {
+        Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
+        None => StoreError::Database(e.to_string()),
+    }
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
@@ -346,8 +352,8 @@ impl DeferralStore for PostgresStore {
         self.execute(
             "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
              state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
-             notification_token_hash, dpop_jkt) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14)",
+             notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             &[
                 &d.id,
                 &d.code_hash,
@@ -363,6 +369,9 @@ impl DeferralStore for PostgresStore {
                 &d.auto_approve_at,
                 &d.notification_token_hash,
                 &d.dpop_jkt,
+                &d.code_sealed,
+                &d.notification_token_sealed,
+                &d.callback_not_before,
             ],
         )
         .await?;
@@ -494,7 +503,7 @@ impl DeferralStore for PostgresStore {
         // nothing, whichever node they run on.
         let n = self
             .execute(
-                "UPDATE deferrals SET state = 'redeemed', redeemed_at = $2, notification_token_hash = NULL \
+                "UPDATE deferrals SET state = 'redeemed', redeemed_at = $2, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
                  WHERE id = $1 AND state = 'approved' AND expires_at > $2",
                 &[&id, &now],
             )
@@ -508,7 +517,7 @@ impl DeferralStore for PostgresStore {
         let n = self
             .execute(
                 "UPDATE deferrals SET state = 'cancelled', resolved_at = $3, interaction_handle = NULL, \
-                 notification_token_hash = NULL \
+                 notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
                  WHERE code_hash = $1 AND client_id = $2 AND state IN ('pending', 'approved') AND expires_at > $3",
                 &[&code_hash, &client_id, &now],
             )
@@ -572,7 +581,7 @@ impl DeferralStore for PostgresStore {
 
     async fn expire_due(&self, now: i64) -> StoreResult<u64> {
         self.execute(
-            "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, notification_token_hash = NULL \
+            "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
              WHERE state IN ('pending', 'approved') AND expires_at <= $1",
             &[&now],
         )
@@ -690,6 +699,87 @@ impl TokenStore for PostgresStore {
             .await?
             .ok_or_else(|| StoreError::Corrupt("signing key vanished after insert".into()))?;
         row.try_get(0).map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl CallbackStore for PostgresStore {
+    async fn claim_callbacks(&self, now: i64, limit: u32, lease_ms: i64) -> StoreResult<Vec<CallbackJob>> {
+        // FOR UPDATE SKIP LOCKED: nodes claiming at the same time take
+        // disjoint jobs instead of queueing on each other's rows; the lease
+        // frees the jobs of a node that dies mid-delivery.
+        let rows = self
+            .query(
+                "WITH due AS ( \
+                   SELECT deferral_id FROM callbacks WHERE state = 'pending' AND next_attempt_at <= $1 \
+                     AND (lease_until IS NULL OR lease_until < $1) \
+                   ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 UPDATE callbacks c SET lease_until = $1 + $3, attempts = c.attempts + 1 \
+                 FROM due, deferrals d WHERE c.deferral_id = due.deferral_id AND d.id = c.deferral_id \
+                 RETURNING c.deferral_id, c.endpoint, c.attempts, d.code_sealed, d.notification_token_sealed, \
+                   d.expires_at, COALESCE(d.resolved_at, 0)",
+                &[&now, &i64::from(limit), &lease_ms],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let attempts: i32 = r.try_get(2).map_err(db_err)?;
+                Ok(CallbackJob {
+                    deferral_id: r.try_get(0).map_err(db_err)?,
+                    endpoint: r.try_get(1).map_err(db_err)?,
+                    attempts: attempts.max(0) as u32,
+                    code_sealed: r.try_get(3).map_err(db_err)?,
+                    token_sealed: r.try_get(4).map_err(db_err)?,
+                    expires_at: r.try_get(5).map_err(db_err)?,
+                    resolved_at: r.try_get(6).map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_callback(&self, deferral_id: &str, outcome: &CallbackOutcome, now: i64) -> StoreResult<()> {
+        let (state, next, status, error): (&str, Option<i64>, Option<i32>, Option<String>) = match outcome {
+            CallbackOutcome::Delivered { status } => ("delivered", None, Some(i32::from(*status)), None),
+            CallbackOutcome::Retry { at, status, error } => ("pending", Some(*at), status.map(i32::from), Some(error.clone())),
+            CallbackOutcome::Failed { status, error } => ("failed", None, status.map(i32::from), Some(error.clone())),
+        };
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        tx.execute(
+            "UPDATE callbacks SET state = $2::TEXT, next_attempt_at = COALESCE($3::BIGINT, next_attempt_at), \
+             lease_until = NULL, last_status = $4::INTEGER, last_error = $5::TEXT, \
+             finished_at = CASE WHEN $2::TEXT = 'pending' THEN NULL ELSE $6::BIGINT END \
+             WHERE deferral_id = $1 AND state = 'pending'",
+            &[&deferral_id, &state, &next, &status, &error, &now],
+        )
+        .await
+        .map_err(db_err)?;
+        if state != "pending" {
+            // DTR-29: the secrets are not needed any more.
+            tx.execute(
+                "UPDATE deferrals SET code_sealed = NULL, notification_token_sealed = NULL WHERE id = $1",
+                &[&deferral_id],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn callback_status(&self, deferral_id: &str) -> StoreResult<Option<CallbackStatus>> {
+        let row = self
+            .query_opt("SELECT state, attempts, last_status FROM callbacks WHERE deferral_id = $1", &[&deferral_id])
+            .await?;
+        row.map(|r| {
+            let attempts: i32 = r.try_get(1).map_err(db_err)?;
+            let status: Option<i32> = r.try_get(2).map_err(db_err)?;
+            Ok(CallbackStatus {
+                state: r.try_get(0).map_err(db_err)?,
+                attempts: attempts.max(0) as u32,
+                last_status: status.and_then(|s| u16::try_from(s).ok()),
+            })
+        })
+        .transpose()
     }
 }
 

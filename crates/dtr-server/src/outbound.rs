@@ -1,0 +1,379 @@
+//! Outbound HTTP to URLs that clients chose (callback endpoints, later
+//! `jwks_uri`), made safe against server-side request forgery (DTR-28):
+//! only https (loopback http in `dev_mode`), no userinfo or fragment,
+//! every resolved address checked, the connection pinned to a checked
+//! address so DNS rebinding cannot redirect it, no redirects followed,
+//! bounded connect and read times, bounded response bodies.
+
+use async_trait::async_trait;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whether an address may be contacted: globally routable unicast only.
+/// Private, loopback, link-local, multicast, unspecified, broadcast,
+/// documentation, benchmarking, shared (CGNAT) and reserved ranges are
+/// refused, and IPv6 forms that embed an IPv4 address (mapped, compatible,
+/// NAT64, 6to4) are judged by that address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || o[0] == 0 // "this network" 0.0.0.0/8
+        || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space 100.64.0.0/10
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments 192.0.0.0/24
+        || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking 198.18.0.0/15
+        || o[0] >= 240) // reserved 240.0.0.0/4
+}
+
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |a: u16, b: u16| Ipv4Addr::new((a >> 8) as u8, a as u8, (b >> 8) as u8, b as u8);
+    match s {
+        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated)
+        [0, 0, 0, 0, 0, 0xffff, a, b] | [0, 0, 0, 0, 0, 0, a, b] => Some(v4(a, b)),
+        // 64:ff9b::/96 NAT64 well-known prefix
+        [0x64, 0xff9b, 0, 0, 0, 0, a, b] => Some(v4(a, b)),
+        // 2002::/16 6to4
+        [0x2002, a, b, ..] => Some(v4(a, b)),
+        _ => None,
+    }
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = embedded_v4(ip) {
+        // ::1 and :: are "compatible" forms too; judge them as what they are.
+        if ip.is_loopback() || ip.is_unspecified() {
+            return false;
+        }
+        return is_public_v4(v4);
+    }
+    let s = ip.segments();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32 tunnels to anywhere
+        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // discard 100::/64
+}
+
+/// Name resolution, injectable so tests control what a host resolves to.
+#[async_trait]
+pub trait Resolver: Send + Sync + 'static {
+    /// The addresses of `host`.
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
+}
+
+/// The system resolver.
+#[derive(Debug, Default)]
+pub struct SystemResolver;
+
+#[async_trait]
+impl Resolver for SystemResolver {
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    }
+}
+
+/// A resolver with fixed answers (tests).
+#[derive(Debug, Default)]
+pub struct StaticResolver(pub std::sync::Mutex<std::collections::HashMap<String, Vec<IpAddr>>>);
+
+impl StaticResolver {
+    /// Sets the answer for a host.
+    pub fn set(&self, host: &str, ips: Vec<IpAddr>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(host.to_owned(), ips);
+        }
+    }
+}
+
+#[async_trait]
+impl Resolver for StaticResolver {
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let m = self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        match m.get(host) {
+            Some(ips) => Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()),
+            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "unknown host")),
+        }
+    }
+}
+
+/// Why a URL or a delivery was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundError {
+    /// The URL itself is unacceptable.
+    #[error("{0}")]
+    BadUrl(String),
+    /// The host resolves to an address that must not be contacted.
+    #[error("{0} resolves to a non-public address")]
+    Forbidden(String),
+    /// Resolution failed.
+    #[error("cannot resolve {0}")]
+    Unresolvable(String),
+    /// Connecting, sending or reading failed or timed out.
+    #[error("network error: {0}")]
+    Network(String),
+}
+
+/// Settings of the outbound client.
+#[derive(Clone)]
+pub struct OutboundConfig {
+    /// Allows loopback http and loopback addresses (development, tests).
+    pub dev_mode: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (read included).
+    pub timeout: Duration,
+    /// Largest response body read.
+    pub max_body: usize,
+    /// Extra trusted root certificate (PEM), e.g. a test CA.
+    pub extra_root_pem: Option<Vec<u8>>,
+}
+
+/// The SSRF-safe outbound client.
+#[derive(Clone)]
+pub struct SafeHttp {
+    config: OutboundConfig,
+    resolver: Arc<dyn Resolver>,
+}
+
+/// A checked target: the URL and the address to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The URL.
+    pub url: url::Url,
+    /// The pinned address.
+    pub addr: SocketAddr,
+}
+
+impl SafeHttp {
+    /// A client.
+    pub fn new(config: OutboundConfig, resolver: Arc<dyn Resolver>) -> Self {
+        Self { config, resolver }
+    }
+
+    fn allowed(&self, ip: IpAddr) -> bool {
+        is_public(ip) || (self.config.dev_mode && ip.is_loopback())
+    }
+
+    /// Checks a URL's form (DTR-25); see [`check_form`].
+    pub fn check_form(&self, raw: &str) -> Result<url::Url, OutboundError> {
+        check_form(raw, self.config.dev_mode)
+    }
+
+    /// Resolves and checks every address; returns the one to pin. All
+    /// addresses must pass, so an attacker cannot mix a public and a
+    /// private answer and hope for the private one.
+    pub async fn resolve_checked(&self, url: &url::Url) -> Result<Target, OutboundError> {
+        let port = url.port_or_known_default().unwrap_or(443);
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let addrs: Vec<SocketAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            _ => self.resolver.resolve(&host, port).await.map_err(|_| OutboundError::Unresolvable(host.clone()))?,
+        };
+        if addrs.is_empty() {
+            return Err(OutboundError::Unresolvable(host));
+        }
+        if let Some(bad) = addrs.iter().find(|a| !self.allowed(a.ip())) {
+            tracing::warn!(host = %host, addr = %bad.ip(), "outbound request refused: non-public address");
+            return Err(OutboundError::Forbidden(host));
+        }
+        Ok(Target { url: url.clone(), addr: addrs[0] })
+    }
+
+    /// Validates a client-chosen URL at registration: form and resolution.
+    pub async fn validate(&self, raw: &str) -> Result<url::Url, OutboundError> {
+        let url = self.check_form(raw)?;
+        self.resolve_checked(&url).await?;
+        Ok(url)
+    }
+
+    fn client_for(&self, target: &Target) -> Result<reqwest::Client, OutboundError> {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.config.connect_timeout)
+            .timeout(self.config.timeout)
+            .no_proxy()
+            .user_agent(concat!("dtr/", env!("CARGO_PKG_VERSION")));
+        if let Some(host) = target.url.host_str().filter(|_| matches!(target.url.host(), Some(url::Host::Domain(_)))) {
+            // Pin: connect to the address we checked, whatever DNS says now.
+            b = b.resolve(host, target.addr);
+        }
+        if let Some(pem) = &self.config.extra_root_pem {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| OutboundError::Network(e.to_string()))?;
+            b = b.add_root_certificate(cert);
+        }
+        b.build().map_err(|e| OutboundError::Network(e.to_string()))
+    }
+
+    /// POSTs a JSON body, re-checking the URL first (DTR-28). Returns the
+    /// status; the body is read up to the cap and dropped.
+    pub async fn post_json(&self, raw: &str, body: &serde_json::Value, bearer: Option<&str>) -> Result<u16, OutboundError> {
+        let url = self.check_form(raw)?;
+        let target = self.resolve_checked(&url).await?;
+        let client = self.client_for(&target)?;
+        let mut req = client.post(target.url.clone()).json(body);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = req.send().await.map_err(|e| OutboundError::Network(without_url(e)))?;
+        let status = resp.status().as_u16();
+        let mut read = 0usize;
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            read += chunk.len();
+            if read > self.config.max_body {
+                break;
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// A reqwest error without the URL (which may carry a path the client
+/// considers private; never a token, which is in the header).
+fn without_url(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect failed"
+    } else {
+        "request failed"
+    };
+    kind.to_owned()
+}
+
+/// Checks a client-chosen URL without resolving it: https, or http to
+/// loopback in dev mode; no userinfo, no fragment; an IP-literal host must
+/// be public (loopback allowed in dev mode).
+pub fn check_form(raw: &str, dev_mode: bool) -> Result<url::Url, OutboundError> {
+    let url = url::Url::parse(raw).map_err(|e| OutboundError::BadUrl(format!("not a URL: {e}")))?;
+    if url.fragment().is_some() {
+        return Err(OutboundError::BadUrl("must not contain a fragment".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(OutboundError::BadUrl("must not contain user information".into()));
+    }
+    let host = url.host_str().ok_or_else(|| OutboundError::BadUrl("needs a host".into()))?.to_owned();
+    match url.scheme() {
+        "https" => {}
+        "http" if dev_mode && is_loopback_name(&host) => {}
+        "http" => return Err(OutboundError::BadUrl("must use https (loopback http only in dev_mode)".into())),
+        s => return Err(OutboundError::BadUrl(format!("scheme {s} is not allowed"))),
+    }
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal {
+        if !(is_public(ip) || (dev_mode && ip.is_loopback())) {
+            return Err(OutboundError::Forbidden(host));
+        }
+    }
+    Ok(url)
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn non_public_addresses() {
+        for s in [
+            "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "0.0.0.0", "0.1.2.3",
+            "100.64.0.1", "192.0.0.8", "192.0.2.1", "198.18.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1",
+            "::", "::1", "fc00::1", "fd12::1", "fe80::1", "fec0::1", "ff02::1", "2001:db8::1", "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1",
+            "2001::1", "100::1",
+        ] {
+            assert!(!is_public(ip(s)), "{s} must be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses() {
+        for s in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+            assert!(is_public(ip(s)), "{s} is public");
+        }
+    }
+
+    fn http(dev_mode: bool, resolver: Arc<StaticResolver>) -> SafeHttp {
+        SafeHttp::new(
+            OutboundConfig {
+                dev_mode,
+                connect_timeout: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                max_body: 1024,
+                extra_root_pem: None,
+            },
+            resolver,
+        )
+    }
+
+    #[tokio::test]
+    async fn registration_checks() {
+        let r = Arc::new(StaticResolver::default());
+        r.set("public.example", vec![ip("93.184.216.34")]);
+        r.set("sneaky.example", vec![ip("127.0.0.1")]);
+        r.set("mixed.example", vec![ip("93.184.216.34"), ip("10.0.0.1")]);
+        let h = http(false, r.clone());
+        assert!(h.validate("https://public.example/cb").await.is_ok());
+        for bad in [
+            "http://public.example/cb",
+            "https://user:pw@public.example/cb",
+            "https://public.example/cb#frag",
+            "https://127.0.0.1/cb",
+            "https://10.0.0.1/cb",
+            "https://169.254.169.254/latest",
+            "https://[::1]/cb",
+            "https://[::ffff:127.0.0.1]/cb",
+            "https://0.0.0.0/cb",
+            "https://sneaky.example/cb",
+            "https://mixed.example/cb",
+            "https://nowhere.example/cb",
+            "ftp://public.example/cb",
+        ] {
+            assert!(h.validate(bad).await.is_err(), "{bad} must be refused");
+        }
+        let dev = http(true, r);
+        assert!(dev.validate("http://127.0.0.1:9/cb").await.is_ok(), "dev_mode allows loopback http");
+        assert!(dev.validate("http://10.0.0.1/cb").await.is_err(), "but not private networks");
+    }
+
+    #[tokio::test]
+    async fn rebinding_is_caught_at_delivery() {
+        let r = Arc::new(StaticResolver::default());
+        r.set("rebind.example", vec![ip("93.184.216.34")]);
+        let h = http(false, r.clone());
+        assert!(h.validate("https://rebind.example/cb").await.is_ok());
+        r.set("rebind.example", vec![ip("10.1.2.3")]);
+        let e = h.post_json("https://rebind.example/cb", &serde_json::json!({}), None).await;
+        assert_eq!(e, Err(OutboundError::Forbidden("rebind.example".into())));
+    }
+}
