@@ -44,6 +44,9 @@ pub mod paths {
     pub const REVOKE: &str = "/revoke";
     /// Introspection endpoint (RFC 7662).
     pub const INTROSPECT: &str = "/introspect";
+    /// Dynamic client registration (RFC 7591); `/{client_id}` manages one
+    /// registration (RFC 7592).
+    pub const REGISTER: &str = "/register";
     /// Page behind an `interaction_uri` (DTR-11); followed by `/{handle}`.
     pub const INTERACT: &str = "/interact";
     /// Liveness probe that also checks the database.

@@ -17,6 +17,7 @@ use dtr_proto::{ErrorCode, OAuthError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// Credentials as presented in one request, before verification.
 #[derive(Clone, PartialEq, Eq)]
@@ -47,6 +48,18 @@ pub enum Presented {
         /// The JWT.
         assertion: String,
     },
+}
+
+impl Presented {
+    /// The client the credentials claim to be.
+    pub fn client_id(&self) -> &str {
+        match self {
+            Self::Basic { client_id, .. }
+            | Self::Post { client_id, .. }
+            | Self::None { client_id }
+            | Self::Assertion { client_id, .. } => client_id,
+        }
+    }
 }
 
 impl std::fmt::Debug for Presented {
@@ -149,6 +162,11 @@ pub async fn authenticate(
 ) -> Result<Arc<ClientRecord>, OAuthError> {
     let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let presented = presented(auth, params)?;
+    state
+        .clients
+        .ensure_fresh(state.store.as_ref(), presented.client_id())
+        .await
+        .map_err(crate::http::error::internal)?;
     let Presented::Assertion { client_id, assertion } = &presented else {
         return state.clients.authenticate(&presented).await;
     };
@@ -192,9 +210,14 @@ fn url_decode(s: &str) -> Option<String> {
 /// (client still enabled when a deferral is redeemed, DTR-23) read the
 /// store directly.
 pub struct ClientRegistry {
-    clients: RwLock<HashMap<String, Arc<ClientRecord>>>,
+    clients: RwLock<HashMap<String, (Arc<ClientRecord>, Instant)>>,
     verified: RwLock<HashMap<String, [u8; 32]>>,
 }
+
+/// How long a cached client is trusted before it is read again: a client
+/// registered, changed or deleted on another node is seen here within
+/// this time.
+const CLIENT_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl ClientRegistry {
     /// Loads every client from the store.
@@ -203,23 +226,60 @@ impl ClientRegistry {
         Ok(Self {
             clients: RwLock::new(
                 all.into_iter()
-                    .map(|c| (c.client_id.clone(), Arc::new(c)))
+                    .map(|c| (c.client_id.clone(), (Arc::new(c), Instant::now())))
                     .collect(),
             ),
             verified: RwLock::new(HashMap::new()),
         })
     }
 
-    /// Replaces one client's record (after an admin change).
+    /// Replaces one client's record (after an admin change or a
+    /// registration update). A changed secret forgets the verified one.
     pub fn refresh(&self, c: ClientRecord) {
         if let Ok(mut m) = self.clients.write() {
-            m.insert(c.client_id.clone(), Arc::new(c));
+            let changed = m.get(&c.client_id).is_none_or(|(old, _)| old.secret_hash != c.secret_hash);
+            if changed {
+                if let Ok(mut v) = self.verified.write() {
+                    v.remove(&c.client_id);
+                }
+            }
+            m.insert(c.client_id.clone(), (Arc::new(c), Instant::now()));
+        }
+    }
+
+    /// Forgets a deleted client.
+    pub fn remove(&self, client_id: &str) {
+        if let Ok(mut m) = self.clients.write() {
+            m.remove(client_id);
+        }
+        if let Ok(mut v) = self.verified.write() {
+            v.remove(client_id);
         }
     }
 
     /// One client.
     pub fn get(&self, client_id: &str) -> Option<Arc<ClientRecord>> {
-        self.clients.read().ok()?.get(client_id).cloned()
+        self.clients.read().ok()?.get(client_id).map(|(c, _)| c.clone())
+    }
+
+    /// Reads a client from the store when it is not cached or its cache
+    /// entry is older than [`CLIENT_CACHE_TTL`], so that clients registered,
+    /// changed or deleted through another node are seen here too.
+    pub async fn ensure_fresh(&self, store: &dyn Store, client_id: &str) -> Result<(), crate::store::StoreError> {
+        let fresh = self
+            .clients
+            .read()
+            .ok()
+            .and_then(|m| m.get(client_id).map(|(_, at)| at.elapsed() < CLIENT_CACHE_TTL))
+            .unwrap_or(false);
+        if fresh {
+            return Ok(());
+        }
+        match store.get_client(client_id).await? {
+            Some(c) => self.refresh(c),
+            None => self.remove(client_id),
+        }
+        Ok(())
     }
 
     /// Verifies presented credentials. Every failure is the same

@@ -50,6 +50,39 @@ pub struct ConfigFile {
     /// Callback notifications (DTR-25..30).
     #[serde(default)]
     pub callbacks: CallbacksConfig,
+    /// Dynamic client registration (RFC 7591, RFC 7592).
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+}
+
+/// `[registration]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Whether `POST /register` is offered.
+    pub enabled: bool,
+    /// When set, registration requires `Authorization: Bearer <token>`
+    /// (RFC 7591 section 3: an initial access token); else it is open.
+    pub initial_access_token: Option<String>,
+    /// Scopes registered clients may ask for; defaults to every scope of
+    /// the configured clients.
+    pub scope: Option<String>,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self { enabled: true, initial_access_token: None, scope: None }
+    }
+}
+
+impl std::fmt::Debug for RegistrationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrationConfig")
+            .field("enabled", &self.enabled)
+            .field("initial_access_token", &self.initial_access_token.as_ref().map(|_| "[redacted]"))
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// `[callbacks]`.
@@ -411,6 +444,8 @@ pub struct Config {
     pub dpop: DpopConfig,
     /// Callback settings.
     pub callbacks: CallbacksConfig,
+    /// Registration settings.
+    pub registration: RegistrationConfig,
 }
 
 /// A configuration error; the message names the key.
@@ -554,6 +589,12 @@ impl ConfigFile {
             return Err(err("tokens.refresh_token_ttl", "must be at least 1 second"));
         }
         self.callbacks.validate()?;
+        if let Some(s) = &self.registration.scope {
+            Scope::parse(s).map_err(|e| err("registration.scope", e))?;
+        }
+        if self.registration.initial_access_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(err("registration.initial_access_token", "must be at least 16 characters"));
+        }
         if self.dpop.iat_window == 0 || self.dpop.iat_window > 3600 {
             return Err(err("dpop.iat_window", "must be between 1 and 3600 seconds"));
         }
@@ -733,6 +774,7 @@ impl ConfigFile {
             policy,
             dpop: self.dpop,
             callbacks: self.callbacks,
+            registration: self.registration,
         })
     }
 }

@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod metrics;
 pub mod password;
 pub mod policy;
+pub mod registration;
 pub mod sealed;
 pub mod state;
 pub mod store;

@@ -137,6 +137,8 @@ impl AppState {
                 enabled: c.enabled,
                 admin_disabled: existing.is_some_and(|x| x.admin_disabled),
                 dpop_bound_access_tokens: c.require_dpop,
+                registration_token_hash: None,
+                metadata: None,
             };
             store
                 .upsert_client(&record)

@@ -65,6 +65,8 @@ fn client(id: &str) -> ClientRecord {
         enabled: true,
         admin_disabled: false,
         dpop_bound_access_tokens: false,
+        registration_token_hash: None,
+        metadata: None,
     }
 }
 

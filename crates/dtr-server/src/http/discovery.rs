@@ -29,6 +29,16 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         .iter()
         .flat_map(|c| c.scope.iter().map(str::to_owned).collect::<Vec<_>>())
         .collect();
+    let mut other = serde_json::Map::new();
+    // RFC 8414 section 2: algorithms of private_key_jwt assertions.
+    other.insert(
+        "token_endpoint_auth_signing_alg_values_supported".into(),
+        serde_json::json!(dtr_proto::dpop::SUPPORTED_ALGS),
+    );
+    if state.config.registration.enabled {
+        // RFC 8414 section 2, RFC 7591.
+        other.insert("registration_endpoint".into(), serde_json::json!(url(paths::REGISTER)));
+    }
     AuthorizationServerMetadata {
         issuer: state.issuer.clone(),
         token_endpoint: Some(url(paths::TOKEN)),
@@ -47,13 +57,7 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         ],
         deferred_token_response_supported: true,
         dpop_signing_alg_values_supported: dtr_proto::dpop::SUPPORTED_ALGS.iter().map(|s| s.to_string()).collect(),
-        other: [(
-            // RFC 8414 section 2: algorithms of private_key_jwt assertions.
-            "token_endpoint_auth_signing_alg_values_supported".to_owned(),
-            serde_json::json!(dtr_proto::dpop::SUPPORTED_ALGS),
-        )]
-        .into_iter()
-        .collect(),
+        other,
     }
 }
 

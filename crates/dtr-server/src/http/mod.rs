@@ -8,6 +8,7 @@ pub mod error;
 pub mod form;
 pub mod interact;
 pub mod introspect;
+pub mod register;
 pub mod observe;
 pub mod revoke;
 pub mod token;
@@ -28,6 +29,11 @@ pub fn app(state: AppState) -> Router {
         .route(paths::REVOKE, post(revoke::revoke))
         .route(paths::INTROSPECT, post(introspect::introspect))
         .route(demo::PATH, get(demo::resource))
+        .route(paths::REGISTER, post(register::register))
+        .route(
+            &format!("{}/{{client_id}}", paths::REGISTER),
+            get(register::read).put(register::update).delete(register::delete),
+        )
         .route(
             &format!("{}/{{handle}}", paths::INTERACT),
             get(interact::show).post(interact::decide),

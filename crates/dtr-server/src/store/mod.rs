@@ -60,6 +60,10 @@ pub struct ClientRecord {
     /// RFC 9449 section 5.2 `dpop_bound_access_tokens`: every token, and
     /// every deferral, of this client must be DPoP-bound (DTR-14).
     pub dpop_bound_access_tokens: bool,
+    /// SHA-256 of the RFC 7592 registration access token (registered clients).
+    pub registration_token_hash: Option<String>,
+    /// The client metadata as registered (RFC 7591 section 3.2.1).
+    pub metadata: Option<serde_json::Value>,
 }
 
 impl ClientRecord {
@@ -246,6 +250,8 @@ pub trait ClientStore: Send + Sync {
     /// Sets the admin override; false when the client is unknown.
     async fn set_client_admin_disabled(&self, client_id: &str, disabled: bool)
         -> StoreResult<bool>;
+    /// Deletes a client (RFC 7592 section 2.3); false when unknown.
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
 }
 
 /// Deferrals: every method that changes state is one conditional update

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_dpop.sql"),
     include_str!("../../migrations/postgres/0003_callbacks.sql"),
+    include_str!("../../migrations/postgres/0004_registration.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes
@@ -223,7 +224,7 @@ const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope,
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata";
 
 /// A count as stored (INTEGER); counts beyond `i32` cannot occur, they are
 /// bounded by `slow_down_limit`.
@@ -275,6 +276,8 @@ fn client_from_row(row: &Row) -> StoreResult<ClientRecord> {
         enabled: row.try_get(8).map_err(db_err)?,
         admin_disabled: row.try_get(9).map_err(db_err)?,
         dpop_bound_access_tokens: row.try_get(10).map_err(db_err)?,
+        registration_token_hash: row.try_get(11).map_err(db_err)?,
+        metadata: row.try_get(12).map_err(db_err)?,
     })
 }
 
@@ -285,13 +288,14 @@ impl ClientStore for PostgresStore {
         // outlives restarts and configuration reloads (DTR-23).
         self.execute(
             "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-             notification_endpoint, enabled, dpop_bound_access_tokens) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, \
              auth_method = EXCLUDED.auth_method, grant_types = EXCLUDED.grant_types, scope = EXCLUDED.scope, \
              redirect_uris = EXCLUDED.redirect_uris, jwks = EXCLUDED.jwks, \
              notification_endpoint = EXCLUDED.notification_endpoint, enabled = EXCLUDED.enabled, \
-             dpop_bound_access_tokens = EXCLUDED.dpop_bound_access_tokens",
+             dpop_bound_access_tokens = EXCLUDED.dpop_bound_access_tokens, \
+             registration_token_hash = EXCLUDED.registration_token_hash, metadata = EXCLUDED.metadata",
             &[
                 &c.client_id,
                 &c.secret_hash,
@@ -303,6 +307,8 @@ impl ClientStore for PostgresStore {
                 &c.notification_endpoint,
                 &c.enabled,
                 &c.dpop_bound_access_tokens,
+                &c.registration_token_hash,
+                &c.metadata,
             ],
         )
         .await?;
@@ -343,6 +349,10 @@ impl ClientStore for PostgresStore {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+        Ok(self.execute("DELETE FROM clients WHERE client_id = $1", &[&client_id]).await? == 1)
     }
 }
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_dpop.sql"),
     include_str!("../../migrations/sqlite/0003_callbacks.sql"),
+    include_str!("../../migrations/sqlite/0004_registration.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -173,12 +174,14 @@ fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         enabled: row.get(8)?,
         admin_disabled: row.get(9)?,
         dpop_bound_access_tokens: row.get(10)?,
+        registration_token_hash: row.get(11)?,
+        metadata: json_opt(row, 12)?,
     })
 }
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata";
 
 fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -191,16 +194,18 @@ impl ClientStore for SqliteStore {
         let grant_types = to_json(&c.grant_types)?;
         let redirect_uris = to_json(&c.redirect_uris)?;
         let jwks = c.jwks.as_ref().map(to_json).transpose()?;
+        let metadata = c.metadata.as_ref().map(to_json).transpose()?;
         self.with(move |db| {
             db.execute(
                 "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-                 notification_endpoint, enabled, dpop_bound_access_tokens) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                  ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                  auth_method = excluded.auth_method, grant_types = excluded.grant_types, scope = excluded.scope, \
                  redirect_uris = excluded.redirect_uris, jwks = excluded.jwks, \
                  notification_endpoint = excluded.notification_endpoint, enabled = excluded.enabled, \
-                 dpop_bound_access_tokens = excluded.dpop_bound_access_tokens",
+                 dpop_bound_access_tokens = excluded.dpop_bound_access_tokens, \
+                 registration_token_hash = excluded.registration_token_hash, metadata = excluded.metadata",
                 params![
                     c.client_id,
                     c.secret_hash,
@@ -211,7 +216,9 @@ impl ClientStore for SqliteStore {
                     jwks,
                     c.notification_endpoint,
                     c.enabled,
-                    c.dpop_bound_access_tokens
+                    c.dpop_bound_access_tokens,
+                    c.registration_token_hash,
+                    metadata
                 ],
             )
             .map_err(db_err)?;
@@ -260,6 +267,15 @@ impl ClientStore for SqliteStore {
                     params![id, disabled],
                 )
                 .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+        let id = client_id.to_owned();
+        self.with(move |db| {
+            let n = db.execute("DELETE FROM clients WHERE client_id = ?1", [id]).map_err(db_err)?;
             Ok(n == 1)
         })
         .await

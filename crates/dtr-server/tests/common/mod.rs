@@ -64,16 +64,16 @@ pub async fn harness() -> Harness {
 }
 
 pub async fn harness_with(config: &str) -> Harness {
-    let config = ConfigFile::parse(config)
-        .unwrap()
-        .validate(&Overrides::default())
-        .unwrap();
+    harness_with_resolver(config, Arc::new(dtr_server::outbound::StaticResolver::default())).await
+}
+
+/// A harness whose outbound requests resolve names with `resolver`.
+pub async fn harness_with_resolver(config: &str, resolver: Arc<dtr_server::outbound::StaticResolver>) -> Harness {
+    let config = ConfigFile::parse(config).unwrap().validate(&Overrides::default()).unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let clock = Arc::new(ManualClock::new());
     let issuer = config.issuer.clone().unwrap();
-    let state = AppState::build(config, issuer, store, clock.clone())
-        .await
-        .unwrap();
+    let state = AppState::build_with_resolver(config, issuer, store, clock.clone(), resolver).await.unwrap();
     let app = dtr_server::http::app(state.clone());
     Harness { state, clock, app }
 }

@@ -1,0 +1,181 @@
+//! `POST /register` (RFC 7591) and `GET/PUT/DELETE /register/{client_id}`
+//! (RFC 7592).
+
+use super::error::json_no_store;
+use crate::registration::{self, uses_secret, MetadataError};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dtr_proto::secret::{ct_eq, random_token, sha256_b64};
+use serde_json::{json, Value};
+
+/// Largest accepted registration document.
+const MAX_BODY: usize = 64 * 1024;
+
+fn metadata_error(e: MetadataError) -> Response {
+    json_no_store(StatusCode::BAD_REQUEST, &json!({"error": e.error, "error_description": e.description}))
+}
+
+fn unauthorized(desc: &str) -> Response {
+    let mut r = json_no_store(StatusCode::UNAUTHORIZED, &json!({"error": "invalid_token", "error_description": desc}));
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+    r
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, MetadataError> {
+    let bad = |description: String| MetadataError { error: "invalid_client_metadata", description };
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) {
+        return Err(bad("Content-Type must be application/json".into()));
+    }
+    if body.len() > MAX_BODY {
+        return Err(bad("document too large".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))
+}
+
+fn client_uri(state: &AppState, client_id: &str) -> String {
+    format!("{}{}/{}", state.issuer, dtr_proto::paths::REGISTER, client_id)
+}
+
+/// `POST /register`.
+pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let cfg = &state.config.registration;
+    if !cfg.enabled {
+        return json_no_store(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "access_denied", "error_description": "dynamic client registration is disabled"}),
+        );
+    }
+    if let Some(expected) = &cfg.initial_access_token {
+        let ok = bearer(&headers).is_some_and(|t| ct_eq(sha256_b64(t).as_bytes(), sha256_b64(expected).as_bytes()));
+        if !ok {
+            return unauthorized("an initial access token is required to register");
+        }
+    }
+    let doc = match parse_body(&headers, &body) {
+        Ok(v) => v,
+        Err(e) => return metadata_error(e),
+    };
+    let v = match registration::validate(&state, &doc).await {
+        Ok(v) => v,
+        Err(e) => return metadata_error(e),
+    };
+    let client_id = format!("dyn_{}", random_token(12));
+    let secret = uses_secret(v.auth_method).then(|| random_token(32));
+    let secret_hash = match &secret {
+        None => None,
+        Some(s) => match crate::password::hash_async(s.clone()).await {
+            Ok(h) => Some(h),
+            Err(e) => return super::error::OAuthResponse(super::error::internal(e)).into_response(),
+        },
+    };
+    let rat = random_token(32);
+    let record = registration::record(&client_id, &v, secret_hash, sha256_b64(&rat));
+    if let Err(e) = state.store.upsert_client(&record).await {
+        return super::error::OAuthResponse(super::error::internal(e)).into_response();
+    }
+    state.clients.refresh(record);
+    tracing::info!(client = %client_id, method = v.auth_method.as_str(), "client registered");
+    let mut out = Value::Object(v.metadata);
+    out["client_id"] = json!(client_id);
+    out["client_id_issued_at"] = json!(state.clock.now_ms() / 1000);
+    if let Some(s) = secret {
+        out["client_secret"] = json!(s);
+        out["client_secret_expires_at"] = json!(0);
+    }
+    out["registration_access_token"] = json!(rat);
+    out["registration_client_uri"] = json!(client_uri(&state, &client_id));
+    json_no_store(StatusCode::CREATED, &out)
+}
+
+/// Authenticates an RFC 7592 request: the client's registration access
+/// token. An unknown client and a wrong token look the same (section 2).
+async fn managed(state: &AppState, headers: &HeaderMap, client_id: &str) -> Result<crate::store::ClientRecord, Response> {
+    let token = bearer(headers).ok_or_else(|| unauthorized("registration access token required"))?;
+    let client = state
+        .store
+        .get_client(client_id)
+        .await
+        .map_err(|e| super::error::OAuthResponse(super::error::internal(e)).into_response())?;
+    match client {
+        Some(c) if c.registration_token_hash.as_deref().is_some_and(|h| ct_eq(h.as_bytes(), sha256_b64(token).as_bytes())) => Ok(c),
+        _ => Err(unauthorized("invalid registration access token")),
+    }
+}
+
+fn read_answer(state: &AppState, c: &crate::store::ClientRecord) -> Value {
+    let mut out = c.metadata.clone().unwrap_or_else(|| json!({}));
+    out["client_id"] = json!(c.client_id);
+    out["registration_client_uri"] = json!(client_uri(state, &c.client_id));
+    out
+}
+
+/// `GET /register/{client_id}` (RFC 7592 section 2.1).
+pub async fn read(State(state): State<AppState>, headers: HeaderMap, Path(client_id): Path<String>) -> Response {
+    match managed(&state, &headers, &client_id).await {
+        Ok(c) => json_no_store(StatusCode::OK, &read_answer(&state, &c)),
+        Err(r) => r,
+    }
+}
+
+/// `PUT /register/{client_id}` (RFC 7592 section 2.2): replaces the
+/// metadata; the secret and the registration token stay.
+pub async fn update(State(state): State<AppState>, headers: HeaderMap, Path(client_id): Path<String>, body: Bytes) -> Response {
+    let existing = match managed(&state, &headers, &client_id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let doc = match parse_body(&headers, &body) {
+        Ok(v) => v,
+        Err(e) => return metadata_error(e),
+    };
+    if doc.get("client_id").and_then(Value::as_str) != Some(client_id.as_str()) {
+        return metadata_error(MetadataError {
+            error: "invalid_client_metadata",
+            description: "client_id: must be present and equal to the client's".into(),
+        });
+    }
+    let v = match registration::validate(&state, &doc).await {
+        Ok(v) => v,
+        Err(e) => return metadata_error(e),
+    };
+    // A change of authentication method cannot mint a secret silently.
+    if uses_secret(v.auth_method) != existing.secret_hash.is_some() {
+        return metadata_error(MetadataError {
+            error: "invalid_client_metadata",
+            description: "token_endpoint_auth_method: cannot switch between secret and non-secret methods; register a new client".into(),
+        });
+    }
+    let mut record = registration::record(&client_id, &v, existing.secret_hash.clone(), existing.registration_token_hash.clone().unwrap_or_default());
+    record.admin_disabled = existing.admin_disabled;
+    if let Err(e) = state.store.upsert_client(&record).await {
+        return super::error::OAuthResponse(super::error::internal(e)).into_response();
+    }
+    state.clients.refresh(record.clone());
+    tracing::info!(client = %client_id, "client registration updated");
+    json_no_store(StatusCode::OK, &read_answer(&state, &record))
+}
+
+/// `DELETE /register/{client_id}` (RFC 7592 section 2.3).
+pub async fn delete(State(state): State<AppState>, headers: HeaderMap, Path(client_id): Path<String>) -> Response {
+    if let Err(r) = managed(&state, &headers, &client_id).await {
+        return r;
+    }
+    match state.store.delete_client(&client_id).await {
+        Ok(_) => {
+            state.clients.remove(&client_id);
+            tracing::info!(client = %client_id, "client registration deleted");
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            super::error::no_store(&mut r);
+            r
+        }
+        Err(e) => super::error::OAuthResponse(super::error::internal(e)).into_response(),
+    }
+}
