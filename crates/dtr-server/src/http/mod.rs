@@ -6,6 +6,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod form;
+pub mod html;
 pub mod interact;
 pub mod introspect;
 pub mod register;
