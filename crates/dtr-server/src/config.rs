@@ -512,11 +512,9 @@ impl ConfigFile {
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],
-            client_id: None,
-            grant_type: None,
-            authorization_details_type: None,
             action: action.into(),
             approve_after_seconds: secs,
+            ..Default::default()
         };
         Self {
             dev_mode: true,
@@ -907,6 +905,8 @@ action = "review"
         )
         .contains("clients[0].client_secret"));
         assert!(msg("[[policy]]\naction=\"maybe\"").contains("policy[0].action"));
+        assert!(msg("[[policy]]\naction=\"review\"\nauthorization_details_match={ \"instructedAmount.amount\" = { over = 1 } }")
+            .contains("policy[0].authorization_details_match.\"instructedAmount.amount\""));
         assert!(
             msg("[[policy]]\naction=\"approve_after\"").contains("policy[0].approve_after_seconds")
         );

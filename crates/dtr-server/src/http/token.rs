@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dtr_proto::scope::Scope;
-use dtr_proto::token::{authorization_details_types, DeferralOptIn, TokenRequest};
+use dtr_proto::token::{DeferralOptIn, TokenRequest};
 use dtr_proto::{ErrorCode, OAuthError};
 
 /// The token endpoint.
@@ -106,15 +106,11 @@ async fn client_credentials(
             "requested scope exceeds what the client may ask for",
         ));
     }
-    let ad_types = authorization_details
-        .as_ref()
-        .map(authorization_details_types)
-        .unwrap_or_default();
     let action = state.policy.evaluate(&PolicyRequest {
         client_id: &client.client_id,
         grant_type: dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS,
         scope: &scope,
-        authorization_details_types: &ad_types,
+        authorization_details: authorization_details.as_ref(),
     });
     match action {
         Action::Allow => {
