@@ -24,6 +24,10 @@ pub use error::{ErrorCode, OAuthError};
 pub const GRANT_TYPE_DEFERRED: &str = "urn:ietf:params:oauth:grant-type:deferred";
 /// Grant type of the client credentials grant (OAuth 2.1 section 4.2).
 pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// Grant type of the authorization code grant (OAuth 2.1 section 4.1).
+pub const GRANT_TYPE_AUTHORIZATION_CODE: &str = "authorization_code";
+/// Grant type of the refresh token grant (OAuth 2.1 section 4.3).
+pub const GRANT_TYPE_REFRESH_TOKEN: &str = "refresh_token";
 /// Token type identifier of deferral codes at the revocation endpoint (DTR-31).
 pub const TOKEN_TYPE_DEFERRAL_CODE: &str = "urn:ietf:params:oauth:token-type:deferral-code";
 /// `token_type_hint` for access tokens (RFC 7009 section 2.1).
@@ -49,6 +53,16 @@ pub mod paths {
     pub const REGISTER: &str = "/register";
     /// Page behind an `interaction_uri` (DTR-11); followed by `/{handle}`.
     pub const INTERACT: &str = "/interact";
+    /// Authorization endpoint (OAuth 2.1 section 3.1).
+    pub const AUTHORIZE: &str = "/authorize";
+    /// Where the consent page posts the user's decision.
+    pub const AUTHORIZE_CONSENT: &str = "/authorize/consent";
+    /// Pushed authorization request endpoint (RFC 9126).
+    pub const PAR: &str = "/par";
+    /// Login form of the server's pages.
+    pub const LOGIN: &str = "/login";
+    /// Ends the login session.
+    pub const LOGOUT: &str = "/logout";
     /// Liveness probe that also checks the database.
     pub const HEALTHZ: &str = "/healthz";
     /// Prefix of the admin API.

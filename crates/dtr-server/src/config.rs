@@ -284,6 +284,9 @@ pub struct ClientConfig {
     /// Every token and deferral of this client must be DPoP-bound (DTR-14).
     #[serde(default)]
     pub require_dpop: bool,
+    /// RFC 9126 section 6: authorization requests must come through `/par`.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -369,7 +372,11 @@ impl AuthMethod {
 }
 
 /// Grant types this build can run as originating grants.
-pub const SUPPORTED_GRANT_TYPES: &[&str] = &[dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS];
+pub const SUPPORTED_GRANT_TYPES: &[&str] = &[
+    dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS,
+    dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+    dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
+];
 
 /// A validated client.
 #[derive(Clone)]
@@ -394,6 +401,8 @@ pub struct StaticClient {
     pub enabled: bool,
     /// DPoP required (RFC 9449 `dpop_bound_access_tokens`).
     pub require_dpop: bool,
+    /// Pushed authorization requests required (RFC 9126 section 6).
+    pub require_par: bool,
 }
 
 impl std::fmt::Debug for StaticClient {
@@ -509,6 +518,7 @@ impl ConfigFile {
             deferred_client_notification_endpoint: None,
             enabled: true,
             require_dpop: false,
+            require_pushed_authorization_requests: false,
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],
@@ -710,6 +720,7 @@ impl ConfigFile {
                 notification_endpoint,
                 enabled: c.enabled,
                 require_dpop: c.require_dpop,
+                require_par: c.require_pushed_authorization_requests,
             });
         }
 

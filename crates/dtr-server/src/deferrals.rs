@@ -73,6 +73,17 @@ pub fn binding_required(state: &AppState, client: &crate::store::ClientRecord) -
 
 /// Creates a deferral and builds the deferred response (DTR-8, DTR-11).
 pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredResponse, OAuthError> {
+    create_with_context(state, r, None).await
+}
+
+/// [`create`] for a grant that needs more than the request at redemption:
+/// `grant_context` (see [`crate::grants::GrantContext`]) is stored with the
+/// deferral and re-checked before the token is issued (DTR-23).
+pub async fn create_with_context(
+    state: &AppState,
+    r: DeferRequest,
+    grant_context: Option<serde_json::Value>,
+) -> Result<DeferredResponse, OAuthError> {
     debug_assert!(r.opt_in.completion_mode.deferred && r.action.defers());
     let now = state.clock.now_ms();
     let d = &state.config.deferral;
@@ -114,6 +125,7 @@ pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredRespons
         code_sealed,
         notification_token_sealed,
         callback_not_before,
+        grant_context,
     };
     state
         .store

@@ -23,6 +23,7 @@ pub mod password;
 pub mod policy;
 pub mod registration;
 pub mod sealed;
+pub mod session;
 pub mod state;
 pub mod store;
 pub mod tokens;

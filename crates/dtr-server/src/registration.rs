@@ -187,6 +187,14 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         metadata.insert("deferred_client_notification_endpoint".into(), json!(e));
     }
     metadata.insert("dpop_bound_access_tokens".into(), json!(dpop_bound));
+    // RFC 9126 section 6: the client must push its authorization requests.
+    match obj.get("require_pushed_authorization_requests") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => {
+            metadata.insert("require_pushed_authorization_requests".into(), json!(b));
+        }
+        Some(_) => return Err(bad("require_pushed_authorization_requests", "must be a boolean")),
+    }
     Ok(Validated { auth_method, grant_types, scope, redirect_uris, jwks, notification_endpoint, dpop_bound, metadata })
 }
 
@@ -206,6 +214,7 @@ pub fn record(client_id: &str, v: &Validated, secret_hash: Option<String>, regis
         dpop_bound_access_tokens: v.dpop_bound,
         registration_token_hash: Some(registration_token_hash),
         metadata: Some(Value::Object(v.metadata.clone())),
+        require_par: v.metadata.get("require_pushed_authorization_requests").and_then(Value::as_bool).unwrap_or(false),
     }
 }
 

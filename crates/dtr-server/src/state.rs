@@ -30,8 +30,6 @@ pub struct Inner {
     pub signer: TokenSigner,
     /// Clients for authentication.
     pub clients: ClientRegistry,
-    /// Users: name to Argon2id PHC string.
-    pub users: HashMap<String, String>,
     /// Deferral policy.
     pub policy: Policy,
     /// SHA-256 of the admin token; `None` disables the admin API.
@@ -139,6 +137,7 @@ impl AppState {
                 dpop_bound_access_tokens: c.require_dpop,
                 registration_token_hash: None,
                 metadata: None,
+                require_par: c.require_par,
             };
             store
                 .upsert_client(&record)
@@ -165,15 +164,7 @@ impl AppState {
             }
         };
 
-        let mut users = HashMap::new();
-        for u in &config.users {
-            users.insert(
-                u.username.clone(),
-                crate::password::hash_async(u.password.clone())
-                    .await
-                    .map_err(e)?,
-            );
-        }
+        sync_users(store.as_ref(), &config).await.map_err(e)?;
         let admin_token_sha256 = config
             .admin_token
             .as_ref()
@@ -186,7 +177,6 @@ impl AppState {
             clock,
             signer,
             clients,
-            users,
             policy,
             admin_token_sha256,
             dpop_nonce_key,
@@ -197,8 +187,52 @@ impl AppState {
         })))
     }
 
-    /// Verifies a user's password (unknown users take as long).
+    /// Verifies a user's password against the store; unknown and disabled
+    /// users fail, and take as long.
     pub async fn verify_user(&self, username: &str, password: &str) -> bool {
-        crate::password::verify_async(password.to_owned(), self.users.get(username).cloned()).await
+        let user = self.store.get_user(username).await.ok().flatten();
+        let active = user.as_ref().is_some_and(|u| u.is_active());
+        let ok = crate::password::verify_async(password.to_owned(), user.map(|u| u.password_hash)).await;
+        ok && active
     }
+}
+
+/// Writes the configured users to the store (passwords hashed, the stored
+/// hash kept when it still matches so a restart does not rehash), and
+/// disables stored users the configuration no longer lists. An admin's
+/// `admin_disabled` is kept either way (DTR-23).
+async fn sync_users(store: &dyn crate::store::Store, config: &Config) -> Result<(), String> {
+    let existing: HashMap<String, crate::store::UserRecord> = store
+        .list_users()
+        .await
+        .map_err(|x| x.to_string())?
+        .into_iter()
+        .map(|u| (u.username.clone(), u))
+        .collect();
+    for u in &config.users {
+        let password_hash = match existing.get(&u.username) {
+            Some(old) if crate::password::verify_async(u.password.clone(), Some(old.password_hash.clone())).await => {
+                old.password_hash.clone()
+            }
+            _ => crate::password::hash_async(u.password.clone()).await?,
+        };
+        store
+            .upsert_user(&crate::store::UserRecord {
+                username: u.username.clone(),
+                password_hash,
+                enabled: true,
+                admin_disabled: false,
+            })
+            .await
+            .map_err(|x| x.to_string())?;
+    }
+    for (name, old) in existing {
+        if old.enabled && !config.users.iter().any(|u| u.username == name) {
+            store
+                .upsert_user(&crate::store::UserRecord { enabled: false, ..old })
+                .await
+                .map_err(|x| x.to_string())?;
+        }
+    }
+    Ok(())
 }

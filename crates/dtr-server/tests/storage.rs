@@ -38,6 +38,7 @@ fn new_deferral(id: &str, client: &str, created_at: i64) -> NewDeferral {
         code_sealed: None,
         notification_token_sealed: None,
         callback_not_before: None,
+        grant_context: None,
     }
 }
 
@@ -67,6 +68,7 @@ fn client(id: &str) -> ClientRecord {
         dpop_bound_access_tokens: false,
         registration_token_hash: None,
         metadata: None,
+        require_par: false,
     }
 }
 

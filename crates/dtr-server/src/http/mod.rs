@@ -9,6 +9,7 @@ pub mod form;
 pub mod html;
 pub mod interact;
 pub mod introspect;
+pub mod login;
 pub mod register;
 pub mod observe;
 pub mod revoke;
@@ -39,6 +40,8 @@ pub fn app(state: AppState) -> Router {
             &format!("{}/{{handle}}", paths::INTERACT),
             get(interact::show).post(interact::decide),
         )
+        .route(paths::LOGIN, get(login::show).post(login::login))
+        .route(paths::LOGOUT, post(login::logout))
         .merge(admin::router(state.clone()))
         // Request id, span, access log line and request metrics; see
         // `observe` for what may be logged (DTR-36).

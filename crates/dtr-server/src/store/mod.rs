@@ -6,8 +6,11 @@
 //! whatever the number of server nodes: the database decides who wins,
 //! never a read followed by a write.
 
+pub mod accounts;
 pub mod postgres;
 pub mod sqlite;
+
+pub use accounts::*;
 
 use async_trait::async_trait;
 use dtr_proto::deferral::{DeferralState, PollView};
@@ -64,6 +67,8 @@ pub struct ClientRecord {
     pub registration_token_hash: Option<String>,
     /// The client metadata as registered (RFC 7591 section 3.2.1).
     pub metadata: Option<serde_json::Value>,
+    /// RFC 9126 section 6: authorization requests must be pushed.
+    pub require_par: bool,
 }
 
 impl ClientRecord {
@@ -121,6 +126,9 @@ pub struct NewDeferral {
     pub notification_token_sealed: Option<String>,
     /// No callback before this time (DTR-27).
     pub callback_not_before: Option<i64>,
+    /// What the originating grant needs at redemption (user, session,
+    /// consent, refresh token family), re-checked then (DTR-23).
+    pub grant_context: Option<serde_json::Value>,
 }
 
 /// A stored deferral.
@@ -168,6 +176,8 @@ pub struct DeferralRecord {
     pub redeemed_at: Option<i64>,
     /// DPoP key binding (DTR-13).
     pub dpop_jkt: Option<String>,
+    /// What the originating grant needs at redemption (see [`NewDeferral`]).
+    pub grant_context: Option<serde_json::Value>,
 }
 
 impl DeferralRecord {
@@ -423,7 +433,7 @@ pub trait CallbackStore: Send + Sync {
 
 /// Everything the server needs from a database.
 #[async_trait]
-pub trait Store: ClientStore + DeferralStore + TokenStore + CallbackStore + 'static {
+pub trait Store: ClientStore + DeferralStore + TokenStore + CallbackStore + AccountStore + 'static {
     /// Cheap round trip for `/healthz`.
     async fn ping(&self) -> StoreResult<()>;
 }

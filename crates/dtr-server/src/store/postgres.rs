@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+/// Users, sessions, consents, codes and refresh tokens.
+mod accounts;
+
 /// Migrations in order, in step with `migrations/sqlite/` (same numbers,
 /// same meaning); applied ones never change (migrations/README.md).
 const MIGRATIONS: &[&str] = &[
@@ -22,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_dpop.sql"),
     include_str!("../../migrations/postgres/0003_callbacks.sql"),
     include_str!("../../migrations/postgres/0004_registration.sql"),
+    include_str!("../../migrations/postgres/0005_accounts.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes
@@ -220,11 +224,11 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> StoreResult<()> {
 
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
-     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt";
+     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context";
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par";
 
 /// A count as stored (INTEGER); counts beyond `i32` cannot occur, they are
 /// bounded by `slow_down_limit`.
@@ -260,6 +264,7 @@ fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
         resolved_at: row.try_get(18).map_err(db_err)?,
         redeemed_at: row.try_get(19).map_err(db_err)?,
         dpop_jkt: row.try_get(20).map_err(db_err)?,
+        grant_context: row.try_get(21).map_err(db_err)?,
     })
 }
 
@@ -278,6 +283,7 @@ fn client_from_row(row: &Row) -> StoreResult<ClientRecord> {
         dpop_bound_access_tokens: row.try_get(10).map_err(db_err)?,
         registration_token_hash: row.try_get(11).map_err(db_err)?,
         metadata: row.try_get(12).map_err(db_err)?,
+        require_par: row.try_get(13).map_err(db_err)?,
     })
 }
 
@@ -288,14 +294,15 @@ impl ClientStore for PostgresStore {
         // outlives restarts and configuration reloads (DTR-23).
         self.execute(
             "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, \
              auth_method = EXCLUDED.auth_method, grant_types = EXCLUDED.grant_types, scope = EXCLUDED.scope, \
              redirect_uris = EXCLUDED.redirect_uris, jwks = EXCLUDED.jwks, \
              notification_endpoint = EXCLUDED.notification_endpoint, enabled = EXCLUDED.enabled, \
              dpop_bound_access_tokens = EXCLUDED.dpop_bound_access_tokens, \
-             registration_token_hash = EXCLUDED.registration_token_hash, metadata = EXCLUDED.metadata",
+             registration_token_hash = EXCLUDED.registration_token_hash, metadata = EXCLUDED.metadata, \
+             require_par = EXCLUDED.require_par",
             &[
                 &c.client_id,
                 &c.secret_hash,
@@ -309,6 +316,7 @@ impl ClientStore for PostgresStore {
                 &c.dpop_bound_access_tokens,
                 &c.registration_token_hash,
                 &c.metadata,
+                &c.require_par,
             ],
         )
         .await?;
@@ -362,8 +370,8 @@ impl DeferralStore for PostgresStore {
         self.execute(
             "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
              state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
-             notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             &[
                 &d.id,
                 &d.code_hash,
@@ -382,6 +390,7 @@ impl DeferralStore for PostgresStore {
                 &d.code_sealed,
                 &d.notification_token_sealed,
                 &d.callback_not_before,
+                &d.grant_context,
             ],
         )
         .await?;

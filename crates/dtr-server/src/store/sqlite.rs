@@ -9,12 +9,16 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+/// Users, sessions, consents, codes and refresh tokens.
+mod accounts;
+
 /// Migrations in order; applied ones never change (migrations/README.md).
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_dpop.sql"),
     include_str!("../../migrations/sqlite/0003_callbacks.sql"),
     include_str!("../../migrations/sqlite/0004_registration.sql"),
+    include_str!("../../migrations/sqlite/0005_accounts.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -110,7 +114,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
-     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt";
+     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context";
 
 fn corrupt(col: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -153,6 +157,7 @@ fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
         resolved_at: row.get(18)?,
         redeemed_at: row.get(19)?,
         dpop_jkt: row.get(20)?,
+        grant_context: json_opt(row, 21)?,
     })
 }
 
@@ -176,12 +181,13 @@ fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         dpop_bound_access_tokens: row.get(10)?,
         registration_token_hash: row.get(11)?,
         metadata: json_opt(row, 12)?,
+        require_par: row.get(13)?,
     })
 }
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par";
 
 fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -198,14 +204,15 @@ impl ClientStore for SqliteStore {
         self.with(move |db| {
             db.execute(
                 "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
                  ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                  auth_method = excluded.auth_method, grant_types = excluded.grant_types, scope = excluded.scope, \
                  redirect_uris = excluded.redirect_uris, jwks = excluded.jwks, \
                  notification_endpoint = excluded.notification_endpoint, enabled = excluded.enabled, \
                  dpop_bound_access_tokens = excluded.dpop_bound_access_tokens, \
-                 registration_token_hash = excluded.registration_token_hash, metadata = excluded.metadata",
+                 registration_token_hash = excluded.registration_token_hash, metadata = excluded.metadata, \
+                 require_par = excluded.require_par",
                 params![
                     c.client_id,
                     c.secret_hash,
@@ -218,7 +225,8 @@ impl ClientStore for SqliteStore {
                     c.enabled,
                     c.dpop_bound_access_tokens,
                     c.registration_token_hash,
-                    metadata
+                    metadata,
+                    c.require_par
                 ],
             )
             .map_err(db_err)?;
@@ -287,12 +295,13 @@ impl DeferralStore for SqliteStore {
     async fn insert_deferral(&self, d: &NewDeferral) -> StoreResult<()> {
         let d = d.clone();
         let ad = d.authorization_details.as_ref().map(to_json).transpose()?;
+        let ctx = d.grant_context.as_ref().map(to_json).transpose()?;
         self.with(move |db| {
             db.execute(
                 "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
                  state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
-                 notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 params![
                     d.id,
                     d.code_hash,
@@ -310,7 +319,8 @@ impl DeferralStore for SqliteStore {
                     d.dpop_jkt,
                     d.code_sealed,
                     d.notification_token_sealed,
-                    d.callback_not_before
+                    d.callback_not_before,
+                    ctx
                 ],
             )
             .map_err(db_err)?;
