@@ -13,10 +13,8 @@
 //! value a client sends (an unknown `grant_type`, an odd HTTP method) is
 //! folded into `other` so that nobody can grow the label set at will.
 //!
-//! Not recorded yet, because the features do not exist yet: callback
-//! deliveries, retries, failures and latency (DTR-26..28) and database pool
-//! usage (PostgreSQL). Their methods belong in this file, beside the
-//! deferral ones, when the callback sender and the pool land.
+//! Not recorded yet: database pool usage (PostgreSQL). Its methods belong
+//! in this file, beside the deferral and callback ones.
 
 use dtr_proto::ErrorCode;
 use metrics::{counter, gauge, histogram, Unit};
