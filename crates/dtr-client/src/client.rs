@@ -104,10 +104,10 @@ impl Nonces {
 }
 
 /// An HTTP answer read to the end (bounded by [`crate::http::MAX_BODY`]).
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
@@ -528,7 +528,7 @@ impl Client {
     /// to use in a `DPoP-Nonce` header; the request is then repeated once,
     /// with a new proof (the server has seen the old `jti`) and a new
     /// client assertion (likewise single-use).
-    async fn post_form(
+    pub(crate) async fn post_form(
         &self,
         endpoint: &str,
         params: &[(&str, &str)],
@@ -597,7 +597,7 @@ impl Client {
     }
 }
 
-fn oauth_or_unexpected(status: u16, body: &[u8]) -> Error {
+pub(crate) fn oauth_or_unexpected(status: u16, body: &[u8]) -> Error {
     match parse_oauth_error(body) {
         Some(error) => Error::OAuth { status, error },
         None => unexpected(status, body),

@@ -17,6 +17,12 @@
 //!   [`Client::fetch_resource`] presents a DPoP-bound token to a resource.
 //! - [`ClientAuth::PrivateKeyJwt`] authenticates with a fresh RFC 7523
 //!   assertion signed by an [`Es256Key`] on every request.
+//! - [`Client::device_authorization`] and [`Client::device_token`] run the
+//!   device grant (RFC 8628), with the DTR hint when asked (DTR-4, DTR-5).
+//! - [`CallbackReceiver`] is an axum router that checks the bearer of
+//!   callback notifications in constant time (DTR-26) and wakes the poller
+//!   of the matching deferral; it never takes a callback as the result
+//!   (DTR-30).
 //! - [`AdminClient`] drives the server's admin API.
 //!
 //! Requirement numbers (`DTR-n`) refer to the project's SPEC.md.
@@ -24,9 +30,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod callback;
 pub mod client;
 pub mod clock;
 pub mod deferral;
+pub mod device;
 pub mod dpop;
 pub mod error;
 mod http;
@@ -35,9 +43,11 @@ pub mod poller;
 
 pub use admin::{AdminClient, AdminError};
 pub use auth::ClientAuth;
+pub use callback::{CallbackReceiver, CALLBACK_PATH};
 pub use client::{Client, ClientCredentialsRequest, ResourceResponse, TokenReply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use deferral::{Deferral, TokenResult};
+pub use device::{DeviceAuthorization, DeviceAuthorizationRequest};
 pub use dpop::DpopKey;
 pub use error::Error;
 pub use keys::Es256Key;

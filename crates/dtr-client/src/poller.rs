@@ -635,6 +635,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn resumed_from_saved_json_after_a_restart() {
+        // A deferral saved as JSON (what `dtr token --state` writes) and
+        // read back by a new process 7 s later: the first poll, due at 5 s,
+        // goes out at once, the next one an interval later, and the code's
+        // lifetime still counts from the original deferred response.
+        let saved = serde_json::to_string(&deferral(20, 5)).unwrap();
+        let clock = ManualClock::new(7_000);
+        let t = Script::new(
+            &clock,
+            vec![
+                err("authorization_pending"),
+                err("authorization_pending"),
+                err("authorization_pending"),
+            ],
+        );
+        let restored: Deferral = serde_json::from_str(&saved).unwrap();
+        let mut p = Poller::new(&t, clock.clone(), &restored);
+        let (r, _) = run_collect(&mut p).await;
+        assert!(matches!(r, Ok(PollOutcome::Expired)), "{r:?}");
+        // 7 s (overdue), 12 s, 17 s; 22 s would be past the 20 s lifetime
+        // and 19 s sooner than the interval allows.
+        assert_eq!(t.calls(), [7_000, 12_000, 17_000]);
+    }
+
+    #[tokio::test]
     async fn bare_code_without_expiry_polls_until_the_server_says_expired() {
         let clock = ManualClock::new(100);
         let t = Script::new(
