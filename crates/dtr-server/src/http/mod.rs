@@ -11,6 +11,7 @@ pub mod interact;
 pub mod introspect;
 pub mod login;
 pub mod register;
+pub mod review;
 pub mod observe;
 pub mod revoke;
 pub mod token;
@@ -43,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .route(paths::LOGIN, get(login::show).post(login::login))
         .route(paths::LOGOUT, post(login::logout))
         .merge(admin::router(state.clone()))
+        .merge(review::router())
         // Request id, span, access log line and request metrics; see
         // `observe` for what may be logged (DTR-36).
         .layer(axum::middleware::from_fn_with_state(

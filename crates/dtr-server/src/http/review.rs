@@ -1,0 +1,356 @@
+//! `/review`: the review console where people approve, deny or narrow
+//! deferred requests (DESIGN.md). It drives the same service functions as
+//! the admin API, so both enforce the same rules (narrowing only, DTR-24;
+//! decisions only while pending).
+//!
+//! Reviewers sign in with the admin token. The console keeps no server
+//! state: its cookie is an expiry signed with a key derived from the admin
+//! token, so it works on every node and dies when the token changes. Every
+//! form carries a CSRF token bound to that cookie. Reviewers see the
+//! deferral's id, never its code (DTR-9).
+
+use super::form::Form;
+use super::html::{escape, page};
+use crate::clock::rfc3339;
+use crate::deferrals::{self, DecisionError};
+use crate::state::AppState;
+use crate::store::{DeferralFilter, DeferralRecord};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use dtr_proto::secret::ct_eq;
+use dtr_proto::scope::Scope;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Cookie of a signed-in reviewer.
+const COOKIE: &str = "dtr_review";
+/// How long a sign-in lasts.
+const SESSION_SECS: i64 = 8 * 3600;
+
+/// The console's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/review", get(list))
+        .route("/review/login", post(login))
+        .route("/review/logout", post(logout))
+        .route("/review/{id}", get(show))
+        .route("/review/{id}/{action}", post(act))
+}
+
+fn key(state: &AppState) -> Option<[u8; 32]> {
+    let admin = state.admin_token_sha256?;
+    let mut h = Sha256::new();
+    h.update(b"dtr review console v1");
+    h.update(admin);
+    Some(h.finalize().into())
+}
+
+fn mac(key: &[u8; 32], parts: &[&[u8]]) -> String {
+    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else { return String::new() };
+    for p in parts {
+        m.update(p);
+        m.update(b"\n");
+    }
+    URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A signed-in reviewer: the cookie value, which also keys CSRF tokens.
+struct Reviewer {
+    cookie: String,
+    key: [u8; 32],
+}
+
+impl Reviewer {
+    fn csrf(&self) -> String {
+        mac(&self.key, &[b"csrf", self.cookie.as_bytes()])
+    }
+
+    fn csrf_ok(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|p| ct_eq(p.as_bytes(), self.csrf().as_bytes()))
+    }
+}
+
+fn reviewer(state: &AppState, headers: &HeaderMap) -> Option<Reviewer> {
+    let key = key(state)?;
+    let cookie = cookie_value(headers)?;
+    let (exp, sig) = cookie.split_once('.')?;
+    let exp_secs: i64 = exp.parse().ok()?;
+    if exp_secs <= state.clock.now_ms() / 1000 || !ct_eq(sig.as_bytes(), mac(&key, &[b"session", exp.as_bytes()]).as_bytes()) {
+        return None;
+    }
+    Some(Reviewer { cookie, key })
+}
+
+fn secure_attr(state: &AppState) -> &'static str {
+    if state.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn login_page(state: &AppState, status: StatusCode, message: &str) -> Response {
+    if key(state).is_none() {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Review console",
+            "<p>The review console is off: set <code>[admin] token</code> in the configuration.</p>",
+        );
+    }
+    let msg = if message.is_empty() { String::new() } else { format!("<p><strong>{}</strong></p>", escape(message)) };
+    page(
+        status,
+        "Review console",
+        &format!(
+            "{msg}<form method=\"post\" action=\"/review/login\">\
+             <label>Admin token <input name=\"token\" type=\"password\" autocomplete=\"off\" required></label>\
+             <button>Sign in</button></form>"
+        ),
+    )
+}
+
+async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
+    let (Some(key), Some(expected)) = (key(&state), state.admin_token_sha256) else {
+        return login_page(&state, StatusCode::FORBIDDEN, "");
+    };
+    let presented: [u8; 32] = Sha256::digest(p.get("token").unwrap_or_default().as_bytes()).into();
+    if !ct_eq(&presented, &expected) {
+        tracing::info!("review console sign-in refused");
+        return login_page(&state, StatusCode::UNAUTHORIZED, "That token is not right.");
+    }
+    let exp = (state.clock.now_ms() / 1000 + SESSION_SECS).to_string();
+    let value = format!("{exp}.{}", mac(&key, &[b"session", exp.as_bytes()]));
+    let mut r = redirect("/review");
+    let cookie = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/review; Max-Age={SESSION_SECS}{}", secure_attr(&state));
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(p): Form) -> Response {
+    if let Some(rv) = reviewer(&state, &headers) {
+        if !rv.csrf_ok(p.get("csrf")) {
+            return page(StatusCode::FORBIDDEN, "Refused", "<p>The form was stale. Go back and reload.</p>");
+        }
+    }
+    let mut r = redirect("/review");
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/review; Max-Age=0{}", secure_attr(&state));
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+fn summary_row(d: &DeferralRecord, now: i64) -> String {
+    let st = d.effective_state(now);
+    let waiting = if d.interaction_handle.is_some() && st.is_pending() { " (waiting for the user)" } else { "" };
+    format!(
+        "<tr><td><a href=\"/review/{id}\">{id}</a></td><td>{client}</td><td>{grant}</td><td>{scope}</td>\
+         <td>{state}{waiting}</td><td>{progress}</td><td>{created}</td><td>{expires}</td></tr>",
+        id = escape(&d.id),
+        client = escape(&d.client_id),
+        grant = escape(&d.grant_type),
+        scope = escape(&d.scope),
+        state = st.as_str(),
+        progress = escape(d.progress.as_deref().unwrap_or("")),
+        created = rfc3339(d.created_at),
+        expires = rfc3339(d.expires_at),
+    )
+}
+
+async fn list(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let Some(rv) = reviewer(&state, &headers) else {
+        return login_page(&state, StatusCode::OK, "");
+    };
+    let wanted = q.state.as_deref().filter(|s| !s.is_empty()).unwrap_or("pending");
+    let filter = DeferralFilter {
+        state: if wanted == "all" { None } else { wanted.parse().ok() },
+        client_id: None,
+        limit: 200,
+    };
+    let now = state.clock.now_ms();
+    let rows = match state.store.list_deferrals(&filter, now).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "review console listing failed");
+            return page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "<p>The list could not be read.</p>");
+        }
+    };
+    let tabs: String = ["pending", "approved", "denied", "cancelled", "expired", "redeemed", "all"]
+        .iter()
+        .map(|s| if *s == wanted { format!("<strong>{s}</strong>") } else { format!("<a href=\"/review?state={s}\">{s}</a>") })
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let body: String = rows.iter().map(|d| summary_row(d, now)).collect();
+    let table = if rows.is_empty() {
+        "<p>Nothing here.</p>".to_owned()
+    } else {
+        format!(
+            "<table><thead><tr><th>Id</th><th>Client</th><th>Grant</th><th>Scope</th><th>State</th>\
+             <th>Step</th><th>Created</th><th>Expires</th></tr></thead><tbody>{body}</tbody></table>"
+        )
+    };
+    page(
+        StatusCode::OK,
+        "Deferred requests",
+        &format!(
+            "<p>{tabs}</p>{table}<form method=\"post\" action=\"/review/logout\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Sign out</button></form>",
+            csrf = escape(&rv.csrf())
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    done: Option<String>,
+    error: Option<String>,
+}
+
+async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<ShowQuery>) -> Response {
+    let Some(rv) = reviewer(&state, &headers) else {
+        return login_page(&state, StatusCode::OK, "");
+    };
+    let d = match state.store.deferral_by_id(&id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return page(StatusCode::NOT_FOUND, "Not found", "<p>No such deferral. <a href=\"/review\">Back</a></p>"),
+        Err(e) => {
+            tracing::error!(error = %e, "review console read failed");
+            return page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "<p>The deferral could not be read.</p>");
+        }
+    };
+    let now = state.clock.now_ms();
+    let st = d.effective_state(now);
+    let csrf = escape(&rv.csrf());
+    let notice = match (q.done.as_deref(), q.error.as_deref()) {
+        (_, Some(e)) => format!("<p><strong>Not done: {}</strong></p>", escape(e)),
+        (Some(done), _) => format!("<p><strong>Done: {}.</strong></p>", escape(done)),
+        _ => String::new(),
+    };
+    let details = d
+        .authorization_details
+        .as_ref()
+        .map(|a| format!("<dt>Authorization details</dt><dd><pre>{}</pre></dd>", escape(&serde_json::to_string_pretty(a).unwrap_or_default())))
+        .unwrap_or_default();
+    let mut html = format!(
+        "{notice}<p><a href=\"/review\">All pending</a></p><dl>\
+         <dt>Id</dt><dd>{id}</dd><dt>Client</dt><dd>{client}</dd><dt>Grant</dt><dd>{grant}</dd>\
+         <dt>Subject</dt><dd>{subject}</dd><dt>Requested scope</dt><dd>{scope}</dd>{details}\
+         <dt>State</dt><dd>{state}</dd><dt>Step</dt><dd>{progress}</dd>\
+         <dt>Created</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl>",
+        id = escape(&d.id),
+        client = escape(&d.client_id),
+        grant = escape(&d.grant_type),
+        subject = escape(d.subject.as_deref().unwrap_or("")),
+        scope = escape(&d.scope),
+        state = st.as_str(),
+        progress = escape(d.progress.as_deref().unwrap_or("(none)")),
+        created = rfc3339(d.created_at),
+        expires = rfc3339(d.expires_at),
+    );
+    if st.is_pending() {
+        // Narrowing only (DTR-24): the reviewer can only untick requested scopes.
+        let boxes: String = Scope::parse(&d.scope)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| format!("<label><input type=\"checkbox\" name=\"scope_{s}\" value=\"1\" checked> {s}</label>", s = escape(s)))
+            .collect();
+        let interaction = if d.interaction_handle.is_some() {
+            format!("<form method=\"post\" action=\"/review/{id}/interaction\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <input type=\"hidden\" name=\"required\" value=\"false\"><button>Stop waiting for the user</button></form>", id = escape(&d.id))
+        } else {
+            format!("<form method=\"post\" action=\"/review/{id}/interaction\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <input type=\"hidden\" name=\"required\" value=\"true\"><button>Ask the user to act (interaction_required)</button></form>", id = escape(&d.id))
+        };
+        html.push_str(&format!(
+            "<h2>Decide</h2>\
+             <form method=\"post\" action=\"/review/{id}/approve\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <fieldset><legend>Grant these scopes</legend>{boxes}</fieldset><button>Approve</button></form>\
+             <form method=\"post\" action=\"/review/{id}/deny\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label>Reason (kept for audit, not sent to the client) <input name=\"reason\" maxlength=\"500\"></label><button>Deny</button></form>\
+             <form method=\"post\" action=\"/review/{id}/progress\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label>Progress step (an identifier such as document_review, never personal data) \
+             <input name=\"step\" pattern=\"[A-Za-z0-9_.-]{{1,64}}\" required></label><button>Report step</button></form>{interaction}",
+            id = escape(&d.id)
+        ));
+    }
+    page(StatusCode::OK, "Deferred request", &html)
+}
+
+async fn act(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(p): Form,
+) -> Response {
+    let Some(rv) = reviewer(&state, &headers) else {
+        return login_page(&state, StatusCode::UNAUTHORIZED, "Sign in again.");
+    };
+    if !rv.csrf_ok(p.get("csrf")) {
+        return page(StatusCode::FORBIDDEN, "Refused", "<p>The form was stale. Go back and reload.</p>");
+    }
+    let result = match action.as_str() {
+        "approve" => {
+            let requested = match state.store.deferral_by_id(&id).await {
+                Ok(Some(d)) => d.scope,
+                Ok(None) => return page(StatusCode::NOT_FOUND, "Not found", "<p>No such deferral.</p>"),
+                Err(_) => return page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "<p>Try again.</p>"),
+            };
+            let requested = Scope::parse(&requested).unwrap_or_default();
+            let kept: Vec<&str> = requested.iter().filter(|s| p.get(&format!("scope_{s}")).is_some()).collect();
+            if kept.is_empty() && !requested.is_empty() {
+                Err(DecisionError::Invalid("tick at least one scope, or deny the request".into()))
+            } else {
+                deferrals::approve(&state, &id, Some(&kept.join(" ")), "review").await.map(|_| "approved")
+            }
+        }
+        "deny" => deferrals::deny(&state, &id, p.get("reason"), "review").await.map(|_| "denied"),
+        "progress" => deferrals::progress(&state, &id, p.get("step").unwrap_or_default()).await.map(|_| "step reported"),
+        "interaction" => {
+            let required = p.get("required") != Some("false");
+            deferrals::set_interaction(&state, &id, required).await.map(|_| "interaction updated")
+        }
+        _ => return page(StatusCode::NOT_FOUND, "Not found", "<p>Unknown action.</p>"),
+    };
+    let back = format!("/review/{}", urlencode(&id));
+    match result {
+        Ok(done) => redirect(&format!("{back}?done={}", urlencode(done))),
+        Err(DecisionError::NotFound) => page(StatusCode::NOT_FOUND, "Not found", "<p>No such deferral.</p>"),
+        Err(DecisionError::NotPending(m) | DecisionError::Invalid(m)) => redirect(&format!("{back}?error={}", urlencode(&m))),
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
