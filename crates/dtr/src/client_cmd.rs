@@ -14,15 +14,35 @@
 //! `poll`/`cancel` need the same key file (`--dpop-jkt` lets them check
 //! that before sending anything). `--private-key FILE` authenticates with
 //! `private_key_jwt` (RFC 7523 section 2.2).
+//!
+//! Callbacks (DTR-25..30): `dtr token --callback-listen ADDR` serves the
+//! library's [`CallbackReceiver`] on ADDR and sends a fresh 160-bit
+//! `client_notification_token`; a valid callback wakes the poller, which
+//! still polls on its schedule (DTR-30: the callback only says "poll now").
+//!
+//! Saved state: `--state FILE` holds the [`Deferral`] as JSON (mode 0600:
+//! it holds the code, DTR-29). `dtr token` writes it as soon as the request
+//! is deferred, so an interrupted or killed run can be resumed with
+//! `dtr poll --state FILE` or cancelled with `dtr cancel --state FILE`; the
+//! file is removed once the deferral is finished (token, denial,
+//! cancellation, expiry).
+//!
+//! Progress: on a terminal (stderr) a spinner line with the elapsed time,
+//! the current step and the time to the next poll, the interaction URI on
+//! lines of its own; otherwise one plain line per poll.
 
 use clap::{Args, ValueEnum};
 use dtr_client::{
-    Client, ClientAuth, ClientCredentialsRequest, ClientSecret, Deferral, DeferralCode, DpopKey,
-    Error, ErrorCode, Es256Key, NotificationToken, OAuthError, PollOutcome, PollProgress, Poller,
-    SystemClock, TokenResponse, TokenResult,
+    CallbackReceiver, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, Deferral,
+    DeferralCode, DpopKey, Error, ErrorCode, Es256Key, NotificationToken, OAuthError, PollOutcome,
+    PollProgress, Poller, SystemClock, TokenResponse, TokenResult, CALLBACK_PATH,
 };
 use dtr_proto::secret::MIN_NOTIFICATION_TOKEN_LEN;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Exit code of success.
 const OK: u8 = 0;
@@ -121,6 +141,17 @@ pub struct TokenArgs {
     /// RFC 9396 authorization_details as a JSON array.
     #[arg(long)]
     authorization_details: Option<String>,
+    /// Receive callback notifications (DTR-26) on ADDR (e.g.
+    /// 127.0.0.1:8765): sends a fresh client_notification_token and polls
+    /// at once when a valid callback arrives. The client's registered
+    /// deferred_client_notification_endpoint must be http(s)://ADDR/callback.
+    #[arg(long, value_name = "ADDR")]
+    callback_listen: Option<SocketAddr>,
+    /// Save the deferral to FILE (JSON, mode 0600, holds the code) as soon
+    /// as the request is deferred; resume with `dtr poll --state FILE`.
+    /// Removed when the deferral is finished.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
 }
 
 /// `dtr poll`: resume polling a deferral code.
@@ -155,6 +186,11 @@ pub struct PollArgs {
     /// anything is sent).
     #[arg(long, value_name = "JKT")]
     dpop_jkt: Option<String>,
+    /// Resume the deferral saved by `dtr token --state FILE` (code,
+    /// interval, expiry and DPoP binding come from the file); the file is
+    /// removed when the deferral is finished.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
 }
 
 /// `dtr cancel`: cancel a deferral through revocation (DTR-31).
@@ -175,6 +211,10 @@ pub struct CancelArgs {
     /// The dpop_jkt printed by `dtr token --no-wait` (see `dtr poll`).
     #[arg(long, value_name = "JKT")]
     dpop_jkt: Option<String>,
+    /// Cancel the deferral saved by `dtr token --state FILE`; the file is
+    /// removed afterwards.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
 }
 
 /// Runs `dtr token`.
@@ -209,6 +249,44 @@ pub async fn token(args: TokenArgs) -> u8 {
         eprintln!("error: --no-wait with --dpop would lose the key the deferral is bound to; use --dpop-key FILE");
         return USAGE;
     }
+    if args.no_wait && args.callback_listen.is_some() {
+        eprintln!(
+            "error: --callback-listen with --no-wait: the receiver would stop with this process"
+        );
+        return USAGE;
+    }
+    if let Some(path) = &args.state {
+        // Never overwrite a saved deferral that may still be pending.
+        if path.exists() {
+            eprintln!(
+                "error: --state {}: the file exists (it may hold a pending deferral); resume it with `dtr poll --state`, or remove it",
+                path.display()
+            );
+            return USAGE;
+        }
+    }
+    let callbacks = match args.callback_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().unwrap_or(addr);
+                eprintln!(
+                    "callback receiver listening on http://{bound}{CALLBACK_PATH} (the client's deferred_client_notification_endpoint must point here)"
+                );
+                Some((listener, CallbackReceiver::new()))
+            }
+            Err(e) => {
+                eprintln!("error: --callback-listen {addr}: cannot listen: {e}");
+                return USAGE;
+            }
+        },
+    };
+    // DTR-12: one fresh 160-bit token per request authenticates the
+    // callbacks of this deferral only.
+    let notification_token = match (&callbacks, notification_token) {
+        (Some(_), None) => Some(NotificationToken::generate()),
+        (_, t) => t,
+    };
     let client = match discover(&args.conn, auth).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -217,23 +295,48 @@ pub async fn token(args: TokenArgs) -> u8 {
     let req = ClientCredentialsRequest {
         scope: args.scope,
         deferred: args.deferred,
-        notification_token,
+        notification_token: notification_token.clone(),
         authorization_details,
     };
     match client.client_credentials(&req).await {
         Ok(TokenResult::Token(t)) => print_token(&t),
         Ok(TokenResult::Error(e)) => report_failure(&e),
-        Ok(TokenResult::Deferred(d)) if args.no_wait => {
-            print_json(&resumable(&d));
-            if let Some(jkt) = &d.dpop_jkt {
-                eprintln!("the deferral is DPoP-bound: poll or cancel it with the same --dpop-key (and --dpop-jkt {jkt})");
-            }
-            OK
-        }
         Ok(TokenResult::Deferred(d)) => {
-            announce(&d);
-            let poller = Poller::new(&client, SystemClock, &d);
-            wait(poller, &d).await
+            if let Some(path) = &args.state {
+                match save_state(path, &d) {
+                    Ok(()) => eprintln!(
+                        "saved the deferral to {} (resume with `dtr poll --state`)",
+                        path.display()
+                    ),
+                    Err(e) => {
+                        // The code is printed below either way, so the
+                        // deferral is not lost.
+                        eprintln!("error: --state {}: cannot write: {e}", path.display());
+                        print_json(&resumable(&d));
+                        return USAGE;
+                    }
+                }
+            }
+            if args.no_wait {
+                print_json(&resumable(&d));
+                if let Some(jkt) = &d.dpop_jkt {
+                    eprintln!("the deferral is DPoP-bound: poll or cancel it with the same --dpop-key (and --dpop-jkt {jkt})");
+                }
+                return OK;
+            }
+            let mut poller = Poller::new(&client, SystemClock, &d);
+            let mut serving = None;
+            if let (Some((listener, receiver)), Some(token)) = (callbacks, notification_token) {
+                poller = poller.with_waker(receiver.register(&d, token));
+                serving = Some(tokio::spawn(async move {
+                    receiver.serve(listener, std::future::pending()).await
+                }));
+            }
+            let code = wait(poller, &d, args.state.as_deref(), true).await;
+            if let Some(task) = serving {
+                task.abort();
+            }
+            code
         }
         Err(e) => report_error(&e, &args.conn.issuer),
     }
@@ -241,6 +344,9 @@ pub async fn token(args: TokenArgs) -> u8 {
 
 /// Runs `dtr poll`.
 pub async fn poll(args: PollArgs) -> u8 {
+    if let Some(path) = args.state.clone() {
+        return poll_state(args, &path).await;
+    }
     let Some(code) = deferral_code(args.code, args.deferral_code) else {
         return USAGE;
     };
@@ -304,11 +410,77 @@ pub async fn poll(args: PollArgs) -> u8 {
         error: ErrorCode::AuthorizationPending,
         dpop_jkt: args.dpop_jkt,
     };
-    wait(poller, &d).await
+    wait(poller, &d, None, false).await
+}
+
+/// `dtr poll --state FILE`: resumes a saved deferral with its own schedule
+/// and expiry.
+async fn poll_state(args: PollArgs, path: &Path) -> u8 {
+    if args.code.is_some() {
+        eprintln!(
+            "error: DEFERRAL_CODE and --state both given; the code comes from the state file"
+        );
+        return USAGE;
+    }
+    let d = match load_state(path, &args.conn) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if args.dpop_jkt.is_some() && args.dpop_jkt != d.dpop_jkt {
+        eprintln!(
+            "error: --dpop-jkt differs from the dpop_jkt saved in --state {}",
+            path.display()
+        );
+        return USAGE;
+    }
+    let auth = match client_auth(&args.conn) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let client = match discover(&args.conn, auth).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // DTR-13: refuse locally, before the code leaves the process.
+    if let Err(e) = client.check_binding(d.dpop_jkt.as_deref()) {
+        return report_error(&e, &args.conn.issuer);
+    }
+    if args.once {
+        return match client.poll_deferral(&d).await {
+            Ok(TokenResult::Token(t)) => {
+                forget_state(Some(path));
+                print_token(&t)
+            }
+            Ok(TokenResult::Deferred(p)) => {
+                print_json(&serde_json::to_value(p.to_response()).unwrap_or_default());
+                OK
+            }
+            Ok(TokenResult::Error(e)) => {
+                print_json(&serde_json::to_value(&e).unwrap_or_default());
+                if is_pending(&e.error) {
+                    if let Some(uri) = &e.interaction_uri {
+                        show_interaction(uri);
+                    }
+                    OK
+                } else {
+                    if finishes_deferral(&e.error) {
+                        forget_state(Some(path));
+                    }
+                    report_failure(&e)
+                }
+            }
+            Err(e) => report_error(&e, &args.conn.issuer),
+        };
+    }
+    let poller = Poller::new(&client, SystemClock, &d);
+    wait(poller, &d, Some(path), false).await
 }
 
 /// Runs `dtr cancel`.
 pub async fn cancel(args: CancelArgs) -> u8 {
+    if let Some(path) = args.state.clone() {
+        return cancel_state(args, &path).await;
+    }
     let Some(code) = deferral_code(args.code, args.deferral_code) else {
         return USAGE;
     };
@@ -333,6 +505,115 @@ pub async fn cancel(args: CancelArgs) -> u8 {
         }
         Err(e) => report_error(&e, &args.conn.issuer),
     }
+}
+
+/// `dtr cancel --state FILE`: revokes the saved deferral's code (with the
+/// proof of its key when bound, DTR-13, DTR-31) and removes the file.
+async fn cancel_state(args: CancelArgs, path: &Path) -> u8 {
+    if args.code.is_some() {
+        eprintln!(
+            "error: DEFERRAL_CODE and --state both given; the code comes from the state file"
+        );
+        return USAGE;
+    }
+    let d = match load_state(path, &args.conn) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let auth = match client_auth(&args.conn) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let client = match discover(&args.conn, auth).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.cancel_deferral(&d).await {
+        Ok(()) => {
+            eprintln!("cancelled: the deferral code is revoked; later polls answer access_denied");
+            forget_state(Some(path));
+            OK
+        }
+        Err(e) => report_error(&e, &args.conn.issuer),
+    }
+}
+
+/// Writes the deferral to `path` readable by its owner only (it holds the
+/// code, DTR-29), never over an existing file.
+fn save_state(path: &Path, d: &Deferral) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(d).map_err(std::io::Error::other)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(json.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Reads a saved deferral and checks that it belongs to the issuer and
+/// client of the flags: a deferral code is never sent to another server
+/// than the one that issued it.
+fn load_state(path: &Path, conn: &ConnectionArgs) -> Result<Deferral, u8> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: --state {}: {e}", path.display());
+        USAGE
+    })?;
+    let d: Deferral = serde_json::from_str(&text).map_err(|e| {
+        eprintln!(
+            "error: --state {}: not a saved deferral: {e}",
+            path.display()
+        );
+        USAGE
+    })?;
+    if d.issuer.trim_end_matches('/') != conn.issuer.trim_end_matches('/') {
+        eprintln!(
+            "error: --state {} holds a deferral of issuer {}; pass --issuer {} (now {})",
+            path.display(),
+            safe(&d.issuer),
+            safe(&d.issuer),
+            safe(&conn.issuer)
+        );
+        return Err(USAGE);
+    }
+    if d.client_id != conn.client_id {
+        eprintln!(
+            "error: --state {} holds a deferral of client {}; pass --client-id {}",
+            path.display(),
+            safe(&d.client_id),
+            safe(&d.client_id)
+        );
+        return Err(USAGE);
+    }
+    Ok(d)
+}
+
+/// Removes the state file of a finished deferral (nothing to resume).
+fn forget_state(path: Option<&Path>) {
+    if let Some(path) = path {
+        match std::fs::remove_file(path) {
+            Ok(()) => eprintln!("removed {} (the deferral is finished)", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!("warning: cannot remove {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Whether a poll error means the deferral code is dead for good (DTR-16,
+/// DTR-19), so that a saved state is useless. Other failures (e.g.
+/// `invalid_client` after a secret rotation) leave it resumable.
+fn finishes_deferral(code: &ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::AccessDenied
+            | ErrorCode::InvalidGrant
+            | ErrorCode::ExpiredToken
+            | ErrorCode::InvalidRequest
+    )
 }
 
 /// Builds the client authentication from the flags, or prints a usage
@@ -486,35 +767,67 @@ async fn discover(conn: &ConnectionArgs, auth: ClientAuth) -> Result<Client, u8>
     })
 }
 
-/// Polls until the end, printing progress on stderr; Ctrl-C leaves the
-/// deferral pending and prints it on stdout so it can be resumed.
-async fn wait(mut poller: Poller<&Client, SystemClock>, d: &Deferral) -> u8 {
-    let mut shown_uri = d.interaction_uri.clone();
+/// Polls until the end, showing progress on stderr; Ctrl-C leaves the
+/// deferral pending and prints it on stdout so it can be resumed. A saved
+/// state (`--state`) is removed once the deferral is finished.
+/// `announce_first` shows the deferred response itself (for `dtr token`).
+async fn wait(
+    mut poller: Poller<&Client, SystemClock>,
+    d: &Deferral,
+    state: Option<&Path>,
+    announce_first: bool,
+) -> u8 {
+    let tty =
+        std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    let display = Mutex::new(Display::new(tty, d));
+    if announce_first {
+        lock(&display).announce(d);
+    }
     let mut failures = 0;
+    let mut ticker = tokio::time::interval(SPINNER_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let outcome = loop {
-        let run = poller.run(|p| progress(p, &mut shown_uri));
-        let r = tokio::select! {
-            r = run => r,
-            _ = tokio::signal::ctrl_c() => {
-                if d.expires_in > 0 {
-                    print_json(&resumable(d));
+        let run = poller.run(|p| lock(&display).progress(p));
+        tokio::pin!(run);
+        let r = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = ticker.tick(), if tty => lock(&display).redraw(),
+                _ = tokio::signal::ctrl_c() => {
+                    lock(&display).clear();
+                    if d.expires_in > 0 {
+                        print_json(&resumable(d));
+                    }
+                    match state {
+                        Some(p) => eprintln!("interrupted: the deferral is still pending; resume with `dtr poll --state {0}` or cancel with `dtr cancel --state {0}`", p.display()),
+                        None => eprintln!("interrupted: the deferral is still pending; resume with `dtr poll DEFERRAL_CODE` or cancel with `dtr cancel DEFERRAL_CODE`"),
+                    }
+                    return FAILED;
                 }
-                eprintln!("interrupted: the deferral is still pending; resume with `dtr poll DEFERRAL_CODE` or cancel with `dtr cancel DEFERRAL_CODE`");
-                return FAILED;
             }
         };
         match r {
             Err(Error::Http(e)) if failures < NETWORK_RETRIES => {
                 failures += 1;
-                eprintln!("network error ({e}); retrying at the next poll");
+                lock(&display).line(&format!("network error ({e}); retrying at the next poll"));
             }
             other => break other,
         }
     };
+    lock(&display).clear();
     match outcome {
-        Ok(PollOutcome::Token(t)) => print_token(&t),
-        Ok(PollOutcome::Failed(e)) => report_failure(&e),
+        Ok(PollOutcome::Token(t)) => {
+            forget_state(state);
+            print_token(&t)
+        }
+        Ok(PollOutcome::Failed(e)) => {
+            if finishes_deferral(&e.error) {
+                forget_state(state);
+            }
+            report_failure(&e)
+        }
         Ok(PollOutcome::Expired) => {
+            forget_state(state);
             eprintln!("expired: the deferral code expired before the request was decided");
             FAILED
         }
@@ -522,44 +835,175 @@ async fn wait(mut poller: Poller<&Client, SystemClock>, d: &Deferral) -> u8 {
     }
 }
 
-/// The first lines shown for a deferred response.
-fn announce(d: &Deferral) {
-    let mut line = format!(
-        "deferred: {} (code valid {}s, polling every {}s)",
-        d.error, d.expires_in, d.interval
-    );
-    if let Some(desc) = &d.description {
-        line.push(' ');
-        line.push_str(&safe(desc));
+/// How often the spinner line is redrawn.
+const SPINNER_TICK: Duration = Duration::from_millis(125);
+
+/// Frames of the spinner.
+const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+fn lock(display: &Mutex<Display>) -> MutexGuard<'_, Display> {
+    display.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The progress display of a waiting `dtr token` / `dtr poll` on stderr:
+/// on a terminal one spinner line redrawn in place (elapsed time, current
+/// answer and step, time to the next poll) with lasting lines printed
+/// above it; otherwise one plain line per poll.
+struct Display {
+    tty: bool,
+    /// When the deferred response was received (the elapsed time counts
+    /// from there, also for a resumed deferral).
+    since_unix_ms: i64,
+    /// When the next poll is due, in Unix milliseconds.
+    next_poll_at: Option<i64>,
+    /// The latest answer and step, e.g. `authorization_pending step=review`.
+    status: String,
+    shown_uri: Option<String>,
+    frame: usize,
+    drawn: bool,
+}
+
+impl Display {
+    fn new(tty: bool, d: &Deferral) -> Self {
+        let first_poll = d.received_at_unix_ms.saturating_add(
+            i64::try_from(d.interval.max(1).saturating_mul(1000)).unwrap_or(i64::MAX),
+        );
+        let mut status = d.error.to_string();
+        if let Some(desc) = &d.description {
+            status.push(' ');
+            status.push_str(&safe(desc));
+        }
+        Self {
+            tty,
+            since_unix_ms: d.received_at_unix_ms,
+            next_poll_at: Some(first_poll),
+            status,
+            shown_uri: None,
+            frame: 0,
+            drawn: false,
+        }
     }
-    eprintln!("{line}");
-    if let Some(uri) = &d.interaction_uri {
-        show_interaction(uri);
+
+    /// The first lines shown for a deferred response.
+    fn announce(&mut self, d: &Deferral) {
+        let mut line = format!(
+            "deferred: {} (code valid {}s, polling every {}s)",
+            d.error, d.expires_in, d.interval
+        );
+        if let Some(desc) = &d.description {
+            line.push(' ');
+            line.push_str(&safe(desc));
+        }
+        self.line(&line);
+        if let Some(uri) = &d.interaction_uri {
+            self.interaction(uri);
+        }
+    }
+
+    /// After every poll: the interaction URI whenever it changes, then the
+    /// spinner state or one plain line.
+    fn progress(&mut self, p: &PollProgress) {
+        if p.interaction_uri.is_some() && p.interaction_uri != self.shown_uri {
+            if let Some(uri) = &p.interaction_uri {
+                self.interaction(uri);
+            }
+        }
+        self.shown_uri.clone_from(&p.interaction_uri);
+        let mut status = p.error.to_string();
+        if p.error == ErrorCode::SlowDown {
+            // DTR-19: the poller added 5 s.
+            status.push_str(&format!(" (interval raised to {}s)", p.interval));
+        }
+        if let Some(desc) = &p.error_description {
+            status.push(' ');
+            status.push_str(&safe(desc));
+        }
+        let now = dtr_client::clock::now_unix_ms();
+        self.next_poll_at = p
+            .next_poll_in
+            .map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+        self.status = status;
+        if self.tty {
+            self.redraw();
+            return;
+        }
+        let mut line = format!("waiting: {}", self.status);
+        match p.next_poll_in {
+            Some(d) => line.push_str(&format!(" next poll in {}s", secs_ceil(d))),
+            None => line.push_str(" (the code expires before the next poll)"),
+        }
+        eprintln!("{line}");
+    }
+
+    /// Redraws the spinner line (terminal only).
+    fn redraw(&mut self) {
+        if !self.tty {
+            return;
+        }
+        let now = dtr_client::clock::now_unix_ms();
+        let elapsed = u64::try_from(now.saturating_sub(self.since_unix_ms)).unwrap_or(0) / 1000;
+        let next = match self.next_poll_at {
+            Some(at) => {
+                let ms = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
+                if ms == 0 {
+                    "polling now".to_owned()
+                } else {
+                    format!("next poll in {}s", secs_ceil(Duration::from_millis(ms)))
+                }
+            }
+            None => "the code expires before the next poll".to_owned(),
+        };
+        let spinner = SPINNER[self.frame % SPINNER.len()];
+        self.frame = self.frame.wrapping_add(1);
+        let mut err = std::io::stderr().lock();
+        // \r and "erase line" redraw in place.
+        let _ = write!(
+            err,
+            "\r\x1b[2K{spinner} {:02}:{:02} waiting: {} | {next}",
+            elapsed / 60,
+            elapsed % 60,
+            self.status
+        );
+        let _ = err.flush();
+        self.drawn = true;
+    }
+
+    /// Erases the spinner line, if one is drawn.
+    fn clear(&mut self) {
+        if self.drawn {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+            self.drawn = false;
+        }
+    }
+
+    /// A lasting line, above the spinner on a terminal.
+    fn line(&mut self, text: &str) {
+        self.clear();
+        eprintln!("{text}");
+        self.redraw();
+    }
+
+    /// The interaction URI (DTR-11), made prominent.
+    fn interaction(&mut self, uri: &str) {
+        self.clear();
+        if self.tty {
+            // Bold on a terminal; the URI alone on its line so it can be
+            // selected or clicked.
+            eprintln!();
+            eprintln!("  \x1b[1m>>> ACTION REQUIRED: open this URL to continue:\x1b[0m");
+            eprintln!("  >>>   \x1b[1;4m{}\x1b[0m", safe(uri));
+            eprintln!();
+        } else {
+            show_interaction(uri);
+        }
+        self.redraw();
     }
 }
 
-/// One progress line per poll; the interaction URI whenever it changes.
-fn progress(p: &PollProgress, shown_uri: &mut Option<String>) {
-    if p.interaction_uri.is_some() && p.interaction_uri != *shown_uri {
-        if let Some(uri) = &p.interaction_uri {
-            show_interaction(uri);
-        }
-    }
-    shown_uri.clone_from(&p.interaction_uri);
-    let mut line = format!("waiting: {}", p.error);
-    if p.error == ErrorCode::SlowDown {
-        // DTR-19: the poller added 5 s.
-        line.push_str(&format!(" (interval raised to {}s)", p.interval));
-    }
-    if let Some(desc) = &p.error_description {
-        line.push(' ');
-        line.push_str(&safe(desc));
-    }
-    match p.next_poll_in {
-        Some(d) => line.push_str(&format!(" next poll in {}s", d.as_secs_f64().ceil() as u64)),
-        None => line.push_str(" (the code expires before the next poll)"),
-    }
-    eprintln!("{line}");
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs_f64().ceil() as u64
 }
 
 /// Makes the interaction URI stand out (DTR-11): the run cannot continue
