@@ -88,6 +88,15 @@ secret_type!(
     /// A refresh token.
     RefreshToken
 );
+secret_type!(
+    /// An authorization code (OAuth 2.1 section 4.1.2). Stored only as its
+    /// SHA-256.
+    AuthorizationCode
+);
+secret_type!(
+    /// A PKCE `code_verifier` (RFC 7636 section 4.1).
+    CodeVerifier
+);
 
 impl DeferralCode {
     /// A fresh deferral code from the OS CSPRNG (DTR-9).

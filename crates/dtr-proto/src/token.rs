@@ -68,6 +68,27 @@ pub enum TokenRequest {
         /// DTR opt-in.
         opt_in: DeferralOptIn,
     },
+    /// OAuth 2.1 section 4.1.3: exchanging an authorization code.
+    AuthorizationCode {
+        /// The code from the authorization response.
+        code: crate::secret::AuthorizationCode,
+        /// Required when the authorization request carried one.
+        redirect_uri: Option<String>,
+        /// The PKCE verifier (RFC 7636 section 4.5; required by OAuth 2.1).
+        code_verifier: crate::secret::CodeVerifier,
+        /// DTR opt-in; must include `deferred` when the authorization
+        /// request did (DTR-5).
+        opt_in: DeferralOptIn,
+    },
+    /// OAuth 2.1 section 4.3: a refresh token for a new access token.
+    RefreshToken {
+        /// The refresh token.
+        refresh_token: crate::secret::RefreshToken,
+        /// A narrower scope, if wanted.
+        scope: Option<Scope>,
+        /// DTR opt-in.
+        opt_in: DeferralOptIn,
+    },
     /// `urn:ietf:params:oauth:grant-type:deferred`: a poll (DTR-15).
     Poll {
         /// The code from the deferred response.
@@ -111,6 +132,30 @@ impl TokenRequest {
                     opt_in: DeferralOptIn::parse(p)?,
                 })
             }
+            crate::GRANT_TYPE_AUTHORIZATION_CODE => {
+                let code_verifier = p.require("code_verifier")?;
+                // RFC 7636 section 4.1: 43 to 128 unreserved characters.
+                if !(43..=128).contains(&code_verifier.len())
+                    || !code_verifier
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+                {
+                    return Err(OAuthError::invalid_request(
+                        "code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)",
+                    ));
+                }
+                Ok(Self::AuthorizationCode {
+                    code: crate::secret::AuthorizationCode::new(p.require("code")?),
+                    redirect_uri: p.get("redirect_uri").map(str::to_owned),
+                    code_verifier: crate::secret::CodeVerifier::new(code_verifier),
+                    opt_in: DeferralOptIn::parse(p)?,
+                })
+            }
+            crate::GRANT_TYPE_REFRESH_TOKEN => Ok(Self::RefreshToken {
+                refresh_token: crate::secret::RefreshToken::new(p.require("refresh_token")?),
+                scope: p.get("scope").map(Scope::parse).transpose()?,
+                opt_in: DeferralOptIn::parse(p)?,
+            }),
             other => Err(OAuthError::with_description(
                 ErrorCode::UnsupportedGrantType,
                 format!("grant type '{}' is not supported", printable(other)),
@@ -123,6 +168,8 @@ impl TokenRequest {
         match self {
             Self::ClientCredentials { .. } => crate::GRANT_TYPE_CLIENT_CREDENTIALS,
             Self::Poll { .. } => crate::GRANT_TYPE_DEFERRED,
+            Self::AuthorizationCode { .. } => crate::GRANT_TYPE_AUTHORIZATION_CODE,
+            Self::RefreshToken { .. } => crate::GRANT_TYPE_REFRESH_TOKEN,
         }
     }
 }

@@ -250,6 +250,24 @@ async fn redeem(
         }
         return Err(PollAnswer::Denied.to_error());
     }
+    // DTR-23 for user grants: the user, their consent, the login session
+    // and the token family must all still hold; otherwise the deferral is
+    // denied and no token is issued.
+    let user_grant = crate::grants::GrantContext::from_stored(rec.grant_context.as_ref());
+    if let Some(ctx) = &user_grant {
+        if let Some(reason) = ctx.stale_reason(state, now).await? {
+            if state
+                .store
+                .deny(&rec.id, reason, true, now)
+                .await
+                .map_err(crate::http::error::internal)?
+            {
+                info!(deferral = %rec.id, reason, "deferral denied before redemption");
+                state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
+            }
+            return Err(PollAnswer::Denied.to_error());
+        }
+    }
     if !state
         .store
         .redeem(&rec.id, now)
@@ -277,7 +295,12 @@ async fn redeem(
         // DTR-20: DPoP-bound when the deferral was.
         dpop_jkt: rec.dpop_jkt.clone(),
     };
-    tokens::issue(state, &grant).await.map(Some)
+    // DTR-20: the originating grant's own response (a user grant's carries
+    // its refresh token).
+    match &user_grant {
+        Some(ctx) => crate::grants::issue(state, &grant, ctx).await.map(Some),
+        None => tokens::issue(state, &grant).await.map(Some),
+    }
 }
 
 /// Records a poll of a pending deferral and builds the pending answer:

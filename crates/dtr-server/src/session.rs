@@ -82,7 +82,7 @@ pub async fn current_user(state: &AppState, headers: &HeaderMap) -> Option<Sessi
         .await
         .ok()
         .flatten()?;
-    user.is_active().then(|| SessionUser {
+    user.is_active().then_some(SessionUser {
         username: session.username,
         session_id_hash: id_hash,
     })

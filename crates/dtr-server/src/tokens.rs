@@ -27,6 +27,12 @@ pub struct Grant {
 
 /// Signs and records an access token and builds the token response.
 pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAuthError> {
+    issue_with_jti(state, grant).await.map(|(r, _)| r)
+}
+
+/// [`issue`], also returning the token's `jti` so that a grant can link
+/// it to its token family (RFC 9700 section 4.14: reuse revokes them all).
+pub async fn issue_with_jti(state: &AppState, grant: &Grant) -> Result<(TokenResponse, String), OAuthError> {
     let now = state.clock.now_ms();
     let ttl = state.config.tokens.access_token_ttl;
     let iat = now / 1000;
@@ -54,7 +60,7 @@ pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAu
     state
         .store
         .record_token(&IssuedToken {
-            jti,
+            jti: jti.clone(),
             client_id: grant.client_id.clone(),
             issued_at: now,
             expires_at: now + ttl as i64 * 1000,
@@ -62,7 +68,7 @@ pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAu
         })
         .await
         .map_err(crate::http::error::internal)?;
-    Ok(TokenResponse {
+    let response = TokenResponse {
         access_token,
         token_type: if grant.dpop_jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
         expires_in: Some(ttl),
@@ -70,5 +76,6 @@ pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAu
         scope: (!grant.scope.is_empty()).then(|| grant.scope.clone()),
         issued_token_type: None,
         authorization_details: grant.authorization_details.clone(),
-    })
+    };
+    Ok((response, jti))
 }

@@ -73,6 +73,14 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "pruning failed"),
                 _ => {}
             }
+            // Expired sessions, authorization requests, codes and refresh
+            // tokens (codes are kept a while past expiry, so that a late
+            // replay still revokes its family).
+            match state.store.prune_accounts(before).await {
+                Ok(n) if n > 0 => tracing::info!(count = n, "pruned expired sessions, codes and refresh tokens"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning sessions and codes failed"),
+            }
             // Single-use identifiers (DPoP proof and assertion `jti`s) are
             // dead the moment they expire: an expired proof is refused by
             // its `iat` anyway (RFC 9449 section 11.1), so no grace period.

@@ -624,45 +624,26 @@ async fn interaction_flow() {
     assert_eq!(p.error(), "interaction_required");
     assert_eq!(p.json["interaction_uri"], uri.as_str());
 
+    // Without a session the page sends the user to the login form.
+    let anon = h.get(path).await;
+    assert_eq!(anon.status, StatusCode::SEE_OTHER);
+    let cookie = h.sign_in("alice", "alice-password").await;
     // Opening the page approves nothing.
-    let page = h.get(path).await;
+    let page = h.get_with_cookie(path, &cookie).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text.contains("svc"));
     h.clock.advance_secs(5);
     assert_eq!(h.poll(&code).await.error(), "interaction_required");
 
-    // A wrong password decides nothing.
-    let bad = h
-        .post_raw(
-            path,
-            None,
-            "application/x-www-form-urlencoded",
-            form(&[
-                ("username", "alice"),
-                ("password", "nope"),
-                ("decision", "approve"),
-            ])
-            .into_bytes(),
-        )
-        .await;
-    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    // A decision without the session's CSRF token decides nothing.
+    let bad = h.post_with_cookie(path, &cookie, &[("decision", "approve")]).await;
+    assert_eq!(bad.status, StatusCode::FORBIDDEN);
 
-    let ok = h
-        .post_raw(
-            path,
-            None,
-            "application/x-www-form-urlencoded",
-            form(&[
-                ("username", "alice"),
-                ("password", "alice-password"),
-                ("decision", "approve"),
-            ])
-            .into_bytes(),
-        )
-        .await;
+    let csrf = hidden_field(&page.text, "csrf");
+    let ok = h.post_with_cookie(path, &cookie, &[("csrf", &csrf), ("decision", "approve")]).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     // Single use: the handle is gone.
-    assert_eq!(h.get(path).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.get_with_cookie(path, &cookie).await.status, StatusCode::NOT_FOUND);
     h.clock.advance_secs(5);
     let t = h.poll(&code).await;
     assert_eq!(t.status, StatusCode::OK, "{}", t.text);
@@ -720,18 +701,10 @@ async fn interaction_page_denial() {
         .unwrap()
         .trim_start_matches("http://127.0.0.1:8080")
         .to_owned();
-    let body = form(&[
-        ("username", "alice"),
-        ("password", "alice-password"),
-        ("decision", "deny"),
-    ]);
-    h.post_raw(
-        &path,
-        None,
-        "application/x-www-form-urlencoded",
-        body.into_bytes(),
-    )
-    .await;
+    let cookie = h.sign_in("alice", "alice-password").await;
+    let page = h.get_with_cookie(&path, &cookie).await;
+    let csrf = hidden_field(&page.text, "csrf");
+    h.post_with_cookie(&path, &cookie, &[("csrf", &csrf), ("decision", "deny")]).await;
     assert_eq!(h.poll(&code).await.error(), "access_denied");
 }
 

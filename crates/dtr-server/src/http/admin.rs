@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/clients", get(list_clients))
         .route("/admin/clients/{client_id}/disable", post(disable_client))
         .route("/admin/clients/{client_id}/enable", post(enable_client))
+        .merge(super::admin_users::routes())
         .layer(axum::middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -35,6 +35,11 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         "token_endpoint_auth_signing_alg_values_supported".into(),
         serde_json::json!(dtr_proto::dpop::SUPPORTED_ALGS),
     );
+    // OAuth 2.1 section 4.1 with PKCE S256 only, RFC 9126, RFC 9207.
+    other.insert("authorization_endpoint".into(), serde_json::json!(url(paths::AUTHORIZE)));
+    other.insert("pushed_authorization_request_endpoint".into(), serde_json::json!(url(paths::PAR)));
+    other.insert("code_challenge_methods_supported".into(), serde_json::json!(["S256"]));
+    other.insert("authorization_response_iss_parameter_supported".into(), serde_json::json!(true));
     if state.config.registration.enabled {
         // RFC 8414 section 2, RFC 7591.
         other.insert("registration_endpoint".into(), serde_json::json!(url(paths::REGISTER)));
@@ -46,13 +51,14 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         revocation_endpoint: Some(url(paths::REVOKE)),
         introspection_endpoint: Some(url(paths::INTROSPECT)),
         scopes_supported: scopes.into_iter().collect(),
-        response_types_supported: vec![],
+        response_types_supported: vec!["code".into()],
         grant_types_supported: grants,
         token_endpoint_auth_methods_supported: auth_methods.clone(),
         revocation_endpoint_auth_methods_supported: auth_methods.clone(),
         introspection_endpoint_auth_methods_supported: auth_methods,
         revocation_endpoint_token_type_values_supported: vec![
             dtr_proto::TOKEN_TYPE_HINT_ACCESS_TOKEN.into(),
+            dtr_proto::TOKEN_TYPE_HINT_REFRESH_TOKEN.into(),
             dtr_proto::TOKEN_TYPE_DEFERRAL_CODE.into(),
         ],
         deferred_token_response_supported: true,

@@ -1,15 +1,17 @@
 //! The page behind an `interaction_uri` (DTR-11): shows what the client
-//! asks for and lets a configured user log in and approve or deny.
-//! Opening the page decides nothing; the decision is a POST with the
-//! user's credentials, and the handle is consumed by it (single use). The
-//! handle lives no longer than its deferral.
+//! asks for to the signed-in user (through the login page first) and
+//! records approve or deny. Opening the page decides nothing; the decision
+//! is a CSRF-protected POST of the user's session, and the handle is
+//! consumed by it (single use). The handle lives no longer than its
+//! deferral, and a user grant's deferral is decided by its own user only.
 
 use super::form::Form;
 use crate::state::AppState;
 use crate::store::DeferralRecord;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use super::html::{escape, page};
+use crate::session;
 use axum::response::Response;
 
 fn gone() -> Response {
@@ -32,51 +34,76 @@ async fn live(state: &AppState, handle: &str) -> Option<DeferralRecord> {
         .then_some(d)
 }
 
-/// `GET /interact/{handle}`: shows the request; changes nothing.
-pub async fn show(State(state): State<AppState>, Path(handle): Path<String>) -> Response {
+/// `GET /interact/{handle}`: shows the request to the signed-in user
+/// (signing in first); changes nothing (DTR-11).
+pub async fn show(State(state): State<AppState>, Path(handle): Path<String>, headers: HeaderMap) -> Response {
     let Some(d) = live(&state, &handle).await else {
         return gone();
     };
+    let Some(user) = session::current_user(&state, &headers).await else {
+        return session::login_redirect(&format!("{}/{handle}", dtr_proto::paths::INTERACT));
+    };
+    let client = state.store.get_client(&d.client_id).await.ok().flatten();
+    let name = client
+        .as_ref()
+        .and_then(|c| c.metadata.as_ref())
+        .and_then(|m| m.get("client_name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or(&d.client_id)
+        .to_owned();
     let details = d
         .authorization_details
         .as_ref()
         .map(|a| {
-            format!(
-                "<dt>Authorization details</dt><dd><pre>{}</pre></dd>",
-                escape(&a.to_string())
-            )
+            let pretty = serde_json::to_string_pretty(a).unwrap_or_default();
+            format!("<dt>Authorization details</dt><dd><pre>{}</pre></dd>", escape(&pretty))
         })
         .unwrap_or_default();
     let body = format!(
-        "<p>An application asks for access that needs your decision.</p>\
-         <dl><dt>Application</dt><dd>{client}</dd><dt>Access requested</dt><dd>{scope}</dd>{details}</dl>\
+        "<p>Signed in as <strong>{user}</strong>.</p>\
+         <p>An application asks for access that needs your decision.</p>\
+         <dl><dt>Application</dt><dd>{name} (<code>{client}</code>)</dd>\
+         <dt>Access requested</dt><dd>{scope}</dd>{details}</dl>\
          <form method=\"post\">\
-         <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
-         <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button name=\"decision\" value=\"approve\">Approve</button>\
          <button name=\"decision\" value=\"deny\">Deny</button></form>",
+        user = escape(&user.username),
+        name = escape(&name),
         client = escape(&d.client_id),
         scope = escape(if d.scope.is_empty() { "(no scope)" } else { &d.scope }),
+        csrf = escape(&session::csrf_token(&state, &user)),
     );
     page(StatusCode::OK, "Review access request", &body)
 }
 
-/// `POST /interact/{handle}`: the user's decision.
+/// `POST /interact/{handle}`: the signed-in user's decision, CSRF-checked;
+/// consumes the handle (single use, DTR-11).
 pub async fn decide(
     State(state): State<AppState>,
     Path(handle): Path<String>,
+    headers: HeaderMap,
     Form(p): Form,
 ) -> Response {
-    if live(&state, &handle).await.is_none() {
+    let Some(d) = live(&state, &handle).await else {
         return gone();
-    }
-    let (Some(user), Some(pass)) = (p.get("username"), p.get("password")) else {
+    };
+    let Some(session_user) = session::current_user(&state, &headers).await else {
         return page(
-            StatusCode::BAD_REQUEST,
-            "Missing credentials",
-            "<p>Enter your username and password.</p>",
+            StatusCode::FORBIDDEN,
+            "Signed out",
+            "<p>Your session ended. Open the link again to sign in.</p>",
         );
     };
+    if !session::csrf_ok(&state, &session_user, p.get("csrf")) {
+        return page(StatusCode::FORBIDDEN, "Request refused", "<p>The form was not sent from this site.</p>");
+    }
+    // A user grant's deferral is the business of its own user only.
+    if let Some(ctx) = crate::grants::GrantContext::from_stored(d.grant_context.as_ref()) {
+        if ctx.username != session_user.username {
+            return page(StatusCode::FORBIDDEN, "Not yours", "<p>This request concerns another account.</p>");
+        }
+    }
     let approve = match p.get("decision") {
         Some("approve") => true,
         Some("deny") => false,
@@ -88,13 +115,7 @@ pub async fn decide(
             )
         }
     };
-    if !state.verify_user(user, pass).await {
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "Login failed",
-            "<p>Wrong username or password. Go back and try again.</p>",
-        );
-    }
+    let user = &session_user.username;
     let now = state.clock.now_ms();
     match state
         .store

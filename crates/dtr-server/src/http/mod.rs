@@ -2,6 +2,8 @@
 //! router that tests drive directly with `oneshot`.
 
 pub mod admin;
+pub mod admin_users;
+pub mod authorize;
 pub mod demo;
 pub mod discovery;
 pub mod error;
@@ -42,6 +44,9 @@ pub fn app(state: AppState) -> Router {
             get(interact::show).post(interact::decide),
         )
         .route(paths::LOGIN, get(login::show).post(login::login))
+        .route(paths::AUTHORIZE, get(authorize::authorize))
+        .route(paths::AUTHORIZE_CONSENT, post(authorize::consent))
+        .route(paths::PAR, post(authorize::par))
         .route(paths::LOGOUT, post(login::logout))
         .merge(admin::router(state.clone()))
         .merge(review::router())

@@ -43,6 +43,15 @@ async fn handle(
     // hint is no error. Our access tokens are JWTs, deferral codes are not,
     // so the shape of the value decides where to look first.
     let looks_like_jwt = token.split('.').count() == 3;
+    // Refresh tokens are opaque like deferral codes: look them up by hash
+    // first; revoking one revokes its whole family (RFC 7009 section 2.1).
+    if !looks_like_jwt && params.get("token_type_hint") != Some(dtr_proto::TOKEN_TYPE_DEFERRAL_CODE) {
+        let rt = dtr_proto::secret::RefreshToken::new(token);
+        if crate::grants::refresh::refresh_token_of(state, &client.client_id, &rt).await? {
+            crate::grants::refresh::revoke(state, &client.client_id, &rt).await?;
+            return Ok(());
+        }
+    }
     if !looks_like_jwt || params.get("token_type_hint") == Some(dtr_proto::TOKEN_TYPE_DEFERRAL_CODE)
     {
         // DTR-32..34: cancel if it is this client's live deferral; anything

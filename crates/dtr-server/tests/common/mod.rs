@@ -299,3 +299,78 @@ impl Harness {
         self.send(b.body(Body::from(form(pairs))).unwrap()).await
     }
 }
+
+impl Harness {
+    /// Signs `user` in through the login form (double-submit cookie and
+    /// all); returns the `Cookie` header value of the session.
+    pub async fn sign_in(&self, user: &str, password: &str) -> String {
+        let page = self.get("/login").await;
+        let csrf_cookie = page
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("dtr_login_csrf="))
+            .and_then(|v| v.split(';').next())
+            .expect("login csrf cookie")
+            .to_owned();
+        let r = self
+            .send(
+                Request::post("/login")
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(header::COOKIE, format!("dtr_login_csrf={csrf_cookie}"))
+                    .body(Body::from(form(&[
+                        ("csrf", &csrf_cookie),
+                        ("username", user),
+                        ("password", password),
+                    ])))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let session = r
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("dtr_session="))
+            .and_then(|v| v.split(';').next())
+            .expect("session cookie")
+            .to_owned();
+        format!("dtr_session={session}")
+    }
+
+    /// GET with a cookie.
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> Resp {
+        self.send(
+            Request::get(path)
+                .header(header::COOKIE, cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// POST a form with a cookie.
+    pub async fn post_with_cookie(&self, path: &str, cookie: &str, pairs: &[(&str, &str)]) -> Resp {
+        self.send(
+            Request::post(path)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, cookie)
+                .body(Body::from(form(pairs)))
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+/// The value of the hidden form field `name` in a page.
+pub fn hidden_field(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        + needle.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].to_owned()
+}

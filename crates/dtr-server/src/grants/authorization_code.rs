@@ -1,0 +1,132 @@
+//! The token request of the authorization code grant (OAuth 2.1 section
+//! 4.1.3): the code is consumed first (single use; a replay revokes every
+//! token issued from it, OAuth 2.1 section 4.1.2), then bound to its client, redirect URI and
+//! PKCE verifier, then the DTR hint is checked (DTR-5) and the policy
+//! decides as for any grant.
+
+use super::authorize::{s256, CodeData};
+use super::{check_client, decide, invalid_grant, GrantContext, RefreshPlan, UserGrantRequest};
+use crate::http::error::internal;
+use crate::state::AppState;
+use crate::store::{ClientRecord, Consumed};
+use axum::response::Response;
+use dtr_proto::scope::Scope;
+use dtr_proto::secret::{ct_eq, AuthorizationCode, CodeVerifier};
+use dtr_proto::token::DeferralOptIn;
+use dtr_proto::{ErrorCode, OAuthError};
+use tracing::{info, warn};
+
+/// The parameters of the token request.
+pub struct CodeExchange {
+    /// The code.
+    pub code: AuthorizationCode,
+    /// `redirect_uri` of the token request.
+    pub redirect_uri: Option<String>,
+    /// PKCE verifier.
+    pub code_verifier: CodeVerifier,
+    /// DTR opt-in.
+    pub opt_in: DeferralOptIn,
+    /// Thumbprint of the request's DPoP key.
+    pub dpop_jkt: Option<String>,
+}
+
+/// Answers `grant_type=authorization_code`.
+pub async fn exchange(
+    state: &AppState,
+    client: &ClientRecord,
+    x: CodeExchange,
+) -> Result<Response, OAuthError> {
+    check_client(client, dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE)?;
+    let now = state.clock.now_ms();
+    let rec = match state
+        .store
+        .use_authorization_code(&x.code.hash(), now)
+        .await
+        .map_err(internal)?
+    {
+        Consumed::Fresh(r) => r,
+        Consumed::Replayed(r) => {
+            // OAuth 2.1 section 4.1.2: a code used twice has leaked; the
+            // tokens its first use obtained are revoked.
+            if state
+                .store
+                .revoke_family(&r.family_id, now)
+                .await
+                .map_err(internal)?
+            {
+                warn!(client = %r.client_id, "authorization code replayed: tokens issued from it revoked");
+            }
+            return Err(invalid_grant("the authorization code"));
+        }
+        Consumed::Invalid => return Err(invalid_grant("the authorization code")),
+    };
+    if rec.client_id != client.client_id {
+        return Err(invalid_grant("the authorization code"));
+    }
+    let data: CodeData = serde_json::from_value(rec.grant_data).map_err(internal)?;
+    let req = &data.request;
+    // OAuth 2.1 section 4.1.3: the redirect URI must be the same when the
+    // authorization request named it.
+    let redirect_ok = match &x.redirect_uri {
+        Some(r) => r == &req.redirect_uri,
+        None => !req.redirect_uri_given,
+    };
+    if !redirect_ok {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidGrant,
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    // RFC 7636 section 4.6.
+    if !ct_eq(
+        s256(x.code_verifier.secret()).as_bytes(),
+        req.code_challenge.as_bytes(),
+    ) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidGrant,
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    // DTR-5: a hint on the authorization request binds the token request.
+    if req.deferred_hint && !x.opt_in.completion_mode.deferred {
+        return Err(OAuthError::invalid_request(
+            "the authorization request carried completion_mode=deferred: the token request must carry it too",
+        ));
+    }
+    let is_public = client.auth_method == "none";
+    let context = GrantContext {
+        username: data.username.clone(),
+        client_id: client.client_id.clone(),
+        session_id_hash: Some(data.session_id_hash.clone()),
+        consent_id: data.consent_id.clone(),
+        family_id: rec.family_id.clone(),
+        refresh: client
+            .grant_types
+            .iter()
+            .any(|g| g == dtr_proto::GRANT_TYPE_REFRESH_TOKEN)
+            .then(|| RefreshPlan {
+                scope: None,
+                // RFC 9449 section 5: a public client's refresh token is bound
+                // to the key of the request that obtained it.
+                dpop_jkt: if is_public { x.dpop_jkt.clone() } else { None },
+            }),
+    };
+    // The user, consent and session must still hold now, too.
+    if let Some(reason) = context.stale_reason(state, now).await? {
+        info!(client = %client.client_id, reason, "authorization code refused");
+        return Err(invalid_grant("the authorization code"));
+    }
+    decide(
+        state,
+        UserGrantRequest {
+            client,
+            grant_type: dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+            scope: Scope::parse(&req.scope).unwrap_or_default(),
+            authorization_details: req.authorization_details.clone(),
+            opt_in: x.opt_in,
+            dpop_jkt: x.dpop_jkt,
+            context,
+        },
+    )
+    .await
+}

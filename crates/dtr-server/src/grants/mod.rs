@@ -1,0 +1,298 @@
+//! The user grants: the authorization code grant with PKCE (OAuth 2.1
+//! section 4.1) and the refresh token grant (section 4.3), each deferrable.
+//!
+//! What a user grant needs beyond the request itself (who the user is, the
+//! login session and the consent it rests on, the token family, whether a
+//! refresh token follows) travels as a [`GrantContext`]: with the token
+//! request when it is answered at once, and stored with the deferral when
+//! it is deferred, so that redemption re-checks it (DTR-23) and issues the
+//! originating grant's own token response (DTR-20).
+
+pub mod authorization_code;
+pub mod authorize;
+pub mod refresh;
+
+use crate::deferrals::{self, DeferRequest};
+use crate::http::error::{internal, json_no_store};
+use crate::policy::{Action, PolicyRequest};
+use crate::state::AppState;
+use crate::store::{ClientRecord, RefreshTokenRecord, TokenFamilyRecord};
+use crate::tokens::{self, Grant};
+use axum::http::StatusCode;
+use axum::response::Response;
+use dtr_proto::scope::Scope;
+use dtr_proto::secret::{random_token, RefreshToken};
+use dtr_proto::token::{DeferralOptIn, TokenResponse};
+use dtr_proto::{ErrorCode, OAuthError};
+use serde::{Deserialize, Serialize};
+
+/// What a user grant carries to token issuance, stored with its deferral.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantContext {
+    /// The resource owner.
+    pub username: String,
+    /// The client the grant is for.
+    pub client_id: String,
+    /// SHA-256 of the login session the grant was made in; `None` for
+    /// refresh grants, which outlive sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id_hash: Option<String>,
+    /// The consent the grant rests on (its id changes when revoked).
+    pub consent_id: String,
+    /// The token family (RFC 9700 section 4.14.2).
+    pub family_id: String,
+    /// Issue a refresh token with the access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshPlan>,
+}
+
+/// The refresh token to issue with an access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshPlan {
+    /// Its scope; `None` means the access token's (possibly narrowed,
+    /// DTR-24) scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// RFC 9449 section 5: public clients' refresh tokens are bound to
+    /// their DPoP key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
+}
+
+/// What a stored refresh token stands for (`grant_data`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefreshData {
+    /// The resource owner.
+    pub username: String,
+    /// The consent it rests on.
+    pub consent_id: String,
+    /// The most a refresh may ask for (RFC 6749 section 6).
+    pub scope: String,
+    /// RFC 9396 authorization details of the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
+    /// DPoP key the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
+}
+
+impl GrantContext {
+    /// The context of a stored deferral, if it is a user grant's.
+    pub fn from_stored(v: Option<&serde_json::Value>) -> Option<Self> {
+        v.and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+
+    /// Why the grant no longer holds, if it does not (DTR-23): the user
+    /// disabled or gone, the consent revoked (or revoked and given again:
+    /// another id), the login session ended, or the token family revoked.
+    pub async fn stale_reason(
+        &self,
+        state: &AppState,
+        now: i64,
+    ) -> Result<Option<&'static str>, OAuthError> {
+        let store = &state.store;
+        if !store
+            .get_user(&self.username)
+            .await
+            .map_err(internal)?
+            .is_some_and(|u| u.is_active())
+        {
+            return Ok(Some("user disabled"));
+        }
+        let consent = store
+            .get_consent(&self.username, &self.client_id)
+            .await
+            .map_err(internal)?;
+        if consent.is_none_or(|c| c.id != self.consent_id) {
+            return Ok(Some("consent revoked"));
+        }
+        if let Some(h) = &self.session_id_hash {
+            if !store
+                .session_by_hash(h)
+                .await
+                .map_err(internal)?
+                .is_some_and(|s| s.is_live(now))
+            {
+                return Ok(Some("login session ended"));
+            }
+        }
+        if store
+            .get_family(&self.family_id)
+            .await
+            .map_err(internal)?
+            .is_some_and(|f| f.revoked_at.is_some())
+        {
+            return Ok(Some("token family revoked"));
+        }
+        Ok(None)
+    }
+}
+
+/// A new consent id.
+pub fn new_consent_id() -> String {
+    format!("cns_{}", random_token(12))
+}
+
+/// Issues the access token of a user grant, links it to its family and,
+/// when planned, a rotated refresh token of the same family.
+pub async fn issue(
+    state: &AppState,
+    grant: &Grant,
+    ctx: &GrantContext,
+) -> Result<TokenResponse, OAuthError> {
+    let now = state.clock.now_ms();
+    let store = &state.store;
+    store
+        .insert_family(&TokenFamilyRecord {
+            family_id: ctx.family_id.clone(),
+            client_id: grant.client_id.clone(),
+            username: ctx.username.clone(),
+            created_at: now,
+            revoked_at: None,
+        })
+        .await
+        .map_err(internal)?;
+    // A family revoked meanwhile (a replayed code) gets nothing more.
+    if store
+        .get_family(&ctx.family_id)
+        .await
+        .map_err(internal)?
+        .is_some_and(|f| f.revoked_at.is_some())
+    {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidGrant,
+            "the grant was revoked",
+        ));
+    }
+    let (mut response, jti) = tokens::issue_with_jti(state, grant).await?;
+    store
+        .set_token_family(&jti, &ctx.family_id)
+        .await
+        .map_err(internal)?;
+    if let Some(plan) = &ctx.refresh {
+        let token = RefreshToken::new(random_token(32));
+        let data = RefreshData {
+            username: ctx.username.clone(),
+            consent_id: ctx.consent_id.clone(),
+            scope: plan.scope.clone().unwrap_or_else(|| grant.scope.clone()),
+            authorization_details: grant.authorization_details.clone(),
+            dpop_jkt: plan.dpop_jkt.clone(),
+        };
+        store
+            .insert_refresh_token(&RefreshTokenRecord {
+                token_hash: token.hash(),
+                family_id: ctx.family_id.clone(),
+                client_id: grant.client_id.clone(),
+                grant_data: serde_json::to_value(&data).map_err(internal)?,
+                issued_at: now,
+                expires_at: now + state.config.tokens.refresh_token_ttl as i64 * 1000,
+                used_at: None,
+            })
+            .await
+            .map_err(internal)?;
+        response.refresh_token = Some(token.secret().to_owned());
+    }
+    Ok(response)
+}
+
+/// A user grant's token request after its grant-specific checks.
+pub struct UserGrantRequest<'a> {
+    /// The authenticated client.
+    pub client: &'a ClientRecord,
+    /// `authorization_code` or `refresh_token`.
+    pub grant_type: &'static str,
+    /// The scope to grant.
+    pub scope: Scope,
+    /// RFC 9396 authorization details.
+    pub authorization_details: Option<serde_json::Value>,
+    /// DTR opt-in.
+    pub opt_in: DeferralOptIn,
+    /// Thumbprint of the request's DPoP key.
+    pub dpop_jkt: Option<String>,
+    /// What issuance needs.
+    pub context: GrantContext,
+}
+
+/// Asks the policy and answers: a token, a refusal, or a deferral, exactly
+/// as for the client credentials grant (DTR-2, DTR-3, DTR-14).
+pub async fn decide(state: &AppState, r: UserGrantRequest<'_>) -> Result<Response, OAuthError> {
+    let action = state.policy.evaluate(&PolicyRequest {
+        client_id: &r.client.client_id,
+        grant_type: r.grant_type,
+        scope: &r.scope,
+        authorization_details: r.authorization_details.as_ref(),
+    });
+    match action {
+        Action::Allow => {
+            let grant = Grant {
+                client_id: r.client.client_id.clone(),
+                subject: r.context.username.clone(),
+                scope: r.scope.to_string(),
+                authorization_details: r.authorization_details,
+                deferral_id: None,
+                dpop_jkt: r.dpop_jkt,
+            };
+            let token = issue(state, &grant, &r.context).await?;
+            Ok(json_no_store(StatusCode::OK, &token))
+        }
+        Action::Deny => Err(OAuthError::with_description(ErrorCode::AccessDenied, "request denied by policy")),
+        // DTR-2: never defer without the opt-in, never issue unreviewed.
+        _ if !r.opt_in.completion_mode.deferred => Err(OAuthError::with_description(
+            ErrorCode::AccessDenied,
+            "this request needs a decision that cannot be made now; retry with completion_mode=deferred",
+        )),
+        // DTR-14: a public client is deferred only with a DPoP proof.
+        _ if r.dpop_jkt.is_none() && deferrals::binding_required(state, r.client) => Err(OAuthError::with_description(
+            ErrorCode::InvalidDpopProof,
+            "a DPoP proof is required for this request to be deferred",
+        )),
+        _ => {
+            let context = serde_json::to_value(&r.context).map_err(internal)?;
+            let deferred = deferrals::create_with_context(
+                state,
+                DeferRequest {
+                    client_id: r.client.client_id.clone(),
+                    grant_type: r.grant_type.into(),
+                    scope: r.scope,
+                    authorization_details: r.authorization_details,
+                    subject: r.context.username.clone(),
+                    action,
+                    opt_in: r.opt_in,
+                    dpop_jkt: r.dpop_jkt,
+                },
+                Some(context),
+            )
+            .await?;
+            // DTR-8: HTTP 400, JSON, no-store.
+            let mut resp = json_no_store(StatusCode::BAD_REQUEST, &deferred);
+            crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
+            Ok(resp)
+        }
+    }
+}
+
+/// `invalid_grant` with one description for every reason a code or refresh
+/// token is not accepted, so that the answer tells an attacker nothing.
+pub fn invalid_grant(what: &str) -> OAuthError {
+    OAuthError::with_description(
+        ErrorCode::InvalidGrant,
+        format!("{what} is invalid, expired, revoked or was already used"),
+    )
+}
+
+/// Checks the client may run `grant_type` at all.
+pub fn check_client(client: &ClientRecord, grant_type: &str) -> Result<(), OAuthError> {
+    if !client.is_active() {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidClient,
+            "client is disabled",
+        ));
+    }
+    if !client.grant_types.iter().any(|g| g == grant_type) {
+        return Err(OAuthError::with_description(
+            ErrorCode::UnauthorizedClient,
+            format!("client is not allowed to use the {grant_type} grant"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The refresh token grant (OAuth 2.1 section 4.3) with rotation: every
+//! use consumes the token and the answer carries a new one of the same
+//! family; a token used twice means it leaked, and the whole family is
+//! revoked (RFC 9700 section 4.14.2). A public client's refresh token is
+//! bound to its DPoP key (RFC 9449 section 5). Deferrable by policy like
+//! any grant (`grant_type = "refresh_token"` in a rule).
+
+use super::{
+    check_client, decide, invalid_grant, GrantContext, RefreshData, RefreshPlan, UserGrantRequest,
+};
+use crate::http::error::internal;
+use crate::state::AppState;
+use crate::store::{ClientRecord, Consumed};
+use axum::response::Response;
+use dtr_proto::scope::Scope;
+use dtr_proto::secret::{ct_eq, RefreshToken};
+use dtr_proto::token::DeferralOptIn;
+use dtr_proto::{ErrorCode, OAuthError};
+use tracing::{info, warn};
+
+/// Answers `grant_type=refresh_token`.
+pub async fn refresh(
+    state: &AppState,
+    client: &ClientRecord,
+    token: &RefreshToken,
+    scope: Option<Scope>,
+    opt_in: DeferralOptIn,
+    dpop_jkt: Option<String>,
+) -> Result<Response, OAuthError> {
+    check_client(client, dtr_proto::GRANT_TYPE_REFRESH_TOKEN)?;
+    let hash = token.hash();
+    let Some(stored) = state.store.refresh_token(&hash).await.map_err(internal)? else {
+        return Err(invalid_grant("the refresh token"));
+    };
+    if stored.client_id != client.client_id {
+        return Err(invalid_grant("the refresh token"));
+    }
+    let data: RefreshData = serde_json::from_value(stored.grant_data.clone()).map_err(internal)?;
+    // RFC 9449 section 5: checked before the token is consumed, so a
+    // request without the key cannot burn it.
+    if let Some(bound) = &data.dpop_jkt {
+        match &dpop_jkt {
+            Some(j) if ct_eq(j.as_bytes(), bound.as_bytes()) => {}
+            Some(_) => return Err(dtr_proto::dpop::DpopError::WrongKey.to_oauth()),
+            None => {
+                return Err(OAuthError::with_description(
+                    ErrorCode::InvalidDpopProof,
+                    "this refresh token is DPoP-bound: send a DPoP proof of its key",
+                ))
+            }
+        }
+    }
+    let now = state.clock.now_ms();
+    match state
+        .store
+        .use_refresh_token(&hash, now)
+        .await
+        .map_err(internal)?
+    {
+        Consumed::Fresh(_) => {}
+        Consumed::Replayed(r) => {
+            if state
+                .store
+                .revoke_family(&r.family_id, now)
+                .await
+                .map_err(internal)?
+            {
+                warn!(client = %r.client_id, "refresh token reused: its whole family revoked");
+            }
+            return Err(invalid_grant("the refresh token"));
+        }
+        Consumed::Invalid => return Err(invalid_grant("the refresh token")),
+    }
+    let granted = Scope::parse(&data.scope).unwrap_or_default();
+    let scope = scope.unwrap_or_else(|| granted.clone());
+    if !scope.is_subset(&granted) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidScope,
+            "scope exceeds the original grant",
+        ));
+    }
+    let context = GrantContext {
+        username: data.username.clone(),
+        client_id: client.client_id.clone(),
+        session_id_hash: None,
+        consent_id: data.consent_id.clone(),
+        family_id: stored.family_id.clone(),
+        // RFC 6749 section 6: the new refresh token keeps the old scope.
+        refresh: Some(RefreshPlan {
+            scope: Some(data.scope.clone()),
+            dpop_jkt: data.dpop_jkt.clone(),
+        }),
+    };
+    if let Some(reason) = context.stale_reason(state, now).await? {
+        info!(client = %client.client_id, reason, "refresh refused");
+        return Err(invalid_grant("the refresh token"));
+    }
+    decide(
+        state,
+        UserGrantRequest {
+            client,
+            grant_type: dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
+            scope,
+            authorization_details: data.authorization_details,
+            opt_in,
+            dpop_jkt,
+            context,
+        },
+    )
+    .await
+}
+
+/// Revokes the family of one of `client_id`'s refresh tokens (RFC 7009
+/// section 2.1: revoking a refresh token also revokes the access tokens of
+/// its grant). Unknown and foreign tokens change nothing.
+pub async fn revoke(
+    state: &AppState,
+    client_id: &str,
+    token: &RefreshToken,
+) -> Result<bool, OAuthError> {
+    let Some(stored) = state
+        .store
+        .refresh_token(&token.hash())
+        .await
+        .map_err(internal)?
+    else {
+        return Ok(false);
+    };
+    if stored.client_id != client_id {
+        return Ok(false);
+    }
+    state
+        .store
+        .revoke_family(&stored.family_id, state.clock.now_ms())
+        .await
+        .map_err(internal)
+}
+
+/// Whether `token` is one of `client_id`'s refresh tokens (used or not).
+pub async fn refresh_token_of(
+    state: &AppState,
+    client_id: &str,
+    token: &RefreshToken,
+) -> Result<bool, OAuthError> {
+    let stored = state
+        .store
+        .refresh_token(&token.hash())
+        .await
+        .map_err(internal)?;
+    Ok(stored.is_some_and(|s| s.client_id == client_id))
+}

@@ -1,0 +1,323 @@
+//! `GET /authorize`, the consent page and its `POST /authorize/consent`,
+//! and `POST /par` (RFC 9126). The authorization response always has the
+//! same shape, whether or not the request carried the DTR hint (DTR-4):
+//! a redirect with `code` (or `error`), `state` and `iss`.
+
+use super::error::{json_no_store, OAuthResponse};
+use super::form::Form;
+use super::html::{escape, page};
+use crate::grants::authorize::{self as authz, AuthzError, AuthzRequest, REQUEST_URI_PREFIX};
+use crate::session::{self, SessionUser};
+use crate::state::AppState;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dtr_proto::params::Params;
+use dtr_proto::scope::Scope;
+use dtr_proto::{ErrorCode, OAuthError};
+
+fn error_page(message: &str) -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Request refused",
+        &format!(
+            "<p>{}</p><p>Go back to the application and try again.</p>",
+            escape(message)
+        ),
+    )
+}
+
+fn failed(state: &AppState, e: &AuthzError) -> Response {
+    match (authz::error_redirect(state, e), e) {
+        (Some(loc), _) => session::see_other(&loc),
+        (None, AuthzError::Page(m)) => error_page(m),
+        (None, _) => error_page("The request is invalid."),
+    }
+}
+
+fn server_error() -> Response {
+    page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Error",
+        "<p>Something went wrong. Try again.</p>",
+    )
+}
+
+async fn client(state: &AppState, client_id: Option<&str>) -> Option<crate::store::ClientRecord> {
+    let id = client_id?;
+    state.store.get_client(id).await.ok().flatten()
+}
+
+/// `GET /authorize` (OAuth 2.1 section 4.1.1), or with `request_uri` the
+/// continuation of a pushed request (RFC 9126 section 4).
+pub async fn authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let query = q.unwrap_or_default();
+    let p = match Params::parse_form(query.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            return error_page(
+                e.error_description
+                    .as_deref()
+                    .unwrap_or("malformed request"),
+            )
+        }
+    };
+    let client_rec = client(&state, p.get("client_id")).await;
+    let (req, pushed_handle) = match p.get("request_uri") {
+        Some(uri) => {
+            // RFC 9126 section 4: only client_id and request_uri count; the
+            // pushed request must belong to that client.
+            let found = match uri.strip_prefix(REQUEST_URI_PREFIX) {
+                Some(h) => match authz::load_request(&state, h).await {
+                    Ok(r) => r.map(|(req, pushed)| (req, pushed, h.to_owned())),
+                    Err(_) => return server_error(),
+                },
+                None => None,
+            };
+            match found {
+                Some((req, true, h)) if Some(req.client_id.as_str()) == p.get("client_id") => {
+                    (req, Some(h))
+                }
+                _ => return error_page("The request_uri is unknown, expired or already used."),
+            }
+        }
+        None => match authz::validate(&p, client_rec.as_ref()) {
+            Ok(req) => {
+                if client_rec.as_ref().is_some_and(|c| c.require_par) {
+                    let e = AuthzError::Redirect {
+                        redirect_uri: req.redirect_uri.clone(),
+                        state: req.state.clone(),
+                        error: "invalid_request",
+                        description: "this client must push its authorization requests (RFC 9126)"
+                            .into(),
+                    };
+                    return failed(&state, &e);
+                }
+                (req, None)
+            }
+            Err(e) => return failed(&state, &e),
+        },
+    };
+    let Some(user) = session::current_user(&state, &headers).await else {
+        return session::login_redirect(&format!("{}?{query}", dtr_proto::paths::AUTHORIZE));
+    };
+    let consent = match state
+        .store
+        .get_consent(&user.username, &req.client_id)
+        .await
+    {
+        Ok(c) => c,
+        Err(_) => return server_error(),
+    };
+    // A standing consent covers a later request within its scope; requests
+    // with authorization details are transaction-specific and always ask.
+    let covered = consent.as_ref().filter(|c| {
+        req.authorization_details.is_none()
+            && Scope::parse(&req.scope)
+                .unwrap_or_default()
+                .is_subset(&Scope::parse(&c.scope).unwrap_or_default())
+    });
+    if let Some(c) = covered {
+        if let Some(h) = &pushed_handle {
+            if !authz::consume_request(&state, h).await.unwrap_or(false) {
+                return error_page("The request_uri is unknown, expired or already used.");
+            }
+        }
+        return match authz::issue_code(&state, &req, &user, &c.id).await {
+            Ok(loc) => session::see_other(&loc),
+            Err(_) => server_error(),
+        };
+    }
+    let handle = match pushed_handle {
+        Some(h) => h,
+        None => match authz::store_request(&state, &req, false).await {
+            Ok(h) => h,
+            Err(_) => return server_error(),
+        },
+    };
+    consent_page(&state, &user, &req, &handle, client_rec.as_ref()).await
+}
+
+/// The consent page: who asks, for what, and approve / deny.
+async fn consent_page(
+    state: &AppState,
+    user: &SessionUser,
+    req: &AuthzRequest,
+    handle: &str,
+    client: Option<&crate::store::ClientRecord>,
+) -> Response {
+    let name = client
+        .and_then(|c| c.metadata.as_ref())
+        .and_then(|m| m.get("client_name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or(&req.client_id);
+    let scopes: String = Scope::parse(&req.scope)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| format!("<li><code>{}</code></li>", escape(s)))
+        .collect();
+    let details = req
+        .authorization_details
+        .as_ref()
+        .map(|a| {
+            let pretty = serde_json::to_string_pretty(a).unwrap_or_default();
+            format!(
+                "<dt>Authorization details</dt><dd><pre>{}</pre></dd>",
+                escape(&pretty)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<p>Signed in as <strong>{user}</strong>.</p>\
+         <p><strong>{name}</strong> (<code>{cid}</code>) asks for access to your account.</p>\
+         <dl><dt>Access requested</dt><dd><ul>{scopes}</ul></dd>{details}\
+         <dt>Redirects to</dt><dd><code>{redirect}</code></dd></dl>\
+         <form method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"request\" value=\"{handle}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button name=\"decision\" value=\"approve\">Allow</button>\
+         <button name=\"decision\" value=\"deny\">Deny</button></form>",
+        user = escape(&user.username),
+        name = escape(name),
+        cid = escape(&req.client_id),
+        redirect = escape(&req.redirect_uri),
+        action = dtr_proto::paths::AUTHORIZE_CONSENT,
+        handle = escape(handle),
+        csrf = escape(&session::csrf_token(state, user)),
+    );
+    let mut r = page(StatusCode::OK, "Allow access?", &body);
+    // Browsers apply `form-action` to the redirect that follows the POST:
+    // allow exactly the client's redirect URI origin besides ourselves.
+    let origin = url::Url::parse(&req.redirect_uri)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {origin}; frame-ancestors 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r
+}
+
+/// `POST /authorize/consent`: the user's decision on the consent page.
+pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(p): Form) -> Response {
+    let Some(user) = session::current_user(&state, &headers).await else {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Signed out",
+            "<p>Your session ended. Go back to the application and start again.</p>",
+        );
+    };
+    if !session::csrf_ok(&state, &user, p.get("csrf")) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "<p>The form was not sent from this site.</p>",
+        );
+    }
+    let Some(handle) = p.get("request") else {
+        return error_page("The form is incomplete.");
+    };
+    let req = match authz::load_request(&state, handle).await {
+        Ok(Some((req, _))) => req,
+        Ok(None) => return error_page("This request was already answered or has expired."),
+        Err(_) => return server_error(),
+    };
+    let approve = match p.get("decision") {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => return error_page("Choose allow or deny."),
+    };
+    // Single use: a second submission (another tab, a replay) gets nothing.
+    if !authz::consume_request(&state, handle)
+        .await
+        .unwrap_or(false)
+    {
+        return error_page("This request was already answered or has expired.");
+    }
+    if !approve {
+        tracing::info!(client = %req.client_id, user = %user.username, "consent denied");
+        let e = AuthzError::Redirect {
+            redirect_uri: req.redirect_uri.clone(),
+            state: req.state.clone(),
+            error: "access_denied",
+            description: "the user denied the request".into(),
+        };
+        return failed(&state, &e);
+    }
+    let store = &state.store;
+    let previous = store
+        .get_consent(&user.username, &req.client_id)
+        .await
+        .ok()
+        .flatten();
+    let merged = match &previous {
+        Some(c) => format!("{} {}", c.scope, req.scope),
+        None => req.scope.clone(),
+    };
+    let merged = Scope::parse(&merged).unwrap_or_default().to_string();
+    let consent = match store
+        .grant_consent(
+            &user.username,
+            &req.client_id,
+            &merged,
+            &crate::grants::new_consent_id(),
+            state.clock.now_ms(),
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(_) => return server_error(),
+    };
+    tracing::info!(client = %req.client_id, user = %user.username, "consent given");
+    match authz::issue_code(&state, &req, &user, &consent.id).await {
+        Ok(loc) => session::see_other(&loc),
+        Err(_) => server_error(),
+    }
+}
+
+/// `POST /par` (RFC 9126 section 2): an authenticated client pushes its
+/// authorization request and gets a single-use `request_uri`.
+pub async fn par(State(state): State<AppState>, headers: HeaderMap, Form(p): Form) -> Response {
+    match push(&state, &headers, &p).await {
+        Ok(r) => r,
+        Err(e) => OAuthResponse(e).into_response(),
+    }
+}
+
+async fn push(state: &AppState, headers: &HeaderMap, p: &Params) -> Result<Response, OAuthError> {
+    let client = crate::client_auth::authenticate(state, headers, p, dtr_proto::paths::PAR).await?;
+    // RFC 9126 section 2.1: a request_uri cannot itself be pushed.
+    if p.contains("request_uri") {
+        return Err(OAuthError::invalid_request(
+            "request_uri is not allowed in a pushed request",
+        ));
+    }
+    let mut p = p.clone();
+    if p.get("client_id").is_some_and(|c| c != client.client_id) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidRequest,
+            "client_id differs from the authenticated client",
+        ));
+    }
+    if !p.contains("client_id") {
+        let mut pairs: Vec<(String, String)> = p
+            .names()
+            .map(|n| (n.to_owned(), p.get(n).unwrap_or_default().to_owned()))
+            .collect();
+        pairs.push(("client_id".into(), client.client_id.clone()));
+        p = Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    let req = authz::validate(&p, Some(&client)).map_err(|e| e.to_oauth())?;
+    let handle = authz::store_request(state, &req, true).await?;
+    let body = serde_json::json!({
+        "request_uri": format!("{REQUEST_URI_PREFIX}{handle}"),
+        "expires_in": authz::PAR_TTL_SECS,
+    });
+    Ok(json_no_store(StatusCode::CREATED, &body))
+}
