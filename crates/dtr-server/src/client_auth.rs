@@ -200,6 +200,15 @@ pub async fn authenticate(
     Ok(client)
 }
 
+/// Whether a presented method satisfies the registered one.
+fn same_kind(registered: AuthMethod, presented: AuthMethod) -> bool {
+    use AuthMethod::*;
+    matches!(
+        (registered, presented),
+        (ClientSecretBasic | ClientSecretPost, ClientSecretBasic | ClientSecretPost)
+    ) || registered == presented
+}
+
 fn url_decode(s: &str) -> Option<String> {
     let p = Params::parse_form(format!("v={s}").as_bytes()).ok()?;
     Some(p.get("v").unwrap_or_default().to_owned())
@@ -308,7 +317,11 @@ impl ClientRegistry {
         match (secret, client) {
             (None, Some(c)) if registered == Some(AuthMethod::None) => Ok(c),
             (None, _) => Err(failed()),
-            (Some(secret), Some(c)) if registered == Some(method) => {
+            // Either secret method is accepted for a client with a secret:
+            // both carry the same secret over the same TLS channel (OAuth
+            // 2.1 section 2.4.1), and refusing one would only break clients
+            // that chose the other. `none` and private_key_jwt stay exact.
+            (Some(secret), Some(c)) if registered.is_some_and(|r| same_kind(r, method)) => {
                 let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
                 let cached = self
                     .verified

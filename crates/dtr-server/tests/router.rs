@@ -899,12 +899,7 @@ async fn introspection_requires_client_authentication() {
 async fn client_authentication_failures() {
     let h = harness().await;
     let body = &[("grant_type", "client_credentials")];
-    for client in [
-        ("svc", "wrong"),
-        ("nobody", "whatever"),
-        ("other", "other-secret"),
-    ] {
-        // `other` is registered for client_secret_post, so Basic is refused.
+    for client in [("svc", "wrong"), ("nobody", "whatever"), ("other", "wrong")] {
         let r = h.post("/token", client, body).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{client:?}");
         assert_eq!(r.error(), "invalid_client");
@@ -927,6 +922,9 @@ async fn client_authentication_failures() {
         )
         .await;
     assert_eq!(post.status, StatusCode::OK, "client_secret_post works");
+    // Either secret method works for a client with a secret.
+    let basic = h.post("/token", OTHER, &[("grant_type", "client_credentials"), ("scope", "read")]).await;
+    assert_eq!(basic.status, StatusCode::OK, "{}", basic.text);
 }
 
 // ---------------------------------------------------------------- bad input

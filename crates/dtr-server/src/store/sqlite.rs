@@ -1,12 +1,14 @@
-//! The embedded SQLite store: one connection in WAL mode behind a mutex,
-//! used from blocking tasks. SQLite serialises writers anyway; every state
-//! change is still written as a conditional update, so the code reads the
-//! same as the PostgreSQL store and stays correct if the connection model
-//! changes.
+//! The embedded SQLite store, used from blocking tasks: one writing
+//! connection in WAL mode behind a mutex (SQLite serialises writers
+//! anyway) and a few read-only connections for the hot lookups, which WAL
+//! lets run beside the writer on other cores. Every state change is still
+//! written as a conditional update, so the code reads the same as the
+//! PostgreSQL store and stays correct whatever the connection model.
 
 use super::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Users, sessions, consents, codes and refresh tokens.
@@ -25,6 +27,25 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections (none for an in-memory database, whose
+    /// contents only its own connection sees).
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<AtomicUsize>,
+}
+
+/// Read-only connections of a file database.
+const READERS: usize = 4;
+
+/// Page cache per connection, in KiB (SQLite's negative `cache_size`): the
+/// upper index levels of a million deferrals stay in memory; bounded, so
+/// memory does not grow with the number of deferrals.
+const CACHE_KIB: i64 = 16 * 1024;
+
+fn tune(conn: &Connection) -> StoreResult<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB).map_err(db_err)?;
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(db_err)?;
+    Ok(())
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
@@ -40,7 +61,19 @@ impl SqliteStore {
             })?;
         }
         let conn = Connection::open(path).map_err(db_err)?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(db_err)?;
+            tune(&r)?;
+            readers.push(Mutex::new(r));
+        }
+        store.readers = Arc::new(readers);
+        Ok(store)
     }
 
     /// An in-memory database (tests).
@@ -49,8 +82,7 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> StoreResult<Self> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db_err)?;
+        tune(&conn)?;
         // WAL lets readers of other processes (backups, the CLI) run beside
         // the server; NORMAL sync is durable across process crashes.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -62,7 +94,38 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Vec::new()),
+            next_reader: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Runs a read on a read-only connection (the writer when there is
+    /// none). Only for statements that change nothing.
+    async fn with_read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.with(move |c| f(c)).await;
+        }
+        let readers = self.readers.clone();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let n = readers.len();
+            // Take the first idle connection from a rotating start, else
+            // wait for the one the rotation picked.
+            let idle = (0..n).find_map(|i| readers[(start + i) % n].try_lock().ok());
+            let guard = match idle {
+                Some(g) => g,
+                None => readers[start % n]
+                    .lock()
+                    .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?,
+            };
+            f(&guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("storage task failed: {e}")))?
     }
 
     async fn with<T, F>(&self, f: F) -> StoreResult<T>
@@ -237,7 +300,7 @@ impl ClientStore for SqliteStore {
 
     async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
         let id = client_id.to_owned();
-        self.with(move |db| {
+        self.with_read(move |db| {
             db.query_row(
                 &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?1"),
                 [id],
@@ -331,7 +394,7 @@ impl DeferralStore for SqliteStore {
 
     async fn deferral_by_code(&self, code_hash: &str) -> StoreResult<Option<DeferralRecord>> {
         let h = code_hash.to_owned();
-        self.with(move |db| {
+        self.with_read(move |db| {
             db.prepare_cached(&format!(
                 "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE code_hash = ?1"
             ))
@@ -343,7 +406,7 @@ impl DeferralStore for SqliteStore {
 
     async fn deferral_by_id(&self, id: &str) -> StoreResult<Option<DeferralRecord>> {
         let id = id.to_owned();
-        self.with(move |db| {
+        self.with_read(move |db| {
             db.prepare_cached(&format!(
                 "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE id = ?1"
             ))
@@ -649,7 +712,7 @@ impl TokenStore for SqliteStore {
 
     async fn token_revoked(&self, jti: &str) -> StoreResult<bool> {
         let j = jti.to_owned();
-        self.with(move |db| {
+        self.with_read(move |db| {
             let row: Option<Option<i64>> = db
                 .prepare_cached("SELECT revoked_at FROM access_tokens WHERE jti = ?1")
                 .and_then(|mut st| st.query_row([j], |r| r.get(0)).optional())
