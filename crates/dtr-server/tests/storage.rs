@@ -11,7 +11,9 @@ mod pg;
 
 use dtr_proto::deferral::DeferralState;
 use dtr_server::store::{
-    CallbackOutcome, ClientRecord, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate, Store,
+    AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord, Consumed, DeferralFilter,
+    DeferralRecord, IssuedToken, NewDeferral, PollUpdate, RefreshTokenRecord, SessionRecord, Store, TokenFamilyRecord,
+    UserRecord,
 };
 use std::sync::Arc;
 
@@ -768,6 +770,191 @@ mod suite {
         assert_eq!(s.prune_used(T0 + 1).await.unwrap(), 2_100);
         assert!(!s.use_once("keep", T0 + 20, T0 + 1).await.unwrap());
     }
+
+    pub async fn users_keep_admin_disabled(s: Arc<dyn Store>) {
+        let u = UserRecord { username: "alice".into(), password_hash: "h1".into(), enabled: true, admin_disabled: false };
+        s.upsert_user(&u).await.unwrap();
+        assert!(s.set_user_admin_disabled("alice", true).await.unwrap());
+        assert!(!s.set_user_admin_disabled("nobody", true).await.unwrap());
+        s.upsert_user(&UserRecord { password_hash: "h2".into(), ..u.clone() }).await.unwrap();
+        let got = s.get_user("alice").await.unwrap().unwrap();
+        assert_eq!(got.password_hash, "h2");
+        assert!(got.admin_disabled && !got.is_active());
+        assert_eq!(s.list_users().await.unwrap().len(), 1);
+        assert!(s.get_user("nobody").await.unwrap().is_none());
+    }
+
+    pub async fn sessions_end_once(s: Arc<dyn Store>) {
+        for (id, user) in [("s1", "alice"), ("s2", "alice"), ("s3", "bob")] {
+            s.insert_session(&SessionRecord {
+                id_hash: id.into(),
+                username: user.into(),
+                created_at: T0,
+                expires_at: T0 + LIFE,
+                ended_at: None,
+            })
+            .await
+            .unwrap();
+        }
+        assert!(s.session_by_hash("s1").await.unwrap().unwrap().is_live(T0));
+        assert!(!s.session_by_hash("s1").await.unwrap().unwrap().is_live(T0 + LIFE));
+        assert!(s.end_session("s1", T0 + 1).await.unwrap());
+        assert!(!s.end_session("s1", T0 + 2).await.unwrap());
+        assert_eq!(s.session_by_hash("s1").await.unwrap().unwrap().ended_at, Some(T0 + 1));
+        assert_eq!(s.end_user_sessions("alice", T0 + 3).await.unwrap(), 1);
+        assert!(s.session_by_hash("s3").await.unwrap().unwrap().ended_at.is_none());
+        assert!(s.session_by_hash("nope").await.unwrap().is_none());
+    }
+
+    pub async fn consents_keep_their_id_until_revoked(s: Arc<dyn Store>) {
+        let c = s.grant_consent("alice", "web", "read", "c1", T0).await.unwrap();
+        assert_eq!((c.id.as_str(), c.scope.as_str()), ("c1", "read"));
+        let c = s.grant_consent("alice", "web", "read write", "c2", T0 + 1).await.unwrap();
+        assert_eq!((c.id.as_str(), c.scope.as_str()), ("c1", "read write"));
+        s.grant_consent("alice", "other", "read", "c3", T0).await.unwrap();
+        assert_eq!(s.list_consents("alice").await.unwrap().len(), 2);
+        assert!(s.revoke_consent("alice", "web").await.unwrap());
+        assert!(!s.revoke_consent("alice", "web").await.unwrap());
+        assert!(s.get_consent("alice", "web").await.unwrap().is_none());
+        let c = s.grant_consent("alice", "web", "read", "c4", T0 + 2).await.unwrap();
+        assert_eq!(c.id, "c4", "a consent given again is a new one");
+    }
+
+    pub async fn authorization_requests_are_single_use(s: Arc<dyn Store>) {
+        let r = AuthorizationRequestRecord {
+            id_hash: "r1".into(),
+            client_id: "web".into(),
+            request: serde_json::json!({"scope": "read"}),
+            pushed: true,
+            created_at: T0,
+            expires_at: T0 + 60_000,
+            used_at: None,
+        };
+        s.insert_authorization_request(&r).await.unwrap();
+        assert_eq!(s.authorization_request("r1", T0).await.unwrap(), Some(r.clone()));
+        assert!(s.authorization_request("r1", T0 + 60_000).await.unwrap().is_none(), "expired");
+        assert!(s.consume_authorization_request("r1", T0 + 1).await.unwrap());
+        assert!(!s.consume_authorization_request("r1", T0 + 2).await.unwrap());
+        assert!(s.authorization_request("r1", T0 + 3).await.unwrap().is_none());
+    }
+
+    pub async fn codes_are_single_use_and_replays_revoke_the_family(s: Arc<dyn Store>) {
+        let c = AuthorizationCodeRecord {
+            code_hash: "code1".into(),
+            client_id: "web".into(),
+            family_id: "fam1".into(),
+            grant_data: serde_json::json!({"username": "alice"}),
+            created_at: T0,
+            expires_at: T0 + 60_000,
+            used_at: None,
+        };
+        s.insert_authorization_code(&c).await.unwrap();
+        assert!(matches!(s.use_authorization_code("nope", T0).await.unwrap(), Consumed::Invalid));
+        match s.use_authorization_code("code1", T0 + 1).await.unwrap() {
+            Consumed::Fresh(r) => assert_eq!(r.grant_data, c.grant_data),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(s.use_authorization_code("code1", T0 + 2).await.unwrap(), Consumed::Replayed(_)));
+        // Family: tokens linked to it are revoked with it, once.
+        s.insert_family(&TokenFamilyRecord {
+            family_id: "fam1".into(),
+            client_id: "web".into(),
+            username: "alice".into(),
+            created_at: T0,
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+        s.record_token(&IssuedToken {
+            jti: "j1".into(),
+            client_id: "web".into(),
+            expires_at: T0 + LIFE,
+            issued_at: T0,
+            deferral_id: None,
+        })
+        .await
+        .unwrap();
+        s.set_token_family("j1", "fam1").await.unwrap();
+        assert!(!s.token_revoked("j1").await.unwrap());
+        assert!(s.revoke_family("fam1", T0 + 3).await.unwrap());
+        assert!(!s.revoke_family("fam1", T0 + 4).await.unwrap());
+        assert!(s.token_revoked("j1").await.unwrap());
+        assert_eq!(s.get_family("fam1").await.unwrap().unwrap().revoked_at, Some(T0 + 3));
+        // A family revoked before it was written is recorded revoked.
+        assert!(s.revoke_family("fam2", T0).await.unwrap());
+        assert!(s.get_family("fam2").await.unwrap().unwrap().revoked_at.is_some());
+        // An unused code past its expiry is invalid, not a replay.
+        s.insert_authorization_code(&AuthorizationCodeRecord { code_hash: "code2".into(), ..c }).await.unwrap();
+        assert!(matches!(s.use_authorization_code("code2", T0 + 60_000).await.unwrap(), Consumed::Invalid));
+    }
+
+    pub async fn refresh_tokens_rotate_once(s: Arc<dyn Store>) {
+        s.insert_family(&TokenFamilyRecord {
+            family_id: "f".into(),
+            client_id: "web".into(),
+            username: "alice".into(),
+            created_at: T0,
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+        let t = RefreshTokenRecord {
+            token_hash: "rt1".into(),
+            family_id: "f".into(),
+            client_id: "web".into(),
+            grant_data: serde_json::json!({"scope": "read"}),
+            issued_at: T0,
+            expires_at: T0 + LIFE,
+            used_at: None,
+        };
+        s.insert_refresh_token(&t).await.unwrap();
+        s.insert_refresh_token(&RefreshTokenRecord { token_hash: "rt2".into(), ..t.clone() }).await.unwrap();
+        assert_eq!(s.refresh_token("rt1").await.unwrap(), Some(t.clone()));
+        // Many concurrent uses: one winner, the rest see a replay.
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.use_refresh_token("rt1", T0 + 1).await.unwrap() })
+            })
+            .collect();
+        let mut fresh = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Consumed::Fresh(_) => fresh += 1,
+                Consumed::Replayed(_) => {}
+                Consumed::Invalid => panic!("a used token is a replay"),
+            }
+        }
+        assert_eq!(fresh, 1);
+        // A revoked family's tokens are invalid; expired ones too.
+        s.revoke_family("f", T0 + 2).await.unwrap();
+        assert!(matches!(s.use_refresh_token("rt2", T0 + 3).await.unwrap(), Consumed::Invalid));
+        assert!(matches!(s.use_refresh_token("nope", T0).await.unwrap(), Consumed::Invalid));
+    }
+
+    pub async fn prune_accounts_deletes_expired(s: Arc<dyn Store>) {
+        s.insert_session(&SessionRecord {
+            id_hash: "old".into(),
+            username: "a".into(),
+            created_at: T0,
+            expires_at: T0 + 1,
+            ended_at: None,
+        })
+        .await
+        .unwrap();
+        s.insert_session(&SessionRecord {
+            id_hash: "new".into(),
+            username: "a".into(),
+            created_at: T0,
+            expires_at: T0 + LIFE,
+            ended_at: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.prune_accounts(T0 + 2).await.unwrap(), 1);
+        assert!(s.session_by_hash("old").await.unwrap().is_none());
+        assert!(s.session_by_hash("new").await.unwrap().is_some());
+    }
 }
 
 /// One `#[tokio::test]` per suite body and backend.
@@ -826,6 +1013,13 @@ backends!(
     prune_in_batches_deletes_everything_due,
     resolution_enqueues_one_callback,
     retry_then_fail_and_suppression,
+    users_keep_admin_disabled,
+    sessions_end_once,
+    consents_keep_their_id_until_revoked,
+    authorization_requests_are_single_use,
+    codes_are_single_use_and_replays_revoke_the_family,
+    refresh_tokens_rotate_once,
+    prune_accounts_deletes_expired,
 );
 
 /// What only the PostgreSQL backend has: start-up against a shared server.
