@@ -24,6 +24,9 @@ pub enum ErrorCode {
     UnsupportedGrantType,
     /// The requested scope is invalid, unknown or exceeds what the client may ask.
     InvalidScope,
+    /// RFC 8707 section 2 / RFC 8693 section 2.2.2: the `resource` or
+    /// `audience` is malformed or not acceptable.
+    InvalidTarget,
     /// The request was denied, or the deferral was denied or cancelled (DTR-16).
     AccessDenied,
     /// The deferral is still pending (DTR-8, DTR-18).
@@ -59,6 +62,7 @@ impl ErrorCode {
             Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
+            Self::InvalidTarget => "invalid_target",
             Self::AccessDenied => "access_denied",
             Self::AuthorizationPending => "authorization_pending",
             Self::InteractionRequired => "interaction_required",
@@ -82,6 +86,7 @@ impl ErrorCode {
             "unauthorized_client" => Self::UnauthorizedClient,
             "unsupported_grant_type" => Self::UnsupportedGrantType,
             "invalid_scope" => Self::InvalidScope,
+            "invalid_target" => Self::InvalidTarget,
             "access_denied" => Self::AccessDenied,
             "authorization_pending" => Self::AuthorizationPending,
             "interaction_required" => Self::InteractionRequired,

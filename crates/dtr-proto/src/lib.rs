@@ -9,6 +9,7 @@
 
 pub mod completion_mode;
 pub mod deferral;
+pub mod device;
 pub mod dpop;
 pub mod error;
 pub mod metadata;
@@ -17,6 +18,7 @@ pub mod resource;
 pub mod scope;
 pub mod secret;
 pub mod token;
+pub mod token_exchange;
 
 pub use error::{ErrorCode, OAuthError};
 
@@ -28,6 +30,12 @@ pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_TYPE_AUTHORIZATION_CODE: &str = "authorization_code";
 /// Grant type of the refresh token grant (OAuth 2.1 section 4.3).
 pub const GRANT_TYPE_REFRESH_TOKEN: &str = "refresh_token";
+/// Grant type of the device authorization grant (RFC 8628 section 3.4).
+pub const GRANT_TYPE_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// Grant type of token exchange (RFC 8693 section 2.1).
+pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 section 3 token type identifier of access tokens.
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Token type identifier of deferral codes at the revocation endpoint (DTR-31).
 pub const TOKEN_TYPE_DEFERRAL_CODE: &str = "urn:ietf:params:oauth:token-type:deferral-code";
 /// `token_type_hint` for access tokens (RFC 7009 section 2.1).
@@ -63,6 +71,10 @@ pub mod paths {
     pub const LOGIN: &str = "/login";
     /// Ends the login session.
     pub const LOGOUT: &str = "/logout";
+    /// Device authorization endpoint (RFC 8628 section 3.1).
+    pub const DEVICE_AUTHORIZATION: &str = "/device_authorization";
+    /// The device grant's user page, the `verification_uri` (RFC 8628 section 3.3).
+    pub const DEVICE: &str = "/device";
     /// Liveness probe that also checks the database.
     pub const HEALTHZ: &str = "/healthz";
     /// Prefix of the admin API.

@@ -98,6 +98,18 @@ secret_type!(
     CodeVerifier
 );
 
+secret_type!(
+    /// An RFC 8628 `device_code`: 160 random bits, stored only as its SHA-256.
+    DeviceCode
+);
+
+impl DeviceCode {
+    /// A fresh device code from the OS CSPRNG (RFC 8628 section 5.2).
+    pub fn generate() -> Self {
+        Self(random_token(DEFERRAL_CODE_BYTES))
+    }
+}
+
 impl DeferralCode {
     /// A fresh deferral code from the OS CSPRNG (DTR-9).
     pub fn generate() -> Self {

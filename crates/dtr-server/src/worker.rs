@@ -81,6 +81,13 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning sessions and codes failed"),
             }
+            // Device codes past their life, and wrong user-code counters
+            // whose window is long over (RFC 8628).
+            match state.store.prune_device_codes(before).await {
+                Ok(n) if n > 0 => tracing::info!(count = n, "pruned expired device codes"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning device codes failed"),
+            }
             // Single-use identifiers (DPoP proof and assertion `jti`s) are
             // dead the moment they expire: an expired proof is refused by
             // its `iat` anyway (RFC 9449 section 11.1), so no grace period.

@@ -7,10 +7,12 @@
 //! never a read followed by a write.
 
 pub mod accounts;
+pub mod device;
 pub mod postgres;
 pub mod sqlite;
 
 pub use accounts::*;
+pub use device::{DeviceCodeRecord, DeviceStore, NewDeviceCode};
 
 use async_trait::async_trait;
 use dtr_proto::deferral::{DeferralState, PollView};
@@ -433,7 +435,9 @@ pub trait CallbackStore: Send + Sync {
 
 /// Everything the server needs from a database.
 #[async_trait]
-pub trait Store: ClientStore + DeferralStore + TokenStore + CallbackStore + AccountStore + 'static {
+pub trait Store:
+    ClientStore + DeferralStore + TokenStore + CallbackStore + AccountStore + DeviceStore + 'static
+{
     /// Cheap round trip for `/healthz`.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -17,6 +17,8 @@ use tokio_postgres::{NoTls, Row};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// Device codes of RFC 8628.
+mod device;
 
 /// Migrations in order, in step with `migrations/sqlite/` (same numbers,
 /// same meaning); applied ones never change (migrations/README.md).
@@ -26,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_callbacks.sql"),
     include_str!("../../migrations/postgres/0004_registration.sql"),
     include_str!("../../migrations/postgres/0005_accounts.sql"),
+    include_str!("../../migrations/postgres/0006_device.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

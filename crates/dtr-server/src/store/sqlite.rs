@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// Device codes of RFC 8628.
+mod device;
 
 /// Migrations in order; applied ones never change (migrations/README.md).
 const MIGRATIONS: &[&str] = &[
@@ -21,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_callbacks.sql"),
     include_str!("../../migrations/sqlite/0004_registration.sql"),
     include_str!("../../migrations/sqlite/0005_accounts.sql"),
+    include_str!("../../migrations/sqlite/0006_device.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
