@@ -68,6 +68,22 @@ pub enum TokenRequest {
         /// DTR opt-in.
         opt_in: DeferralOptIn,
     },
+    /// RFC 8693 token exchange, deferrable like any grant.
+    TokenExchange {
+        /// The exchange itself.
+        exchange: crate::token_exchange::TokenExchangeRequest,
+        /// DTR opt-in.
+        opt_in: DeferralOptIn,
+    },
+    /// RFC 8628 section 3.4: collecting a device authorization. Not a
+    /// deferral poll: its pending answers are RFC 8628's own.
+    DeviceCode {
+        /// The `device_code` of the device authorization response.
+        device_code: crate::secret::DeviceCode,
+        /// DTR opt-in; must include `deferred` when the device
+        /// authorization request did (DTR-5).
+        opt_in: DeferralOptIn,
+    },
     /// OAuth 2.1 section 4.1.3: exchanging an authorization code.
     AuthorizationCode {
         /// The code from the authorization response.
@@ -132,6 +148,14 @@ impl TokenRequest {
                     opt_in: DeferralOptIn::parse(p)?,
                 })
             }
+            crate::GRANT_TYPE_TOKEN_EXCHANGE => Ok(Self::TokenExchange {
+                exchange: crate::token_exchange::TokenExchangeRequest::parse(p)?,
+                opt_in: DeferralOptIn::parse(p)?,
+            }),
+            crate::GRANT_TYPE_DEVICE_CODE => Ok(Self::DeviceCode {
+                device_code: crate::secret::DeviceCode::new(p.require("device_code")?),
+                opt_in: DeferralOptIn::parse(p)?,
+            }),
             crate::GRANT_TYPE_AUTHORIZATION_CODE => {
                 let code_verifier = p.require("code_verifier")?;
                 // RFC 7636 section 4.1: 43 to 128 unreserved characters.
@@ -170,6 +194,8 @@ impl TokenRequest {
             Self::Poll { .. } => crate::GRANT_TYPE_DEFERRED,
             Self::AuthorizationCode { .. } => crate::GRANT_TYPE_AUTHORIZATION_CODE,
             Self::RefreshToken { .. } => crate::GRANT_TYPE_REFRESH_TOKEN,
+            Self::TokenExchange { .. } => crate::GRANT_TYPE_TOKEN_EXCHANGE,
+            Self::DeviceCode { .. } => crate::GRANT_TYPE_DEVICE_CODE,
         }
     }
 }
@@ -372,6 +398,32 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn token_exchange_and_device_code_are_parsed() {
+        let r = parse(&[
+            ("grant_type", crate::GRANT_TYPE_TOKEN_EXCHANGE),
+            ("subject_token", "s"),
+            ("subject_token_type", crate::TOKEN_TYPE_ACCESS_TOKEN),
+            ("completion_mode", "deferred"),
+        ]);
+        match r {
+            Ok(TokenRequest::TokenExchange { exchange, opt_in }) => {
+                assert_eq!(exchange.subject_token.secret(), "s");
+                assert!(opt_in.completion_mode.deferred);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let r = parse(&[("grant_type", crate::GRANT_TYPE_DEVICE_CODE), ("device_code", "d")]);
+        match r {
+            Ok(r @ TokenRequest::DeviceCode { .. }) => assert_eq!(r.grant_type(), crate::GRANT_TYPE_DEVICE_CODE),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            code(parse(&[("grant_type", crate::GRANT_TYPE_DEVICE_CODE)])),
+            Some(ErrorCode::InvalidRequest)
+        );
     }
 
     #[test]

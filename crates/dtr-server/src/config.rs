@@ -53,6 +53,9 @@ pub struct ConfigFile {
     /// Dynamic client registration (RFC 7591, RFC 7592).
     #[serde(default)]
     pub registration: RegistrationConfig,
+    /// Device authorization grant (RFC 8628).
+    #[serde(default)]
+    pub device: crate::grants::device::DeviceConfig,
 }
 
 /// `[registration]`.
@@ -376,6 +379,8 @@ pub const SUPPORTED_GRANT_TYPES: &[&str] = &[
     dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS,
     dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
     dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
+    dtr_proto::GRANT_TYPE_DEVICE_CODE,
+    dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE,
 ];
 
 /// A validated client.
@@ -455,6 +460,8 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     /// Registration settings.
     pub registration: RegistrationConfig,
+    /// Device grant settings.
+    pub device: crate::grants::device::DeviceConfig,
 }
 
 /// A configuration error; the message names the key.
@@ -597,6 +604,7 @@ impl ConfigFile {
             return Err(err("tokens.refresh_token_ttl", "must be at least 1 second"));
         }
         self.callbacks.validate()?;
+        self.device.validate()?;
         if let Some(s) = &self.registration.scope {
             Scope::parse(s).map_err(|e| err("registration.scope", e))?;
         }
@@ -784,6 +792,7 @@ impl ConfigFile {
             dpop: self.dpop,
             callbacks: self.callbacks,
             registration: self.registration,
+            device: self.device,
         })
     }
 }

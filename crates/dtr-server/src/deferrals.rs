@@ -268,6 +268,22 @@ async fn redeem(
             return Err(PollAnswer::Denied.to_error());
         }
     }
+    // DTR-23 for token exchange: the subject and actor tokens must still
+    // be valid (not revoked, not expired).
+    let exchange = if rec.grant_type == dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE {
+        match crate::grants::token_exchange::recheck(state, rec.grant_context.as_ref()).await {
+            Ok(extras) => Some(extras),
+            Err(reason) => {
+                if state.store.deny(&rec.id, reason, true, now).await.map_err(crate::http::error::internal)? {
+                    info!(deferral = %rec.id, reason, "deferral denied before redemption");
+                    state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
+                }
+                return Err(PollAnswer::Denied.to_error());
+            }
+        }
+    } else {
+        None
+    };
     if !state
         .store
         .redeem(&rec.id, now)
@@ -299,7 +315,11 @@ async fn redeem(
     // its refresh token).
     match &user_grant {
         Some(ctx) => crate::grants::issue(state, &grant, ctx).await.map(Some),
-        None => tokens::issue(state, &grant).await.map(Some),
+        // Token exchange: `act`, audience and `issued_token_type` (DTR-20).
+        None => match &exchange {
+            Some(extras) => tokens::issue_extended(state, &grant, extras).await.map(Some),
+            None => tokens::issue(state, &grant).await.map(Some),
+        },
     }
 }
 

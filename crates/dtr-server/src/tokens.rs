@@ -33,9 +33,36 @@ pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAu
 /// [`issue`], also returning the token's `jti` so that a grant can link
 /// it to its token family (RFC 9700 section 4.14: reuse revokes them all).
 pub async fn issue_with_jti(state: &AppState, grant: &Grant) -> Result<(TokenResponse, String), OAuthError> {
+    issue_full(state, grant, &TokenExtras::default()).await
+}
+
+/// Claims and response members that only some grants add.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenExtras {
+    /// RFC 8693 section 4.1 `act`: who acts for the subject.
+    pub act: Option<serde_json::Value>,
+    /// Audience of the token; empty means this server's issuer (RFC 9068
+    /// section 2.2: `aud` names the resource the token is for).
+    pub audience: Vec<String>,
+    /// RFC 8693 `issued_token_type` of the response (DTR-20).
+    pub issued_token_type: Option<String>,
+    /// The token expires no later than this (seconds since the epoch):
+    /// a token made from another never outlives it.
+    pub not_after: Option<i64>,
+}
+
+/// [`issue`] with grant-specific extras (token exchange).
+pub async fn issue_extended(state: &AppState, grant: &Grant, extras: &TokenExtras) -> Result<TokenResponse, OAuthError> {
+    issue_full(state, grant, extras).await.map(|(r, _)| r)
+}
+
+async fn issue_full(state: &AppState, grant: &Grant, extras: &TokenExtras) -> Result<(TokenResponse, String), OAuthError> {
     let now = state.clock.now_ms();
-    let ttl = state.config.tokens.access_token_ttl;
     let iat = now / 1000;
+    let ttl = match extras.not_after {
+        Some(t) => state.config.tokens.access_token_ttl.min(u64::try_from(t - iat).unwrap_or(0)),
+        None => state.config.tokens.access_token_ttl,
+    };
     let jti = random_token(16);
     let mut claims = serde_json::json!({
         "iss": state.issuer,
@@ -56,6 +83,14 @@ pub async fn issue_with_jti(state: &AppState, grant: &Grant) -> Result<(TokenRes
     if let Some(jkt) = &grant.dpop_jkt {
         claims["cnf"] = serde_json::json!({ "jkt": jkt });
     }
+    if let Some(act) = &extras.act {
+        claims["act"] = act.clone();
+    }
+    match extras.audience.as_slice() {
+        [] => {}
+        [one] => claims["aud"] = one.clone().into(),
+        many => claims["aud"] = serde_json::json!(many),
+    }
     let access_token = state.signer.sign(&claims);
     state
         .store
@@ -74,7 +109,7 @@ pub async fn issue_with_jti(state: &AppState, grant: &Grant) -> Result<(TokenRes
         expires_in: Some(ttl),
         refresh_token: None,
         scope: (!grant.scope.is_empty()).then(|| grant.scope.clone()),
-        issued_token_type: None,
+        issued_token_type: extras.issued_token_type.clone(),
         authorization_details: grant.authorization_details.clone(),
     };
     Ok((response, jti))

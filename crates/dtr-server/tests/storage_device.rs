@@ -20,7 +20,7 @@ fn new_code(n: u32) -> NewDeviceCode {
         user_code_hash: format!("user-{n}"),
         client_id: "tv".into(),
         scope: "read".into(),
-        deferred_hint: n % 2 == 0,
+        deferred_hint: n.is_multiple_of(2),
         created_at: T0,
         expires_at: T0 + LIFE,
         interval_ms: 5_000,

@@ -10,7 +10,9 @@
 
 pub mod authorization_code;
 pub mod authorize;
+pub mod device;
 pub mod refresh;
+pub mod token_exchange;
 
 use crate::deferrals::{self, DeferRequest};
 use crate::http::error::{internal, json_no_store};

@@ -40,6 +40,11 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
     other.insert("pushed_authorization_request_endpoint".into(), serde_json::json!(url(paths::PAR)));
     other.insert("code_challenge_methods_supported".into(), serde_json::json!(["S256"]));
     other.insert("authorization_response_iss_parameter_supported".into(), serde_json::json!(true));
+    // RFC 8628 section 4.
+    other.insert(
+        "device_authorization_endpoint".into(),
+        serde_json::json!(url(paths::DEVICE_AUTHORIZATION)),
+    );
     if state.config.registration.enabled {
         // RFC 8414 section 2, RFC 7591.
         other.insert("registration_endpoint".into(), serde_json::json!(url(paths::REGISTER)));

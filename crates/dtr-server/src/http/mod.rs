@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_users;
 pub mod authorize;
 pub mod demo;
+pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod form;
@@ -48,6 +49,8 @@ pub fn app(state: AppState) -> Router {
         .route(paths::AUTHORIZE_CONSENT, post(authorize::consent))
         .route(paths::PAR, post(authorize::par))
         .route(paths::LOGOUT, post(login::logout))
+        .route(paths::DEVICE_AUTHORIZATION, post(device::device_authorization))
+        .route(paths::DEVICE, get(device::show).post(device::decide))
         .merge(admin::router(state.clone()))
         .merge(review::router())
         // Request id, span, access log line and request metrics; see

@@ -67,6 +67,12 @@ async fn handle(
         TokenRequest::RefreshToken { refresh_token, scope, opt_in } => {
             crate::grants::refresh::refresh(state, &client, &refresh_token, scope, opt_in, jkt).await
         }
+        TokenRequest::TokenExchange { exchange, opt_in } => {
+            crate::grants::token_exchange::exchange(state, &client, exchange, opt_in, jkt).await
+        }
+        TokenRequest::DeviceCode { device_code, opt_in } => {
+            crate::grants::device::token(state, &client, &device_code, opt_in, jkt).await
+        }
     }
 }
 

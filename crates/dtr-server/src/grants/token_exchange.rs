@@ -1,0 +1,412 @@
+//! Token exchange (RFC 8693) with this server's own access tokens as the
+//! subject and actor tokens, deferrable like every grant: the policy may
+//! send an exchange to review, and the successful poll then carries the
+//! exchange's `issued_token_type` (DTR-20).
+//!
+//! Rules beyond RFC 8693 that keep the exchange from widening anything
+//! (DTR-24, DTR-38):
+//! - the new scope is a subset of the subject token's scope and of what
+//!   the exchanging client may ask for;
+//! - the new token never outlives the subject (or actor) token;
+//! - a DPoP-bound subject or actor token is only exchanged by a request
+//!   proving its key, so a stolen bound token cannot be laundered into an
+//!   unbound one;
+//! - at redemption of a deferred exchange the subject and actor tokens
+//!   must still be valid (not revoked, not expired), else `access_denied`
+//!   (DTR-23).
+
+use crate::deferrals::{self, DeferRequest};
+use crate::http::error::json_no_store;
+use crate::policy::{Action, PolicyRequest};
+use crate::state::AppState;
+use crate::store::ClientRecord;
+use crate::tokens::{self, Grant, TokenExtras};
+use axum::http::StatusCode;
+use axum::response::Response;
+use dtr_proto::scope::Scope;
+use dtr_proto::secret::AccessToken;
+use dtr_proto::token::DeferralOptIn;
+use dtr_proto::token_exchange::{act_claim, TokenExchangeRequest};
+use dtr_proto::{ErrorCode, OAuthError, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a deferred exchange needs at redemption, stored as the deferral's
+/// `grant_context` under the key `token_exchange`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeContext {
+    /// `jti` of the subject token, re-checked at redemption (DTR-23).
+    pub subject_jti: String,
+    /// Its expiry (seconds since the epoch).
+    pub subject_exp: i64,
+    /// `jti` of the actor token, if any.
+    pub actor_jti: Option<String>,
+    /// Its expiry (seconds).
+    pub actor_exp: Option<i64>,
+    /// The `act` claim of the new token (RFC 8693 section 4.1).
+    pub act: Option<Value>,
+    /// Audience of the new token (`resource` and `audience`).
+    pub audience: Vec<String>,
+    /// RFC 8693 `issued_token_type` of the response (DTR-20).
+    pub issued_token_type: String,
+}
+
+/// Key of the exchange context within `grant_context`.
+const CONTEXT_KEY: &str = "token_exchange";
+
+impl ExchangeContext {
+    /// The `grant_context` document.
+    pub fn to_grant_context(&self) -> Option<Value> {
+        serde_json::to_value(self)
+            .ok()
+            .map(|v| serde_json::json!({ CONTEXT_KEY: v }))
+    }
+
+    /// Reads it back from a deferral's `grant_context`.
+    pub fn from_grant_context(v: Option<&Value>) -> Option<Self> {
+        serde_json::from_value(v?.get(CONTEXT_KEY)?.clone()).ok()
+    }
+
+    /// What the issued token carries besides the common claims; it expires
+    /// no later than the tokens it was made from.
+    pub fn extras(&self) -> TokenExtras {
+        TokenExtras {
+            act: self.act.clone(),
+            audience: self.audience.clone(),
+            issued_token_type: Some(self.issued_token_type.clone()),
+            not_after: Some(
+                self.actor_exp
+                    .map_or(self.subject_exp, |a| a.min(self.subject_exp)),
+            ),
+        }
+    }
+}
+
+/// The claims of one of our access tokens that the exchange relies on.
+#[derive(Clone, Debug)]
+struct OwnToken {
+    jti: String,
+    exp: i64,
+    sub: String,
+    client_id: Option<String>,
+    scope: Scope,
+    act: Option<Value>,
+    cnf_jkt: Option<String>,
+    authorization_details: Option<Value>,
+}
+
+fn invalid_grant(what: &str) -> OAuthError {
+    OAuthError::with_description(
+        ErrorCode::InvalidGrant,
+        format!("{what} is not a valid, unexpired and unrevoked access token of this server"),
+    )
+}
+
+/// Verifies one of our access tokens: signature, issuer, expiry and the
+/// revocation list. Anything else is `invalid_grant` (RFC 8693 section
+/// 2.2.2 refers to RFC 6749 section 5.2), the same answer whatever the
+/// reason so the endpoint tells nothing about foreign tokens.
+async fn validate(
+    state: &AppState,
+    token: &AccessToken,
+    what: &str,
+) -> Result<OwnToken, OAuthError> {
+    let claims = state
+        .signer
+        .verify(token.secret())
+        .ok_or_else(|| invalid_grant(what))?;
+    let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
+    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    let (Some(jti), Some(sub)) = (s("jti"), s("sub")) else {
+        return Err(invalid_grant(what));
+    };
+    if s("iss").as_deref() != Some(state.issuer.as_str())
+        || exp <= state.clock.now_ms() / 1000
+        || jti.is_empty()
+    {
+        return Err(invalid_grant(what));
+    }
+    if state
+        .store
+        .token_revoked(&jti)
+        .await
+        .map_err(crate::http::error::internal)?
+    {
+        return Err(invalid_grant(what));
+    }
+    Ok(OwnToken {
+        jti,
+        exp,
+        sub,
+        client_id: s("client_id"),
+        scope: Scope::parse(&s("scope").unwrap_or_default()).unwrap_or_default(),
+        act: claims.get("act").cloned(),
+        cnf_jkt: claims
+            .get("cnf")
+            .and_then(|c| c.get("jkt"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        authorization_details: claims.get("authorization_details").cloned(),
+    })
+}
+
+/// A DPoP-bound token is only exchanged with a proof of its key (RFC 9449
+/// section 6: the binding must survive, never be shed by an exchange).
+fn check_binding(t: &OwnToken, proof_jkt: Option<&str>, what: &str) -> Result<(), OAuthError> {
+    match (&t.cnf_jkt, proof_jkt) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(jkt)) if dtr_proto::secret::ct_eq(bound.as_bytes(), jkt.as_bytes()) => {
+            Ok(())
+        }
+        (Some(_), _) => Err(OAuthError::with_description(
+            ErrorCode::InvalidGrant,
+            format!("{what} is DPoP-bound: send a DPoP proof of its key"),
+        )),
+    }
+}
+
+/// The granted scope: what was asked (by default everything the subject
+/// token has that the client may ask for), never beyond the subject
+/// token's scope nor the client's (no expansion, DTR-24).
+fn granted_scope(
+    requested: Option<Scope>,
+    subject: &Scope,
+    client: &Scope,
+) -> Result<Scope, OAuthError> {
+    let scope = match requested {
+        Some(s) => s,
+        None => Scope::parse(
+            &subject
+                .iter()
+                .filter(|s| client.contains(s))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )?,
+    };
+    if !scope.is_subset(subject) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidScope,
+            "requested scope exceeds the subject token's scope",
+        ));
+    }
+    if !scope.is_subset(client) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidScope,
+            "requested scope exceeds what the client may ask for",
+        ));
+    }
+    Ok(scope)
+}
+
+/// Handles a token exchange request of an authenticated client.
+pub async fn exchange(
+    state: &AppState,
+    client: &ClientRecord,
+    req: TokenExchangeRequest,
+    opt_in: DeferralOptIn,
+    dpop_jkt: Option<String>,
+) -> Result<Response, OAuthError> {
+    if !client.is_active() {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidClient,
+            "client is disabled",
+        ));
+    }
+    if !client
+        .grant_types
+        .iter()
+        .any(|g| g == GRANT_TYPE_TOKEN_EXCHANGE)
+    {
+        return Err(OAuthError::with_description(
+            ErrorCode::UnauthorizedClient,
+            "client is not allowed to use token exchange",
+        ));
+    }
+    if client.dpop_bound_access_tokens && dpop_jkt.is_none() {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidDpopProof,
+            "this client must send a DPoP proof",
+        ));
+    }
+    let subject = validate(state, &req.subject_token, "subject_token").await?;
+    check_binding(&subject, dpop_jkt.as_deref(), "subject_token")?;
+    let actor = match &req.actor_token {
+        None => None,
+        Some(t) => {
+            let a = validate(state, t, "actor_token").await?;
+            check_binding(&a, dpop_jkt.as_deref(), "actor_token")?;
+            Some(a)
+        }
+    };
+    let client_scope = Scope::parse(&client.scope).unwrap_or_default();
+    let scope = granted_scope(req.scope.clone(), &subject.scope, &client_scope)?;
+    let ctx = ExchangeContext {
+        subject_jti: subject.jti.clone(),
+        subject_exp: subject.exp,
+        actor_jti: actor.as_ref().map(|a| a.jti.clone()),
+        actor_exp: actor.as_ref().map(|a| a.exp),
+        act: act_claim(
+            actor.as_ref().map(|a| a.sub.as_str()),
+            actor.as_ref().and_then(|a| a.client_id.as_deref()),
+            subject.act.as_ref(),
+        ),
+        audience: req.target(),
+        issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+    };
+    let action = state.policy.evaluate(&PolicyRequest {
+        client_id: &client.client_id,
+        grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
+        scope: &scope,
+        authorization_details: subject.authorization_details.as_ref(),
+    });
+    match action {
+        Action::Allow => {
+            let grant = Grant {
+                client_id: client.client_id.clone(),
+                subject: subject.sub.clone(),
+                scope: scope.to_string(),
+                authorization_details: subject.authorization_details.clone(),
+                deferral_id: None,
+                dpop_jkt,
+            };
+            let token = tokens::issue_extended(state, &grant, &ctx.extras()).await?;
+            Ok(json_no_store(StatusCode::OK, &token))
+        }
+        Action::Deny => Err(OAuthError::with_description(ErrorCode::AccessDenied, "request denied by policy")),
+        // DTR-2: never defer without the opt-in, never issue unreviewed.
+        _ if !opt_in.completion_mode.deferred => Err(OAuthError::with_description(
+            ErrorCode::AccessDenied,
+            "this request needs a decision that cannot be made now; retry with completion_mode=deferred",
+        )),
+        // DTR-14.
+        _ if dpop_jkt.is_none() && deferrals::binding_required(state, client) => Err(OAuthError::with_description(
+            ErrorCode::InvalidDpopProof,
+            "a DPoP proof is required for this request to be deferred",
+        )),
+        _ => {
+            let deferred = deferrals::create_with_context(
+                state,
+                DeferRequest {
+                    client_id: client.client_id.clone(),
+                    grant_type: GRANT_TYPE_TOKEN_EXCHANGE.into(),
+                    scope,
+                    authorization_details: subject.authorization_details,
+                    subject: subject.sub,
+                    action,
+                    opt_in,
+                    dpop_jkt,
+                },
+                ctx.to_grant_context(),
+            )
+            .await?;
+            // DTR-8: HTTP 400, JSON, no-store.
+            let mut resp = json_no_store(StatusCode::BAD_REQUEST, &deferred);
+            crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
+            Ok(resp)
+        }
+    }
+}
+
+/// DTR-23 at redemption of a deferred exchange: the subject and actor
+/// tokens must still be valid. Returns the token's extra claims, or why
+/// the deferral must be denied.
+pub async fn recheck(
+    state: &AppState,
+    grant_context: Option<&Value>,
+) -> Result<TokenExtras, &'static str> {
+    let ctx = ExchangeContext::from_grant_context(grant_context)
+        .ok_or("token exchange context missing")?;
+    let now_s = state.clock.now_ms() / 1000;
+    let mut tokens = vec![(ctx.subject_jti.as_str(), ctx.subject_exp)];
+    if let (Some(j), Some(e)) = (ctx.actor_jti.as_deref(), ctx.actor_exp) {
+        tokens.push((j, e));
+    }
+    for (jti, exp) in tokens {
+        if exp <= now_s {
+            return Err("subject or actor token expired before redemption");
+        }
+        // A storage error counts as "not valid": never issue unchecked.
+        if state.store.token_revoked(jti).await.unwrap_or(true) {
+            return Err("subject or actor token revoked before redemption");
+        }
+    }
+    Ok(ctx.extras())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(s: &str) -> Scope {
+        Scope::parse(s).unwrap()
+    }
+
+    #[test]
+    fn scope_never_widens() {
+        let subject = scope("read write payments");
+        let client = scope("read payments admin");
+        assert_eq!(
+            granted_scope(None, &subject, &client).unwrap(),
+            scope("read payments")
+        );
+        assert_eq!(
+            granted_scope(Some(scope("read")), &subject, &client).unwrap(),
+            scope("read")
+        );
+        let e = granted_scope(Some(scope("admin")), &subject, &client).unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidScope);
+        assert!(e.error_description.unwrap().contains("subject token"));
+        let e = granted_scope(Some(scope("write")), &subject, &client).unwrap_err();
+        assert!(e.error_description.unwrap().contains("client"));
+    }
+
+    #[test]
+    fn context_round_trips_and_caps_expiry() {
+        let ctx = ExchangeContext {
+            subject_jti: "s".into(),
+            subject_exp: 2_000,
+            actor_jti: Some("a".into()),
+            actor_exp: Some(1_500),
+            act: Some(serde_json::json!({"sub": "agent"})),
+            audience: vec!["https://api.example/".into()],
+            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+        };
+        let v = ctx.to_grant_context();
+        assert_eq!(
+            ExchangeContext::from_grant_context(v.as_ref()),
+            Some(ctx.clone())
+        );
+        assert_eq!(
+            ExchangeContext::from_grant_context(Some(&serde_json::json!({"other": 1}))),
+            None
+        );
+        let x = ctx.extras();
+        assert_eq!(x.not_after, Some(1_500));
+        assert_eq!(
+            x.issued_token_type.as_deref(),
+            Some(TOKEN_TYPE_ACCESS_TOKEN)
+        );
+    }
+
+    #[test]
+    fn bound_tokens_need_their_key() {
+        let t = OwnToken {
+            jti: "j".into(),
+            exp: 1,
+            sub: "alice".into(),
+            client_id: None,
+            scope: Scope::default(),
+            act: None,
+            cnf_jkt: Some("thumb".into()),
+            authorization_details: None,
+        };
+        assert!(check_binding(&t, Some("thumb"), "subject_token").is_ok());
+        assert_eq!(
+            check_binding(&t, None, "subject_token").unwrap_err().error,
+            ErrorCode::InvalidGrant
+        );
+        assert!(check_binding(&t, Some("other"), "subject_token").is_err());
+        let unbound = OwnToken { cnf_jkt: None, ..t };
+        assert!(check_binding(&unbound, None, "subject_token").is_ok());
+    }
+}
