@@ -12,6 +12,8 @@
 
 #[path = "../../dtr-server/tests/support/pg.rs"]
 mod pg;
+#[path = "support/receiver.rs"]
+mod receiver;
 
 use dtr_client::{
     AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, DeferralCode,
@@ -50,17 +52,25 @@ action = "review"
 struct Node {
     child: Child,
     issuer: String,
+    /// The address it listens on (differs from the issuer's host when the
+    /// nodes share one issuer, as behind a load balancer).
+    addr: String,
 }
 
 impl Node {
     fn start(dir: &Path, db_url: &str) -> Node {
-        let cfg = dir.join("dtr.toml");
-        std::fs::write(&cfg, CONFIG).unwrap();
+        Node::start_with(dir, db_url, CONFIG, &[])
+    }
+
+    fn start_with(dir: &Path, db_url: &str, config: &str, extra: &[&str]) -> Node {
+        let cfg = dir.join(format!("dtr-{}.toml", std::process::id() as u64 * 1000 + rand_suffix()));
+        std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(DTR)
             .current_dir(dir)
             .args(["serve", "--config"])
             .arg(&cfg)
             .args(["--database", db_url])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -68,13 +78,12 @@ impl Node {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("the node printed its address").unwrap();
         // "dtr listening on ADDR, issuer URL"
-        let issuer = first
+        let rest = first
             .strip_prefix("dtr listening on ")
-            .and_then(|r| r.split("issuer ").nth(1))
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .trim()
-            .to_owned();
-        Node { child, issuer }
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+        let addr = rest.split(',').next().unwrap_or_default().trim().to_owned();
+        let issuer = rest.split("issuer ").nth(1).unwrap_or_default().trim().to_owned();
+        Node { child, issuer, addr }
     }
 
     async fn client(&self) -> Client {
@@ -100,6 +109,12 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }
 
 async fn defer(c: &Client) -> DeferralCode {
@@ -350,4 +365,80 @@ async fn sigkill_one_node_under_load_loses_nothing() {
     assert_eq!(redeemed.len(), N);
     drop(a2);
     drop(b);
+}
+
+/// Both nodes behind one issuer, as behind a load balancer: a DPoP proof
+/// accepted by one node is a replay on the other (RFC 9449 section 11.1:
+/// the `jti` cache lives in the shared database).
+#[tokio::test]
+async fn dpop_proof_replayed_on_the_other_node_is_refused() {
+    let Some(db) = pg::TestDb::create("multinode::dpop_replay").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // https: a non-loopback http issuer is refused outside dev_mode.
+    let issuer = "https://dtr.lb.test";
+    let a = Node::start_with(dir.path(), &db.url, CONFIG, &["--issuer", issuer]);
+    let b = Node::start_with(dir.path(), &db.url, CONFIG, &["--issuer", issuer]);
+    let key = dtr_client::DpopKey::generate();
+    let proof = key.proof("POST", &format!("{issuer}/token"), None, None).unwrap();
+    let http = reqwest::Client::new();
+    let send = |node: &Node, proof: &str| {
+        http.post(format!("http://{}/token", node.addr))
+            .basic_auth("svc", Some("svc-secret"))
+            .header("DPoP", proof)
+            .form(&[("grant_type", "client_credentials"), ("scope", "read")])
+            .send()
+    };
+    let first = send(&a, &proof).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let body: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    let replay = send(&b, &proof).await.unwrap();
+    assert_eq!(replay.status(), 400);
+    let body: serde_json::Value = replay.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
+    // A fresh proof works on B: the refusal was the replay, not the node.
+    let fresh = key.proof("POST", &format!("{issuer}/token"), None, None).unwrap();
+    assert_eq!(send(&b, &fresh).await.unwrap().status(), 200);
+    drop((a, b));
+}
+
+/// Both nodes run the callback sender on one outbox: each resolution is
+/// notified exactly once, whichever node claims it (DTR-26).
+#[tokio::test]
+async fn each_callback_arrives_once_with_two_senders() {
+    let Some(db) = pg::TestDb::create("multinode::callbacks_once").await else { return };
+    let (endpoint, counts) = receiver::receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The shared configuration plus `dev_mode` (loopback http callbacks,
+    // a top-level key) and the client's notification endpoint.
+    let config = format!(
+        "dev_mode = true\n{}\n[callbacks]\ndelay_ms = 100\n",
+        CONFIG.replace(
+            "scope = \"read payments\"\n",
+            &format!("scope = \"read payments\"\ndeferred_client_notification_endpoint = \"{endpoint}\"\n"),
+        )
+    );
+    let a = Node::start_with(dir.path(), &db.url, &config, &[]);
+    let b = Node::start_with(dir.path(), &db.url, &config, &[]);
+    let ca = a.client().await;
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(defer(&ca).await.secret().to_owned());
+    }
+    for (i, row) in a.admin().list(Some("pending"), None).await.unwrap().iter().enumerate() {
+        let admin = if i % 2 == 0 { a.admin() } else { b.admin() };
+        admin.approve(row["id"].as_str().unwrap(), None).await.unwrap();
+    }
+    for _ in 0..200 {
+        if counts.lock().unwrap().len() == codes.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = counts.lock().unwrap().clone();
+    for code in &codes {
+        assert_eq!(got.get(code), Some(&1), "exactly once: {got:?}");
+    }
+    drop((a, b));
 }
