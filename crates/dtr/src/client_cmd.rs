@@ -81,6 +81,10 @@ pub enum Grant {
     /// OAuth 2.1 section 4.2.
     #[value(name = "client_credentials")]
     ClientCredentials,
+    /// RFC 8628: shows a code for the user to enter at the server's
+    /// /device page, then continues like any grant (a deferral included).
+    #[value(name = "device")]
+    Device,
 }
 
 /// Where the server is and who the client is. (No `Debug`: it holds the
@@ -291,14 +295,19 @@ pub async fn token(args: TokenArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Grant::ClientCredentials = args.grant;
-    let req = ClientCredentialsRequest {
-        scope: args.scope,
-        deferred: args.deferred,
-        notification_token: notification_token.clone(),
-        authorization_details,
+    let result = match args.grant {
+        Grant::ClientCredentials => {
+            let req = ClientCredentialsRequest {
+                scope: args.scope,
+                deferred: args.deferred,
+                notification_token: notification_token.clone(),
+                authorization_details,
+            };
+            client.client_credentials(&req).await
+        }
+        Grant::Device => crate::device_cmd::run(&client, args.scope, args.deferred).await,
     };
-    match client.client_credentials(&req).await {
+    match result {
         Ok(TokenResult::Token(t)) => print_token(&t),
         Ok(TokenResult::Error(e)) => report_failure(&e),
         Ok(TokenResult::Deferred(d)) => {

@@ -6,6 +6,7 @@
 
 mod admin_cmd;
 mod client_cmd;
+mod device_cmd;
 mod serve_cmd;
 
 use clap::{Parser, Subcommand};
