@@ -1,0 +1,294 @@
+// A real browser through dtr's pages: headless Chromium (Debian's package,
+// driven by playwright-core) against `dtr serve` started here with a
+// config file written here, and a tiny loopback receiver standing in for
+// the client's redirect URI. JavaScript is off in the browser: the pages
+// must work without it.
+//
+//   1. authorization code grant: /authorize -> login -> consent -> the
+//      browser lands on the client's redirect URI with code, state and iss
+//      (so the consent page's Content-Security-Policy form-action lets the
+//      redirect after the form through); the code is exchanged for tokens;
+//   2. a deferred request (completion_mode=deferred on /authorize and at
+//      /token) that policy sends to the user: a signed-out browser opens
+//      the interaction_uri, logs in, approves; the poll returns the tokens.
+//
+// Environment: DTR_BIN (the dtr binary, required), CHROMIUM (default
+// /usr/bin/chromium), BROWSER_TEST_KEEP=1 keeps the temp dir (screenshot
+// of the consent page, server log).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync, rmSync, createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const DTR_BIN = process.env.DTR_BIN;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ADMIN_TOKEN = 'browser-test-admin-token';
+const CLIENT = { id: 'web', secret: 'web-secret-browser' };
+const USER = { name: 'alice', password: 'alice-password' };
+// Every wait is bounded; a hang fails the test rather than CI.
+const STEP_MS = 15000;
+
+const work = mkdtempSync(join(tmpdir(), 'dtr-browser-'));
+let server; // the dtr child process
+let issuer;
+let receiver; // the client's redirect URI
+let redirectUri;
+const received = []; // query parameters of every request to the redirect URI
+let context; // the browser
+const cspReports = [];
+
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64url');
+}
+
+function pkce() {
+  const verifier = b64url(randomBytes(32));
+  const challenge = b64url(createHash('sha256').update(verifier).digest());
+  return { verifier, challenge };
+}
+
+async function startReceiver() {
+  receiver = createServer((req, res) => {
+    const url = new URL(req.url, 'http://127.0.0.1');
+    if (url.pathname === '/cb') {
+      received.push(Object.fromEntries(url.searchParams));
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end('<!doctype html><title>client</title><h1>Client received the response</h1>');
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  redirectUri = `http://127.0.0.1:${receiver.address().port}/cb`;
+}
+
+async function startServer() {
+  const config = `
+listen = "127.0.0.1:0"
+database = "sqlite://${work}/dtr.db"
+dev_mode = true
+
+[deferral]
+expires_in = 120
+interval = 1
+
+[admin]
+token = "${ADMIN_TOKEN}"
+
+[[clients]]
+client_id = "${CLIENT.id}"
+client_secret = "${CLIENT.secret}"
+grant_types = ["authorization_code", "refresh_token"]
+scope = "read profile"
+redirect_uris = ["${redirectUri}"]
+
+[[users]]
+username = "${USER.name}"
+password = "${USER.password}"
+
+[[policy]]
+scope_any = ["profile"]
+action = "interaction"
+`;
+  writeFileSync(join(work, 'dtr.toml'), config);
+  server = spawn(DTR_BIN, ['serve', '--config', join(work, 'dtr.toml')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  server.stderr.pipe(createWriteStream(join(work, 'server.log')));
+  const lines = createInterface({ input: server.stdout });
+  issuer = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('dtr serve printed no address')), STEP_MS);
+    server.once('exit', (code) => reject(new Error(`dtr serve exited with ${code}`)));
+    lines.on('line', (line) => {
+      // "dtr listening on ADDR, issuer URL"
+      const m = /^dtr listening on \S+, issuer (\S+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+  });
+  lines.on('line', () => {}); // keep draining stdout
+}
+
+async function tokenRequest(params) {
+  const auth = Buffer.from(`${CLIENT.id}:${CLIENT.secret}`).toString('base64');
+  const r = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${auth}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams(params),
+    signal: AbortSignal.timeout(STEP_MS),
+  });
+  return { status: r.status, json: await r.json() };
+}
+
+function authorizeUrl(scope, extra = {}) {
+  const { verifier, challenge } = pkce();
+  const state = b64url(randomBytes(12));
+  const url = new URL(`${issuer}/authorize`);
+  for (const [k, v] of Object.entries({
+    response_type: 'code',
+    client_id: CLIENT.id,
+    redirect_uri: redirectUri,
+    scope,
+    state,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    ...extra,
+  })) {
+    url.searchParams.set(k, v);
+  }
+  return { url: url.toString(), verifier, state };
+}
+
+async function signIn(page) {
+  assert.equal(new URL(page.url()).pathname, '/login', page.url());
+  assert.equal(await page.locator('h1').textContent(), 'Sign in');
+  await page.getByLabel('Username').fill(USER.name);
+  await page.getByLabel('Password').fill(USER.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+// Consents on the page the browser is on and waits for the redirect to
+// the client; returns what the receiver got.
+async function consentAndLand(page, screenshot) {
+  await page.waitForURL((u) => u.pathname === '/authorize', { timeout: STEP_MS });
+  assert.equal(await page.locator('h1').textContent(), 'Allow access?');
+  if (screenshot) {
+    await page.screenshot({ path: join(work, screenshot), fullPage: true });
+  }
+  const before = received.length;
+  await page.getByRole('button', { name: 'Allow' }).click();
+  await page.waitForURL((u) => u.toString().startsWith(`${redirectUri}?`), { timeout: STEP_MS });
+  assert.equal(await page.locator('h1').textContent(), 'Client received the response');
+  assert.equal(received.length, before + 1, 'the receiver saw the redirect');
+  return received[received.length - 1];
+}
+
+before(async () => {
+  assert.ok(DTR_BIN, 'DTR_BIN must point to the dtr binary');
+  await startReceiver();
+  await startServer();
+  // A fresh profile in the temp dir; no JavaScript.
+  context = await chromium.launchPersistentContext(join(work, 'profile'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    javaScriptEnabled: false,
+    timeout: STEP_MS,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  context.setDefaultTimeout(STEP_MS);
+  context.on('console', (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) cspReports.push(msg.text());
+  });
+});
+
+after(async () => {
+  await context?.close();
+  if (server && server.exitCode === null) {
+    server.kill('SIGTERM');
+    await new Promise((resolve) => server.once('exit', resolve));
+  }
+  await new Promise((resolve) => (receiver ? receiver.close(resolve) : resolve()));
+  if (process.env.BROWSER_TEST_KEEP) {
+    console.log(`kept ${work} (consent.png, server.log)`);
+  } else {
+    rmSync(work, { recursive: true, force: true });
+  }
+});
+
+test('login, consent and the redirect to the client; the code buys tokens', async () => {
+  const page = await context.newPage();
+  const req = authorizeUrl('read');
+  await page.goto(req.url);
+  await signIn(page);
+  const got = await consentAndLand(page, 'consent.png');
+  assert.equal(got.state, req.state);
+  assert.equal(got.iss, issuer);
+  assert.ok(got.code, 'a code arrived');
+  assert.deepEqual(cspReports, [], 'no Content-Security-Policy violation');
+
+  const t = await tokenRequest({
+    grant_type: 'authorization_code',
+    code: got.code,
+    code_verifier: req.verifier,
+    redirect_uri: redirectUri,
+  });
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  assert.equal(t.json.token_type, 'Bearer');
+  assert.equal(t.json.scope, 'read');
+  assert.ok(t.json.refresh_token);
+
+  // Signed in and consented: the next request goes straight through.
+  const again = authorizeUrl('read');
+  await page.goto(again.url);
+  await page.waitForURL((u) => u.toString().startsWith(`${redirectUri}?`));
+  assert.equal(received[received.length - 1].state, again.state);
+  await page.close();
+});
+
+test('a deferral approved by the user at the interaction page', async () => {
+  const page = await context.newPage();
+  const req = authorizeUrl('profile', { completion_mode: 'deferred' });
+  await page.goto(req.url);
+  const got = await consentAndLand(page);
+  assert.equal(got.state, req.state);
+  await page.close();
+
+  const deferred = await tokenRequest({
+    grant_type: 'authorization_code',
+    code: got.code,
+    code_verifier: req.verifier,
+    redirect_uri: redirectUri,
+    completion_mode: 'deferred',
+  });
+  assert.equal(deferred.status, 400, JSON.stringify(deferred.json));
+  assert.equal(deferred.json.error, 'interaction_required');
+  const { deferral_code: code, interaction_uri: interactionUri } = deferred.json;
+  assert.ok(code && interactionUri, JSON.stringify(deferred.json));
+  assert.ok(interactionUri.startsWith(`${issuer}/interact/`), interactionUri);
+
+  // The user opens the link signed out (as on another device).
+  await context.clearCookies();
+  const p = await context.newPage();
+  await p.goto(interactionUri);
+  await signIn(p);
+  await p.waitForURL(interactionUri);
+  assert.equal(await p.locator('h1').textContent(), 'Review access request');
+  const text = await p.locator('body').textContent();
+  assert.match(text, /Signed in as alice/);
+  assert.match(text, /profile/);
+
+  // Opening the page decided nothing.
+  const poll = { grant_type: 'urn:ietf:params:oauth:grant-type:deferred', deferral_code: code };
+  const pending = await tokenRequest(poll);
+  assert.equal(pending.json.error, 'interaction_required', JSON.stringify(pending.json));
+
+  await p.getByRole('button', { name: 'Approve' }).click();
+  await p.waitForLoadState();
+  assert.match(await p.locator('body').textContent(), /close this page/);
+  await p.close();
+
+  const t = await tokenRequest(poll);
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  assert.equal(t.json.scope, 'profile');
+  assert.ok(t.json.refresh_token);
+  assert.deepEqual(cspReports, [], 'no Content-Security-Policy violation');
+});
