@@ -103,32 +103,43 @@ impl SqliteStore {
     }
 
     /// Runs a read on a read-only connection (the writer when there is
-    /// none). Only for statements that change nothing.
+    /// none), on the calling thread. Only for statements that change
+    /// nothing, and only for single-row lookups: they take microseconds,
+    /// far less than handing the work to a blocking thread and back, which
+    /// measurably dominated a poll when every lookup did so.
     async fn with_read<T, F>(&self, f: F) -> StoreResult<T>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T>,
     {
         if self.readers.is_empty() {
-            return self.with(move |c| f(c)).await;
+            return self.with_hot(move |c| f(c)).await;
         }
-        let readers = self.readers.clone();
+        let n = self.readers.len();
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            let n = readers.len();
-            // Take the first idle connection from a rotating start, else
-            // wait for the one the rotation picked.
-            let idle = (0..n).find_map(|i| readers[(start + i) % n].try_lock().ok());
-            let guard = match idle {
-                Some(g) => g,
-                None => readers[start % n]
-                    .lock()
-                    .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?,
-            };
-            f(&guard)
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("storage task failed: {e}")))?
+        // Take the first idle connection from a rotating start, else wait
+        // for the one the rotation picked.
+        let idle = (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok());
+        let guard = match idle {
+            Some(g) => g,
+            None => self.readers[start % n]
+                .lock()
+                .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?,
+        };
+        f(&guard)
+    }
+
+    /// Runs a short single-row write on the writer, on the calling thread
+    /// (see [`SqliteStore::with_read`] for why). Bulk statements and
+    /// anything that may scan keep using [`SqliteStore::with`].
+    async fn with_hot<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&mut Connection) -> StoreResult<T>,
+    {
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?;
+        f(&mut guard)
     }
 
     async fn with<T, F>(&self, f: F) -> StoreResult<T>
@@ -362,7 +373,7 @@ impl DeferralStore for SqliteStore {
         let d = d.clone();
         let ad = d.authorization_details.as_ref().map(to_json).transpose()?;
         let ctx = d.grant_context.as_ref().map(to_json).transpose()?;
-        self.with(move |db| {
+        self.with_hot(move |db| {
             db.execute(
                 "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
                  state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
@@ -459,7 +470,7 @@ impl DeferralStore for SqliteStore {
 
     async fn record_poll(&self, u: &PollUpdate, now: i64) -> StoreResult<bool> {
         let u = u.clone();
-        self.with(move |db| {
+        self.with_hot(move |db| {
             let n = db
                 .prepare_cached(
                     "UPDATE deferrals SET last_polled_at = ?2, slow_down_count = ?3, polling_blocked = ?4, \
@@ -538,7 +549,7 @@ impl DeferralStore for SqliteStore {
 
     async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.with(move |db| {
+        self.with_hot(move |db| {
             // DTR-21: the single gate of token issuance on a poll. Only the
             // caller that moves the row out of 'approved' issues a token.
             let n = db
@@ -688,7 +699,7 @@ impl DeferralStore for SqliteStore {
 impl TokenStore for SqliteStore {
     async fn record_token(&self, t: &IssuedToken) -> StoreResult<()> {
         let t = t.clone();
-        self.with(move |db| {
+        self.with_hot(move |db| {
             db.prepare_cached(
                 "INSERT INTO access_tokens (jti, client_id, issued_at, expires_at, deferral_id) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
@@ -737,7 +748,7 @@ impl TokenStore for SqliteStore {
 
     async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
         let key = key.to_owned();
-        self.with(move |db| {
+        self.with_hot(move |db| {
             // An entry past its expiry no longer protects anything and may
             // be taken over; otherwise the first writer wins.
             let n = db
