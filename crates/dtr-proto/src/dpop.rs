@@ -92,7 +92,11 @@ impl DpopError {
     /// sections 5 and 8): `use_dpop_nonce` for nonce problems,
     /// `invalid_dpop_proof` otherwise.
     pub fn to_oauth(&self) -> OAuthError {
-        let code = if *self == Self::NonceRequired { ErrorCode::UseDpopNonce } else { ErrorCode::InvalidDpopProof };
+        let code = if *self == Self::NonceRequired {
+            ErrorCode::UseDpopNonce
+        } else {
+            ErrorCode::InvalidDpopProof
+        };
         OAuthError::with_description(code, self.to_string())
     }
 }
@@ -167,7 +171,9 @@ fn key_fits(alg: Algorithm, jwk: &Map<String, Value>) -> bool {
 /// Checks a proof against every stateless rule of RFC 9449 section 4.3.
 pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof, DpopError> {
     let mut parts = proof.split('.');
-    let (Some(h), Some(c), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(c), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(DpopError::Malformed);
     };
     let header = b64json(h).ok_or(DpopError::Malformed)?;
@@ -175,11 +181,16 @@ pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof
     if header.get("typ").and_then(Value::as_str) != Some(PROOF_TYP) {
         return Err(DpopError::WrongType);
     }
-    let alg_name = header.get("alg").and_then(Value::as_str).ok_or(DpopError::UnsupportedAlgorithm)?;
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(DpopError::UnsupportedAlgorithm)?;
     if !SUPPORTED_ALGS.contains(&alg_name) {
         return Err(DpopError::UnsupportedAlgorithm);
     }
-    let alg: Algorithm = alg_name.parse().map_err(|_| DpopError::UnsupportedAlgorithm)?;
+    let alg: Algorithm = alg_name
+        .parse()
+        .map_err(|_| DpopError::UnsupportedAlgorithm)?;
     let jwk = match header.get("jwk") {
         Some(Value::Object(j)) => j,
         _ => return Err(DpopError::BadKey),
@@ -197,11 +208,23 @@ pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof
     if !jsonwebtoken::crypto::verify(sig, message, &key, alg).unwrap_or(false) {
         return Err(DpopError::BadSignature);
     }
-    let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= 256);
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty() && j.len() <= 256);
     let jti = jti.ok_or(DpopError::MissingClaim("jti"))?;
-    let htm = claims.get("htm").and_then(Value::as_str).ok_or(DpopError::MissingClaim("htm"))?;
-    let htu = claims.get("htu").and_then(Value::as_str).ok_or(DpopError::MissingClaim("htu"))?;
-    let iat = claims.get("iat").and_then(Value::as_i64).ok_or(DpopError::MissingClaim("iat"))?;
+    let htm = claims
+        .get("htm")
+        .and_then(Value::as_str)
+        .ok_or(DpopError::MissingClaim("htm"))?;
+    let htu = claims
+        .get("htu")
+        .and_then(Value::as_str)
+        .ok_or(DpopError::MissingClaim("htu"))?;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_i64)
+        .ok_or(DpopError::MissingClaim("iat"))?;
     if htm != ctx.method {
         return Err(DpopError::WrongMethod);
     }
@@ -220,8 +243,16 @@ pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof
         }
     }
     let jkt = jwk_thumbprint(jwk).ok_or(DpopError::BadKey)?;
-    let nonce = claims.get("nonce").and_then(Value::as_str).map(str::to_owned);
-    Ok(VerifiedProof { jkt, jti: jti.to_owned(), iat, nonce })
+    let nonce = claims
+        .get("nonce")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(VerifiedProof {
+        jkt,
+        jti: jti.to_owned(),
+        iat,
+        nonce,
+    })
 }
 
 #[cfg(test)]
@@ -250,7 +281,11 @@ mod tests {
             "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
         });
         let der = sk.to_pkcs8_der().unwrap();
-        Key { enc: EncodingKey::from_ec_der(der.as_bytes()), jwk, d: URL_SAFE_NO_PAD.encode(sk.to_bytes()) }
+        Key {
+            enc: EncodingKey::from_ec_der(der.as_bytes()),
+            jwk,
+            d: URL_SAFE_NO_PAD.encode(sk.to_bytes()),
+        }
     }
 
     fn sign(k: &Key, header: Value, claims: Value) -> String {
@@ -271,7 +306,13 @@ mod tests {
     }
 
     fn ctx() -> ProofContext<'static> {
-        ProofContext { method: "POST", url: URL, now: NOW, iat_window: 60, access_token: None }
+        ProofContext {
+            method: "POST",
+            url: URL,
+            now: NOW,
+            iat_window: 60,
+            access_token: None,
+        }
     }
 
     fn check(proof: &str) -> Result<VerifiedProof, DpopError> {
@@ -312,7 +353,10 @@ mod tests {
         let k = key();
         let mut h = good_header(&k);
         h["typ"] = "JWT".into();
-        assert_eq!(check(&sign(&k, h, good_claims())), Err(DpopError::WrongType));
+        assert_eq!(
+            check(&sign(&k, h, good_claims())),
+            Err(DpopError::WrongType)
+        );
     }
 
     #[test]
@@ -321,7 +365,11 @@ mod tests {
         for alg in ["none", "HS256", "RS512"] {
             let mut h = good_header(&k);
             h["alg"] = alg.into();
-            assert_eq!(check(&sign(&k, h, good_claims())), Err(DpopError::UnsupportedAlgorithm), "{alg}");
+            assert_eq!(
+                check(&sign(&k, h, good_claims())),
+                Err(DpopError::UnsupportedAlgorithm),
+                "{alg}"
+            );
         }
     }
 
@@ -341,7 +389,10 @@ mod tests {
         let k = key();
         let mut h = good_header(&k);
         h["jwk"]["d"] = k.d.clone().into();
-        assert_eq!(check(&sign(&k, h, good_claims())), Err(DpopError::PrivateKey));
+        assert_eq!(
+            check(&sign(&k, h, good_claims())),
+            Err(DpopError::PrivateKey)
+        );
     }
 
     #[test]
@@ -349,7 +400,10 @@ mod tests {
         let k = key();
         let other = key();
         // Signed by one key, claiming another.
-        assert_eq!(check(&sign(&k, good_header(&other), good_claims())), Err(DpopError::BadSignature));
+        assert_eq!(
+            check(&sign(&k, good_header(&other), good_claims())),
+            Err(DpopError::BadSignature)
+        );
     }
 
     #[test]
@@ -358,7 +412,13 @@ mod tests {
         for claim in ["jti", "htm", "htu", "iat"] {
             let mut c = good_claims();
             c.as_object_mut().unwrap().remove(claim);
-            assert!(matches!(check(&sign(&k, good_header(&k), c)), Err(DpopError::MissingClaim(_))), "{claim}");
+            assert!(
+                matches!(
+                    check(&sign(&k, good_header(&k), c)),
+                    Err(DpopError::MissingClaim(_))
+                ),
+                "{claim}"
+            );
         }
     }
 
@@ -367,21 +427,36 @@ mod tests {
         let k = key();
         let mut c = good_claims();
         c["htm"] = "GET".into();
-        assert_eq!(check(&sign(&k, good_header(&k), c)), Err(DpopError::WrongMethod));
+        assert_eq!(
+            check(&sign(&k, good_header(&k), c)),
+            Err(DpopError::WrongMethod)
+        );
     }
 
     #[test]
     fn rule_htu_compared_normalised_without_query() {
         let k = key();
-        for ok in ["https://AS.example/token", "https://as.example:443/token", "https://as.example/token?x=1#f"] {
+        for ok in [
+            "https://AS.example/token",
+            "https://as.example:443/token",
+            "https://as.example/token?x=1#f",
+        ] {
             let mut c = good_claims();
             c["htu"] = ok.into();
             assert!(check(&sign(&k, good_header(&k), c)).is_ok(), "{ok}");
         }
-        for bad in ["https://as.example/revoke", "http://as.example/token", "https://evil.example/token"] {
+        for bad in [
+            "https://as.example/revoke",
+            "http://as.example/token",
+            "https://evil.example/token",
+        ] {
             let mut c = good_claims();
             c["htu"] = bad.into();
-            assert_eq!(check(&sign(&k, good_header(&k), c)), Err(DpopError::WrongUri), "{bad}");
+            assert_eq!(
+                check(&sign(&k, good_header(&k), c)),
+                Err(DpopError::WrongUri),
+                "{bad}"
+            );
         }
     }
 
@@ -391,7 +466,10 @@ mod tests {
         for iat in [NOW - 61, NOW + 61] {
             let mut c = good_claims();
             c["iat"] = iat.into();
-            assert_eq!(check(&sign(&k, good_header(&k), c)), Err(DpopError::StaleOrFuture));
+            assert_eq!(
+                check(&sign(&k, good_header(&k), c)),
+                Err(DpopError::StaleOrFuture)
+            );
         }
     }
 
@@ -400,7 +478,10 @@ mod tests {
         let k = key();
         let mut ctx = ctx();
         ctx.access_token = Some("the-token");
-        assert_eq!(verify_proof(&sign(&k, good_header(&k), good_claims()), &ctx), Err(DpopError::WrongAth));
+        assert_eq!(
+            verify_proof(&sign(&k, good_header(&k), good_claims()), &ctx),
+            Err(DpopError::WrongAth)
+        );
         let mut c = good_claims();
         c["ath"] = access_token_hash("the-token").into();
         assert!(verify_proof(&sign(&k, good_header(&k), c), &ctx).is_ok());
@@ -408,7 +489,13 @@ mod tests {
 
     #[test]
     fn nonce_errors_map_to_use_dpop_nonce() {
-        assert_eq!(DpopError::NonceRequired.to_oauth().error, ErrorCode::UseDpopNonce);
-        assert_eq!(DpopError::Replayed.to_oauth().error, ErrorCode::InvalidDpopProof);
+        assert_eq!(
+            DpopError::NonceRequired.to_oauth().error,
+            ErrorCode::UseDpopNonce
+        );
+        assert_eq!(
+            DpopError::Replayed.to_oauth().error,
+            ErrorCode::InvalidDpopProof
+        );
     }
 }

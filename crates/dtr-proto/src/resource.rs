@@ -64,7 +64,9 @@ impl ResourceError {
                 format!("DPoP error=\"invalid_token\", error_description=\"{d}\", algs=\"{algs}\"")
             }
             Self::InvalidProof(e) => {
-                format!("DPoP error=\"invalid_dpop_proof\", error_description=\"{e}\", algs=\"{algs}\"")
+                format!(
+                    "DPoP error=\"invalid_dpop_proof\", error_description=\"{e}\", algs=\"{algs}\""
+                )
             }
         }
     }
@@ -84,14 +86,22 @@ pub fn check_binding(
     iat_window: i64,
 ) -> Result<Option<VerifiedProof>, ResourceError> {
     match (presentation, cnf_jkt) {
-        (Presentation::Bearer(_), Some(_)) => {
-            Err(ResourceError::InvalidToken("DPoP-bound token presented as a bearer token"))
+        (Presentation::Bearer(_), Some(_)) => Err(ResourceError::InvalidToken(
+            "DPoP-bound token presented as a bearer token",
+        )),
+        (Presentation::Dpop(_), None) => {
+            Err(ResourceError::InvalidToken("token is not DPoP-bound"))
         }
-        (Presentation::Dpop(_), None) => Err(ResourceError::InvalidToken("token is not DPoP-bound")),
         (Presentation::Bearer(_), None) => Ok(None),
         (Presentation::Dpop(token), Some(jkt)) => {
             let proof = proof.ok_or(ResourceError::InvalidProof(DpopError::Malformed))?;
-            let ctx = ProofContext { method, url, now, iat_window, access_token: Some(token) };
+            let ctx = ProofContext {
+                method,
+                url,
+                now,
+                iat_window,
+                access_token: Some(token),
+            };
             let verified = verify_proof(proof, &ctx).map_err(ResourceError::InvalidProof)?;
             if !crate::secret::ct_eq(verified.jkt.as_bytes(), jkt.as_bytes()) {
                 return Err(ResourceError::InvalidProof(DpopError::WrongKey));
@@ -107,33 +117,74 @@ mod tests {
 
     #[test]
     fn parses_schemes() {
-        assert_eq!(Presentation::parse("Bearer abc"), Some(Presentation::Bearer("abc")));
-        assert_eq!(Presentation::parse("dpop abc"), Some(Presentation::Dpop("abc")));
+        assert_eq!(
+            Presentation::parse("Bearer abc"),
+            Some(Presentation::Bearer("abc"))
+        );
+        assert_eq!(
+            Presentation::parse("dpop abc"),
+            Some(Presentation::Dpop("abc"))
+        );
         assert_eq!(Presentation::parse("Basic abc"), None);
         assert_eq!(Presentation::parse("Bearer "), None);
     }
 
     #[test]
     fn bound_token_as_bearer_is_refused() {
-        let r = check_binding(Presentation::Bearer("t"), Some("jkt"), None, "GET", "https://rs/x", 0, 60);
+        let r = check_binding(
+            Presentation::Bearer("t"),
+            Some("jkt"),
+            None,
+            "GET",
+            "https://rs/x",
+            0,
+            60,
+        );
         assert!(matches!(r, Err(ResourceError::InvalidToken(_))));
         assert!(r.unwrap_err().challenge().contains("invalid_token"));
     }
 
     #[test]
     fn unbound_token_as_dpop_is_refused() {
-        let r = check_binding(Presentation::Dpop("t"), None, None, "GET", "https://rs/x", 0, 60);
+        let r = check_binding(
+            Presentation::Dpop("t"),
+            None,
+            None,
+            "GET",
+            "https://rs/x",
+            0,
+            60,
+        );
         assert!(matches!(r, Err(ResourceError::InvalidToken(_))));
     }
 
     #[test]
     fn bound_token_without_proof_is_refused() {
-        let r = check_binding(Presentation::Dpop("t"), Some("jkt"), None, "GET", "https://rs/x", 0, 60);
+        let r = check_binding(
+            Presentation::Dpop("t"),
+            Some("jkt"),
+            None,
+            "GET",
+            "https://rs/x",
+            0,
+            60,
+        );
         assert!(matches!(r, Err(ResourceError::InvalidProof(_))));
     }
 
     #[test]
     fn unbound_bearer_passes() {
-        assert_eq!(check_binding(Presentation::Bearer("t"), None, None, "GET", "https://rs/x", 0, 60), Ok(None));
+        assert_eq!(
+            check_binding(
+                Presentation::Bearer("t"),
+                None,
+                None,
+                "GET",
+                "https://rs/x",
+                0,
+                60
+            ),
+            Ok(None)
+        );
     }
 }

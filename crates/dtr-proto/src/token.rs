@@ -160,9 +160,9 @@ impl TokenRequest {
                 let code_verifier = p.require("code_verifier")?;
                 // RFC 7636 section 4.1: 43 to 128 unreserved characters.
                 if !(43..=128).contains(&code_verifier.len())
-                    || !code_verifier
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+                    || !code_verifier.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+                    })
                 {
                     return Err(OAuthError::invalid_request(
                         "code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)",
@@ -415,9 +415,14 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let r = parse(&[("grant_type", crate::GRANT_TYPE_DEVICE_CODE), ("device_code", "d")]);
+        let r = parse(&[
+            ("grant_type", crate::GRANT_TYPE_DEVICE_CODE),
+            ("device_code", "d"),
+        ]);
         match r {
-            Ok(r @ TokenRequest::DeviceCode { .. }) => assert_eq!(r.grant_type(), crate::GRANT_TYPE_DEVICE_CODE),
+            Ok(r @ TokenRequest::DeviceCode { .. }) => {
+                assert_eq!(r.grant_type(), crate::GRANT_TYPE_DEVICE_CODE)
+            }
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(

@@ -66,7 +66,11 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         if free == 0 {
             continue;
         }
-        let jobs = match state.store.claim_callbacks(state.clock.now_ms(), free.min(64), LEASE_MS).await {
+        let jobs = match state
+            .store
+            .claim_callbacks(state.clock.now_ms(), free.min(64), LEASE_MS)
+            .await
+        {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming callbacks failed");
@@ -74,20 +78,31 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         };
         for job in jobs {
-            let Ok(permit) = global.clone().acquire_owned().await else { return };
-            let host = url::Url::parse(&job.endpoint).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+            let Ok(permit) = global.clone().acquire_owned().await else {
+                return;
+            };
+            let host = url::Url::parse(&job.endpoint)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
             let host_sem = per_host
                 .lock()
                 .map(|mut m| {
                     m.entry(host)
-                        .or_insert_with(|| Arc::new(Semaphore::new(state.config.callbacks.per_endpoint_concurrency)))
+                        .or_insert_with(|| {
+                            Arc::new(Semaphore::new(
+                                state.config.callbacks.per_endpoint_concurrency,
+                            ))
+                        })
                         .clone()
                 })
                 .unwrap_or_else(|_| Arc::new(Semaphore::new(1)));
             let state = state.clone();
             tokio::spawn(async move {
                 let _global = permit;
-                let Ok(_host) = host_sem.acquire_owned().await else { return };
+                let Ok(_host) = host_sem.acquire_owned().await else {
+                    return;
+                };
                 deliver(&state, job).await;
             });
         }
@@ -100,33 +115,71 @@ async fn deliver(state: &AppState, job: CallbackJob) {
     let cfg = &state.config.callbacks;
     let id = job.deferral_id.as_str();
     let finish = |outcome: CallbackOutcome| async move {
-        if let Err(e) = state.store.finish_callback(id, &outcome, state.clock.now_ms()).await {
+        if let Err(e) = state
+            .store
+            .finish_callback(id, &outcome, state.clock.now_ms())
+            .await
+        {
             tracing::warn!(error = %e, deferral = %id, "recording a callback outcome failed");
         }
         outcome
     };
     // DTR-27: never for an expired code.
     if now >= job.expires_at {
-        finish(CallbackOutcome::Failed { status: None, error: "deferral expired".into() }).await;
+        finish(CallbackOutcome::Failed {
+            status: None,
+            error: "deferral expired".into(),
+        })
+        .await;
         return;
     }
-    let Some(code) = job.code_sealed.as_deref().and_then(|s| state.seal_key.open(s, &job.deferral_id)) else {
+    let Some(code) = job
+        .code_sealed
+        .as_deref()
+        .and_then(|s| state.seal_key.open(s, &job.deferral_id))
+    else {
         // The deferral finished (redeemed, cancelled) since the job was
         // queued, or the sealing key changed: nothing can be sent.
-        finish(CallbackOutcome::Failed { status: None, error: "deferral code no longer available".into() }).await;
+        finish(CallbackOutcome::Failed {
+            status: None,
+            error: "deferral code no longer available".into(),
+        })
+        .await;
         return;
     };
-    let token = job.token_sealed.as_deref().and_then(|s| state.seal_key.open(s, &job.deferral_id));
+    let token = job
+        .token_sealed
+        .as_deref()
+        .and_then(|s| state.seal_key.open(s, &job.deferral_id));
     // DTR-26: the body carries only the code; the bearer only when the
     // client gave a token; nothing secret in the URL.
     let body = serde_json::json!({ "deferral_code": code });
     let started = std::time::Instant::now();
-    let result = state.outbound.post_json(&job.endpoint, &body, token.as_deref()).await;
+    let result = state
+        .outbound
+        .post_json(&job.endpoint, &body, token.as_deref())
+        .await;
     let jitter = rand::thread_rng().gen_range(-0.2..=0.2);
     let outcome = match result {
         Ok(status) if (200..300).contains(&status) => CallbackOutcome::Delivered { status },
-        Ok(status) => after_failure(&job, now, cfg.max_attempts, cfg.retry_base_ms, jitter, Some(status), format!("HTTP {status}")),
-        Err(e) => after_failure(&job, now, cfg.max_attempts, cfg.retry_base_ms, jitter, None, e.to_string()),
+        Ok(status) => after_failure(
+            &job,
+            now,
+            cfg.max_attempts,
+            cfg.retry_base_ms,
+            jitter,
+            Some(status),
+            format!("HTTP {status}"),
+        ),
+        Err(e) => after_failure(
+            &job,
+            now,
+            cfg.max_attempts,
+            cfg.retry_base_ms,
+            jitter,
+            None,
+            e.to_string(),
+        ),
     };
     let outcome = finish(outcome).await;
     let since_resolution = (state.clock.now_ms() - job.resolved_at).max(0);
@@ -178,6 +231,9 @@ mod tests {
         let r = after_failure(&job(3, 1_000_000), 0, 3, 1000, 0.0, Some(500), "x".into());
         assert!(matches!(r, CallbackOutcome::Failed { .. }), "max attempts");
         let r = after_failure(&job(1, 500), 0, 3, 1000, 0.0, None, "x".into());
-        assert!(matches!(r, CallbackOutcome::Failed { .. }), "never past expiry");
+        assert!(
+            matches!(r, CallbackOutcome::Failed { .. }),
+            "never past expiry"
+        );
     }
 }

@@ -41,18 +41,26 @@ struct Claims {
 /// only used to find the keys to verify it with.
 pub fn claimed_client(assertion: &str) -> Option<String> {
     let payload = assertion.split('.').nth(1)?;
-    let v: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
     v.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// Verifies an assertion with the client's JWKS. `audiences` are the
 /// values this server accepts in `aud` (its issuer and endpoint URLs).
-pub fn verify(assertion: &str, jwks: &serde_json::Value, audiences: &[String], now: i64) -> Result<VerifiedAssertion, String> {
-    let header = jsonwebtoken::decode_header(assertion).map_err(|_| "malformed client assertion".to_owned())?;
+pub fn verify(
+    assertion: &str,
+    jwks: &serde_json::Value,
+    audiences: &[String],
+    now: i64,
+) -> Result<VerifiedAssertion, String> {
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| "malformed client assertion".to_owned())?;
     if !dtr_proto::dpop::SUPPORTED_ALGS.contains(&format!("{:?}", header.alg).as_str()) {
         return Err("client assertion alg must be asymmetric".into());
     }
-    let set: JwkSet = serde_json::from_value(jwks.clone()).map_err(|_| "client has no usable jwks".to_owned())?;
+    let set: JwkSet =
+        serde_json::from_value(jwks.clone()).map_err(|_| "client has no usable jwks".to_owned())?;
     let candidates: Vec<_> = set
         .keys
         .iter()
@@ -86,7 +94,11 @@ pub fn verify(assertion: &str, jwks: &serde_json::Value, audiences: &[String], n
     if claims.jti.is_empty() {
         return Err("client assertion needs a jti".into());
     }
-    Ok(VerifiedAssertion { client_id: claims.iss, jti: claims.jti, exp: claims.exp })
+    Ok(VerifiedAssertion {
+        client_id: claims.iss,
+        jti: claims.jti,
+        exp: claims.exp,
+    })
 }
 
 #[cfg(test)]
@@ -103,7 +115,10 @@ mod tests {
         let p = sk.verifying_key().to_encoded_point(false);
         let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
             "x": URL_SAFE_NO_PAD.encode(p.x().unwrap()), "y": URL_SAFE_NO_PAD.encode(p.y().unwrap())}]});
-        (EncodingKey::from_ec_der(sk.to_pkcs8_der().unwrap().as_bytes()), jwks)
+        (
+            EncodingKey::from_ec_der(sk.to_pkcs8_der().unwrap().as_bytes()),
+            jwks,
+        )
     }
 
     fn assertion(key: &EncodingKey, claims: serde_json::Value) -> String {
@@ -136,16 +151,56 @@ mod tests {
         let (other, _) = keypair();
         let cases = [
             ("wrong key", assertion(&other, claims())),
-            ("wrong aud", assertion(&k, { let mut c = claims(); c["aud"] = "https://evil".into(); c })),
-            ("iss != sub", assertion(&k, { let mut c = claims(); c["sub"] = "c2".into(); c })),
-            ("expired", assertion(&k, { let mut c = claims(); c["exp"] = (NOW - 120).into(); c })),
-            ("too long", assertion(&k, { let mut c = claims(); c["exp"] = (NOW + 3600).into(); c })),
-            ("no jti", assertion(&k, { let mut c = claims(); c.as_object_mut().unwrap().remove("jti"); c })),
+            (
+                "wrong aud",
+                assertion(&k, {
+                    let mut c = claims();
+                    c["aud"] = "https://evil".into();
+                    c
+                }),
+            ),
+            (
+                "iss != sub",
+                assertion(&k, {
+                    let mut c = claims();
+                    c["sub"] = "c2".into();
+                    c
+                }),
+            ),
+            (
+                "expired",
+                assertion(&k, {
+                    let mut c = claims();
+                    c["exp"] = (NOW - 120).into();
+                    c
+                }),
+            ),
+            (
+                "too long",
+                assertion(&k, {
+                    let mut c = claims();
+                    c["exp"] = (NOW + 3600).into();
+                    c
+                }),
+            ),
+            (
+                "no jti",
+                assertion(&k, {
+                    let mut c = claims();
+                    c.as_object_mut().unwrap().remove("jti");
+                    c
+                }),
+            ),
         ];
         for (what, a) in cases {
             assert!(verify(&a, &jwks, &auds(), NOW).is_err(), "{what}");
         }
-        let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(b"s")).unwrap();
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(),
+            &EncodingKey::from_secret(b"s"),
+        )
+        .unwrap();
         assert!(verify(&hs, &jwks, &auds(), NOW).is_err(), "HMAC refused");
     }
 }

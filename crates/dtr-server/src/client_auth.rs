@@ -83,7 +83,9 @@ fn invalid_client(msg: &str) -> OAuthError {
 pub fn presented(authorization: Option<&str>, p: &Params) -> Result<Presented, OAuthError> {
     if p.contains("client_assertion") || p.contains("client_assertion_type") {
         if authorization.is_some() || p.contains("client_secret") {
-            return Err(OAuthError::invalid_request("client authenticated with more than one method"));
+            return Err(OAuthError::invalid_request(
+                "client authenticated with more than one method",
+            ));
         }
         if p.get("client_assertion_type") != Some(crate::client_assertion::JWT_BEARER) {
             return Err(invalid_client("client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer"));
@@ -92,12 +94,17 @@ pub fn presented(authorization: Option<&str>, p: &Params) -> Result<Presented, O
         let claimed = crate::client_assertion::claimed_client(assertion);
         let client_id = match (p.get("client_id"), claimed) {
             (Some(body), Some(iss)) if body != iss => {
-                return Err(invalid_client("client_id differs from the client assertion's issuer"))
+                return Err(invalid_client(
+                    "client_id differs from the client assertion's issuer",
+                ))
             }
             (_, Some(iss)) => iss,
             _ => return Err(invalid_client("malformed client assertion")),
         };
-        return Ok(Presented::Assertion { client_id, assertion: assertion.to_owned() });
+        return Ok(Presented::Assertion {
+            client_id,
+            assertion: assertion.to_owned(),
+        });
     }
     if let Some(h) = authorization {
         let Some(b64) = h
@@ -160,25 +167,37 @@ pub async fn authenticate(
     params: &Params,
     endpoint: &str,
 ) -> Result<Arc<ClientRecord>, OAuthError> {
-    let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let presented = presented(auth, params)?;
     state
         .clients
         .ensure_fresh(state.store.as_ref(), presented.client_id())
         .await
         .map_err(crate::http::error::internal)?;
-    let Presented::Assertion { client_id, assertion } = &presented else {
+    let Presented::Assertion {
+        client_id,
+        assertion,
+    } = &presented
+    else {
         return state.clients.authenticate(&presented).await;
     };
     let failed = |why: &str| {
         tracing::info!(client = %client_id, reason = why, "client assertion refused");
         invalid_client("client authentication failed")
     };
-    let client = state.clients.get(client_id).ok_or_else(|| failed("unknown client"))?;
+    let client = state
+        .clients
+        .get(client_id)
+        .ok_or_else(|| failed("unknown client"))?;
     if AuthMethod::parse(&client.auth_method) != Some(AuthMethod::PrivateKeyJwt) {
         return Err(failed("client is not registered for private_key_jwt"));
     }
-    let jwks = client.jwks.as_ref().ok_or_else(|| failed("client has no jwks"))?;
+    let jwks = client
+        .jwks
+        .as_ref()
+        .ok_or_else(|| failed("client has no jwks"))?;
     // RFC 7523 section 3: the audience identifies this server; we accept
     // the issuer, the token endpoint and the endpoint being called.
     let audiences = vec![
@@ -187,8 +206,12 @@ pub async fn authenticate(
         format!("{}{}", state.issuer, endpoint),
     ];
     let now_ms = state.clock.now_ms();
-    let verified = crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000).map_err(|e| failed(&e))?;
-    let key = dtr_proto::secret::sha256_b64(&format!("assertion\n{}\n{}", verified.client_id, verified.jti));
+    let verified = crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000)
+        .map_err(|e| failed(&e))?;
+    let key = dtr_proto::secret::sha256_b64(&format!(
+        "assertion\n{}\n{}",
+        verified.client_id, verified.jti
+    ));
     let fresh = state
         .store
         .use_once(&key, (verified.exp + 60) * 1000, now_ms)
@@ -205,7 +228,10 @@ fn same_kind(registered: AuthMethod, presented: AuthMethod) -> bool {
     use AuthMethod::*;
     matches!(
         (registered, presented),
-        (ClientSecretBasic | ClientSecretPost, ClientSecretBasic | ClientSecretPost)
+        (
+            ClientSecretBasic | ClientSecretPost,
+            ClientSecretBasic | ClientSecretPost
+        )
     ) || registered == presented
 }
 
@@ -246,7 +272,9 @@ impl ClientRegistry {
     /// registration update). A changed secret forgets the verified one.
     pub fn refresh(&self, c: ClientRecord) {
         if let Ok(mut m) = self.clients.write() {
-            let changed = m.get(&c.client_id).is_none_or(|(old, _)| old.secret_hash != c.secret_hash);
+            let changed = m
+                .get(&c.client_id)
+                .is_none_or(|(old, _)| old.secret_hash != c.secret_hash);
             if changed {
                 if let Ok(mut v) = self.verified.write() {
                     v.remove(&c.client_id);
@@ -268,18 +296,29 @@ impl ClientRegistry {
 
     /// One client.
     pub fn get(&self, client_id: &str) -> Option<Arc<ClientRecord>> {
-        self.clients.read().ok()?.get(client_id).map(|(c, _)| c.clone())
+        self.clients
+            .read()
+            .ok()?
+            .get(client_id)
+            .map(|(c, _)| c.clone())
     }
 
     /// Reads a client from the store when it is not cached or its cache
     /// entry is older than [`CLIENT_CACHE_TTL`], so that clients registered,
     /// changed or deleted through another node are seen here too.
-    pub async fn ensure_fresh(&self, store: &dyn Store, client_id: &str) -> Result<(), crate::store::StoreError> {
+    pub async fn ensure_fresh(
+        &self,
+        store: &dyn Store,
+        client_id: &str,
+    ) -> Result<(), crate::store::StoreError> {
         let fresh = self
             .clients
             .read()
             .ok()
-            .and_then(|m| m.get(client_id).map(|(_, at)| at.elapsed() < CLIENT_CACHE_TTL))
+            .and_then(|m| {
+                m.get(client_id)
+                    .map(|(_, at)| at.elapsed() < CLIENT_CACHE_TTL)
+            })
             .unwrap_or(false);
         if fresh {
             return Ok(());

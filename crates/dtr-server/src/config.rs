@@ -74,7 +74,11 @@ pub struct RegistrationConfig {
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self { enabled: true, initial_access_token: None, scope: None }
+        Self {
+            enabled: true,
+            initial_access_token: None,
+            scope: None,
+        }
     }
 }
 
@@ -82,7 +86,10 @@ impl std::fmt::Debug for RegistrationConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistrationConfig")
             .field("enabled", &self.enabled)
-            .field("initial_access_token", &self.initial_access_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "initial_access_token",
+                &self.initial_access_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("scope", &self.scope)
             .finish()
     }
@@ -137,7 +144,10 @@ impl std::fmt::Debug for CallbacksConfig {
         f.debug_struct("CallbacksConfig")
             .field("delay_ms", &self.delay_ms)
             .field("max_attempts", &self.max_attempts)
-            .field("encryption_key", &self.encryption_key.as_ref().map(|_| "[redacted]"))
+            .field(
+                "encryption_key",
+                &self.encryption_key.as_ref().map(|_| "[redacted]"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -148,20 +158,30 @@ impl CallbacksConfig {
             return Err(err("callbacks.max_attempts", "must be at least 1"));
         }
         if self.concurrency == 0 || self.per_endpoint_concurrency == 0 {
-            return Err(err("callbacks.concurrency", "concurrency limits must be at least 1"));
+            return Err(err(
+                "callbacks.concurrency",
+                "concurrency limits must be at least 1",
+            ));
         }
         if self.timeout_ms == 0 || self.connect_timeout_ms == 0 || self.retry_base_ms == 0 {
-            return Err(err("callbacks.timeout_ms", "timeouts and retry_base_ms must be at least 1 ms"));
+            return Err(err(
+                "callbacks.timeout_ms",
+                "timeouts and retry_base_ms must be at least 1 ms",
+            ));
         }
         if let Some(p) = &self.extra_root_ca {
-            let pem = std::fs::read(p).map_err(|e| err("callbacks.extra_root_ca", format!("cannot read {p}: {e}")))?;
+            let pem = std::fs::read(p)
+                .map_err(|e| err("callbacks.extra_root_ca", format!("cannot read {p}: {e}")))?;
             reqwest::Certificate::from_pem(&pem).map_err(|e| err("callbacks.extra_root_ca", e))?;
         }
         if let Some(k) = &self.encryption_key {
             if self.key_bytes().is_none() {
                 return Err(err(
                     "callbacks.encryption_key",
-                    format!("must be 32 bytes in base64url ({} characters)", 43 + usize::from(k.ends_with('='))),
+                    format!(
+                        "must be 32 bytes in base64url ({} characters)",
+                        43 + usize::from(k.ends_with('='))
+                    ),
                 ));
             }
         }
@@ -195,7 +215,11 @@ pub struct DpopConfig {
 
 impl Default for DpopConfig {
     fn default() -> Self {
-        Self { iat_window: 60, nonce: false, require_for_deferral: false }
+        Self {
+            iat_window: 60,
+            nonce: false,
+            require_for_deferral: false,
+        }
     }
 }
 
@@ -608,8 +632,16 @@ impl ConfigFile {
         if let Some(s) = &self.registration.scope {
             Scope::parse(s).map_err(|e| err("registration.scope", e))?;
         }
-        if self.registration.initial_access_token.as_ref().is_some_and(|t| t.len() < 16) {
-            return Err(err("registration.initial_access_token", "must be at least 16 characters"));
+        if self
+            .registration
+            .initial_access_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return Err(err(
+                "registration.initial_access_token",
+                "must be at least 16 characters",
+            ));
         }
         if self.dpop.iat_window == 0 || self.dpop.iat_window > 3600 {
             return Err(err("dpop.iat_window", "must be between 1 and 3600 seconds"));
@@ -834,7 +866,9 @@ fn validate_issuer(raw: &str, dev_mode: bool) -> Result<String, ConfigError> {
 /// An outbound URL chosen by a client: https, or loopback http in dev mode
 /// (DTR-25).
 pub fn validate_https_or_dev(raw: &str, dev_mode: bool) -> Result<String, String> {
-    crate::outbound::check_form(raw, dev_mode).map(|_| raw.to_owned()).map_err(|e| e.to_string())
+    crate::outbound::check_form(raw, dev_mode)
+        .map(|_| raw.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_database(raw: &str) -> Result<DatabaseUrl, ConfigError> {

@@ -55,7 +55,9 @@ pub fn interaction_uri(state: &AppState, handle: &str) -> String {
 fn check_binding(rec: &DeferralRecord, proof_jkt: Option<&str>) -> Result<(), OAuthError> {
     match (&rec.dpop_jkt, proof_jkt) {
         (None, _) => Ok(()),
-        (Some(bound), Some(jkt)) if dtr_proto::secret::ct_eq(bound.as_bytes(), jkt.as_bytes()) => Ok(()),
+        (Some(bound), Some(jkt)) if dtr_proto::secret::ct_eq(bound.as_bytes(), jkt.as_bytes()) => {
+            Ok(())
+        }
         (Some(_), None) => Err(OAuthError::with_description(
             ErrorCode::InvalidDpopProof,
             "this deferral code is DPoP-bound: send a DPoP proof of its key",
@@ -68,7 +70,9 @@ fn check_binding(rec: &DeferralRecord, proof_jkt: Option<&str>) -> Result<(), OA
 /// public clients, clients registered with `dpop_bound_access_tokens`, and
 /// everyone when the configuration says so.
 pub fn binding_required(state: &AppState, client: &crate::store::ClientRecord) -> bool {
-    client.auth_method == "none" || client.dpop_bound_access_tokens || state.config.dpop.require_for_deferral
+    client.auth_method == "none"
+        || client.dpop_bound_access_tokens
+        || state.config.dpop.require_for_deferral
 }
 
 /// Creates a deferral and builds the deferred response (DTR-8, DTR-11).
@@ -96,11 +100,17 @@ pub async fn create_with_context(
     let id = new_id();
     // A client with a notification endpoint gets its code back in the
     // callback (DTR-26): keep it, and the bearer token, sealed until then.
-    let notifies = state.clients.get(&r.client_id).is_some_and(|c| c.notification_endpoint.is_some());
+    let notifies = state
+        .clients
+        .get(&r.client_id)
+        .is_some_and(|c| c.notification_endpoint.is_some());
     let (code_sealed, notification_token_sealed, callback_not_before) = if notifies {
         (
             Some(state.seal_key.seal(code.secret(), &id)),
-            r.opt_in.notification_token.as_ref().map(|t| state.seal_key.seal(t.secret(), &id)),
+            r.opt_in
+                .notification_token
+                .as_ref()
+                .map(|t| state.seal_key.seal(t.secret(), &id)),
             Some(now + state.config.callbacks.delay_ms as i64),
         )
     } else {
@@ -133,7 +143,9 @@ pub async fn create_with_context(
         .await
         .map_err(crate::http::error::internal)?;
     info!(deferral = %new.id, client = %new.client_id, grant = %new.grant_type, scope = %new.scope, "deferral created");
-    state.metrics.deferral_created(&new.client_id, &new.grant_type);
+    state
+        .metrics
+        .deferral_created(&new.client_id, &new.grant_type);
     let interaction_uri = handle.map(|h| interaction_uri(state, &h));
     Ok(DeferredResponse {
         error: if interaction_uri.is_some() {
@@ -189,7 +201,9 @@ pub async fn poll(
                 .map_err(crate::http::error::internal)?
             {
                 info!(deferral = %rec.id, "deferral denied: client disabled");
-                state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
+                state
+                    .metrics
+                    .deferral_resolved(Resolution::Denied, rec.created_at, now);
             }
             return Err(PollAnswer::Denied.to_error());
         }
@@ -205,7 +219,9 @@ pub async fn poll(
                 {
                     let _ = state.store.set_decided_by(&rec.id, "policy").await;
                     info!(deferral = %rec.id, "deferral approved by policy (approve_after)");
-                    state.metrics.deferral_resolved(Resolution::Approved, rec.created_at, now);
+                    state
+                        .metrics
+                        .deferral_resolved(Resolution::Approved, rec.created_at, now);
                 }
                 match redeem(state, &rec, now).await? {
                     Some(token) => return Ok(token),
@@ -246,7 +262,9 @@ async fn redeem(
             .map_err(crate::http::error::internal)?
         {
             info!(deferral = %rec.id, "deferral denied: client disabled before redemption");
-            state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
+            state
+                .metrics
+                .deferral_resolved(Resolution::Denied, rec.created_at, now);
         }
         return Err(PollAnswer::Denied.to_error());
     }
@@ -263,7 +281,9 @@ async fn redeem(
                 .map_err(crate::http::error::internal)?
             {
                 info!(deferral = %rec.id, reason, "deferral denied before redemption");
-                state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
+                state
+                    .metrics
+                    .deferral_resolved(Resolution::Denied, rec.created_at, now);
             }
             return Err(PollAnswer::Denied.to_error());
         }
@@ -274,9 +294,16 @@ async fn redeem(
         match crate::grants::token_exchange::recheck(state, rec.grant_context.as_ref()).await {
             Ok(extras) => Some(extras),
             Err(reason) => {
-                if state.store.deny(&rec.id, reason, true, now).await.map_err(crate::http::error::internal)? {
+                if state
+                    .store
+                    .deny(&rec.id, reason, true, now)
+                    .await
+                    .map_err(crate::http::error::internal)?
+                {
                     info!(deferral = %rec.id, reason, "deferral denied before redemption");
-                    state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
+                    state
+                        .metrics
+                        .deferral_resolved(Resolution::Denied, rec.created_at, now);
                 }
                 return Err(PollAnswer::Denied.to_error());
             }
@@ -301,7 +328,9 @@ async fn redeem(
         .and_then(|r| r.granted_scope)
         .unwrap_or_else(|| rec.scope.clone());
     info!(deferral = %rec.id, client = %rec.client_id, "deferral redeemed");
-    state.metrics.deferral_resolved(Resolution::Redeemed, rec.created_at, now);
+    state
+        .metrics
+        .deferral_resolved(Resolution::Redeemed, rec.created_at, now);
     let grant = Grant {
         client_id: rec.client_id.clone(),
         subject: rec.subject.clone().unwrap_or_else(|| rec.client_id.clone()),
@@ -317,7 +346,9 @@ async fn redeem(
         Some(ctx) => crate::grants::issue(state, &grant, ctx).await.map(Some),
         // Token exchange: `act`, audience and `issued_token_type` (DTR-20).
         None => match &exchange {
-            Some(extras) => tokens::issue_extended(state, &grant, extras).await.map(Some),
+            Some(extras) => tokens::issue_extended(state, &grant, extras)
+                .await
+                .map(Some),
             None => tokens::issue(state, &grant).await.map(Some),
         },
     }
@@ -351,7 +382,9 @@ async fn record_pending_poll(
     }
     if block {
         info!(deferral = %rec.id, "polling escalated to invalid_request after repeated slow_down");
-        state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
+        state
+            .metrics
+            .deferral_resolved(Resolution::Denied, rec.created_at, now);
         return Ok(Some(PollAnswer::PollingBlocked.to_error()));
     }
     if too_fast {
@@ -396,7 +429,11 @@ pub async fn cancel(
 ) -> Result<bool, OAuthError> {
     let now = state.clock.now_ms();
     let hash = code.hash();
-    let record = state.store.deferral_by_code(&hash).await.map_err(crate::http::error::internal)?;
+    let record = state
+        .store
+        .deferral_by_code(&hash)
+        .await
+        .map_err(crate::http::error::internal)?;
     if let Some(rec) = record.filter(|r| r.client_id == client_id) {
         check_binding(&rec, proof_jkt)?;
     }
@@ -487,7 +524,9 @@ pub async fn approve(
     let _ = state.store.set_decided_by(id, by).await;
     info!(deferral = %id, by = %by, scope = %granted, "deferral approved");
     state.callback_wake.notify_one();
-    state.metrics.deferral_resolved(Resolution::Approved, rec.created_at, now);
+    state
+        .metrics
+        .deferral_resolved(Resolution::Approved, rec.created_at, now);
     reload(state, id).await.ok_or(DecisionError::NotFound)
 }
 
@@ -512,7 +551,9 @@ pub async fn deny(
     let _ = state.store.set_decided_by(id, by).await;
     info!(deferral = %id, by = %by, "deferral denied");
     state.callback_wake.notify_one();
-    state.metrics.deferral_resolved(Resolution::Denied, rec.created_at, now);
+    state
+        .metrics
+        .deferral_resolved(Resolution::Denied, rec.created_at, now);
     reload(state, id).await.ok_or(DecisionError::NotFound)
 }
 

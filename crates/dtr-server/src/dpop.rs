@@ -45,12 +45,20 @@ fn nonce_for_slot(key: &[u8; 32], slot: i64) -> String {
 
 /// The nonce to hand out now.
 pub fn current_nonce(state: &AppState) -> String {
-    nonce_for_slot(&state.dpop_nonce_key, state.clock.now_ms() / 1000 / NONCE_SLOT_SECS)
+    nonce_for_slot(
+        &state.dpop_nonce_key,
+        state.clock.now_ms() / 1000 / NONCE_SLOT_SECS,
+    )
 }
 
 fn nonce_ok(state: &AppState, nonce: &str) -> bool {
     let slot = state.clock.now_ms() / 1000 / NONCE_SLOT_SECS;
-    [slot, slot - 1].iter().any(|s| dtr_proto::secret::ct_eq(nonce_for_slot(&state.dpop_nonce_key, *s).as_bytes(), nonce.as_bytes()))
+    [slot, slot - 1].iter().any(|s| {
+        dtr_proto::secret::ct_eq(
+            nonce_for_slot(&state.dpop_nonce_key, *s).as_bytes(),
+            nonce.as_bytes(),
+        )
+    })
 }
 
 /// Adds a fresh `DPoP-Nonce` to a response when nonces are on.
@@ -70,7 +78,9 @@ pub fn proof_header(headers: &HeaderMap) -> Result<Option<&str>, DpopError> {
     if values.next().is_some() {
         return Err(DpopError::MultipleHeaders);
     }
-    first.map(|v| v.to_str().map_err(|_| DpopError::Malformed)).transpose()
+    first
+        .map(|v| v.to_str().map_err(|_| DpopError::Malformed))
+        .transpose()
 }
 
 /// Validates the request's proof, if any, for `method` on `path` of this
@@ -82,18 +92,35 @@ pub async fn check(
     path: &str,
     access_token: Option<&str>,
 ) -> Result<Option<VerifiedProof>, OAuthError> {
-    let Some(proof) = proof_header(headers).map_err(|e| e.to_oauth())? else { return Ok(None) };
+    let Some(proof) = proof_header(headers).map_err(|e| e.to_oauth())? else {
+        return Ok(None);
+    };
     let url = format!("{}{}", state.issuer, path);
     let window = state.config.dpop.iat_window as i64;
-    let ctx = ProofContext { method, url: &url, now: state.clock.now_ms() / 1000, iat_window: window, access_token };
+    let ctx = ProofContext {
+        method,
+        url: &url,
+        now: state.clock.now_ms() / 1000,
+        iat_window: window,
+        access_token,
+    };
     let verified = verify_proof(proof, &ctx).map_err(|e| e.to_oauth())?;
-    if state.config.dpop.nonce && !verified.nonce.as_deref().is_some_and(|n| nonce_ok(state, n)) {
+    if state.config.dpop.nonce
+        && !verified
+            .nonce
+            .as_deref()
+            .is_some_and(|n| nonce_ok(state, n))
+    {
         return Err(DpopError::NonceRequired.to_oauth());
     }
     // Single use: remember the jti for as long as its iat is acceptable.
     let key = dtr_proto::secret::sha256_b64(&format!("dpop\n{}\n{}", verified.jkt, verified.jti));
     let until_ms = (verified.iat + window + 1) * 1000;
-    let fresh = state.store.use_once(&key, until_ms, state.clock.now_ms()).await.map_err(crate::http::error::internal)?;
+    let fresh = state
+        .store
+        .use_once(&key, until_ms, state.clock.now_ms())
+        .await
+        .map_err(crate::http::error::internal)?;
     if !fresh {
         return Err(DpopError::Replayed.to_oauth());
     }

@@ -248,7 +248,11 @@ impl Metrics {
 
     /// One callback delivery attempt (DTR-26), by outcome, with the time
     /// from the deferral's resolution to a successful delivery.
-    pub fn callback_attempt(&self, outcome: &crate::store::CallbackOutcome, since_resolution_ms: i64) {
+    pub fn callback_attempt(
+        &self,
+        outcome: &crate::store::CallbackOutcome,
+        since_resolution_ms: i64,
+    ) {
         use crate::store::CallbackOutcome::*;
         let label = match outcome {
             Delivered { .. } => "delivered",

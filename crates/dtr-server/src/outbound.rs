@@ -106,10 +106,16 @@ impl StaticResolver {
 #[async_trait]
 impl Resolver for StaticResolver {
     async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        let m = self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        let m = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
         match m.get(host) {
             Some(ips) => Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()),
-            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "unknown host")),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "unknown host",
+            )),
         }
     }
 }
@@ -186,7 +192,11 @@ impl SafeHttp {
         let addrs: Vec<SocketAddr> = match url.host() {
             Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            _ => self.resolver.resolve(&host, port).await.map_err(|_| OutboundError::Unresolvable(host.clone()))?,
+            _ => self
+                .resolver
+                .resolve(&host, port)
+                .await
+                .map_err(|_| OutboundError::Unresolvable(host.clone()))?,
         };
         if addrs.is_empty() {
             return Err(OutboundError::Unresolvable(host));
@@ -195,7 +205,10 @@ impl SafeHttp {
             tracing::warn!(host = %host, addr = %bad.ip(), "outbound request refused: non-public address");
             return Err(OutboundError::Forbidden(host));
         }
-        Ok(Target { url: url.clone(), addr: addrs[0] })
+        Ok(Target {
+            url: url.clone(),
+            addr: addrs[0],
+        })
     }
 
     /// Validates a client-chosen URL at registration: form and resolution.
@@ -212,12 +225,17 @@ impl SafeHttp {
             .timeout(self.config.timeout)
             .no_proxy()
             .user_agent(concat!("dtr/", env!("CARGO_PKG_VERSION")));
-        if let Some(host) = target.url.host_str().filter(|_| matches!(target.url.host(), Some(url::Host::Domain(_)))) {
+        if let Some(host) = target
+            .url
+            .host_str()
+            .filter(|_| matches!(target.url.host(), Some(url::Host::Domain(_))))
+        {
             // Pin: connect to the address we checked, whatever DNS says now.
             b = b.resolve(host, target.addr);
         }
         if let Some(pem) = &self.config.extra_root_pem {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| OutboundError::Network(e.to_string()))?;
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| OutboundError::Network(e.to_string()))?;
             b = b.add_root_certificate(cert);
         }
         b.build().map_err(|e| OutboundError::Network(e.to_string()))
@@ -225,7 +243,12 @@ impl SafeHttp {
 
     /// POSTs a JSON body, re-checking the URL first (DTR-28). Returns the
     /// status; the body is read up to the cap and dropped.
-    pub async fn post_json(&self, raw: &str, body: &serde_json::Value, bearer: Option<&str>) -> Result<u16, OutboundError> {
+    pub async fn post_json(
+        &self,
+        raw: &str,
+        body: &serde_json::Value,
+        bearer: Option<&str>,
+    ) -> Result<u16, OutboundError> {
         let url = self.check_form(raw)?;
         let target = self.resolve_checked(&url).await?;
         let client = self.client_for(&target)?;
@@ -233,7 +256,10 @@ impl SafeHttp {
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
-        let mut resp = req.send().await.map_err(|e| OutboundError::Network(without_url(e)))?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| OutboundError::Network(without_url(e)))?;
         let status = resp.status().as_u16();
         let mut read = 0usize;
         while let Ok(Some(chunk)) = resp.chunk().await {
@@ -268,13 +294,22 @@ pub fn check_form(raw: &str, dev_mode: bool) -> Result<url::Url, OutboundError> 
         return Err(OutboundError::BadUrl("must not contain a fragment".into()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(OutboundError::BadUrl("must not contain user information".into()));
+        return Err(OutboundError::BadUrl(
+            "must not contain user information".into(),
+        ));
     }
-    let host = url.host_str().ok_or_else(|| OutboundError::BadUrl("needs a host".into()))?.to_owned();
+    let host = url
+        .host_str()
+        .ok_or_else(|| OutboundError::BadUrl("needs a host".into()))?
+        .to_owned();
     match url.scheme() {
         "https" => {}
         "http" if dev_mode && is_loopback_name(&host) => {}
-        "http" => return Err(OutboundError::BadUrl("must use https (loopback http only in dev_mode)".into())),
+        "http" => {
+            return Err(OutboundError::BadUrl(
+                "must use https (loopback http only in dev_mode)".into(),
+            ))
+        }
         s => return Err(OutboundError::BadUrl(format!("scheme {s} is not allowed"))),
     }
     let literal = match url.host() {
@@ -306,11 +341,36 @@ mod tests {
     #[test]
     fn non_public_addresses() {
         for s in [
-            "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "0.0.0.0", "0.1.2.3",
-            "100.64.0.1", "192.0.0.8", "192.0.2.1", "198.18.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1",
-            "::", "::1", "fc00::1", "fd12::1", "fe80::1", "fec0::1", "ff02::1", "2001:db8::1", "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1",
-            "2001::1", "100::1",
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.64.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "2001::1",
+            "100::1",
         ] {
             assert!(!is_public(ip(s)), "{s} must be refused");
         }
@@ -318,7 +378,13 @@ mod tests {
 
     #[test]
     fn public_addresses() {
-        for s in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for s in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             assert!(is_public(ip(s)), "{s} is public");
         }
     }
@@ -362,8 +428,14 @@ mod tests {
             assert!(h.validate(bad).await.is_err(), "{bad} must be refused");
         }
         let dev = http(true, r);
-        assert!(dev.validate("http://127.0.0.1:9/cb").await.is_ok(), "dev_mode allows loopback http");
-        assert!(dev.validate("http://10.0.0.1/cb").await.is_err(), "but not private networks");
+        assert!(
+            dev.validate("http://127.0.0.1:9/cb").await.is_ok(),
+            "dev_mode allows loopback http"
+        );
+        assert!(
+            dev.validate("http://10.0.0.1/cb").await.is_err(),
+            "but not private networks"
+        );
     }
 
     #[tokio::test]
@@ -373,7 +445,9 @@ mod tests {
         let h = http(false, r.clone());
         assert!(h.validate("https://rebind.example/cb").await.is_ok());
         r.set("rebind.example", vec![ip("10.1.2.3")]);
-        let e = h.post_json("https://rebind.example/cb", &serde_json::json!({}), None).await;
+        let e = h
+            .post_json("https://rebind.example/cb", &serde_json::json!({}), None)
+            .await;
         assert_eq!(e, Err(OutboundError::Forbidden("rebind.example".into())));
     }
 }

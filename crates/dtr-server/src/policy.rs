@@ -128,7 +128,10 @@ impl Rule {
         if self.authorization_details_type.is_none() && self.details_match.is_none() {
             return true;
         }
-        let objects = details.and_then(|d| d.as_array()).map(Vec::as_slice).unwrap_or_default();
+        let objects = details
+            .and_then(|d| d.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         objects.iter().any(|d| {
             let type_ok = self
                 .authorization_details_type
@@ -192,12 +195,24 @@ mod tests {
     }
 
     fn eval(p: &Policy, client: &str, scope: &str, ad: &[&str]) -> Action {
-        let details: Vec<serde_json::Value> =
-            ad.iter().map(|t| serde_json::json!({ "type": t })).collect();
-        eval_details(p, client, scope, (!ad.is_empty()).then(|| serde_json::json!(details)))
+        let details: Vec<serde_json::Value> = ad
+            .iter()
+            .map(|t| serde_json::json!({ "type": t }))
+            .collect();
+        eval_details(
+            p,
+            client,
+            scope,
+            (!ad.is_empty()).then(|| serde_json::json!(details)),
+        )
     }
 
-    fn eval_details(p: &Policy, client: &str, scope: &str, ad: Option<serde_json::Value>) -> Action {
+    fn eval_details(
+        p: &Policy,
+        client: &str,
+        scope: &str,
+        ad: Option<serde_json::Value>,
+    ) -> Action {
         let scope = Scope::parse(scope).unwrap_or_default();
         p.evaluate(&PolicyRequest {
             client_id: client,
@@ -241,7 +256,11 @@ mod tests {
             policy: Vec<RuleConfig>,
         }
         let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
-        f.policy.iter().map(Rule::from_config).collect::<Result<Vec<_>, _>>().map(Policy::new)
+        f.policy
+            .iter()
+            .map(Rule::from_config)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Policy::new)
     }
 
     #[test]
@@ -261,9 +280,18 @@ action = "review"
                 {"type": "payment_initiation", "instructedAmount": {"amount": amount, "currency": currency}},
             ]))
         };
-        assert_eq!(eval_details(&p, "svc", "read", pay("10000.50", "EUR")), Action::Review);
-        assert_eq!(eval_details(&p, "svc", "read", pay("9999.99", "EUR")), Action::Allow);
-        assert_eq!(eval_details(&p, "svc", "read", pay("50000", "USD")), Action::Allow);
+        assert_eq!(
+            eval_details(&p, "svc", "read", pay("10000.50", "EUR")),
+            Action::Review
+        );
+        assert_eq!(
+            eval_details(&p, "svc", "read", pay("9999.99", "EUR")),
+            Action::Allow
+        );
+        assert_eq!(
+            eval_details(&p, "svc", "read", pay("50000", "USD")),
+            Action::Allow
+        );
         assert_eq!(eval_details(&p, "svc", "read", None), Action::Allow);
         // The type and the fields must hold for the same object.
         let split = serde_json::json!([
@@ -272,7 +300,10 @@ action = "review"
         ]);
         assert_eq!(eval_details(&p, "svc", "read", Some(split)), Action::Allow);
         // An amount the policy cannot read is reviewed, never waved through.
-        assert_eq!(eval_details(&p, "svc", "read", pay("10 000", "EUR")), Action::Review);
+        assert_eq!(
+            eval_details(&p, "svc", "read", pay("10 000", "EUR")),
+            Action::Review
+        );
     }
 
     #[test]
@@ -288,10 +319,21 @@ action = "review"
 "#,
         )
         .unwrap();
-        let ad = |amount: serde_json::Value| Some(serde_json::json!([{"type": "payment_initiation", "amount": amount}]));
-        assert_eq!(eval_details(&p, "svc", "", ad(serde_json::json!(50))), Action::Allow);
-        assert_eq!(eval_details(&p, "svc", "", ad(serde_json::json!("fifty"))), Action::Review);
-        assert_eq!(eval_details(&p, "svc", "", ad(serde_json::json!(500))), Action::Review);
+        let ad = |amount: serde_json::Value| {
+            Some(serde_json::json!([{"type": "payment_initiation", "amount": amount}]))
+        };
+        assert_eq!(
+            eval_details(&p, "svc", "", ad(serde_json::json!(50))),
+            Action::Allow
+        );
+        assert_eq!(
+            eval_details(&p, "svc", "", ad(serde_json::json!("fifty"))),
+            Action::Review
+        );
+        assert_eq!(
+            eval_details(&p, "svc", "", ad(serde_json::json!(500))),
+            Action::Review
+        );
     }
 
     #[test]
@@ -300,7 +342,10 @@ action = "review"
             "[[policy]]\naction = \"review\"\nauthorization_details_match = { \"amount\" = { above = 1 } }",
         )
         .unwrap_err();
-        assert!(e.starts_with("authorization_details_match.\"amount\""), "{e}");
+        assert!(
+            e.starts_with("authorization_details_match.\"amount\""),
+            "{e}"
+        );
     }
 
     #[test]

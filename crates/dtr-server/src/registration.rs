@@ -19,24 +19,42 @@ pub struct MetadataError {
 }
 
 fn bad(member: &str, why: impl std::fmt::Display) -> MetadataError {
-    MetadataError { error: "invalid_client_metadata", description: format!("{member}: {why}") }
+    MetadataError {
+        error: "invalid_client_metadata",
+        description: format!("{member}: {why}"),
+    }
 }
 
 fn bad_redirect(why: impl std::fmt::Display) -> MetadataError {
-    MetadataError { error: "invalid_redirect_uri", description: format!("redirect_uris: {why}") }
+    MetadataError {
+        error: "invalid_redirect_uri",
+        description: format!("redirect_uris: {why}"),
+    }
 }
 
 /// Metadata members we understand and keep (RFC 7591 section 2, RFC 9449
 /// section 5.2, and the draft's `deferred_client_notification_endpoint`).
-const STRING_MEMBERS: &[&str] = &["client_name", "client_uri", "logo_uri", "tos_uri", "policy_uri", "software_id", "software_version"];
+const STRING_MEMBERS: &[&str] = &[
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "software_id",
+    "software_version",
+];
 
 /// The scopes registered clients may ask for.
 pub fn allowed_scope(state: &AppState) -> Scope {
     match &state.config.registration.scope {
         Some(s) => Scope::parse(s).unwrap_or_default(),
         None => {
-            let all: Vec<String> =
-                state.config.clients.iter().flat_map(|c| c.scope.iter().map(str::to_owned).collect::<Vec<_>>()).collect();
+            let all: Vec<String> = state
+                .config
+                .clients
+                .iter()
+                .flat_map(|c| c.scope.iter().map(str::to_owned).collect::<Vec<_>>())
+                .collect();
             Scope::parse(&all.join(" ")).unwrap_or_default()
         }
     }
@@ -66,7 +84,9 @@ pub struct Validated {
 
 /// Validates a metadata document (RFC 7591 section 2).
 pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, MetadataError> {
-    let obj = body.as_object().ok_or_else(|| bad("body", "must be a JSON object"))?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| bad("body", "must be a JSON object"))?;
     let str_member = |k: &str| -> Result<Option<String>, MetadataError> {
         match obj.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -74,48 +94,82 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
             Some(_) => Err(bad(k, "must be a string")),
         }
     };
-    let method_raw = str_member("token_endpoint_auth_method")?.unwrap_or_else(|| "client_secret_basic".into());
-    let auth_method = AuthMethod::parse(&method_raw).ok_or_else(|| bad("token_endpoint_auth_method", format!("unsupported method '{method_raw}'")))?;
+    let method_raw =
+        str_member("token_endpoint_auth_method")?.unwrap_or_else(|| "client_secret_basic".into());
+    let auth_method = AuthMethod::parse(&method_raw).ok_or_else(|| {
+        bad(
+            "token_endpoint_auth_method",
+            format!("unsupported method '{method_raw}'"),
+        )
+    })?;
 
     let grant_types: Vec<String> = match obj.get("grant_types") {
         None | Some(Value::Null) => vec![dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS.into()],
         Some(Value::Array(a)) => a
             .iter()
-            .map(|g| g.as_str().map(str::to_owned).ok_or_else(|| bad("grant_types", "must be an array of strings")))
+            .map(|g| {
+                g.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad("grant_types", "must be an array of strings"))
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad("grant_types", "must be an array of strings")),
     };
     // The polling grant is implied; list it or not, it is not a grant type
     // a client registers for.
-    let grant_types: Vec<String> = grant_types.into_iter().filter(|g| g != dtr_proto::GRANT_TYPE_DEFERRED).collect();
+    let grant_types: Vec<String> = grant_types
+        .into_iter()
+        .filter(|g| g != dtr_proto::GRANT_TYPE_DEFERRED)
+        .collect();
     if grant_types.is_empty() {
-        return Err(bad("grant_types", "must name at least one supported grant type"));
+        return Err(bad(
+            "grant_types",
+            "must name at least one supported grant type",
+        ));
     }
     for g in &grant_types {
         if !SUPPORTED_GRANT_TYPES.contains(&g.as_str()) {
             return Err(bad("grant_types", format!("unsupported grant type '{g}'")));
         }
     }
-    if auth_method == AuthMethod::None && grant_types.iter().any(|g| g == dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS) {
-        return Err(bad("grant_types", "a public client cannot use client_credentials"));
+    if auth_method == AuthMethod::None
+        && grant_types
+            .iter()
+            .any(|g| g == dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS)
+    {
+        return Err(bad(
+            "grant_types",
+            "a public client cannot use client_credentials",
+        ));
     }
 
     let redirect_uris: Vec<String> = match obj.get("redirect_uris") {
         None | Some(Value::Null) => vec![],
         Some(Value::Array(a)) => a
             .iter()
-            .map(|u| u.as_str().map(str::to_owned).ok_or_else(|| bad_redirect("must be an array of strings")))
+            .map(|u| {
+                u.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad_redirect("must be an array of strings"))
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad_redirect("must be an array of strings")),
     };
     for r in &redirect_uris {
-        let u = url::Url::parse(r).map_err(|e| bad_redirect(format!("'{}' is not an absolute URL: {e}", dtr_proto::params::printable(r))))?;
+        let u = url::Url::parse(r).map_err(|e| {
+            bad_redirect(format!(
+                "'{}' is not an absolute URL: {e}",
+                dtr_proto::params::printable(r)
+            ))
+        })?;
         if u.fragment().is_some() {
             return Err(bad_redirect("must not contain a fragment"));
         }
         let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
         if u.scheme() == "http" && !loopback {
-            return Err(bad_redirect("http is allowed only for loopback redirect URIs"));
+            return Err(bad_redirect(
+                "http is allowed only for loopback redirect URIs",
+            ));
         }
     }
 
@@ -128,24 +182,43 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         return Err(bad("scope", format!("may only contain: {allowed}")));
     }
 
-    if obj.get("jwks").is_some_and(|v| !v.is_null()) && obj.get("jwks_uri").is_some_and(|v| !v.is_null()) {
-        return Err(bad("jwks", "jwks and jwks_uri must not both be present (RFC 7591 section 2)"));
+    if obj.get("jwks").is_some_and(|v| !v.is_null())
+        && obj.get("jwks_uri").is_some_and(|v| !v.is_null())
+    {
+        return Err(bad(
+            "jwks",
+            "jwks and jwks_uri must not both be present (RFC 7591 section 2)",
+        ));
     }
     if obj.get("jwks_uri").is_some_and(|v| !v.is_null()) {
-        return Err(bad("jwks_uri", "not supported by this server; register the keys with jwks"));
+        return Err(bad(
+            "jwks_uri",
+            "not supported by this server; register the keys with jwks",
+        ));
     }
     let jwks = match obj.get("jwks") {
         None | Some(Value::Null) => None,
         Some(j) => {
-            let keys = j.get("keys").and_then(Value::as_array).ok_or_else(|| bad("jwks", "must be an object with a keys array"))?;
-            if keys.iter().any(|k| ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|m| k.get(*m).is_some())) {
+            let keys = j
+                .get("keys")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("jwks", "must be an object with a keys array"))?;
+            if keys.iter().any(|k| {
+                ["d", "p", "q", "dp", "dq", "qi", "k"]
+                    .iter()
+                    .any(|m| k.get(*m).is_some())
+            }) {
                 return Err(bad("jwks", "must contain public keys only"));
             }
             Some(j.clone())
         }
     };
     if auth_method == AuthMethod::PrivateKeyJwt
-        && jwks.as_ref().and_then(|j| j.get("keys")).and_then(Value::as_array).is_none_or(|k| k.is_empty())
+        && jwks
+            .as_ref()
+            .and_then(|j| j.get("keys"))
+            .and_then(Value::as_array)
+            .is_none_or(|k| k.is_empty())
     {
         return Err(bad("jwks", "private_key_jwt needs at least one key"));
     }
@@ -154,7 +227,11 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         None => None,
         Some(e) if e.is_empty() => None,
         Some(e) => {
-            state.outbound.validate(&e).await.map_err(|x| bad("deferred_client_notification_endpoint", x))?;
+            state
+                .outbound
+                .validate(&e)
+                .await
+                .map_err(|x| bad("deferred_client_notification_endpoint", x))?;
             Some(e)
         }
     };
@@ -176,7 +253,10 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         }
         metadata.insert("contacts".into(), c.clone());
     }
-    metadata.insert("token_endpoint_auth_method".into(), json!(auth_method.as_str()));
+    metadata.insert(
+        "token_endpoint_auth_method".into(),
+        json!(auth_method.as_str()),
+    );
     metadata.insert("grant_types".into(), json!(grant_types));
     metadata.insert("redirect_uris".into(), json!(redirect_uris));
     metadata.insert("scope".into(), json!(scope.to_string()));
@@ -193,13 +273,32 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         Some(Value::Bool(b)) => {
             metadata.insert("require_pushed_authorization_requests".into(), json!(b));
         }
-        Some(_) => return Err(bad("require_pushed_authorization_requests", "must be a boolean")),
+        Some(_) => {
+            return Err(bad(
+                "require_pushed_authorization_requests",
+                "must be a boolean",
+            ))
+        }
     }
-    Ok(Validated { auth_method, grant_types, scope, redirect_uris, jwks, notification_endpoint, dpop_bound, metadata })
+    Ok(Validated {
+        auth_method,
+        grant_types,
+        scope,
+        redirect_uris,
+        jwks,
+        notification_endpoint,
+        dpop_bound,
+        metadata,
+    })
 }
 
 /// The stored client of a validated registration.
-pub fn record(client_id: &str, v: &Validated, secret_hash: Option<String>, registration_token_hash: String) -> ClientRecord {
+pub fn record(
+    client_id: &str,
+    v: &Validated,
+    secret_hash: Option<String>,
+    registration_token_hash: String,
+) -> ClientRecord {
     ClientRecord {
         client_id: client_id.to_owned(),
         secret_hash,
@@ -214,11 +313,18 @@ pub fn record(client_id: &str, v: &Validated, secret_hash: Option<String>, regis
         dpop_bound_access_tokens: v.dpop_bound,
         registration_token_hash: Some(registration_token_hash),
         metadata: Some(Value::Object(v.metadata.clone())),
-        require_par: v.metadata.get("require_pushed_authorization_requests").and_then(Value::as_bool).unwrap_or(false),
+        require_par: v
+            .metadata
+            .get("require_pushed_authorization_requests")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     }
 }
 
 /// Whether the method needs a client secret.
 pub fn uses_secret(m: AuthMethod) -> bool {
-    matches!(m, AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
+    matches!(
+        m,
+        AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost
+    )
 }

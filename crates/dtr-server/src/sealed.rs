@@ -36,7 +36,13 @@ impl SealKey {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = self
             .0
-            .encrypt(&Nonce::from(nonce), Payload { msg: plain.as_bytes(), aad: context.as_bytes() })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: context.as_bytes(),
+                },
+            )
             .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -52,7 +58,16 @@ impl SealKey {
         }
         let (nonce, ct) = raw.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().ok()?;
-        let plain = self.0.decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: context.as_bytes() }).ok()?;
+        let plain = self
+            .0
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context.as_bytes(),
+                },
+            )
+            .ok()?;
         String::from_utf8(plain).ok()
     }
 }
@@ -68,7 +83,11 @@ mod tests {
         assert!(!s.contains("secret"));
         assert_eq!(k.open(&s, "dfr_1").as_deref(), Some("secret-code"));
         assert_eq!(k.open(&s, "dfr_2"), None, "bound to its row");
-        assert_eq!(SealKey::from_bytes(&[8; 32]).open(&s, "dfr_1"), None, "other key");
+        assert_eq!(
+            SealKey::from_bytes(&[8; 32]).open(&s, "dfr_1"),
+            None,
+            "other key"
+        );
         assert_ne!(k.seal("x", "c"), k.seal("x", "c"), "fresh nonce each time");
     }
 }

@@ -67,7 +67,14 @@ impl AppState {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        Self::build_with_resolver(config, issuer, store, clock, Arc::new(crate::outbound::SystemResolver)).await
+        Self::build_with_resolver(
+            config,
+            issuer,
+            store,
+            clock,
+            Arc::new(crate::outbound::SystemResolver),
+        )
+        .await
     }
 
     /// [`AppState::build`] with a chosen name resolver for outbound
@@ -83,7 +90,10 @@ impl AppState {
         let cb = &config.callbacks;
         let extra_root_pem = match &cb.extra_root_ca {
             None => None,
-            Some(p) => Some(std::fs::read(p).map_err(|x| e(format!("config key `callbacks.extra_root_ca`: {x}")))?),
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|x| e(format!("config key `callbacks.extra_root_ca`: {x}")))?,
+            ),
         };
         let outbound = crate::outbound::SafeHttp::new(
             crate::outbound::OutboundConfig {
@@ -100,7 +110,9 @@ impl AppState {
         for (i, c) in config.clients.iter().enumerate() {
             if let Some(ep) = &c.notification_endpoint {
                 outbound.validate(ep).await.map_err(|x| {
-                    e(format!("config key `clients[{i}].deferred_client_notification_endpoint`: {x}"))
+                    e(format!(
+                        "config key `clients[{i}].deferred_client_notification_endpoint`: {x}"
+                    ))
                 })?;
             }
         }
@@ -192,7 +204,8 @@ impl AppState {
     pub async fn verify_user(&self, username: &str, password: &str) -> bool {
         let user = self.store.get_user(username).await.ok().flatten();
         let active = user.as_ref().is_some_and(|u| u.is_active());
-        let ok = crate::password::verify_async(password.to_owned(), user.map(|u| u.password_hash)).await;
+        let ok =
+            crate::password::verify_async(password.to_owned(), user.map(|u| u.password_hash)).await;
         ok && active
     }
 }
@@ -211,7 +224,13 @@ async fn sync_users(store: &dyn crate::store::Store, config: &Config) -> Result<
         .collect();
     for u in &config.users {
         let password_hash = match existing.get(&u.username) {
-            Some(old) if crate::password::verify_async(u.password.clone(), Some(old.password_hash.clone())).await => {
+            Some(old)
+                if crate::password::verify_async(
+                    u.password.clone(),
+                    Some(old.password_hash.clone()),
+                )
+                .await =>
+            {
                 old.password_hash.clone()
             }
             _ => crate::password::hash_async(u.password.clone()).await?,
@@ -229,7 +248,10 @@ async fn sync_users(store: &dyn crate::store::Store, config: &Config) -> Result<
     for (name, old) in existing {
         if old.enabled && !config.users.iter().any(|u| u.username == name) {
             store
-                .upsert_user(&crate::store::UserRecord { enabled: false, ..old })
+                .upsert_user(&crate::store::UserRecord {
+                    enabled: false,
+                    ..old
+                })
                 .await
                 .map_err(|x| x.to_string())?;
         }

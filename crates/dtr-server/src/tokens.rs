@@ -32,7 +32,10 @@ pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAu
 
 /// [`issue`], also returning the token's `jti` so that a grant can link
 /// it to its token family (RFC 9700 section 4.14: reuse revokes them all).
-pub async fn issue_with_jti(state: &AppState, grant: &Grant) -> Result<(TokenResponse, String), OAuthError> {
+pub async fn issue_with_jti(
+    state: &AppState,
+    grant: &Grant,
+) -> Result<(TokenResponse, String), OAuthError> {
     issue_full(state, grant, &TokenExtras::default()).await
 }
 
@@ -52,15 +55,27 @@ pub struct TokenExtras {
 }
 
 /// [`issue`] with grant-specific extras (token exchange).
-pub async fn issue_extended(state: &AppState, grant: &Grant, extras: &TokenExtras) -> Result<TokenResponse, OAuthError> {
+pub async fn issue_extended(
+    state: &AppState,
+    grant: &Grant,
+    extras: &TokenExtras,
+) -> Result<TokenResponse, OAuthError> {
     issue_full(state, grant, extras).await.map(|(r, _)| r)
 }
 
-async fn issue_full(state: &AppState, grant: &Grant, extras: &TokenExtras) -> Result<(TokenResponse, String), OAuthError> {
+async fn issue_full(
+    state: &AppState,
+    grant: &Grant,
+    extras: &TokenExtras,
+) -> Result<(TokenResponse, String), OAuthError> {
     let now = state.clock.now_ms();
     let iat = now / 1000;
     let ttl = match extras.not_after {
-        Some(t) => state.config.tokens.access_token_ttl.min(u64::try_from(t - iat).unwrap_or(0)),
+        Some(t) => state
+            .config
+            .tokens
+            .access_token_ttl
+            .min(u64::try_from(t - iat).unwrap_or(0)),
         None => state.config.tokens.access_token_ttl,
     };
     let jti = random_token(16);
@@ -105,7 +120,12 @@ async fn issue_full(state: &AppState, grant: &Grant, extras: &TokenExtras) -> Re
         .map_err(crate::http::error::internal)?;
     let response = TokenResponse {
         access_token,
-        token_type: if grant.dpop_jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+        token_type: if grant.dpop_jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        }
+        .into(),
         expires_in: Some(ttl),
         refresh_token: None,
         scope: (!grant.scope.is_empty()).then(|| grant.scope.clone()),

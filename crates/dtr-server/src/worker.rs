@@ -77,7 +77,10 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             // tokens (codes are kept a while past expiry, so that a late
             // replay still revokes its family).
             match state.store.prune_accounts(before).await {
-                Ok(n) if n > 0 => tracing::info!(count = n, "pruned expired sessions, codes and refresh tokens"),
+                Ok(n) if n > 0 => tracing::info!(
+                    count = n,
+                    "pruned expired sessions, codes and refresh tokens"
+                ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning sessions and codes failed"),
             }

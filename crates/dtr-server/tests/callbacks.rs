@@ -6,7 +6,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use dtr_client::{AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, NotificationToken, TokenResult};
+use dtr_client::{
+    AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, NotificationToken,
+    TokenResult,
+};
 use dtr_server::clock::SystemClock;
 use dtr_server::config::{ConfigFile, Overrides};
 use dtr_server::AppState;
@@ -36,7 +39,9 @@ struct Receiver {
 async fn record(path: &str, r: &Receiver, headers: &HeaderMap, body: &[u8]) -> Response {
     r.got.lock().unwrap().push(Received {
         path: path.to_owned(),
-        authorization: headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()),
+        authorization: headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned()),
         body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
     });
     if r.hang.load(Ordering::SeqCst) > 0 {
@@ -56,8 +61,22 @@ async fn record(path: &str, r: &Receiver, headers: &HeaderMap, body: &[u8]) -> R
 async fn start_receiver() -> (Receiver, String) {
     let r = Receiver::default();
     let app = axum::Router::new()
-        .route("/cb", post(|State(r): State<Receiver>, h: HeaderMap, b: axum::body::Bytes| async move { record("/cb", &r, &h, &b).await }))
-        .route("/elsewhere", post(|State(r): State<Receiver>, h: HeaderMap, b: axum::body::Bytes| async move { record("/elsewhere", &r, &h, &b).await }))
+        .route(
+            "/cb",
+            post(
+                |State(r): State<Receiver>, h: HeaderMap, b: axum::body::Bytes| async move {
+                    record("/cb", &r, &h, &b).await
+                },
+            ),
+        )
+        .route(
+            "/elsewhere",
+            post(
+                |State(r): State<Receiver>, h: HeaderMap, b: axum::body::Bytes| async move {
+                    record("/elsewhere", &r, &h, &b).await
+                },
+            ),
+        )
         .with_state(r.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -106,11 +125,16 @@ action = "review"
         database: Some(format!("sqlite://{}", dir.keep().join("dtr.db").display())),
         issuer: None,
     };
-    let config = ConfigFile::parse(&config).unwrap().validate(&overrides).unwrap();
+    let config = ConfigFile::parse(&config)
+        .unwrap()
+        .validate(&overrides)
+        .unwrap();
     let store = dtr_server::open_store(&config.database).await.unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::build(config, issuer.clone(), store, Arc::new(SystemClock)).await.unwrap();
+    let state = AppState::build(config, issuer.clone(), store, Arc::new(SystemClock))
+        .await
+        .unwrap();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(dtr_server::serve(listener, state, async {
         let _ = rx.await;
@@ -119,9 +143,15 @@ action = "review"
 }
 
 async fn client(issuer: &str) -> Client {
-    Client::discover(issuer, ClientAuth::SecretBasic { client_id: "svc".into(), secret: ClientSecret::new("svc-secret") })
-        .await
-        .unwrap()
+    Client::discover(
+        issuer,
+        ClientAuth::SecretBasic {
+            client_id: "svc".into(),
+            secret: ClientSecret::new("svc-secret"),
+        },
+    )
+    .await
+    .unwrap()
 }
 
 async fn defer(c: &Client, token: Option<NotificationToken>) -> dtr_client::Deferral {
@@ -138,7 +168,10 @@ async fn defer(c: &Client, token: Option<NotificationToken>) -> dtr_client::Defe
 }
 
 async fn newest_id(admin: &AdminClient) -> String {
-    admin.list(Some("pending"), None).await.unwrap()[0]["id"].as_str().unwrap().to_owned()
+    admin.list(Some("pending"), None).await.unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Waits until `n` callbacks arrived (bounded), then a little longer to
@@ -166,10 +199,19 @@ async fn one_callback_per_resolution_with_bearer() {
     admin.approve(&newest_id(&admin).await, None).await.unwrap();
     let got = wait_for(&r, 1).await;
     assert_eq!(got.len(), 1, "exactly one callback: {got:?}");
-    assert_eq!(got[0].body, serde_json::json!({"deferral_code": d.code.secret()}), "only the code");
-    assert_eq!(got[0].authorization.as_deref(), Some(format!("Bearer {}", token.secret()).as_str()));
+    assert_eq!(
+        got[0].body,
+        serde_json::json!({"deferral_code": d.code.secret()}),
+        "only the code"
+    );
+    assert_eq!(
+        got[0].authorization.as_deref(),
+        Some(format!("Bearer {}", token.secret()).as_str())
+    );
     // The callback only says "poll now" (DTR-30): the token comes from polling.
-    let TokenResult::Token(_) = c.poll_once(&d.code).await.unwrap() else { panic!("expected a token") };
+    let TokenResult::Token(_) = c.poll_once(&d.code).await.unwrap() else {
+        panic!("expected a token")
+    };
 
     // A denial is a resolution too; without a notification token there is
     // no Authorization header.
@@ -205,7 +247,11 @@ async fn retries_after_errors_until_success() {
     let _d = defer(&c, None).await;
     admin.approve(&newest_id(&admin).await, None).await.unwrap();
     let got = wait_for(&r, 3).await;
-    assert_eq!(got.len(), 3, "two failures, then one success, then nothing: {got:?}");
+    assert_eq!(
+        got.len(),
+        3,
+        "two failures, then one success, then nothing: {got:?}"
+    );
     assert!(got.iter().all(|g| g.body == got[0].body));
 }
 
@@ -219,8 +265,15 @@ async fn redirects_are_not_followed() {
     let _d = defer(&c, None).await;
     admin.approve(&newest_id(&admin).await, None).await.unwrap();
     let got = wait_for(&r, 2).await;
-    assert!(got.iter().all(|g| g.path == "/cb"), "the redirect target is never called: {got:?}");
-    assert_eq!(got.len(), 2, "a redirect is a failed attempt, retried up to max_attempts");
+    assert!(
+        got.iter().all(|g| g.path == "/cb"),
+        "the redirect target is never called: {got:?}"
+    );
+    assert_eq!(
+        got.len(),
+        2,
+        "a redirect is a failed attempt, retried up to max_attempts"
+    );
 }
 
 #[tokio::test]
@@ -233,16 +286,25 @@ async fn a_hanging_endpoint_does_not_delay_polls() {
     let d = defer(&c, None).await;
     let d2 = defer(&c, None).await;
     let ids = admin.list(Some("pending"), None).await.unwrap();
-    admin.approve(ids[1]["id"].as_str().unwrap(), None).await.unwrap();
+    admin
+        .approve(ids[1]["id"].as_str().unwrap(), None)
+        .await
+        .unwrap();
     // While the delivery hangs, the token endpoint answers other polls.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(r.got.lock().unwrap().len(), 1, "the delivery is in progress");
+    assert_eq!(
+        r.got.lock().unwrap().len(),
+        1,
+        "the delivery is in progress"
+    );
     let pending = c.poll_once(&d2.code).await.unwrap();
     assert!(matches!(pending, TokenResult::Error(_)));
     // The hung attempt times out and is retried; polling still yields the token.
     let got = wait_for(&r, 2).await;
     assert!(got.len() >= 2, "retried after the timeout: {got:?}");
-    let TokenResult::Token(_) = c.poll_once(&d.code).await.unwrap() else { panic!("expected a token") };
+    let TokenResult::Token(_) = c.poll_once(&d.code).await.unwrap() else {
+        panic!("expected a token")
+    };
 }
 
 #[tokio::test]
@@ -263,12 +325,22 @@ async fn never_for_an_expired_code() {
 #[tokio::test]
 async fn private_endpoints_are_refused_at_start_up() {
     // DTR-28: static clients get the registration checks.
-    for ep in ["https://10.0.0.1/cb", "https://169.254.169.254/cb", "https://[::1]/cb", "http://127.0.0.1:1/cb"] {
+    for ep in [
+        "https://10.0.0.1/cb",
+        "https://169.254.169.254/cb",
+        "https://[::1]/cb",
+        "http://127.0.0.1:1/cb",
+    ] {
         let config = format!(
             "[[clients]]\nclient_id = \"svc\"\nclient_secret = \"svc-secret\"\ndeferred_client_notification_endpoint = \"{ep}\"\n"
         );
-        let r = ConfigFile::parse(&config).unwrap().validate(&Overrides::default());
+        let r = ConfigFile::parse(&config)
+            .unwrap()
+            .validate(&Overrides::default());
         let e = r.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("deferred_client_notification_endpoint"), "{ep}: {e}");
+        assert!(
+            e.contains("deferred_client_notification_endpoint"),
+            "{ep}: {e}"
+        );
     }
 }

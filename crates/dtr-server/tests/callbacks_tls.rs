@@ -4,7 +4,10 @@
 //! checked, connection pinned), on loopback only, which `dev_mode` allows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use dtr_client::{AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, NotificationToken, TokenResult};
+use dtr_client::{
+    AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, NotificationToken,
+    TokenResult,
+};
 use dtr_server::clock::SystemClock;
 use dtr_server::config::{ConfigFile, Overrides};
 use dtr_server::AppState;
@@ -23,12 +26,18 @@ fn test_ca() -> TestCa {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dtr test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dtr test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    TestCa { ca_pem: ca.pem(), leaf_der: leaf.der().to_vec(), leaf_key_der: leaf_key.serialize_der() }
+    TestCa {
+        ca_pem: ca.pem(),
+        leaf_der: leaf.der().to_vec(),
+        leaf_key_der: leaf_key.serialize_der(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -44,7 +53,10 @@ async fn https_receiver(ca: &TestCa) -> (u16, Arc<Mutex<Vec<Got>>>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certs = vec![rustls::pki_types::CertificateDer::from(ca.leaf_der.clone())];
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ca.leaf_key_der.clone().into());
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -52,11 +64,15 @@ async fn https_receiver(ca: &TestCa) -> (u16, Arc<Mutex<Vec<Got>>>) {
     let sink = got.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let sink = sink.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 // Read headers, then Content-Length bytes of body.
@@ -70,7 +86,11 @@ async fn https_receiver(ca: &TestCa) -> (u16, Arc<Mutex<Vec<Got>>>) {
                         let head = String::from_utf8_lossy(&buf[..i]).into_owned();
                         let len: usize = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         while buf.len() < i + 4 + len {
                             let n = tls.read(&mut chunk).await.unwrap_or(0);
@@ -82,11 +102,19 @@ async fn https_receiver(ca: &TestCa) -> (u16, Arc<Mutex<Vec<Got>>>) {
                         break (head, String::from_utf8_lossy(&buf[i + 4..]).into_owned());
                     }
                 };
-                let authorization = head
-                    .lines()
-                    .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim().to_owned()));
-                sink.lock().unwrap().push(Got { request_line: head.lines().next().unwrap_or("").to_owned(), authorization, body });
-                let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
+                let authorization = head.lines().find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                        .map(|(_, v)| v.trim().to_owned())
+                });
+                sink.lock().unwrap().push(Got {
+                    request_line: head.lines().next().unwrap_or("").to_owned(),
+                    authorization,
+                    body,
+                });
+                let _ = tls
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await;
                 let _ = tls.shutdown().await;
             });
         }
@@ -128,19 +156,30 @@ action = "review"
         database: Some(format!("sqlite://{}", dir.path().join("dtr.db").display())),
         issuer: None,
     };
-    let config = ConfigFile::parse(&config).unwrap().validate(&overrides).unwrap();
+    let config = ConfigFile::parse(&config)
+        .unwrap()
+        .validate(&overrides)
+        .unwrap();
     let store = dtr_server::open_store(&config.database).await.unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::build(config, issuer.clone(), store, Arc::new(SystemClock)).await.unwrap();
+    let state = AppState::build(config, issuer.clone(), store, Arc::new(SystemClock))
+        .await
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(dtr_server::serve(listener, state, async {
         let _ = stopped.await;
     }));
 
-    let c = Client::discover(&issuer, ClientAuth::SecretBasic { client_id: "svc".into(), secret: ClientSecret::new("svc-secret") })
-        .await
-        .unwrap();
+    let c = Client::discover(
+        &issuer,
+        ClientAuth::SecretBasic {
+            client_id: "svc".into(),
+            secret: ClientSecret::new("svc-secret"),
+        },
+    )
+    .await
+    .unwrap();
     let token = NotificationToken::generate();
     let req = ClientCredentialsRequest {
         scope: Some("payments".into()),
@@ -148,9 +187,14 @@ action = "review"
         notification_token: Some(token.clone()),
         ..Default::default()
     };
-    let TokenResult::Deferred(d) = c.client_credentials(&req).await.unwrap() else { panic!("expected a deferral") };
+    let TokenResult::Deferred(d) = c.client_credentials(&req).await.unwrap() else {
+        panic!("expected a deferral")
+    };
     let admin = AdminClient::new(&issuer, "tls-admin-token").unwrap();
-    let id = admin.list(Some("pending"), None).await.unwrap()[0]["id"].as_str().unwrap().to_owned();
+    let id = admin.list(Some("pending"), None).await.unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     admin.approve(&id, None).await.unwrap();
     for _ in 0..100 {
         if !got.lock().unwrap().is_empty() {
@@ -162,7 +206,10 @@ action = "review"
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "exactly one callback over TLS: {got:?}");
     assert_eq!(got[0].request_line, "POST /dtr/callback HTTP/1.1");
-    assert_eq!(got[0].authorization.as_deref(), Some(format!("Bearer {}", token.secret()).as_str()));
+    assert_eq!(
+        got[0].authorization.as_deref(),
+        Some(format!("Bearer {}", token.secret()).as_str())
+    );
     let body: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
     assert_eq!(body, serde_json::json!({"deferral_code": d.code.secret()}));
     let _ = stop.send(());

@@ -28,7 +28,14 @@ async fn manage(h: &Harness, method: &str, uri: &str, token: &str, doc: Option<V
         .uri(path)
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .header(header::CONTENT_TYPE, "application/json");
-    h.send(b.body(doc.map(|d| Body::from(d.to_string())).unwrap_or_else(Body::empty)).unwrap()).await
+    h.send(
+        b.body(
+            doc.map(|d| Body::from(d.to_string()))
+                .unwrap_or_else(Body::empty),
+        )
+        .unwrap(),
+    )
+    .await
 }
 
 fn resolver() -> Arc<StaticResolver> {
@@ -59,12 +66,27 @@ async fn register_and_use_a_confidential_client() {
     let secret = r.json["client_secret"].as_str().unwrap().to_owned();
     assert_eq!(r.json["token_endpoint_auth_method"], "client_secret_basic");
     assert_eq!(r.json["client_secret_expires_at"], 0);
-    assert_eq!(r.json["deferred_client_notification_endpoint"], "https://client.example/dtr/cb");
+    assert_eq!(
+        r.json["deferred_client_notification_endpoint"],
+        "https://client.example/dtr/cb"
+    );
     assert!(r.json.get("unknown_member").is_none());
-    let rat = r.json["registration_access_token"].as_str().unwrap().to_owned();
-    let uri = r.json["registration_client_uri"].as_str().unwrap().to_owned();
+    let rat = r.json["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uri = r.json["registration_client_uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
-    let t = h.post("/token", (&id, &secret), &[("grant_type", "client_credentials"), ("scope", "read")]).await;
+    let t = h
+        .post(
+            "/token",
+            (&id, &secret),
+            &[("grant_type", "client_credentials"), ("scope", "read")],
+        )
+        .await;
     assert_eq!(t.status, StatusCode::OK, "{}", t.text);
     // The registered endpoint makes its deferrals notifiable: the callback
     // job appears with the resolution.
@@ -72,12 +94,17 @@ async fn register_and_use_a_confidential_client() {
         .post(
             "/token",
             (&id, &secret),
-            &[("grant_type", "client_credentials"), ("scope", "payments"), ("completion_mode", "deferred")],
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "payments"),
+                ("completion_mode", "deferred"),
+            ],
         )
         .await;
     assert_eq!(code.error(), "authorization_pending");
     let did = h.newest_id().await;
-    h.admin("POST", &format!("/admin/deferrals/{did}/approve"), None).await;
+    h.admin("POST", &format!("/admin/deferrals/{did}/approve"), None)
+        .await;
     let cb = h.state.store.callback_status(&did).await.unwrap().unwrap();
     assert_eq!(cb.state, "pending");
 
@@ -86,16 +113,44 @@ async fn register_and_use_a_confidential_client() {
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.json["client_id"], id.as_str());
     assert!(read.json.get("client_secret").is_none());
-    assert_eq!(manage(&h, "GET", &uri, "wrong-token", None).await.status, StatusCode::UNAUTHORIZED);
-    let upd = manage(&h, "PUT", &uri, &rat, Some(json!({"client_id": id, "scope": "read"}))).await;
+    assert_eq!(
+        manage(&h, "GET", &uri, "wrong-token", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let upd = manage(
+        &h,
+        "PUT",
+        &uri,
+        &rat,
+        Some(json!({"client_id": id, "scope": "read"})),
+    )
+    .await;
     assert_eq!(upd.status, StatusCode::OK, "{}", upd.text);
     assert_eq!(upd.json["scope"], "read");
-    let narrowed = h.post("/token", (&id, &secret), &[("grant_type", "client_credentials"), ("scope", "payments")]).await;
+    let narrowed = h
+        .post(
+            "/token",
+            (&id, &secret),
+            &[("grant_type", "client_credentials"), ("scope", "payments")],
+        )
+        .await;
     assert_eq!(narrowed.error(), "invalid_scope", "the update took effect");
-    assert_eq!(manage(&h, "DELETE", &uri, &rat, None).await.status, StatusCode::NO_CONTENT);
-    let gone = h.post("/token", (&id, &secret), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(
+        manage(&h, "DELETE", &uri, &rat, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let gone = h
+        .post(
+            "/token",
+            (&id, &secret),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
     assert_eq!(gone.error(), "invalid_client");
-    assert_eq!(manage(&h, "GET", &uri, &rat, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        manage(&h, "GET", &uri, &rat, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -103,16 +158,43 @@ async fn metadata_errors() {
     // RFC 7591 section 3.2.2
     let h = harness_with_resolver(CONFIG, resolver()).await;
     let cases = [
-        (json!({"redirect_uris": ["http://app.example/cb"]}), "invalid_redirect_uri"),
-        (json!({"redirect_uris": ["https://app.example/cb#x"]}), "invalid_redirect_uri"),
-        (json!({"redirect_uris": "https://app.example/cb"}), "invalid_redirect_uri"),
-        (json!({"token_endpoint_auth_method": "tls_client_auth"}), "invalid_client_metadata"),
-        (json!({"grant_types": ["password"]}), "invalid_client_metadata"),
-        (json!({"token_endpoint_auth_method": "none", "grant_types": ["client_credentials"]}), "invalid_client_metadata"),
+        (
+            json!({"redirect_uris": ["http://app.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["https://app.example/cb#x"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": "https://app.example/cb"}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "tls_client_auth"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"grant_types": ["password"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "none", "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
         (json!({"scope": "read admin"}), "invalid_client_metadata"),
-        (json!({"jwks": {"keys": []}, "jwks_uri": "https://client.example/jwks"}), "invalid_client_metadata"),
-        (json!({"token_endpoint_auth_method": "private_key_jwt"}), "invalid_client_metadata"),
-        (json!({"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}), "invalid_client_metadata"),
+        (
+            json!({"jwks": {"keys": []}, "jwks_uri": "https://client.example/jwks"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}),
+            "invalid_client_metadata",
+        ),
         (json!({"client_name": 42}), "invalid_client_metadata"),
         (json!(["not", "an", "object"]), "invalid_client_metadata"),
     ];
@@ -123,14 +205,28 @@ async fn metadata_errors() {
         assert!(r.json["error_description"].is_string());
     }
     let not_json = h
-        .send(Request::post("/register").header(header::CONTENT_TYPE, "application/json").body(Body::from("{")).unwrap())
+        .send(
+            Request::post("/register")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{"))
+                .unwrap(),
+        )
         .await;
     assert_eq!(not_json.error(), "invalid_client_metadata");
     let form = h
-        .send(Request::post("/register").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(Body::from("a=b")).unwrap())
+        .send(
+            Request::post("/register")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("a=b"))
+                .unwrap(),
+        )
         .await;
     assert_eq!(form.status, StatusCode::BAD_REQUEST);
-    assert_eq!(h.state.store.list_clients().await.unwrap().len(), 2, "nothing was registered");
+    assert_eq!(
+        h.state.store.list_clients().await.unwrap().len(),
+        2,
+        "nothing was registered"
+    );
 }
 
 #[tokio::test]
@@ -159,9 +255,13 @@ async fn ssrf_endpoints_are_refused() {
 
 #[tokio::test]
 async fn initial_access_token_and_disabling() {
-    let protected = format!("{CONFIG}\n[registration]\ninitial_access_token = \"initial-access-token-123\"\n");
+    let protected =
+        format!("{CONFIG}\n[registration]\ninitial_access_token = \"initial-access-token-123\"\n");
     let h = harness_with_resolver(&protected, resolver()).await;
-    assert_eq!(register(&h, json!({})).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        register(&h, json!({})).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let ok = h
         .send(
             Request::post("/register")
@@ -177,5 +277,8 @@ async fn initial_access_token_and_disabling() {
     let h = harness_with(&off).await;
     assert_eq!(register(&h, json!({})).await.status, StatusCode::FORBIDDEN);
     let meta = h.get("/.well-known/oauth-authorization-server").await.json;
-    assert!(meta.get("registration_endpoint").is_none(), "not advertised when disabled");
+    assert!(
+        meta.get("registration_endpoint").is_none(),
+        "not advertised when disabled"
+    );
 }

@@ -636,14 +636,21 @@ async fn interaction_flow() {
     assert_eq!(h.poll(&code).await.error(), "interaction_required");
 
     // A decision without the session's CSRF token decides nothing.
-    let bad = h.post_with_cookie(path, &cookie, &[("decision", "approve")]).await;
+    let bad = h
+        .post_with_cookie(path, &cookie, &[("decision", "approve")])
+        .await;
     assert_eq!(bad.status, StatusCode::FORBIDDEN);
 
     let csrf = hidden_field(&page.text, "csrf");
-    let ok = h.post_with_cookie(path, &cookie, &[("csrf", &csrf), ("decision", "approve")]).await;
+    let ok = h
+        .post_with_cookie(path, &cookie, &[("csrf", &csrf), ("decision", "approve")])
+        .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     // Single use: the handle is gone.
-    assert_eq!(h.get_with_cookie(path, &cookie).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.get_with_cookie(path, &cookie).await.status,
+        StatusCode::NOT_FOUND
+    );
     h.clock.advance_secs(5);
     let t = h.poll(&code).await;
     assert_eq!(t.status, StatusCode::OK, "{}", t.text);
@@ -704,7 +711,8 @@ async fn interaction_page_denial() {
     let cookie = h.sign_in("alice", "alice-password").await;
     let page = h.get_with_cookie(&path, &cookie).await;
     let csrf = hidden_field(&page.text, "csrf");
-    h.post_with_cookie(&path, &cookie, &[("csrf", &csrf), ("decision", "deny")]).await;
+    h.post_with_cookie(&path, &cookie, &[("csrf", &csrf), ("decision", "deny")])
+        .await;
     assert_eq!(h.poll(&code).await.error(), "access_denied");
 }
 
@@ -923,7 +931,13 @@ async fn client_authentication_failures() {
         .await;
     assert_eq!(post.status, StatusCode::OK, "client_secret_post works");
     // Either secret method works for a client with a secret.
-    let basic = h.post("/token", OTHER, &[("grant_type", "client_credentials"), ("scope", "read")]).await;
+    let basic = h
+        .post(
+            "/token",
+            OTHER,
+            &[("grant_type", "client_credentials"), ("scope", "read")],
+        )
+        .await;
     assert_eq!(basic.status, StatusCode::OK, "{}", basic.text);
 }
 

@@ -11,9 +11,9 @@ mod pg;
 
 use dtr_proto::deferral::DeferralState;
 use dtr_server::store::{
-    AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord, Consumed, DeferralFilter,
-    DeferralRecord, IssuedToken, NewDeferral, PollUpdate, RefreshTokenRecord, SessionRecord, Store, TokenFamilyRecord,
-    UserRecord,
+    AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord, Consumed,
+    DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate, RefreshTokenRecord,
+    SessionRecord, Store, TokenFamilyRecord, UserRecord,
 };
 use std::sync::Arc;
 
@@ -702,9 +702,21 @@ mod suite {
     pub async fn resolution_enqueues_one_callback(s: Arc<dyn Store>) {
         // The job is created in the resolving transaction, once.
         notifying(&s, "dfr_cb").await;
-        assert!(s.claim_callbacks(T0 + 10_000, 10, 1_000).await.unwrap().is_empty(), "nothing before a resolution");
+        assert!(
+            s.claim_callbacks(T0 + 10_000, 10, 1_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing before a resolution"
+        );
         assert!(s.approve("dfr_cb", "read", T0 + 100).await.unwrap());
-        assert!(s.claim_callbacks(T0 + 200, 10, 1_000).await.unwrap().is_empty(), "not before callback_not_before (DTR-27)");
+        assert!(
+            s.claim_callbacks(T0 + 200, 10, 1_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "not before callback_not_before (DTR-27)"
+        );
         let jobs = s.claim_callbacks(T0 + 600, 10, 1_000).await.unwrap();
         assert_eq!(jobs.len(), 1);
         let j = &jobs[0];
@@ -713,12 +725,24 @@ mod suite {
         assert_eq!(j.attempts, 1);
         assert_eq!(j.code_sealed.as_deref(), Some("sealed-dfr_cb"));
         assert_eq!(j.token_sealed.as_deref(), Some("sealed-token"));
-        assert!(s.claim_callbacks(T0 + 700, 10, 1_000).await.unwrap().is_empty(), "leased");
+        assert!(
+            s.claim_callbacks(T0 + 700, 10, 1_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased"
+        );
         // Lease expiry: a dead node's job comes back.
         let again = s.claim_callbacks(T0 + 2_000, 10, 1_000).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 2);
-        s.finish_callback("dfr_cb", &CallbackOutcome::Delivered { status: 204 }, T0 + 2_100).await.unwrap();
+        s.finish_callback(
+            "dfr_cb",
+            &CallbackOutcome::Delivered { status: 204 },
+            T0 + 2_100,
+        )
+        .await
+        .unwrap();
         let st = s.callback_status("dfr_cb").await.unwrap().unwrap();
         assert_eq!(st.state, "delivered");
         assert_eq!(st.last_status, Some(204));
@@ -727,7 +751,10 @@ mod suite {
         assert!(jobs.is_empty());
         // A denial after approval (consent staleness) enqueues nothing more.
         assert!(s.deny("dfr_cb", "stale", true, T0 + 3_000).await.unwrap());
-        assert_eq!(s.callback_status("dfr_cb").await.unwrap().unwrap().state, "delivered");
+        assert_eq!(
+            s.callback_status("dfr_cb").await.unwrap().unwrap().state,
+            "delivered"
+        );
     }
 
     pub async fn retry_then_fail_and_suppression(s: Arc<dyn Store>) {
@@ -735,12 +762,33 @@ mod suite {
         assert!(s.deny("dfr_r", "no", false, T0 + 100).await.unwrap());
         let j = s.claim_callbacks(T0 + 600, 10, 60_000).await.unwrap();
         assert_eq!(j.len(), 1);
-        let retry = CallbackOutcome::Retry { at: T0 + 5_000, status: Some(500), error: "HTTP 500".into() };
+        let retry = CallbackOutcome::Retry {
+            at: T0 + 5_000,
+            status: Some(500),
+            error: "HTTP 500".into(),
+        };
         s.finish_callback("dfr_r", &retry, T0 + 700).await.unwrap();
-        assert!(s.claim_callbacks(T0 + 4_000, 10, 60_000).await.unwrap().is_empty(), "not before the retry time");
-        assert_eq!(s.claim_callbacks(T0 + 5_000, 10, 60_000).await.unwrap().len(), 1);
-        let failed = CallbackOutcome::Failed { status: None, error: "timeout".into() };
-        s.finish_callback("dfr_r", &failed, T0 + 5_100).await.unwrap();
+        assert!(
+            s.claim_callbacks(T0 + 4_000, 10, 60_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "not before the retry time"
+        );
+        assert_eq!(
+            s.claim_callbacks(T0 + 5_000, 10, 60_000)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let failed = CallbackOutcome::Failed {
+            status: None,
+            error: "timeout".into(),
+        };
+        s.finish_callback("dfr_r", &failed, T0 + 5_100)
+            .await
+            .unwrap();
         let st = s.callback_status("dfr_r").await.unwrap().unwrap();
         assert_eq!((st.state.as_str(), st.attempts), ("failed", 2));
 
@@ -748,15 +796,27 @@ mod suite {
         notifying(&s, "dfr_c").await;
         s.approve("dfr_c", "read", T0 + 100).await.unwrap();
         assert!(s.cancel("hash-of-dfr_c", "svc", T0 + 200).await.unwrap());
-        assert_eq!(s.callback_status("dfr_c").await.unwrap().unwrap().state, "suppressed");
-        assert!(s.claim_callbacks(T0 + 10_000, 10, 1_000).await.unwrap().is_empty());
+        assert_eq!(
+            s.callback_status("dfr_c").await.unwrap().unwrap().state,
+            "suppressed"
+        );
+        assert!(s
+            .claim_callbacks(T0 + 10_000, 10, 1_000)
+            .await
+            .unwrap()
+            .is_empty());
         // ... and so does redemption.
         notifying(&s, "dfr_x").await;
         s.approve("dfr_x", "read", T0 + 100).await.unwrap();
         assert!(s.redeem("dfr_x", T0 + 200).await.unwrap());
-        assert_eq!(s.callback_status("dfr_x").await.unwrap().unwrap().state, "suppressed");
+        assert_eq!(
+            s.callback_status("dfr_x").await.unwrap().unwrap().state,
+            "suppressed"
+        );
         // A deferral without a sealed code (no endpoint) never gets a job.
-        s.insert_deferral(&new_deferral("dfr_plain", "svc", T0)).await.unwrap();
+        s.insert_deferral(&new_deferral("dfr_plain", "svc", T0))
+            .await
+            .unwrap();
         s.approve("dfr_plain", "read", T0 + 100).await.unwrap();
         assert!(s.callback_status("dfr_plain").await.unwrap().is_none());
     }
@@ -772,11 +832,21 @@ mod suite {
     }
 
     pub async fn users_keep_admin_disabled(s: Arc<dyn Store>) {
-        let u = UserRecord { username: "alice".into(), password_hash: "h1".into(), enabled: true, admin_disabled: false };
+        let u = UserRecord {
+            username: "alice".into(),
+            password_hash: "h1".into(),
+            enabled: true,
+            admin_disabled: false,
+        };
         s.upsert_user(&u).await.unwrap();
         assert!(s.set_user_admin_disabled("alice", true).await.unwrap());
         assert!(!s.set_user_admin_disabled("nobody", true).await.unwrap());
-        s.upsert_user(&UserRecord { password_hash: "h2".into(), ..u.clone() }).await.unwrap();
+        s.upsert_user(&UserRecord {
+            password_hash: "h2".into(),
+            ..u.clone()
+        })
+        .await
+        .unwrap();
         let got = s.get_user("alice").await.unwrap().unwrap();
         assert_eq!(got.password_hash, "h2");
         assert!(got.admin_disabled && !got.is_active());
@@ -797,26 +867,51 @@ mod suite {
             .unwrap();
         }
         assert!(s.session_by_hash("s1").await.unwrap().unwrap().is_live(T0));
-        assert!(!s.session_by_hash("s1").await.unwrap().unwrap().is_live(T0 + LIFE));
+        assert!(!s
+            .session_by_hash("s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_live(T0 + LIFE));
         assert!(s.end_session("s1", T0 + 1).await.unwrap());
         assert!(!s.end_session("s1", T0 + 2).await.unwrap());
-        assert_eq!(s.session_by_hash("s1").await.unwrap().unwrap().ended_at, Some(T0 + 1));
+        assert_eq!(
+            s.session_by_hash("s1").await.unwrap().unwrap().ended_at,
+            Some(T0 + 1)
+        );
         assert_eq!(s.end_user_sessions("alice", T0 + 3).await.unwrap(), 1);
-        assert!(s.session_by_hash("s3").await.unwrap().unwrap().ended_at.is_none());
+        assert!(s
+            .session_by_hash("s3")
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at
+            .is_none());
         assert!(s.session_by_hash("nope").await.unwrap().is_none());
     }
 
     pub async fn consents_keep_their_id_until_revoked(s: Arc<dyn Store>) {
-        let c = s.grant_consent("alice", "web", "read", "c1", T0).await.unwrap();
+        let c = s
+            .grant_consent("alice", "web", "read", "c1", T0)
+            .await
+            .unwrap();
         assert_eq!((c.id.as_str(), c.scope.as_str()), ("c1", "read"));
-        let c = s.grant_consent("alice", "web", "read write", "c2", T0 + 1).await.unwrap();
+        let c = s
+            .grant_consent("alice", "web", "read write", "c2", T0 + 1)
+            .await
+            .unwrap();
         assert_eq!((c.id.as_str(), c.scope.as_str()), ("c1", "read write"));
-        s.grant_consent("alice", "other", "read", "c3", T0).await.unwrap();
+        s.grant_consent("alice", "other", "read", "c3", T0)
+            .await
+            .unwrap();
         assert_eq!(s.list_consents("alice").await.unwrap().len(), 2);
         assert!(s.revoke_consent("alice", "web").await.unwrap());
         assert!(!s.revoke_consent("alice", "web").await.unwrap());
         assert!(s.get_consent("alice", "web").await.unwrap().is_none());
-        let c = s.grant_consent("alice", "web", "read", "c4", T0 + 2).await.unwrap();
+        let c = s
+            .grant_consent("alice", "web", "read", "c4", T0 + 2)
+            .await
+            .unwrap();
         assert_eq!(c.id, "c4", "a consent given again is a new one");
     }
 
@@ -831,11 +926,24 @@ mod suite {
             used_at: None,
         };
         s.insert_authorization_request(&r).await.unwrap();
-        assert_eq!(s.authorization_request("r1", T0).await.unwrap(), Some(r.clone()));
-        assert!(s.authorization_request("r1", T0 + 60_000).await.unwrap().is_none(), "expired");
+        assert_eq!(
+            s.authorization_request("r1", T0).await.unwrap(),
+            Some(r.clone())
+        );
+        assert!(
+            s.authorization_request("r1", T0 + 60_000)
+                .await
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
         assert!(s.consume_authorization_request("r1", T0 + 1).await.unwrap());
         assert!(!s.consume_authorization_request("r1", T0 + 2).await.unwrap());
-        assert!(s.authorization_request("r1", T0 + 3).await.unwrap().is_none());
+        assert!(s
+            .authorization_request("r1", T0 + 3)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     pub async fn codes_are_single_use_and_replays_revoke_the_family(s: Arc<dyn Store>) {
@@ -849,12 +957,18 @@ mod suite {
             used_at: None,
         };
         s.insert_authorization_code(&c).await.unwrap();
-        assert!(matches!(s.use_authorization_code("nope", T0).await.unwrap(), Consumed::Invalid));
+        assert!(matches!(
+            s.use_authorization_code("nope", T0).await.unwrap(),
+            Consumed::Invalid
+        ));
         match s.use_authorization_code("code1", T0 + 1).await.unwrap() {
             Consumed::Fresh(r) => assert_eq!(r.grant_data, c.grant_data),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(s.use_authorization_code("code1", T0 + 2).await.unwrap(), Consumed::Replayed(_)));
+        assert!(matches!(
+            s.use_authorization_code("code1", T0 + 2).await.unwrap(),
+            Consumed::Replayed(_)
+        ));
         // Family: tokens linked to it are revoked with it, once.
         s.insert_family(&TokenFamilyRecord {
             family_id: "fam1".into(),
@@ -879,13 +993,32 @@ mod suite {
         assert!(s.revoke_family("fam1", T0 + 3).await.unwrap());
         assert!(!s.revoke_family("fam1", T0 + 4).await.unwrap());
         assert!(s.token_revoked("j1").await.unwrap());
-        assert_eq!(s.get_family("fam1").await.unwrap().unwrap().revoked_at, Some(T0 + 3));
+        assert_eq!(
+            s.get_family("fam1").await.unwrap().unwrap().revoked_at,
+            Some(T0 + 3)
+        );
         // A family revoked before it was written is recorded revoked.
         assert!(s.revoke_family("fam2", T0).await.unwrap());
-        assert!(s.get_family("fam2").await.unwrap().unwrap().revoked_at.is_some());
+        assert!(s
+            .get_family("fam2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some());
         // An unused code past its expiry is invalid, not a replay.
-        s.insert_authorization_code(&AuthorizationCodeRecord { code_hash: "code2".into(), ..c }).await.unwrap();
-        assert!(matches!(s.use_authorization_code("code2", T0 + 60_000).await.unwrap(), Consumed::Invalid));
+        s.insert_authorization_code(&AuthorizationCodeRecord {
+            code_hash: "code2".into(),
+            ..c
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            s.use_authorization_code("code2", T0 + 60_000)
+                .await
+                .unwrap(),
+            Consumed::Invalid
+        ));
     }
 
     pub async fn refresh_tokens_rotate_once(s: Arc<dyn Store>) {
@@ -908,7 +1041,12 @@ mod suite {
             used_at: None,
         };
         s.insert_refresh_token(&t).await.unwrap();
-        s.insert_refresh_token(&RefreshTokenRecord { token_hash: "rt2".into(), ..t.clone() }).await.unwrap();
+        s.insert_refresh_token(&RefreshTokenRecord {
+            token_hash: "rt2".into(),
+            ..t.clone()
+        })
+        .await
+        .unwrap();
         assert_eq!(s.refresh_token("rt1").await.unwrap(), Some(t.clone()));
         // Many concurrent uses: one winner, the rest see a replay.
         let tasks: Vec<_> = (0..10)
@@ -928,8 +1066,14 @@ mod suite {
         assert_eq!(fresh, 1);
         // A revoked family's tokens are invalid; expired ones too.
         s.revoke_family("f", T0 + 2).await.unwrap();
-        assert!(matches!(s.use_refresh_token("rt2", T0 + 3).await.unwrap(), Consumed::Invalid));
-        assert!(matches!(s.use_refresh_token("nope", T0).await.unwrap(), Consumed::Invalid));
+        assert!(matches!(
+            s.use_refresh_token("rt2", T0 + 3).await.unwrap(),
+            Consumed::Invalid
+        ));
+        assert!(matches!(
+            s.use_refresh_token("nope", T0).await.unwrap(),
+            Consumed::Invalid
+        ));
     }
 
     pub async fn prune_accounts_deletes_expired(s: Arc<dyn Store>) {

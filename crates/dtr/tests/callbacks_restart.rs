@@ -3,7 +3,9 @@
 //! each delivered exactly once after it starts again.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use dtr_client::{AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, TokenResult};
+use dtr_client::{
+    AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, TokenResult,
+};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -70,23 +72,41 @@ action = "review"
     .unwrap();
 
     let (mut child, issuer) = spawn(dir.path(), &cfg);
-    let c = Client::discover(&issuer, ClientAuth::SecretBasic { client_id: "svc".into(), secret: ClientSecret::new("svc-secret") })
-        .await
-        .unwrap();
+    let c = Client::discover(
+        &issuer,
+        ClientAuth::SecretBasic {
+            client_id: "svc".into(),
+            secret: ClientSecret::new("svc-secret"),
+        },
+    )
+    .await
+    .unwrap();
     let admin = AdminClient::new(&issuer, "restart-admin-token").unwrap();
-    let req = ClientCredentialsRequest { scope: Some("payments".into()), deferred: true, ..Default::default() };
+    let req = ClientCredentialsRequest {
+        scope: Some("payments".into()),
+        deferred: true,
+        ..Default::default()
+    };
     let mut codes = Vec::new();
     for _ in 0..5 {
-        let TokenResult::Deferred(d) = c.client_credentials(&req).await.unwrap() else { panic!("expected a deferral") };
+        let TokenResult::Deferred(d) = c.client_credentials(&req).await.unwrap() else {
+            panic!("expected a deferral")
+        };
         codes.push(d.code.secret().to_owned());
     }
     for row in admin.list(Some("pending"), None).await.unwrap() {
-        admin.approve(row["id"].as_str().unwrap(), None).await.unwrap();
+        admin
+            .approve(row["id"].as_str().unwrap(), None)
+            .await
+            .unwrap();
     }
     // SIGKILL: no graceful shutdown, nothing flushed by the process.
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(counts.lock().unwrap().is_empty(), "nothing was due before the kill");
+    assert!(
+        counts.lock().unwrap().is_empty(),
+        "nothing was due before the kill"
+    );
 
     let (mut child, _issuer) = spawn(dir.path(), &cfg);
     for _ in 0..200 {
@@ -99,7 +119,11 @@ action = "review"
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let got = counts.lock().unwrap().clone();
     for code in &codes {
-        assert_eq!(got.get(code), Some(&1), "each callback exactly once: {got:?}");
+        assert_eq!(
+            got.get(code),
+            Some(&1),
+            "each callback exactly once: {got:?}"
+        );
     }
     assert_eq!(got.len(), codes.len());
     child.kill().unwrap();

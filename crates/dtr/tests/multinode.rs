@@ -63,7 +63,10 @@ impl Node {
     }
 
     fn start_with(dir: &Path, db_url: &str, config: &str, extra: &[&str]) -> Node {
-        let cfg = dir.join(format!("dtr-{}.toml", std::process::id() as u64 * 1000 + rand_suffix()));
+        let cfg = dir.join(format!(
+            "dtr-{}.toml",
+            std::process::id() as u64 * 1000 + rand_suffix()
+        ));
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(DTR)
             .current_dir(dir)
@@ -82,8 +85,17 @@ impl Node {
             .strip_prefix("dtr listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {first}"));
         let addr = rest.split(',').next().unwrap_or_default().trim().to_owned();
-        let issuer = rest.split("issuer ").nth(1).unwrap_or_default().trim().to_owned();
-        Node { child, issuer, addr }
+        let issuer = rest
+            .split("issuer ")
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        Node {
+            child,
+            issuer,
+            addr,
+        }
     }
 
     async fn client(&self) -> Client {
@@ -372,14 +384,18 @@ async fn sigkill_one_node_under_load_loses_nothing() {
 /// the `jti` cache lives in the shared database).
 #[tokio::test]
 async fn dpop_proof_replayed_on_the_other_node_is_refused() {
-    let Some(db) = pg::TestDb::create("multinode::dpop_replay").await else { return };
+    let Some(db) = pg::TestDb::create("multinode::dpop_replay").await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     // https: a non-loopback http issuer is refused outside dev_mode.
     let issuer = "https://dtr.lb.test";
     let a = Node::start_with(dir.path(), &db.url, CONFIG, &["--issuer", issuer]);
     let b = Node::start_with(dir.path(), &db.url, CONFIG, &["--issuer", issuer]);
     let key = dtr_client::DpopKey::generate();
-    let proof = key.proof("POST", &format!("{issuer}/token"), None, None).unwrap();
+    let proof = key
+        .proof("POST", &format!("{issuer}/token"), None, None)
+        .unwrap();
     let http = reqwest::Client::new();
     let send = |node: &Node, proof: &str| {
         http.post(format!("http://{}/token", node.addr))
@@ -397,7 +413,9 @@ async fn dpop_proof_replayed_on_the_other_node_is_refused() {
     let body: serde_json::Value = replay.json().await.unwrap();
     assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
     // A fresh proof works on B: the refusal was the replay, not the node.
-    let fresh = key.proof("POST", &format!("{issuer}/token"), None, None).unwrap();
+    let fresh = key
+        .proof("POST", &format!("{issuer}/token"), None, None)
+        .unwrap();
     assert_eq!(send(&b, &fresh).await.unwrap().status(), 200);
     drop((a, b));
 }
@@ -406,7 +424,9 @@ async fn dpop_proof_replayed_on_the_other_node_is_refused() {
 /// notified exactly once, whichever node claims it (DTR-26).
 #[tokio::test]
 async fn each_callback_arrives_once_with_two_senders() {
-    let Some(db) = pg::TestDb::create("multinode::callbacks_once").await else { return };
+    let Some(db) = pg::TestDb::create("multinode::callbacks_once").await else {
+        return;
+    };
     let (endpoint, counts) = receiver::receiver().await;
     let dir = tempfile::tempdir().unwrap();
     // The shared configuration plus `dev_mode` (loopback http callbacks,
@@ -425,9 +445,19 @@ async fn each_callback_arrives_once_with_two_senders() {
     for _ in 0..10 {
         codes.push(defer(&ca).await.secret().to_owned());
     }
-    for (i, row) in a.admin().list(Some("pending"), None).await.unwrap().iter().enumerate() {
+    for (i, row) in a
+        .admin()
+        .list(Some("pending"), None)
+        .await
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         let admin = if i % 2 == 0 { a.admin() } else { b.admin() };
-        admin.approve(row["id"].as_str().unwrap(), None).await.unwrap();
+        admin
+            .approve(row["id"].as_str().unwrap(), None)
+            .await
+            .unwrap();
     }
     for _ in 0..200 {
         if counts.lock().unwrap().len() == codes.len() {

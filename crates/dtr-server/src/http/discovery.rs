@@ -19,10 +19,15 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         .map(|s| s.to_string())
         .collect();
     grants.push(dtr_proto::GRANT_TYPE_DEFERRED.into());
-    let auth_methods: Vec<String> = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let auth_methods: Vec<String> = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let scopes: BTreeSet<String> = state
         .config
         .clients
@@ -36,10 +41,22 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         serde_json::json!(dtr_proto::dpop::SUPPORTED_ALGS),
     );
     // OAuth 2.1 section 4.1 with PKCE S256 only, RFC 9126, RFC 9207.
-    other.insert("authorization_endpoint".into(), serde_json::json!(url(paths::AUTHORIZE)));
-    other.insert("pushed_authorization_request_endpoint".into(), serde_json::json!(url(paths::PAR)));
-    other.insert("code_challenge_methods_supported".into(), serde_json::json!(["S256"]));
-    other.insert("authorization_response_iss_parameter_supported".into(), serde_json::json!(true));
+    other.insert(
+        "authorization_endpoint".into(),
+        serde_json::json!(url(paths::AUTHORIZE)),
+    );
+    other.insert(
+        "pushed_authorization_request_endpoint".into(),
+        serde_json::json!(url(paths::PAR)),
+    );
+    other.insert(
+        "code_challenge_methods_supported".into(),
+        serde_json::json!(["S256"]),
+    );
+    other.insert(
+        "authorization_response_iss_parameter_supported".into(),
+        serde_json::json!(true),
+    );
     // RFC 8628 section 4.
     other.insert(
         "device_authorization_endpoint".into(),
@@ -47,7 +64,10 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
     );
     if state.config.registration.enabled {
         // RFC 8414 section 2, RFC 7591.
-        other.insert("registration_endpoint".into(), serde_json::json!(url(paths::REGISTER)));
+        other.insert(
+            "registration_endpoint".into(),
+            serde_json::json!(url(paths::REGISTER)),
+        );
     }
     AuthorizationServerMetadata {
         issuer: state.issuer.clone(),
@@ -67,7 +87,10 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
             dtr_proto::TOKEN_TYPE_DEFERRAL_CODE.into(),
         ],
         deferred_token_response_supported: true,
-        dpop_signing_alg_values_supported: dtr_proto::dpop::SUPPORTED_ALGS.iter().map(|s| s.to_string()).collect(),
+        dpop_signing_alg_values_supported: dtr_proto::dpop::SUPPORTED_ALGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         other,
     }
 }

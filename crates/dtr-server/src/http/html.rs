@@ -48,11 +48,13 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     r
 }
 
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn escapes_markup() {
-        assert_eq!(super::escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            super::escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -6,12 +6,12 @@
 //! deferral, and a user grant's deferral is decided by its own user only.
 
 use super::form::Form;
+use super::html::{escape, page};
+use crate::session;
 use crate::state::AppState;
 use crate::store::DeferralRecord;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use super::html::{escape, page};
-use crate::session;
 use axum::response::Response;
 
 fn gone() -> Response {
@@ -36,7 +36,11 @@ async fn live(state: &AppState, handle: &str) -> Option<DeferralRecord> {
 
 /// `GET /interact/{handle}`: shows the request to the signed-in user
 /// (signing in first); changes nothing (DTR-11).
-pub async fn show(State(state): State<AppState>, Path(handle): Path<String>, headers: HeaderMap) -> Response {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(handle): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let Some(d) = live(&state, &handle).await else {
         return gone();
     };
@@ -56,7 +60,10 @@ pub async fn show(State(state): State<AppState>, Path(handle): Path<String>, hea
         .as_ref()
         .map(|a| {
             let pretty = serde_json::to_string_pretty(a).unwrap_or_default();
-            format!("<dt>Authorization details</dt><dd><pre>{}</pre></dd>", escape(&pretty))
+            format!(
+                "<dt>Authorization details</dt><dd><pre>{}</pre></dd>",
+                escape(&pretty)
+            )
         })
         .unwrap_or_default();
     let body = format!(
@@ -71,7 +78,11 @@ pub async fn show(State(state): State<AppState>, Path(handle): Path<String>, hea
         user = escape(&user.username),
         name = escape(&name),
         client = escape(&d.client_id),
-        scope = escape(if d.scope.is_empty() { "(no scope)" } else { &d.scope }),
+        scope = escape(if d.scope.is_empty() {
+            "(no scope)"
+        } else {
+            &d.scope
+        }),
         csrf = escape(&session::csrf_token(&state, &user)),
     );
     page(StatusCode::OK, "Review access request", &body)
@@ -96,12 +107,20 @@ pub async fn decide(
         );
     };
     if !session::csrf_ok(&state, &session_user, p.get("csrf")) {
-        return page(StatusCode::FORBIDDEN, "Request refused", "<p>The form was not sent from this site.</p>");
+        return page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "<p>The form was not sent from this site.</p>",
+        );
     }
     // A user grant's deferral is the business of its own user only.
     if let Some(ctx) = crate::grants::GrantContext::from_stored(d.grant_context.as_ref()) {
         if ctx.username != session_user.username {
-            return page(StatusCode::FORBIDDEN, "Not yours", "<p>This request concerns another account.</p>");
+            return page(
+                StatusCode::FORBIDDEN,
+                "Not yours",
+                "<p>This request concerns another account.</p>",
+            );
         }
     }
     let approve = match p.get("decision") {

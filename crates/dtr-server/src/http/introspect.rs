@@ -47,7 +47,11 @@ async fn handle(
     {
         return Ok(inactive);
     }
-    let token_type = if claims.get("cnf").is_some() { "DPoP" } else { "Bearer" };
+    let token_type = if claims.get("cnf").is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    };
     let mut out = json!({"active": true, "token_type": token_type});
     for k in [
         "scope",

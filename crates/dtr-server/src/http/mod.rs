@@ -13,9 +13,9 @@ pub mod html;
 pub mod interact;
 pub mod introspect;
 pub mod login;
+pub mod observe;
 pub mod register;
 pub mod review;
-pub mod observe;
 pub mod revoke;
 pub mod token;
 
@@ -38,7 +38,9 @@ pub fn app(state: AppState) -> Router {
         .route(paths::REGISTER, post(register::register))
         .route(
             &format!("{}/{{client_id}}", paths::REGISTER),
-            get(register::read).put(register::update).delete(register::delete),
+            get(register::read)
+                .put(register::update)
+                .delete(register::delete),
         )
         .route(
             &format!("{}/{{handle}}", paths::INTERACT),
@@ -49,7 +51,10 @@ pub fn app(state: AppState) -> Router {
         .route(paths::AUTHORIZE_CONSENT, post(authorize::consent))
         .route(paths::PAR, post(authorize::par))
         .route(paths::LOGOUT, post(login::logout))
-        .route(paths::DEVICE_AUTHORIZATION, post(device::device_authorization))
+        .route(
+            paths::DEVICE_AUTHORIZATION,
+            post(device::device_authorization),
+        )
         .route(paths::DEVICE, get(device::show).post(device::decide))
         .merge(admin::router(state.clone()))
         .merge(review::router())

@@ -15,23 +15,47 @@ use serde_json::{json, Value};
 const MAX_BODY: usize = 64 * 1024;
 
 fn metadata_error(e: MetadataError) -> Response {
-    json_no_store(StatusCode::BAD_REQUEST, &json!({"error": e.error, "error_description": e.description}))
+    json_no_store(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": e.error, "error_description": e.description}),
+    )
 }
 
 fn unauthorized(desc: &str) -> Response {
-    let mut r = json_no_store(StatusCode::UNAUTHORIZED, &json!({"error": "invalid_token", "error_description": desc}));
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+    let mut r = json_no_store(
+        StatusCode::UNAUTHORIZED,
+        &json!({"error": "invalid_token", "error_description": desc}),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+    );
     r
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, MetadataError> {
-    let bad = |description: String| MetadataError { error: "invalid_client_metadata", description };
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) {
+    let bad = |description: String| MetadataError {
+        error: "invalid_client_metadata",
+        description,
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    {
         return Err(bad("Content-Type must be application/json".into()));
     }
     if body.len() > MAX_BODY {
@@ -41,7 +65,12 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, MetadataError>
 }
 
 fn client_uri(state: &AppState, client_id: &str) -> String {
-    format!("{}{}/{}", state.issuer, dtr_proto::paths::REGISTER, client_id)
+    format!(
+        "{}{}/{}",
+        state.issuer,
+        dtr_proto::paths::REGISTER,
+        client_id
+    )
 }
 
 /// `POST /register`.
@@ -54,7 +83,8 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
         );
     }
     if let Some(expected) = &cfg.initial_access_token {
-        let ok = bearer(&headers).is_some_and(|t| ct_eq(sha256_b64(t).as_bytes(), sha256_b64(expected).as_bytes()));
+        let ok = bearer(&headers)
+            .is_some_and(|t| ct_eq(sha256_b64(t).as_bytes(), sha256_b64(expected).as_bytes()));
         if !ok {
             return unauthorized("an initial access token is required to register");
         }
@@ -73,7 +103,9 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
         None => None,
         Some(s) => match crate::password::hash_async(s.clone()).await {
             Ok(h) => Some(h),
-            Err(e) => return super::error::OAuthResponse(super::error::internal(e)).into_response(),
+            Err(e) => {
+                return super::error::OAuthResponse(super::error::internal(e)).into_response()
+            }
         },
     };
     let rat = random_token(32);
@@ -97,15 +129,26 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
 
 /// Authenticates an RFC 7592 request: the client's registration access
 /// token. An unknown client and a wrong token look the same (section 2).
-async fn managed(state: &AppState, headers: &HeaderMap, client_id: &str) -> Result<crate::store::ClientRecord, Response> {
-    let token = bearer(headers).ok_or_else(|| unauthorized("registration access token required"))?;
+async fn managed(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_id: &str,
+) -> Result<crate::store::ClientRecord, Response> {
+    let token =
+        bearer(headers).ok_or_else(|| unauthorized("registration access token required"))?;
     let client = state
         .store
         .get_client(client_id)
         .await
         .map_err(|e| super::error::OAuthResponse(super::error::internal(e)).into_response())?;
     match client {
-        Some(c) if c.registration_token_hash.as_deref().is_some_and(|h| ct_eq(h.as_bytes(), sha256_b64(token).as_bytes())) => Ok(c),
+        Some(c)
+            if c.registration_token_hash
+                .as_deref()
+                .is_some_and(|h| ct_eq(h.as_bytes(), sha256_b64(token).as_bytes())) =>
+        {
+            Ok(c)
+        }
         _ => Err(unauthorized("invalid registration access token")),
     }
 }
@@ -118,7 +161,11 @@ fn read_answer(state: &AppState, c: &crate::store::ClientRecord) -> Value {
 }
 
 /// `GET /register/{client_id}` (RFC 7592 section 2.1).
-pub async fn read(State(state): State<AppState>, headers: HeaderMap, Path(client_id): Path<String>) -> Response {
+pub async fn read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
     match managed(&state, &headers, &client_id).await {
         Ok(c) => json_no_store(StatusCode::OK, &read_answer(&state, &c)),
         Err(r) => r,
@@ -127,7 +174,12 @@ pub async fn read(State(state): State<AppState>, headers: HeaderMap, Path(client
 
 /// `PUT /register/{client_id}` (RFC 7592 section 2.2): replaces the
 /// metadata; the secret and the registration token stay.
-pub async fn update(State(state): State<AppState>, headers: HeaderMap, Path(client_id): Path<String>, body: Bytes) -> Response {
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+    body: Bytes,
+) -> Response {
     let existing = match managed(&state, &headers, &client_id).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -153,7 +205,12 @@ pub async fn update(State(state): State<AppState>, headers: HeaderMap, Path(clie
             description: "token_endpoint_auth_method: cannot switch between secret and non-secret methods; register a new client".into(),
         });
     }
-    let mut record = registration::record(&client_id, &v, existing.secret_hash.clone(), existing.registration_token_hash.clone().unwrap_or_default());
+    let mut record = registration::record(
+        &client_id,
+        &v,
+        existing.secret_hash.clone(),
+        existing.registration_token_hash.clone().unwrap_or_default(),
+    );
     record.admin_disabled = existing.admin_disabled;
     if let Err(e) = state.store.upsert_client(&record).await {
         return super::error::OAuthResponse(super::error::internal(e)).into_response();
@@ -164,7 +221,11 @@ pub async fn update(State(state): State<AppState>, headers: HeaderMap, Path(clie
 }
 
 /// `DELETE /register/{client_id}` (RFC 7592 section 2.3).
-pub async fn delete(State(state): State<AppState>, headers: HeaderMap, Path(client_id): Path<String>) -> Response {
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
     if let Err(r) = managed(&state, &headers, &client_id).await {
         return r;
     }

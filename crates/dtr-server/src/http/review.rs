@@ -22,8 +22,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use dtr_proto::secret::ct_eq;
 use dtr_proto::scope::Scope;
+use dtr_proto::secret::ct_eq;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -52,7 +52,9 @@ fn key(state: &AppState) -> Option<[u8; 32]> {
 }
 
 fn mac(key: &[u8; 32], parts: &[&[u8]]) -> String {
-    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else { return String::new() };
+    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
     for p in parts {
         m.update(p);
         m.update(b"\n");
@@ -92,7 +94,12 @@ fn reviewer(state: &AppState, headers: &HeaderMap) -> Option<Reviewer> {
     let cookie = cookie_value(headers)?;
     let (exp, sig) = cookie.split_once('.')?;
     let exp_secs: i64 = exp.parse().ok()?;
-    if exp_secs <= state.clock.now_ms() / 1000 || !ct_eq(sig.as_bytes(), mac(&key, &[b"session", exp.as_bytes()]).as_bytes()) {
+    if exp_secs <= state.clock.now_ms() / 1000
+        || !ct_eq(
+            sig.as_bytes(),
+            mac(&key, &[b"session", exp.as_bytes()]).as_bytes(),
+        )
+    {
         return None;
     }
     Some(Reviewer { cookie, key })
@@ -122,7 +129,11 @@ fn login_page(state: &AppState, status: StatusCode, message: &str) -> Response {
             "<p>The review console is off: set <code>[admin] token</code> in the configuration.</p>",
         );
     }
-    let msg = if message.is_empty() { String::new() } else { format!("<p><strong>{}</strong></p>", escape(message)) };
+    let msg = if message.is_empty() {
+        String::new()
+    } else {
+        format!("<p><strong>{}</strong></p>", escape(message))
+    };
     page(
         status,
         "Review console",
@@ -146,7 +157,10 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
     let exp = (state.clock.now_ms() / 1000 + SESSION_SECS).to_string();
     let value = format!("{exp}.{}", mac(&key, &[b"session", exp.as_bytes()]));
     let mut r = redirect("/review");
-    let cookie = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/review; Max-Age={SESSION_SECS}{}", secure_attr(&state));
+    let cookie = format!(
+        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/review; Max-Age={SESSION_SECS}{}",
+        secure_attr(&state)
+    );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -156,11 +170,18 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
 async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(p): Form) -> Response {
     if let Some(rv) = reviewer(&state, &headers) {
         if !rv.csrf_ok(p.get("csrf")) {
-            return page(StatusCode::FORBIDDEN, "Refused", "<p>The form was stale. Go back and reload.</p>");
+            return page(
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "<p>The form was stale. Go back and reload.</p>",
+            );
         }
     }
     let mut r = redirect("/review");
-    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/review; Max-Age=0{}", secure_attr(&state));
+    let cookie = format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/review; Max-Age=0{}",
+        secure_attr(&state)
+    );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -174,7 +195,11 @@ struct ListQuery {
 
 fn summary_row(d: &DeferralRecord, now: i64) -> String {
     let st = d.effective_state(now);
-    let waiting = if d.interaction_handle.is_some() && st.is_pending() { " (waiting for the user)" } else { "" };
+    let waiting = if d.interaction_handle.is_some() && st.is_pending() {
+        " (waiting for the user)"
+    } else {
+        ""
+    };
     format!(
         "<tr><td><a href=\"/review/{id}\">{id}</a></td><td>{client}</td><td>{grant}</td><td>{scope}</td>\
          <td>{state}{waiting}</td><td>{progress}</td><td>{created}</td><td>{expires}</td></tr>",
@@ -189,13 +214,25 @@ fn summary_row(d: &DeferralRecord, now: i64) -> String {
     )
 }
 
-async fn list(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
     let Some(rv) = reviewer(&state, &headers) else {
         return login_page(&state, StatusCode::OK, "");
     };
-    let wanted = q.state.as_deref().filter(|s| !s.is_empty()).unwrap_or("pending");
+    let wanted = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("pending");
     let filter = DeferralFilter {
-        state: if wanted == "all" { None } else { wanted.parse().ok() },
+        state: if wanted == "all" {
+            None
+        } else {
+            wanted.parse().ok()
+        },
         client_id: None,
         limit: 200,
     };
@@ -204,14 +241,32 @@ async fn list(State(state): State<AppState>, headers: HeaderMap, Query(q): Query
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "review console listing failed");
-            return page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "<p>The list could not be read.</p>");
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error",
+                "<p>The list could not be read.</p>",
+            );
         }
     };
-    let tabs: String = ["pending", "approved", "denied", "cancelled", "expired", "redeemed", "all"]
-        .iter()
-        .map(|s| if *s == wanted { format!("<strong>{s}</strong>") } else { format!("<a href=\"/review?state={s}\">{s}</a>") })
-        .collect::<Vec<_>>()
-        .join(" · ");
+    let tabs: String = [
+        "pending",
+        "approved",
+        "denied",
+        "cancelled",
+        "expired",
+        "redeemed",
+        "all",
+    ]
+    .iter()
+    .map(|s| {
+        if *s == wanted {
+            format!("<strong>{s}</strong>")
+        } else {
+            format!("<a href=\"/review?state={s}\">{s}</a>")
+        }
+    })
+    .collect::<Vec<_>>()
+    .join(" · ");
     let body: String = rows.iter().map(|d| summary_row(d, now)).collect();
     let table = if rows.is_empty() {
         "<p>Nothing here.</p>".to_owned()
@@ -238,16 +293,31 @@ struct ShowQuery {
     error: Option<String>,
 }
 
-async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<ShowQuery>) -> Response {
+async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Response {
     let Some(rv) = reviewer(&state, &headers) else {
         return login_page(&state, StatusCode::OK, "");
     };
     let d = match state.store.deferral_by_id(&id).await {
         Ok(Some(d)) => d,
-        Ok(None) => return page(StatusCode::NOT_FOUND, "Not found", "<p>No such deferral. <a href=\"/review\">Back</a></p>"),
+        Ok(None) => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "<p>No such deferral. <a href=\"/review\">Back</a></p>",
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "review console read failed");
-            return page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "<p>The deferral could not be read.</p>");
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error",
+                "<p>The deferral could not be read.</p>",
+            );
         }
     };
     let now = state.clock.now_ms();
@@ -261,7 +331,12 @@ async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<
     let details = d
         .authorization_details
         .as_ref()
-        .map(|a| format!("<dt>Authorization details</dt><dd><pre>{}</pre></dd>", escape(&serde_json::to_string_pretty(a).unwrap_or_default())))
+        .map(|a| {
+            format!(
+                "<dt>Authorization details</dt><dd><pre>{}</pre></dd>",
+                escape(&serde_json::to_string_pretty(a).unwrap_or_default())
+            )
+        })
         .unwrap_or_default();
     let mut html = format!(
         "{notice}<p><a href=\"/review\">All pending</a></p><dl>\
@@ -318,36 +393,71 @@ async fn act(
         return login_page(&state, StatusCode::UNAUTHORIZED, "Sign in again.");
     };
     if !rv.csrf_ok(p.get("csrf")) {
-        return page(StatusCode::FORBIDDEN, "Refused", "<p>The form was stale. Go back and reload.</p>");
+        return page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "<p>The form was stale. Go back and reload.</p>",
+        );
     }
     let result = match action.as_str() {
         "approve" => {
             let requested = match state.store.deferral_by_id(&id).await {
                 Ok(Some(d)) => d.scope,
-                Ok(None) => return page(StatusCode::NOT_FOUND, "Not found", "<p>No such deferral.</p>"),
-                Err(_) => return page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "<p>Try again.</p>"),
+                Ok(None) => {
+                    return page(
+                        StatusCode::NOT_FOUND,
+                        "Not found",
+                        "<p>No such deferral.</p>",
+                    )
+                }
+                Err(_) => {
+                    return page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Error",
+                        "<p>Try again.</p>",
+                    )
+                }
             };
             let requested = Scope::parse(&requested).unwrap_or_default();
-            let kept: Vec<&str> = requested.iter().filter(|s| p.get(&format!("scope_{s}")).is_some()).collect();
+            let kept: Vec<&str> = requested
+                .iter()
+                .filter(|s| p.get(&format!("scope_{s}")).is_some())
+                .collect();
             if kept.is_empty() && !requested.is_empty() {
-                Err(DecisionError::Invalid("tick at least one scope, or deny the request".into()))
+                Err(DecisionError::Invalid(
+                    "tick at least one scope, or deny the request".into(),
+                ))
             } else {
-                deferrals::approve(&state, &id, Some(&kept.join(" ")), "review").await.map(|_| "approved")
+                deferrals::approve(&state, &id, Some(&kept.join(" ")), "review")
+                    .await
+                    .map(|_| "approved")
             }
         }
-        "deny" => deferrals::deny(&state, &id, p.get("reason"), "review").await.map(|_| "denied"),
-        "progress" => deferrals::progress(&state, &id, p.get("step").unwrap_or_default()).await.map(|_| "step reported"),
+        "deny" => deferrals::deny(&state, &id, p.get("reason"), "review")
+            .await
+            .map(|_| "denied"),
+        "progress" => deferrals::progress(&state, &id, p.get("step").unwrap_or_default())
+            .await
+            .map(|_| "step reported"),
         "interaction" => {
             let required = p.get("required") != Some("false");
-            deferrals::set_interaction(&state, &id, required).await.map(|_| "interaction updated")
+            deferrals::set_interaction(&state, &id, required)
+                .await
+                .map(|_| "interaction updated")
         }
         _ => return page(StatusCode::NOT_FOUND, "Not found", "<p>Unknown action.</p>"),
     };
     let back = format!("/review/{}", urlencode(&id));
     match result {
         Ok(done) => redirect(&format!("{back}?done={}", urlencode(done))),
-        Err(DecisionError::NotFound) => page(StatusCode::NOT_FOUND, "Not found", "<p>No such deferral.</p>"),
-        Err(DecisionError::NotPending(m) | DecisionError::Invalid(m)) => redirect(&format!("{back}?error={}", urlencode(&m))),
+        Err(DecisionError::NotFound) => page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "<p>No such deferral.</p>",
+        ),
+        Err(DecisionError::NotPending(m) | DecisionError::Invalid(m)) => {
+            redirect(&format!("{back}?error={}", urlencode(&m)))
+        }
     }
 }
 

@@ -37,7 +37,8 @@ async fn handle(
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
 ) -> Result<(), OAuthError> {
-    let client = client_auth::authenticate(state, headers, params, dtr_proto::paths::REVOKE).await?;
+    let client =
+        client_auth::authenticate(state, headers, params, dtr_proto::paths::REVOKE).await?;
     let token = params.require("token")?;
     // The hint only orders the search (RFC 7009 section 2.1); an unknown
     // hint is no error. Our access tokens are JWTs, deferral codes are not,
@@ -45,7 +46,8 @@ async fn handle(
     let looks_like_jwt = token.split('.').count() == 3;
     // Refresh tokens are opaque like deferral codes: look them up by hash
     // first; revoking one revokes its whole family (RFC 7009 section 2.1).
-    if !looks_like_jwt && params.get("token_type_hint") != Some(dtr_proto::TOKEN_TYPE_DEFERRAL_CODE) {
+    if !looks_like_jwt && params.get("token_type_hint") != Some(dtr_proto::TOKEN_TYPE_DEFERRAL_CODE)
+    {
         let rt = dtr_proto::secret::RefreshToken::new(token);
         if crate::grants::refresh::refresh_token_of(state, &client.client_id, &rt).await? {
             crate::grants::refresh::revoke(state, &client.client_id, &rt).await?;
@@ -57,9 +59,16 @@ async fn handle(
         // DTR-32..34: cancel if it is this client's live deferral; anything
         // else changes nothing and is answered the same.
         // DTR-13, DTR-31: a bound code needs a proof of its key.
-        let proof = crate::dpop::check(state, headers, "POST", dtr_proto::paths::REVOKE, None).await?;
+        let proof =
+            crate::dpop::check(state, headers, "POST", dtr_proto::paths::REVOKE, None).await?;
         let jkt = proof.map(|p| p.jkt);
-        deferrals::cancel(state, &client.client_id, &DeferralCode::new(token), jkt.as_deref()).await?;
+        deferrals::cancel(
+            state,
+            &client.client_id,
+            &DeferralCode::new(token),
+            jkt.as_deref(),
+        )
+        .await?;
         return Ok(());
     }
     if let Some(claims) = state.signer.verify(token) {

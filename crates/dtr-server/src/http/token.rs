@@ -60,19 +60,36 @@ async fn handle(
             authorization_details,
             opt_in,
         } => client_credentials(state, &client, scope, authorization_details, opt_in, jkt).await,
-        TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier, opt_in } => {
-            let x = crate::grants::authorization_code::CodeExchange { code, redirect_uri, code_verifier, opt_in, dpop_jkt: jkt };
+        TokenRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+            opt_in,
+        } => {
+            let x = crate::grants::authorization_code::CodeExchange {
+                code,
+                redirect_uri,
+                code_verifier,
+                opt_in,
+                dpop_jkt: jkt,
+            };
             crate::grants::authorization_code::exchange(state, &client, x).await
         }
-        TokenRequest::RefreshToken { refresh_token, scope, opt_in } => {
-            crate::grants::refresh::refresh(state, &client, &refresh_token, scope, opt_in, jkt).await
+        TokenRequest::RefreshToken {
+            refresh_token,
+            scope,
+            opt_in,
+        } => {
+            crate::grants::refresh::refresh(state, &client, &refresh_token, scope, opt_in, jkt)
+                .await
         }
         TokenRequest::TokenExchange { exchange, opt_in } => {
             crate::grants::token_exchange::exchange(state, &client, exchange, opt_in, jkt).await
         }
-        TokenRequest::DeviceCode { device_code, opt_in } => {
-            crate::grants::device::token(state, &client, &device_code, opt_in, jkt).await
-        }
+        TokenRequest::DeviceCode {
+            device_code,
+            opt_in,
+        } => crate::grants::device::token(state, &client, &device_code, opt_in, jkt).await,
     }
 }
 

@@ -425,10 +425,20 @@ pub struct CallbackStatus {
 pub trait CallbackStore: Send + Sync {
     /// Claims up to `limit` due jobs for `lease_ms`; a job whose lease ran
     /// out (its node died mid-delivery) is due again.
-    async fn claim_callbacks(&self, now: i64, limit: u32, lease_ms: i64) -> StoreResult<Vec<CallbackJob>>;
+    async fn claim_callbacks(
+        &self,
+        now: i64,
+        limit: u32,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<CallbackJob>>;
     /// Records the end of an attempt; finished jobs drop the sealed secrets
     /// of their deferral (DTR-29).
-    async fn finish_callback(&self, deferral_id: &str, outcome: &CallbackOutcome, now: i64) -> StoreResult<()>;
+    async fn finish_callback(
+        &self,
+        deferral_id: &str,
+        outcome: &CallbackOutcome,
+        now: i64,
+    ) -> StoreResult<()>;
     /// The state of a deferral's callback, if it has one.
     async fn callback_status(&self, deferral_id: &str) -> StoreResult<Option<CallbackStatus>>;
 }

@@ -363,7 +363,10 @@ impl ClientStore for PostgresStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
-        Ok(self.execute("DELETE FROM clients WHERE client_id = $1", &[&client_id]).await? == 1)
+        Ok(self
+            .execute("DELETE FROM clients WHERE client_id = $1", &[&client_id])
+            .await?
+            == 1)
     }
 }
 
@@ -726,7 +729,12 @@ impl TokenStore for PostgresStore {
 
 #[async_trait]
 impl CallbackStore for PostgresStore {
-    async fn claim_callbacks(&self, now: i64, limit: u32, lease_ms: i64) -> StoreResult<Vec<CallbackJob>> {
+    async fn claim_callbacks(
+        &self,
+        now: i64,
+        limit: u32,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<CallbackJob>> {
         // FOR UPDATE SKIP LOCKED: nodes claiming at the same time take
         // disjoint jobs instead of queueing on each other's rows; the lease
         // frees the jobs of a node that dies mid-delivery.
@@ -759,12 +767,27 @@ impl CallbackStore for PostgresStore {
             .collect()
     }
 
-    async fn finish_callback(&self, deferral_id: &str, outcome: &CallbackOutcome, now: i64) -> StoreResult<()> {
-        let (state, next, status, error): (&str, Option<i64>, Option<i32>, Option<String>) = match outcome {
-            CallbackOutcome::Delivered { status } => ("delivered", None, Some(i32::from(*status)), None),
-            CallbackOutcome::Retry { at, status, error } => ("pending", Some(*at), status.map(i32::from), Some(error.clone())),
-            CallbackOutcome::Failed { status, error } => ("failed", None, status.map(i32::from), Some(error.clone())),
-        };
+    async fn finish_callback(
+        &self,
+        deferral_id: &str,
+        outcome: &CallbackOutcome,
+        now: i64,
+    ) -> StoreResult<()> {
+        let (state, next, status, error): (&str, Option<i64>, Option<i32>, Option<String>) =
+            match outcome {
+                CallbackOutcome::Delivered { status } => {
+                    ("delivered", None, Some(i32::from(*status)), None)
+                }
+                CallbackOutcome::Retry { at, status, error } => (
+                    "pending",
+                    Some(*at),
+                    status.map(i32::from),
+                    Some(error.clone()),
+                ),
+                CallbackOutcome::Failed { status, error } => {
+                    ("failed", None, status.map(i32::from), Some(error.clone()))
+                }
+            };
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db_err)?;
         tx.execute(
@@ -790,7 +813,10 @@ impl CallbackStore for PostgresStore {
 
     async fn callback_status(&self, deferral_id: &str) -> StoreResult<Option<CallbackStatus>> {
         let row = self
-            .query_opt("SELECT state, attempts, last_status FROM callbacks WHERE deferral_id = $1", &[&deferral_id])
+            .query_opt(
+                "SELECT state, attempts, last_status FROM callbacks WHERE deferral_id = $1",
+                &[&deferral_id],
+            )
             .await?;
         row.map(|r| {
             let attempts: i32 = r.try_get(1).map_err(db_err)?;

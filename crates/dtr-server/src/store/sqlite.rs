@@ -45,9 +45,12 @@ const READERS: usize = 4;
 const CACHE_KIB: i64 = 16 * 1024;
 
 fn tune(conn: &Connection) -> StoreResult<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
-    conn.pragma_update(None, "cache_size", -CACHE_KIB).map_err(db_err)?;
-    conn.pragma_update(None, "temp_store", "MEMORY").map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db_err)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .map_err(db_err)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db_err)?;
     Ok(())
 }
 
@@ -69,7 +72,8 @@ impl SqliteStore {
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
                 path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(db_err)?;
             tune(&r)?;
@@ -360,7 +364,9 @@ impl ClientStore for SqliteStore {
     async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
         let id = client_id.to_owned();
         self.with(move |db| {
-            let n = db.execute("DELETE FROM clients WHERE client_id = ?1", [id]).map_err(db_err)?;
+            let n = db
+                .execute("DELETE FROM clients WHERE client_id = ?1", [id])
+                .map_err(db_err)?;
             Ok(n == 1)
         })
         .await
@@ -766,7 +772,9 @@ impl TokenStore for SqliteStore {
 
     async fn prune_used(&self, before: i64) -> StoreResult<u64> {
         self.with(move |db| {
-            let n = db.execute("DELETE FROM used_jtis WHERE expires_at < ?1", [before]).map_err(db_err)?;
+            let n = db
+                .execute("DELETE FROM used_jtis WHERE expires_at < ?1", [before])
+                .map_err(db_err)?;
             Ok(n as u64)
         })
         .await
@@ -794,7 +802,12 @@ impl TokenStore for SqliteStore {
 
 #[async_trait]
 impl CallbackStore for SqliteStore {
-    async fn claim_callbacks(&self, now: i64, limit: u32, lease_ms: i64) -> StoreResult<Vec<CallbackJob>> {
+    async fn claim_callbacks(
+        &self,
+        now: i64,
+        limit: u32,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<CallbackJob>> {
         self.with(move |db| {
             let tx = db.transaction().map_err(db_err)?;
             let claimed: Vec<(String, String, u32)> = {
@@ -830,7 +843,12 @@ impl CallbackStore for SqliteStore {
         .await
     }
 
-    async fn finish_callback(&self, deferral_id: &str, outcome: &CallbackOutcome, now: i64) -> StoreResult<()> {
+    async fn finish_callback(
+        &self,
+        deferral_id: &str,
+        outcome: &CallbackOutcome,
+        now: i64,
+    ) -> StoreResult<()> {
         let id = deferral_id.to_owned();
         let outcome = outcome.clone();
         self.with(move |db| {
@@ -867,7 +885,13 @@ impl CallbackStore for SqliteStore {
             db.query_row(
                 "SELECT state, attempts, last_status FROM callbacks WHERE deferral_id = ?1",
                 [id],
-                |r| Ok(CallbackStatus { state: r.get(0)?, attempts: r.get(1)?, last_status: r.get(2)? }),
+                |r| {
+                    Ok(CallbackStatus {
+                        state: r.get(0)?,
+                        attempts: r.get(1)?,
+                        last_status: r.get(2)?,
+                    })
+                },
             )
             .optional()
             .map_err(db_err)

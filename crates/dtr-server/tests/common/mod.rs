@@ -64,16 +64,28 @@ pub async fn harness() -> Harness {
 }
 
 pub async fn harness_with(config: &str) -> Harness {
-    harness_with_resolver(config, Arc::new(dtr_server::outbound::StaticResolver::default())).await
+    harness_with_resolver(
+        config,
+        Arc::new(dtr_server::outbound::StaticResolver::default()),
+    )
+    .await
 }
 
 /// A harness whose outbound requests resolve names with `resolver`.
-pub async fn harness_with_resolver(config: &str, resolver: Arc<dtr_server::outbound::StaticResolver>) -> Harness {
-    let config = ConfigFile::parse(config).unwrap().validate(&Overrides::default()).unwrap();
+pub async fn harness_with_resolver(
+    config: &str,
+    resolver: Arc<dtr_server::outbound::StaticResolver>,
+) -> Harness {
+    let config = ConfigFile::parse(config)
+        .unwrap()
+        .validate(&Overrides::default())
+        .unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let clock = Arc::new(ManualClock::new());
     let issuer = config.issuer.clone().unwrap();
-    let state = AppState::build_with_resolver(config, issuer, store, clock.clone(), resolver).await.unwrap();
+    let state = AppState::build_with_resolver(config, issuer, store, clock.clone(), resolver)
+        .await
+        .unwrap();
     let app = dtr_server::http::app(state.clone());
     Harness { state, clock, app }
 }
@@ -242,7 +254,10 @@ impl DpopKey {
             "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
         });
         let der = sk.to_pkcs8_der().unwrap();
-        Self { enc: jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()), jwk }
+        Self {
+            enc: jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+            jwk,
+        }
     }
 
     pub fn jkt(&self) -> String {
@@ -272,7 +287,9 @@ impl DpopKey {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &self.enc, jsonwebtoken::Algorithm::ES256).unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(msg.as_bytes(), &self.enc, jsonwebtoken::Algorithm::ES256)
+                .unwrap();
         format!("{msg}.{sig}")
     }
 }
@@ -285,11 +302,22 @@ impl Harness {
 
     /// A valid proof for POST to `path` of the test issuer.
     pub fn proof(&self, key: &DpopKey, path: &str) -> String {
-        key.proof_with("POST", &format!("http://127.0.0.1:8080{path}"), self.now_s(), Value::Null)
+        key.proof_with(
+            "POST",
+            &format!("http://127.0.0.1:8080{path}"),
+            self.now_s(),
+            Value::Null,
+        )
     }
 
     /// POST a form with Basic auth and optional DPoP proof.
-    pub async fn post_dpop(&self, path: &str, client: (&str, &str), proof: Option<&str>, pairs: &[(&str, &str)]) -> Resp {
+    pub async fn post_dpop(
+        &self,
+        path: &str,
+        client: (&str, &str),
+        proof: Option<&str>,
+        pairs: &[(&str, &str)],
+    ) -> Resp {
         let mut b = Request::post(path)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::AUTHORIZATION, basic(client));

@@ -14,7 +14,9 @@ pub async fn receiver() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
     let sink = counts.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             let sink = sink.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -29,14 +31,21 @@ pub async fn receiver() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
                         let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
                         let len: usize = head
                             .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if buf.len() >= i + 4 + len {
-                            let body: serde_json::Value = serde_json::from_slice(&buf[i + 4..i + 4 + len]).unwrap_or_default();
+                            let body: serde_json::Value =
+                                serde_json::from_slice(&buf[i + 4..i + 4 + len])
+                                    .unwrap_or_default();
                             if let Some(code) = body["deferral_code"].as_str() {
                                 *sink.lock().unwrap().entry(code.to_owned()).or_default() += 1;
                             }
-                            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
+                            let _ = s
+                                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                                .await;
                             return;
                         }
                     }
@@ -46,4 +55,3 @@ pub async fn receiver() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
     });
     (url, counts)
 }
-
