@@ -194,10 +194,6 @@ pub async fn authenticate(
     if AuthMethod::parse(&client.auth_method) != Some(AuthMethod::PrivateKeyJwt) {
         return Err(failed("client is not registered for private_key_jwt"));
     }
-    let jwks = client
-        .jwks
-        .as_ref()
-        .ok_or_else(|| failed("client has no jwks"))?;
     // RFC 7523 section 3: the audience identifies this server; we accept
     // the issuer, the token endpoint and the endpoint being called.
     let audiences = vec![
@@ -206,8 +202,30 @@ pub async fn authenticate(
         format!("{}{}", state.issuer, endpoint),
     ];
     let now_ms = state.clock.now_ms();
-    let verified = crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000)
-        .map_err(|e| failed(&e))?;
+    let verify = |jwks: &serde_json::Value| {
+        crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000)
+    };
+    let verified = match (&client.jwks, &client.jwks_uri) {
+        (Some(jwks), _) => verify(jwks).map_err(|e| failed(&e))?,
+        (None, Some(uri)) => {
+            // Keys published by the client, fetched SSRF-safely and cached;
+            // a failure may be a rotation, so try once with a fresh copy.
+            let fetch = |refresh| state.jwks_cache.get(&state.outbound, uri, refresh);
+            let jwks = fetch(false)
+                .await
+                .map_err(|e| failed(&format!("jwks_uri: {e}")))?;
+            match verify(&jwks) {
+                Ok(v) => v,
+                Err(_) => {
+                    let jwks = fetch(true)
+                        .await
+                        .map_err(|e| failed(&format!("jwks_uri: {e}")))?;
+                    verify(&jwks).map_err(|e| failed(&e))?
+                }
+            }
+        }
+        (None, None) => return Err(failed("client has no keys")),
+    };
     let key = dtr_proto::secret::sha256_b64(&format!(
         "assertion\n{}\n{}",
         verified.client_id, verified.jti

@@ -302,6 +302,9 @@ pub struct ClientConfig {
     /// Public keys for `private_key_jwt`.
     #[serde(default)]
     pub jwks: Option<toml::Value>,
+    /// Or where the client publishes them (https; fetched SSRF-safely).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
     /// Callback endpoint (DTR-25); empty means none.
     #[serde(default)]
     pub deferred_client_notification_endpoint: Option<String>,
@@ -424,6 +427,8 @@ pub struct StaticClient {
     pub redirect_uris: Vec<String>,
     /// JWKS (JSON) for `private_key_jwt`.
     pub jwks: Option<serde_json::Value>,
+    /// URL of the client's JWKS.
+    pub jwks_uri: Option<String>,
     /// Callback endpoint (DTR-25).
     pub notification_endpoint: Option<String>,
     /// Enabled in configuration.
@@ -546,6 +551,7 @@ impl ConfigFile {
             scope: "read write payments identity reports".into(),
             redirect_uris: vec![],
             jwks: None,
+            jwks_uri: None,
             deferred_client_notification_endpoint: None,
             enabled: true,
             require_dpop: false,
@@ -705,8 +711,11 @@ impl ConfigFile {
                         format!("not allowed with method '{method_raw}'"),
                     ))
                 }
-                (AuthMethod::PrivateKeyJwt, None) if c.jwks.is_none() => {
-                    return Err(err(&key("jwks"), "required with private_key_jwt"))
+                (AuthMethod::PrivateKeyJwt, None) if c.jwks.is_none() && c.jwks_uri.is_none() => {
+                    return Err(err(
+                        &key("jwks"),
+                        "required with private_key_jwt (or jwks_uri)",
+                    ))
                 }
                 _ => {}
             }
@@ -719,6 +728,12 @@ impl ConfigFile {
                 }
             }
             let scope = Scope::parse(&c.scope).map_err(|e| err(&key("scope"), e))?;
+            if c.jwks.is_some() && c.jwks_uri.is_some() {
+                return Err(err(
+                    &key("jwks_uri"),
+                    "jwks and jwks_uri must not both be set (RFC 7591 section 2)",
+                ));
+            }
             let jwks = match c.jwks {
                 None => None,
                 Some(v) => {
@@ -728,6 +743,13 @@ impl ConfigFile {
                     }
                     Some(j)
                 }
+            };
+            let jwks_uri = match c.jwks_uri.filter(|s| !s.is_empty()) {
+                None => None,
+                Some(u) => Some(
+                    validate_https_or_dev(&u, self.dev_mode)
+                        .map_err(|m| err(&key("jwks_uri"), m))?,
+                ),
             };
             let notification_endpoint = match c
                 .deferred_client_notification_endpoint
@@ -757,6 +779,7 @@ impl ConfigFile {
                 scope,
                 redirect_uris: c.redirect_uris,
                 jwks,
+                jwks_uri,
                 notification_endpoint,
                 enabled: c.enabled,
                 require_dpop: c.require_dpop,

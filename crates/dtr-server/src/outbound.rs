@@ -272,6 +272,91 @@ impl SafeHttp {
     }
 }
 
+impl SafeHttp {
+    /// GETs a JSON document (a client's `jwks_uri`) under the same rules
+    /// as callbacks: re-checked, pinned, no redirects, bounded time and size.
+    pub async fn get_json(&self, raw: &str) -> Result<serde_json::Value, OutboundError> {
+        let url = self.check_form(raw)?;
+        let target = self.resolve_checked(&url).await?;
+        let client = self.client_for(&target)?;
+        let mut resp = client
+            .get(target.url.clone())
+            .send()
+            .await
+            .map_err(|e| OutboundError::Network(without_url(e)))?;
+        if resp.status().as_u16() != 200 {
+            return Err(OutboundError::Network(format!(
+                "HTTP {}",
+                resp.status().as_u16()
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| OutboundError::Network(without_url(e)))?
+        {
+            if body.len() + chunk.len() > self.config.max_body {
+                return Err(OutboundError::Network("response too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body)
+            .map_err(|_| OutboundError::Network("response is not JSON".into()))
+    }
+}
+
+/// Fetched `jwks_uri` documents, kept for a while so that private_key_jwt
+/// does not fetch on every request; a key rotation is picked up when the
+/// entry ages out, or at once when a signature names a kid we lack.
+#[derive(Default)]
+pub struct JwksCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<String, (serde_json::Value, std::time::Instant)>,
+    >,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache").finish_non_exhaustive()
+    }
+}
+
+/// How long a fetched key set is used.
+const JWKS_TTL: Duration = Duration::from_secs(300);
+/// The least time between two fetches of one URL (a forced refresh too),
+/// so that requests naming unknown kids cannot make us hammer the URL.
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+
+impl JwksCache {
+    /// The key set at `url`; `refresh` asks for a new fetch (unknown kid),
+    /// honoured at most every [`JWKS_MIN_REFETCH`].
+    pub async fn get(
+        &self,
+        http: &SafeHttp,
+        url: &str,
+        refresh: bool,
+    ) -> Result<serde_json::Value, OutboundError> {
+        let cached = self.entries.lock().ok().and_then(|m| m.get(url).cloned());
+        if let Some((v, at)) = &cached {
+            let fresh = at.elapsed() < JWKS_TTL && !(refresh && at.elapsed() >= JWKS_MIN_REFETCH);
+            if fresh {
+                return Ok(v.clone());
+            }
+        }
+        let v = http.get_json(url).await?;
+        if !v.get("keys").is_some_and(serde_json::Value::is_array) {
+            return Err(OutboundError::Network(
+                "jwks_uri did not return a key set".into(),
+            ));
+        }
+        if let Ok(mut m) = self.entries.lock() {
+            m.insert(url.to_owned(), (v.clone(), std::time::Instant::now()));
+        }
+        Ok(v)
+    }
+}
+
 /// A reqwest error without the URL (which may carry a path the client
 /// considers private; never a token, which is in the header).
 fn without_url(e: reqwest::Error) -> String {

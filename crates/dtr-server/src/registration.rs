@@ -74,6 +74,8 @@ pub struct Validated {
     pub redirect_uris: Vec<String>,
     /// JWKS.
     pub jwks: Option<Value>,
+    /// URL of the JWKS.
+    pub jwks_uri: Option<String>,
     /// Callback endpoint.
     pub notification_endpoint: Option<String>,
     /// DPoP-bound tokens.
@@ -190,12 +192,19 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
             "jwks and jwks_uri must not both be present (RFC 7591 section 2)",
         ));
     }
-    if obj.get("jwks_uri").is_some_and(|v| !v.is_null()) {
-        return Err(bad(
-            "jwks_uri",
-            "not supported by this server; register the keys with jwks",
-        ));
-    }
+    let jwks_uri = match str_member("jwks_uri")? {
+        None => None,
+        Some(u) => {
+            // Fetched later through the SSRF-safe client: the same checks
+            // as a callback endpoint (DTR-28).
+            state
+                .outbound
+                .validate(&u)
+                .await
+                .map_err(|x| bad("jwks_uri", x))?;
+            Some(u)
+        }
+    };
     let jwks = match obj.get("jwks") {
         None | Some(Value::Null) => None,
         Some(j) => {
@@ -214,6 +223,7 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         }
     };
     if auth_method == AuthMethod::PrivateKeyJwt
+        && jwks_uri.is_none()
         && jwks
             .as_ref()
             .and_then(|j| j.get("keys"))
@@ -263,6 +273,9 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
     if let Some(j) = &jwks {
         metadata.insert("jwks".into(), j.clone());
     }
+    if let Some(u) = &jwks_uri {
+        metadata.insert("jwks_uri".into(), json!(u));
+    }
     if let Some(e) = &notification_endpoint {
         metadata.insert("deferred_client_notification_endpoint".into(), json!(e));
     }
@@ -286,6 +299,7 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         scope,
         redirect_uris,
         jwks,
+        jwks_uri,
         notification_endpoint,
         dpop_bound,
         metadata,
@@ -307,6 +321,7 @@ pub fn record(
         scope: v.scope.to_string(),
         redirect_uris: v.redirect_uris.clone(),
         jwks: v.jwks.clone(),
+        jwks_uri: v.jwks_uri.clone(),
         notification_endpoint: v.notification_endpoint.clone(),
         enabled: true,
         admin_disabled: false,

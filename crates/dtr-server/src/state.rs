@@ -44,6 +44,8 @@ pub struct Inner {
     pub outbound: crate::outbound::SafeHttp,
     /// Wakes the callback sender when this node resolved a deferral.
     pub callback_wake: Arc<tokio::sync::Notify>,
+    /// Clients' key sets fetched from their `jwks_uri`.
+    pub jwks_cache: crate::outbound::JwksCache,
 }
 
 impl Deref for AppState {
@@ -108,6 +110,12 @@ impl AppState {
         // Static clients get the same endpoint checks as registered ones,
         // resolution included (DTR-28).
         for (i, c) in config.clients.iter().enumerate() {
+            if let Some(uri) = &c.jwks_uri {
+                outbound
+                    .validate(uri)
+                    .await
+                    .map_err(|x| e(format!("config key `clients[{i}].jwks_uri`: {x}")))?;
+            }
             if let Some(ep) = &c.notification_endpoint {
                 outbound.validate(ep).await.map_err(|x| {
                     e(format!(
@@ -150,6 +158,7 @@ impl AppState {
                 registration_token_hash: None,
                 metadata: None,
                 require_par: c.require_par,
+                jwks_uri: c.jwks_uri.clone(),
             };
             store
                 .upsert_client(&record)
@@ -195,6 +204,7 @@ impl AppState {
             seal_key,
             outbound,
             callback_wake: Arc::new(tokio::sync::Notify::new()),
+            jwks_cache: crate::outbound::JwksCache::default(),
             metrics: crate::metrics::Metrics::new(),
         })))
     }

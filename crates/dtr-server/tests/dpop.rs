@@ -535,3 +535,65 @@ async fn private_key_jwt_authentication() {
         .unwrap()
         .contains(&json!("private_key_jwt")));
 }
+
+#[tokio::test]
+async fn private_key_jwt_with_keys_at_a_jwks_uri() {
+    // RFC 7591 `jwks_uri`: the keys are fetched through the SSRF-safe client
+    // (loopback http only because of dev_mode) and cached.
+    let key = DpopKey::new();
+    let mut jwk = key.jwk.clone();
+    jwk["kid"] = "k1".into();
+    let jwks = json!({ "keys": [jwk] });
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { axum::Json(jwks) }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let config = format!(
+        r#"
+issuer = "http://127.0.0.1:8080"
+dev_mode = true
+[admin]
+token = "test-admin-token"
+[[clients]]
+client_id = "jwt-client"
+token_endpoint_auth_method = "private_key_jwt"
+scope = "read"
+jwks_uri = "http://{addr}/jwks.json"
+"#
+    );
+    let h = harness_with(&config).await;
+    let cc = [("grant_type", "client_credentials"), ("scope", "read")];
+    for jti in ["u-1", "u-2"] {
+        let a = assertion(&h, &key, "http://127.0.0.1:8080/token", jti);
+        let r = post_assertion(&h, &a, &cc).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched once, then cached"
+    );
+    let forged = assertion(&h, &DpopKey::new(), "http://127.0.0.1:8080/token", "u-3");
+    assert_eq!(
+        post_assertion(&h, &forged, &cc).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Both at once is a configuration error naming the key.
+    let both = format!("{config}jwks = {{ keys = [] }}\n");
+    let e = dtr_server::config::ConfigFile::parse(&both)
+        .unwrap()
+        .validate(&dtr_server::config::Overrides::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("jwks_uri"), "{e}");
+}

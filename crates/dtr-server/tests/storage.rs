@@ -71,6 +71,7 @@ fn client(id: &str) -> ClientRecord {
         registration_token_hash: None,
         metadata: None,
         require_par: false,
+        jwks_uri: None,
     }
 }
 

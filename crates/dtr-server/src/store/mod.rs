@@ -67,6 +67,8 @@ pub struct ClientRecord {
     pub dpop_bound_access_tokens: bool,
     /// SHA-256 of the RFC 7592 registration access token (registered clients).
     pub registration_token_hash: Option<String>,
+    /// Where the client publishes its keys (RFC 7591 `jwks_uri`), instead of `jwks`.
+    pub jwks_uri: Option<String>,
     /// The client metadata as registered (RFC 7591 section 3.2.1).
     pub metadata: Option<serde_json::Value>,
     /// RFC 9126 section 6: authorization requests must be pushed.

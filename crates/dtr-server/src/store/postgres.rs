@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_registration.sql"),
     include_str!("../../migrations/postgres/0005_accounts.sql"),
     include_str!("../../migrations/postgres/0006_device.sql"),
+    include_str!("../../migrations/postgres/0007_jwks_uri.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes
@@ -231,7 +232,7 @@ const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope,
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri";
 
 /// A count as stored (INTEGER); counts beyond `i32` cannot occur, they are
 /// bounded by `slow_down_limit`.
@@ -287,6 +288,7 @@ fn client_from_row(row: &Row) -> StoreResult<ClientRecord> {
         registration_token_hash: row.try_get(11).map_err(db_err)?,
         metadata: row.try_get(12).map_err(db_err)?,
         require_par: row.try_get(13).map_err(db_err)?,
+        jwks_uri: row.try_get(14).map_err(db_err)?,
     })
 }
 
@@ -297,15 +299,15 @@ impl ClientStore for PostgresStore {
         // outlives restarts and configuration reloads (DTR-23).
         self.execute(
             "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, \
              auth_method = EXCLUDED.auth_method, grant_types = EXCLUDED.grant_types, scope = EXCLUDED.scope, \
              redirect_uris = EXCLUDED.redirect_uris, jwks = EXCLUDED.jwks, \
              notification_endpoint = EXCLUDED.notification_endpoint, enabled = EXCLUDED.enabled, \
              dpop_bound_access_tokens = EXCLUDED.dpop_bound_access_tokens, \
              registration_token_hash = EXCLUDED.registration_token_hash, metadata = EXCLUDED.metadata, \
-             require_par = EXCLUDED.require_par",
+             require_par = EXCLUDED.require_par, jwks_uri = EXCLUDED.jwks_uri",
             &[
                 &c.client_id,
                 &c.secret_hash,
@@ -320,6 +322,7 @@ impl ClientStore for PostgresStore {
                 &c.registration_token_hash,
                 &c.metadata,
                 &c.require_par,
+                &c.jwks_uri,
             ],
         )
         .await?;

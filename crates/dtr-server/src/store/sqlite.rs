@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_registration.sql"),
     include_str!("../../migrations/sqlite/0005_accounts.sql"),
     include_str!("../../migrations/sqlite/0006_device.sql"),
+    include_str!("../../migrations/sqlite/0007_jwks_uri.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -263,12 +264,13 @@ fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         registration_token_hash: row.get(11)?,
         metadata: json_opt(row, 12)?,
         require_par: row.get(13)?,
+        jwks_uri: row.get(14)?,
     })
 }
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri";
 
 fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -285,15 +287,15 @@ impl ClientStore for SqliteStore {
         self.with(move |db| {
             db.execute(
                 "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
                  ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                  auth_method = excluded.auth_method, grant_types = excluded.grant_types, scope = excluded.scope, \
                  redirect_uris = excluded.redirect_uris, jwks = excluded.jwks, \
                  notification_endpoint = excluded.notification_endpoint, enabled = excluded.enabled, \
                  dpop_bound_access_tokens = excluded.dpop_bound_access_tokens, \
                  registration_token_hash = excluded.registration_token_hash, metadata = excluded.metadata, \
-                 require_par = excluded.require_par",
+                 require_par = excluded.require_par, jwks_uri = excluded.jwks_uri",
                 params![
                     c.client_id,
                     c.secret_hash,
@@ -307,7 +309,8 @@ impl ClientStore for SqliteStore {
                     c.dpop_bound_access_tokens,
                     c.registration_token_hash,
                     metadata,
-                    c.require_par
+                    c.require_par,
+                    c.jwks_uri
                 ],
             )
             .map_err(db_err)?;
