@@ -38,6 +38,9 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         rounds += 1;
+        if let Err(e) = state.store.maintain().await {
+            tracing::warn!(error = %e, "database maintenance failed");
+        }
         let now = state.clock.now_ms();
         match state.store.approve_due(now).await {
             Ok(n) if n > 0 => {

@@ -452,4 +452,9 @@ pub trait Store:
 {
     /// Cheap round trip for `/healthz`.
     async fn ping(&self) -> StoreResult<()>;
+    /// Periodic housekeeping of the database itself, called by the
+    /// background worker (SQLite: WAL checkpoints off the request path).
+    async fn maintain(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
