@@ -150,6 +150,34 @@ impl SqliteStore {
         f(&guard)
     }
 
+    /// Runs a read that may scan (listings, counts) on a read-only
+    /// connection on a blocking thread: it must hold neither the writer,
+    /// whose every holder delays polls, nor an async worker.
+    async fn with_scan<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.with(move |c| f(c)).await;
+        }
+        let readers = self.readers.clone();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let n = readers.len();
+            let idle = (0..n).find_map(|i| readers[(start + i) % n].try_lock().ok());
+            let guard = match idle {
+                Some(g) => g,
+                None => readers[start % n]
+                    .lock()
+                    .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?,
+            };
+            f(&guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("storage task failed: {e}")))?
+    }
+
     /// Runs a short single-row write on the writer, on the calling thread
     /// (see [`SqliteStore::with_read`] for why). Bulk statements and
     /// anything that may scan keep using [`SqliteStore::with`].
@@ -351,7 +379,7 @@ impl ClientStore for SqliteStore {
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
-        self.with(|db| {
+        self.with_scan(|db| {
             let mut st = db
                 .prepare(&format!(
                     "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"
@@ -474,7 +502,7 @@ impl DeferralStore for SqliteStore {
         now: i64,
     ) -> StoreResult<Vec<DeferralRecord>> {
         let f = f.clone();
-        self.with(move |db| {
+        self.with_scan(move |db| {
             // The effective state (DeferralRecord::effective_state) in SQL,
             // so that filtering by `pending` does not list expired rows.
             let eff = "CASE WHEN state IN ('pending','approved') AND expires_at <= ?1 THEN 'expired' ELSE state END";
@@ -705,7 +733,7 @@ impl DeferralStore for SqliteStore {
     }
 
     async fn count_pending_by_client(&self, now: i64) -> StoreResult<Vec<(String, u64)>> {
-        self.with(move |db| {
+        self.with_scan(move |db| {
             let mut st = db
                 .prepare_cached(
                     "SELECT client_id, COUNT(*) FROM deferrals \
