@@ -384,6 +384,7 @@ mod tests {
             scope: "read write".into(),
             redirect_uris: vec!["https://app.example/cb".into()],
             jwks: None,
+            jwks_uri: None,
             notification_endpoint: None,
             enabled: true,
             admin_disabled: false,

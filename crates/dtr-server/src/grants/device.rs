@@ -383,19 +383,10 @@ async fn collect(
         scope: &scope,
         authorization_details: None,
     });
-    // DTR-2: a request that must be decided first is refused without the
-    // opt-in; the approval stays, so the client may ask again with it.
-    if action.defers() && !opt_in.completion_mode.deferred {
-        return Err(OAuthError::with_description(
-            ErrorCode::AccessDenied,
-            "this request needs a decision that cannot be made now; retry with completion_mode=deferred",
-        ));
-    }
-    if action.defers() && dpop_jkt.is_none() && crate::deferrals::binding_required(state, client) {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidDpopProof,
-            "a DPoP proof is required for this request to be deferred",
-        ));
+    // Checked before the device code is spent: the approval stays, so the
+    // client may ask again with the opt-in or a proof.
+    if action.defers() {
+        crate::deferrals::may_defer(state, client, &opt_in, dpop_jkt.is_some())?;
     }
     let now = state.clock.now_ms();
     let consent = state
@@ -494,6 +485,7 @@ mod tests {
             scope: "read write".into(),
             redirect_uris: vec![],
             jwks: None,
+            jwks_uri: None,
             notification_endpoint: None,
             enabled: true,
             admin_disabled: false,
