@@ -75,6 +75,31 @@ pub fn binding_required(state: &AppState, client: &crate::store::ClientRecord) -
         || state.config.dpop.require_for_deferral
 }
 
+/// The gates every grant passes before its request may be deferred: the
+/// client's opt-in (DTR-2: never defer without it, and never issue what
+/// policy says must be decided first, so the request is refused) and a
+/// DPoP proof for clients that must bind (DTR-14).
+pub fn may_defer(
+    state: &AppState,
+    client: &crate::store::ClientRecord,
+    opt_in: &DeferralOptIn,
+    has_proof: bool,
+) -> Result<(), OAuthError> {
+    if !opt_in.completion_mode.deferred {
+        return Err(OAuthError::with_description(
+            ErrorCode::AccessDenied,
+            "this request needs a decision that cannot be made now; retry with completion_mode=deferred",
+        ));
+    }
+    if !has_proof && binding_required(state, client) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidDpopProof,
+            "a DPoP proof is required for this request to be deferred",
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a deferral and builds the deferred response (DTR-8, DTR-11).
 pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredResponse, OAuthError> {
     create_with_context(state, r, None).await

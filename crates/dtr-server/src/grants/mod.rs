@@ -237,18 +237,12 @@ pub async fn decide(state: &AppState, r: UserGrantRequest<'_>) -> Result<Respons
             let token = issue(state, &grant, &r.context).await?;
             Ok(json_no_store(StatusCode::OK, &token))
         }
-        Action::Deny => Err(OAuthError::with_description(ErrorCode::AccessDenied, "request denied by policy")),
-        // DTR-2: never defer without the opt-in, never issue unreviewed.
-        _ if !r.opt_in.completion_mode.deferred => Err(OAuthError::with_description(
+        Action::Deny => Err(OAuthError::with_description(
             ErrorCode::AccessDenied,
-            "this request needs a decision that cannot be made now; retry with completion_mode=deferred",
-        )),
-        // DTR-14: a public client is deferred only with a DPoP proof.
-        _ if r.dpop_jkt.is_none() && deferrals::binding_required(state, r.client) => Err(OAuthError::with_description(
-            ErrorCode::InvalidDpopProof,
-            "a DPoP proof is required for this request to be deferred",
+            "request denied by policy",
         )),
         _ => {
+            deferrals::may_defer(state, r.client, &r.opt_in, r.dpop_jkt.is_some())?;
             let context = serde_json::to_value(&r.context).map_err(internal)?;
             let deferred = deferrals::create_with_context(
                 state,

@@ -272,18 +272,12 @@ pub async fn exchange(
             let token = tokens::issue_extended(state, &grant, &ctx.extras()).await?;
             Ok(json_no_store(StatusCode::OK, &token))
         }
-        Action::Deny => Err(OAuthError::with_description(ErrorCode::AccessDenied, "request denied by policy")),
-        // DTR-2: never defer without the opt-in, never issue unreviewed.
-        _ if !opt_in.completion_mode.deferred => Err(OAuthError::with_description(
+        Action::Deny => Err(OAuthError::with_description(
             ErrorCode::AccessDenied,
-            "this request needs a decision that cannot be made now; retry with completion_mode=deferred",
-        )),
-        // DTR-14.
-        _ if dpop_jkt.is_none() && deferrals::binding_required(state, client) => Err(OAuthError::with_description(
-            ErrorCode::InvalidDpopProof,
-            "a DPoP proof is required for this request to be deferred",
+            "request denied by policy",
         )),
         _ => {
+            deferrals::may_defer(state, client, &opt_in, dpop_jkt.is_some())?;
             let deferred = deferrals::create_with_context(
                 state,
                 DeferRequest {
