@@ -359,17 +359,10 @@ pub async fn poll(args: PollArgs) -> u8 {
     let Some(code) = deferral_code(args.code, args.deferral_code) else {
         return USAGE;
     };
-    let auth = match client_auth(&args.conn) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let client = match discover(&args.conn, auth).await {
+    let client = match client_for_code(&args.conn, args.dpop_jkt.as_deref()).await {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = client.check_binding(args.dpop_jkt.as_deref()) {
-        return report_error(&e, &args.conn.issuer);
-    }
     if args.once {
         return match client.poll_once(&code).await {
             Ok(TokenResult::Token(t)) => print_token(&t),
@@ -493,17 +486,10 @@ pub async fn cancel(args: CancelArgs) -> u8 {
     let Some(code) = deferral_code(args.code, args.deferral_code) else {
         return USAGE;
     };
-    let auth = match client_auth(&args.conn) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let client = match discover(&args.conn, auth).await {
+    let client = match client_for_code(&args.conn, args.dpop_jkt.as_deref()).await {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = client.check_binding(args.dpop_jkt.as_deref()) {
-        return report_error(&e, &args.conn.issuer);
-    }
     match client.cancel(&code).await {
         Ok(()) => {
             // RFC 7009 section 2.2 (DTR-33): the server answers 200 for
@@ -763,6 +749,17 @@ fn deferral_code(positional: Option<String>, flag: Option<String>) -> Option<Def
             None
         }
     }
+}
+
+/// The client for `poll` or `cancel` of a bare code: authentication,
+/// discovery, and the local refusal to use a DPoP-bound code without its
+/// key (DTR-13), before anything is sent.
+async fn client_for_code(conn: &ConnectionArgs, dpop_jkt: Option<&str>) -> Result<Client, u8> {
+    let client = discover(conn, client_auth(conn)?).await?;
+    client
+        .check_binding(dpop_jkt)
+        .map_err(|e| report_error(&e, &conn.issuer))?;
+    Ok(client)
 }
 
 async fn discover(conn: &ConnectionArgs, auth: ClientAuth) -> Result<Client, u8> {
