@@ -219,18 +219,7 @@ pub async fn poll(
         check_binding(&rec, proof_jkt)?;
         let decision = decide_poll(&rec.poll_view(), now);
         if !client_active && !matches!(decision, PollDecision::Answer(_)) {
-            if state
-                .store
-                .deny(&rec.id, "client disabled", true, now)
-                .await
-                .map_err(crate::http::error::internal)?
-            {
-                info!(deferral = %rec.id, "deferral denied: client disabled");
-                state
-                    .metrics
-                    .deferral_resolved(Resolution::Denied, rec.created_at, now);
-            }
-            return Err(PollAnswer::Denied.to_error());
+            return Err(deny_lapsed(state, &rec, "client disabled", now).await?);
         }
         match decision {
             PollDecision::Answer(a) => return Err(a.to_error()),
@@ -265,6 +254,30 @@ pub async fn poll(
     ))
 }
 
+/// Denies a deferral whose preconditions lapsed before it was collected
+/// (DTR-23: client disabled, user, consent, session or subject token gone)
+/// and returns the poll's answer, `access_denied`. Only the request whose
+/// conditional update applied logs and counts the resolution.
+async fn deny_lapsed(
+    state: &AppState,
+    rec: &DeferralRecord,
+    reason: &str,
+    now: i64,
+) -> Result<OAuthError, OAuthError> {
+    if state
+        .store
+        .deny(&rec.id, reason, true, now)
+        .await
+        .map_err(crate::http::error::internal)?
+    {
+        info!(deferral = %rec.id, reason, "deferral denied: a precondition lapsed before redemption");
+        state
+            .metrics
+            .deferral_resolved(Resolution::Denied, rec.created_at, now);
+    }
+    Ok(PollAnswer::Denied.to_error())
+}
+
 /// Redeems an approved deferral: re-checks consent (DTR-23), then passes
 /// the exactly-once gate (DTR-21). `None` when another request won.
 async fn redeem(
@@ -280,18 +293,7 @@ async fn redeem(
         .await
         .map_err(crate::http::error::internal)?;
     if !client.is_some_and(|c| c.is_active()) {
-        if state
-            .store
-            .deny(&rec.id, "client disabled", true, now)
-            .await
-            .map_err(crate::http::error::internal)?
-        {
-            info!(deferral = %rec.id, "deferral denied: client disabled before redemption");
-            state
-                .metrics
-                .deferral_resolved(Resolution::Denied, rec.created_at, now);
-        }
-        return Err(PollAnswer::Denied.to_error());
+        return Err(deny_lapsed(state, rec, "client disabled", now).await?);
     }
     // DTR-23 for user grants: the user, their consent, the login session
     // and the token family must all still hold; otherwise the deferral is
@@ -299,18 +301,7 @@ async fn redeem(
     let user_grant = crate::grants::GrantContext::from_stored(rec.grant_context.as_ref());
     if let Some(ctx) = &user_grant {
         if let Some(reason) = ctx.stale_reason(state, now).await? {
-            if state
-                .store
-                .deny(&rec.id, reason, true, now)
-                .await
-                .map_err(crate::http::error::internal)?
-            {
-                info!(deferral = %rec.id, reason, "deferral denied before redemption");
-                state
-                    .metrics
-                    .deferral_resolved(Resolution::Denied, rec.created_at, now);
-            }
-            return Err(PollAnswer::Denied.to_error());
+            return Err(deny_lapsed(state, rec, reason, now).await?);
         }
     }
     // DTR-23 for token exchange: the subject and actor tokens must still
@@ -318,20 +309,7 @@ async fn redeem(
     let exchange = if rec.grant_type == dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE {
         match crate::grants::token_exchange::recheck(state, rec.grant_context.as_ref()).await {
             Ok(extras) => Some(extras),
-            Err(reason) => {
-                if state
-                    .store
-                    .deny(&rec.id, reason, true, now)
-                    .await
-                    .map_err(crate::http::error::internal)?
-                {
-                    info!(deferral = %rec.id, reason, "deferral denied before redemption");
-                    state
-                        .metrics
-                        .deferral_resolved(Resolution::Denied, rec.created_at, now);
-                }
-                return Err(PollAnswer::Denied.to_error());
-            }
+            Err(reason) => return Err(deny_lapsed(state, rec, reason, now).await?),
         }
     } else {
         None
