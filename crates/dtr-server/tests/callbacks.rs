@@ -2,6 +2,9 @@
 //! and a real receiver on loopback (`dev_mode`), driven by the client crate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/server.rs"]
+mod server;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,13 +13,10 @@ use dtr_client::{
     AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, NotificationToken,
     TokenResult,
 };
-use dtr_server::clock::SystemClock;
 use dtr_server::config::{ConfigFile, Overrides};
-use dtr_server::AppState;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 #[derive(Clone, Debug)]
 struct Received {
@@ -86,7 +86,7 @@ async fn start_receiver() -> (Receiver, String) {
 
 struct Server {
     issuer: String,
-    _stop: oneshot::Sender<()>,
+    _server: server::Running,
 }
 
 async fn start_server(endpoint: &str, extra: &str) -> Server {
@@ -120,26 +120,11 @@ action = "review"
 "#
     );
     let dir = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", dir.keep().join("dtr.db").display())),
-        issuer: None,
-    };
-    let config = ConfigFile::parse(&config)
-        .unwrap()
-        .validate(&overrides)
-        .unwrap();
-    let store = dtr_server::open_store(&config.database).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::build(config, issuer.clone(), store, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(dtr_server::serve(listener, state, async {
-        let _ = rx.await;
-    }));
-    Server { issuer, _stop: tx }
+    let running = server::start(&config, &dir.keep().join("dtr.db")).await;
+    Server {
+        issuer: running.issuer.clone(),
+        _server: running,
+    }
 }
 
 async fn client(issuer: &str) -> Client {

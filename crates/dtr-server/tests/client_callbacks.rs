@@ -5,18 +5,17 @@
 //! No assertion depends on timing: the poller's polls are counted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/server.rs"]
+mod server;
+
 use dtr_client::{
     AdminClient, CallbackReceiver, Client, ClientAuth, ClientCredentialsRequest, ClientSecret,
     Clock, NotificationToken, PollOutcome, Poller, TokenResult, CALLBACK_PATH,
 };
-use dtr_server::clock::SystemClock as ServerClock;
-use dtr_server::config::{ConfigFile, Overrides};
-use dtr_server::AppState;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// Wall-clock time whose sleeps never end: the poller's schedule alone
 /// never leads to a poll, only a wake-up does.
@@ -33,7 +32,7 @@ impl Clock for NeverSleeps {
 
 struct Server {
     issuer: String,
-    _stop: oneshot::Sender<()>,
+    _server: server::Running,
     _dir: tempfile::TempDir,
 }
 
@@ -60,28 +59,10 @@ action = "review"
 "#
     );
     let dir = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", dir.path().join("dtr.db").display())),
-        issuer: None,
-    };
-    let config = ConfigFile::parse(&config)
-        .unwrap()
-        .validate(&overrides)
-        .unwrap();
-    let store = dtr_server::open_store(&config.database).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::build(config, issuer.clone(), store, Arc::new(ServerClock))
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(dtr_server::serve(listener, state, async {
-        let _ = rx.await;
-    }));
+    let running = server::start(&config, &dir.path().join("dtr.db")).await;
     Server {
-        issuer,
-        _stop: tx,
+        issuer: running.issuer.clone(),
+        _server: running,
         _dir: dir,
     }
 }

@@ -7,16 +7,16 @@
 //! revocation endpoints.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/server.rs"]
+mod server;
+
+use server::Running;
+
 use dtr_client::{
     AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, DpopKey, Error,
     ErrorCode, Es256Key, PollOutcome, Poller, SystemClock, TokenResult,
 };
-use dtr_server::clock::SystemClock as ServerClock;
-use dtr_server::config::{ConfigFile, Overrides};
-use dtr_server::AppState;
 use std::path::Path;
-use std::sync::Arc;
-use tokio::sync::oneshot;
 
 const ADMIN_TOKEN: &str = "client-dpop-admin-token";
 
@@ -39,47 +39,8 @@ action = "approve_after"
 approve_after_seconds = 1
 "#;
 
-struct Running {
-    issuer: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-/// A real server on a free port, as in `e2e.rs`, with the given config.
 async fn start(db: &Path, config: &str) -> Running {
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", db.display())),
-        issuer: None,
-    };
-    let config = ConfigFile::parse(config)
-        .unwrap()
-        .validate(&overrides)
-        .unwrap();
-    let store = dtr_server::open_store(&config.database).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::build(config, issuer.clone(), store, Arc::new(ServerClock))
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(dtr_server::serve(listener, state, async {
-        let _ = rx.await;
-    }));
-    Running {
-        issuer,
-        stop: Some(tx),
-        task,
-    }
+    server::start(config, db).await
 }
 
 fn basic() -> ClientAuth {

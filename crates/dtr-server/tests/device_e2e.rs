@@ -6,17 +6,17 @@
 //! runs on a manual clock so expiry needs no sleeping.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/server.rs"]
+mod server;
+
 use dtr_client::{
     AdminClient, Client, ClientAuth, ClientSecret, DeviceAuthorizationRequest, ErrorCode,
     TokenResult,
 };
 use dtr_server::clock::ManualClock;
-use dtr_server::config::{ConfigFile, Overrides};
-use dtr_server::AppState;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -60,16 +60,12 @@ action = "review"
 struct Running {
     issuer: String,
     clock: Arc<ManualClock>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: server::Running,
 }
 
 impl Running {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 
     async fn client(&self, id: &str, secret: &str) -> Client {
@@ -86,31 +82,12 @@ impl Running {
 }
 
 async fn start(db: &Path) -> Running {
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", db.display())),
-        issuer: None,
-    };
-    let config = ConfigFile::parse(CONFIG)
-        .unwrap()
-        .validate(&overrides)
-        .unwrap();
-    let store = dtr_server::open_store(&config.database).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
     let clock = Arc::new(ManualClock::new());
-    let state = AppState::build(config, issuer.clone(), store, clock.clone())
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(dtr_server::serve(listener, state, async {
-        let _ = rx.await;
-    }));
+    let server = server::start_with_clock(CONFIG, db, clock.clone()).await;
     Running {
-        issuer,
+        issuer: server.issuer.clone(),
         clock,
-        stop: Some(tx),
-        task,
+        server,
     }
 }
 

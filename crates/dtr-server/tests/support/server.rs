@@ -1,0 +1,72 @@
+//! A real server on a free loopback port for end-to-end tests: the
+//! configuration as TOML text, SQLite in the given file, the whole HTTP
+//! stack and the background tasks. `stop()` drains it like SIGTERM; a
+//! dropped handle stops it too.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use dtr_server::clock::{Clock, SystemClock};
+use dtr_server::config::{ConfigFile, Overrides};
+use dtr_server::AppState;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A running server.
+pub struct Running {
+    pub issuer: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts a server with `config` on the system clock.
+pub async fn start(config: &str, db: &Path) -> Running {
+    start_with_clock(config, db, Arc::new(SystemClock)).await
+}
+
+/// Starts a server with `config` on `clock`.
+pub async fn start_with_clock(config: &str, db: &Path, clock: Arc<dyn Clock>) -> Running {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        database: Some(format!("sqlite://{}", db.display())),
+        issuer: None,
+    };
+    let config = ConfigFile::parse(config)
+        .unwrap()
+        .validate(&overrides)
+        .unwrap();
+    let store = dtr_server::open_store(&config.database).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::build(config, issuer.clone(), store, clock)
+        .await
+        .unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(dtr_server::serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    Running {
+        issuer,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
