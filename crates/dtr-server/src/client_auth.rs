@@ -264,7 +264,9 @@ fn url_decode(s: &str) -> Option<String> {
 /// store directly.
 pub struct ClientRegistry {
     clients: RwLock<HashMap<String, (Arc<ClientRecord>, Instant)>>,
-    verified: RwLock<HashMap<String, [u8; 32]>>,
+    /// SHA-256 of the secret last verified per client: Argon2 runs once
+    /// per client and secret, not once per request.
+    verified: Arc<RwLock<HashMap<String, [u8; 32]>>>,
 }
 
 /// How long a cached client is trusted before it is read again: a client
@@ -282,7 +284,7 @@ impl ClientRegistry {
                     .map(|c| (c.client_id.clone(), (Arc::new(c), Instant::now())))
                     .collect(),
             ),
-            verified: RwLock::new(HashMap::new()),
+            verified: Arc::new(RwLock::new(HashMap::new())),
         })
     }
 
@@ -380,15 +382,28 @@ impl ClientRegistry {
             // that chose the other. `none` and private_key_jwt stay exact.
             (Some(secret), Some(c)) if registered.is_some_and(|r| same_kind(r, method)) => {
                 let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-                let cached = self
-                    .verified
-                    .read()
-                    .ok()
-                    .and_then(|m| m.get(client_id).copied());
-                if cached.is_some_and(|d| ct_eq(&d, &digest)) {
+                let verified = self.verified.clone();
+                let id = client_id.clone();
+                let already = move || {
+                    verified
+                        .read()
+                        .ok()
+                        .and_then(|m| m.get(&id).copied())
+                        .is_some_and(|d| ct_eq(&d, &digest))
+                };
+                if already() {
                     return Ok(c);
                 }
-                if crate::password::verify_async(secret.clone(), c.secret_hash.clone()).await {
+                // Asked again when the hash's turn comes: concurrent first
+                // requests of one client then cost one Argon2 run.
+                let again = already.clone();
+                if crate::password::verify_async_unless(
+                    secret.clone(),
+                    c.secret_hash.clone(),
+                    again,
+                )
+                .await
+                {
                     if let Ok(mut m) = self.verified.write() {
                         m.insert(client_id.clone(), digest);
                     }
