@@ -374,6 +374,8 @@ async fn record_pending_poll(
         polled_at: now,
         slow_down_count: rec.slow_down_count + u32::from(too_fast && !block),
         block,
+        interval_ms: rec.interval_ms,
+        expires_at: rec.expires_at,
     };
     if !state
         .store

@@ -41,10 +41,10 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         rounds += 1;
-        if let Err(e) = state.store.maintain().await {
+        let now = state.clock.now_ms();
+        if let Err(e) = state.store.maintain(now).await {
             tracing::warn!(error = %e, "database maintenance failed");
         }
-        let now = state.clock.now_ms();
         match state.store.approve_due(now).await {
             Ok(n) if n > 0 => {
                 tracing::info!(count = n, "deferrals approved by policy (approve_after)");

@@ -83,6 +83,8 @@ fn poll(rec: &DeferralRecord, at: i64, slow_downs: u32, block: bool) -> PollUpda
         polled_at: at,
         slow_down_count: slow_downs,
         block,
+        interval_ms: rec.interval_ms,
+        expires_at: rec.expires_at,
     }
 }
 
@@ -284,11 +286,21 @@ mod suite {
         assert!(r3.polling_blocked);
         assert_eq!(r3.state, DeferralState::Denied);
         assert_eq!(r3.resolved_at, Some(T0 + 3));
-        // No poll is recorded once the deferral left `pending`, nor after expiry.
+        // Once the deferral left `pending`, a `slow_down` is not recorded,
+        // and no poll changes it (a plain poll may be remembered in memory
+        // by a one-node store: see `DeferralStore::record_poll`).
         assert!(!s
-            .record_poll(&poll(&r3, T0 + 4, 1, false), T0 + 4)
+            .record_poll(&poll(&r3, T0 + 4, 2, false), T0 + 4)
             .await
             .unwrap());
+        let _ = s
+            .record_poll(&poll(&r3, T0 + 4, 1, false), T0 + 4)
+            .await
+            .unwrap();
+        let r4 = s.deferral_by_id("p").await.unwrap().unwrap();
+        assert_eq!((r4.state, r4.slow_down_count), (DeferralState::Denied, 1));
+        assert!(r4.polling_blocked);
+        // Nor after expiry.
         let late = insert(&s, "late").await;
         assert!(!s
             .record_poll(&poll(&late, T0 + LIFE, 0, false), T0 + LIFE)

@@ -224,6 +224,19 @@ pub struct PollUpdate {
     pub slow_down_count: u32,
     /// Escalate: block polling and deny (DTR-19).
     pub block: bool,
+    /// The deferral's interval (ms), as read: how long this poll matters
+    /// for pacing.
+    pub interval_ms: i64,
+    /// The deferral's expiry (ms), as read: no poll is recorded after it.
+    pub expires_at: i64,
+}
+
+impl PollUpdate {
+    /// A poll that changes neither the `slow_down` count nor the state:
+    /// only its time is recorded.
+    pub fn is_plain(&self) -> bool {
+        !self.block && self.slow_down_count == self.expected_slow_down_count
+    }
 }
 
 /// Filter of the admin listing.
@@ -286,7 +299,15 @@ pub trait DeferralStore: Send + Sync {
         f: &DeferralFilter,
         now: i64,
     ) -> StoreResult<Vec<DeferralRecord>>;
-    /// Records a poll (compare-and-set); `false` when the row moved on.
+    /// Records a poll (compare-and-set on the last poll and the
+    /// `slow_down` count as read); `false` when another poll came in
+    /// between, when the deferral expired, or when a `slow_down` or an
+    /// escalation finds the deferral no longer pending. A store serving
+    /// one node may keep a plain poll ([`PollUpdate::is_plain`]) in
+    /// memory without looking at the row (SQLite does): it then answers
+    /// `true` even if the deferral was just decided, which only means
+    /// that poll was answered as pending, as it would have been a
+    /// moment earlier.
     async fn record_poll(&self, u: &PollUpdate, now: i64) -> StoreResult<bool>;
     /// `pending → approved` unless expired; `granted_scope` is the final scope.
     async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool>;
@@ -452,9 +473,10 @@ pub trait Store:
 {
     /// Cheap round trip for `/healthz`.
     async fn ping(&self) -> StoreResult<()>;
-    /// Periodic housekeeping of the database itself, called by the
-    /// background worker (SQLite: WAL checkpoints off the request path).
-    async fn maintain(&self) -> StoreResult<()> {
+    /// Periodic housekeeping of the store itself at time `now` (ms),
+    /// called by the background worker (SQLite: WAL checkpoints off the
+    /// request path, and forgetting polls older than their interval).
+    async fn maintain(&self, _now: i64) -> StoreResult<()> {
         Ok(())
     }
 }

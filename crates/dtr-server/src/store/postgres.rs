@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_accounts.sql"),
     include_str!("../../migrations/postgres/0006_device.sql"),
     include_str!("../../migrations/postgres/0007_jwks_uri.sql"),
+    include_str!("../../migrations/postgres/0008_pending_by_client.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes
