@@ -2,55 +2,21 @@
 // opaque access tokens (the default format), one confidential client
 // allowed client credentials and the device grant (RFC 8628).
 //
-// The adapter is a plain Map rather than the library's quick-start one,
-// which is an LRU of 1,000 entries: the tokens of row 1 would evict the
-// seeded device codes and turn row 2 into invalid_grant answers.
+// The adapter is interop/oidc-provider/map-adapter.js (a plain Map: the
+// library's quick-start adapter is an LRU that would evict the seeded
+// device codes).
 //
 // Environment: PORT (required), SEED_DEVICE_CODES (number of pending device
 // codes to create at start), SEED_FILE (where their device_code values are
 // written, one a line). Prints "ready" on stdout once listening and seeded.
 import Provider from 'oidc-provider';
+import { MapAdapter } from '../../interop/oidc-provider/map-adapter.js';
 import { writeFileSync } from 'node:fs';
 
 const port = Number(process.env.PORT);
 const seed = Number(process.env.SEED_DEVICE_CODES || 0);
 const issuer = `http://127.0.0.1:${port}`;
 const CLIENT = { id: 'bench', secret: 'bench-secret-0123456789' };
-
-// The oidc-provider adapter interface over Maps; expiry checked on read.
-const store = new Map();
-const userCodes = new Map();
-const nowS = () => Math.floor(Date.now() / 1000);
-class MapAdapter {
-  constructor(model) { this.model = model; }
-  key(id) { return `${this.model}:${id}`; }
-  async upsert(id, payload, expiresIn) {
-    store.set(this.key(id), { payload, exp: expiresIn ? nowS() + expiresIn : Infinity });
-    if (payload.userCode) userCodes.set(payload.userCode, id);
-  }
-  async find(id) {
-    const e = store.get(this.key(id));
-    if (!e) return undefined;
-    if (e.exp <= nowS()) { store.delete(this.key(id)); return undefined; }
-    return e.payload;
-  }
-  async findByUserCode(userCode) {
-    const id = userCodes.get(userCode);
-    return id ? this.find(id) : undefined;
-  }
-  async findByUid(uid) {
-    for (const [k, e] of store) if (k.startsWith(`${this.model}:`) && e.payload.uid === uid) return e.payload;
-    return undefined;
-  }
-  async consume(id) {
-    const e = store.get(this.key(id));
-    if (e) e.payload.consumed = nowS();
-  }
-  async destroy(id) { store.delete(this.key(id)); }
-  async revokeByGrantId(grantId) {
-    for (const [k, e] of store) if (e.payload.grantId === grantId) store.delete(k);
-  }
-}
 
 const provider = new Provider(issuer, {
   adapter: MapAdapter,

@@ -10,45 +10,11 @@
 //
 // Environment: PORT (required). Prints "ready" on stdout once listening.
 import Provider from 'oidc-provider';
+import { MapAdapter, nowS } from './map-adapter.js';
 
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
 const ACCOUNT = 'interop-user';
-
-// The oidc-provider adapter interface over one Map; expiry checked on read.
-const store = new Map();
-const userCodes = new Map();
-const nowS = () => Math.floor(Date.now() / 1000);
-class MapAdapter {
-  constructor(model) { this.model = model; }
-  key(id) { return `${this.model}:${id}`; }
-  async upsert(id, payload, expiresIn) {
-    store.set(this.key(id), { payload, exp: expiresIn ? nowS() + expiresIn : Infinity });
-    if (payload.userCode) userCodes.set(payload.userCode, id);
-  }
-  async find(id) {
-    const e = store.get(this.key(id));
-    if (!e) return undefined;
-    if (e.exp <= nowS()) { store.delete(this.key(id)); return undefined; }
-    return e.payload;
-  }
-  async findByUserCode(userCode) {
-    const id = userCodes.get(userCode);
-    return id ? this.find(id) : undefined;
-  }
-  async findByUid(uid) {
-    for (const [k, e] of store) if (k.startsWith(`${this.model}:`) && e.payload.uid === uid) return e.payload;
-    return undefined;
-  }
-  async consume(id) {
-    const e = store.get(this.key(id));
-    if (e) e.payload.consumed = nowS();
-  }
-  async destroy(id) { store.delete(this.key(id)); }
-  async revokeByGrantId(grantId) {
-    for (const [k, e] of store) if (e.payload.grantId === grantId) store.delete(k);
-  }
-}
 
 const provider = new Provider(issuer, {
   adapter: MapAdapter,
