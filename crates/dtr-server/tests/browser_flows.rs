@@ -11,16 +11,14 @@ use base64::Engine;
 use dtr_client::{
     AdminClient, Client, ClientAuth, ClientSecret, Deferral, ErrorCode, TokenResponse, TokenResult,
 };
-use dtr_server::clock::SystemClock as ServerClock;
-use dtr_server::config::{ConfigFile, Overrides};
-use dtr_server::AppState;
 use rand::RngCore;
 use reqwest::{header, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use tokio::sync::oneshot;
 use url::Url;
+
+#[path = "support/server.rs"]
+mod server;
 
 const ADMIN_TOKEN: &str = "browser-flows-admin-token";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/cb";
@@ -51,19 +49,16 @@ scope_any = ["profile"]
 action = "interaction"
 "#;
 
+/// A real server (`support/server.rs`) with its database directory.
 struct Running {
     issuer: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: server::Running,
     _dir: tempfile::TempDir,
 }
 
 impl Running {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 
     fn origin(&self) -> String {
@@ -88,29 +83,10 @@ impl Running {
 
 async fn start(config: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", dir.path().join("dtr.db").display())),
-        issuer: None,
-    };
-    let config = ConfigFile::parse(config)
-        .unwrap()
-        .validate(&overrides)
-        .unwrap();
-    let store = dtr_server::open_store(&config.database).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::build(config, issuer.clone(), store, Arc::new(ServerClock))
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(dtr_server::serve(listener, state, async {
-        let _ = rx.await;
-    }));
+    let server = server::start(config, &dir.path().join("dtr.db")).await;
     Running {
-        issuer,
-        stop: Some(tx),
-        task,
+        issuer: server.issuer.clone(),
+        server,
         _dir: dir,
     }
 }
