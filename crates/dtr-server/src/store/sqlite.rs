@@ -18,9 +18,12 @@ use std::sync::{Arc, Mutex};
 mod accounts;
 /// Device codes of RFC 8628.
 mod device;
+/// Inserts of concurrent requests committed together.
+mod group_commit;
 /// The last poll of each pending deferral, in memory.
 mod poll_ledger;
 
+use group_commit::GroupCommit;
 use poll_ledger::PollLedger;
 
 /// Migrations in order; applied ones never change (migrations/README.md).
@@ -47,6 +50,8 @@ pub struct SqliteStore {
     checkpointer: Option<Arc<Mutex<Connection>>>,
     /// When pending deferrals were last polled (see `poll_ledger`).
     polls: Arc<PollLedger>,
+    /// Hot inserts waiting to share a commit (see `group_commit`).
+    inserts: Arc<GroupCommit>,
 }
 
 /// Approves the deferrals whose `approve_after` time has come (run by the
@@ -146,6 +151,7 @@ impl SqliteStore {
             next_reader: Arc::new(AtomicUsize::new(0)),
             checkpointer: None,
             polls: Arc::default(),
+            inserts: Arc::default(),
         })
     }
 
@@ -459,37 +465,36 @@ impl DeferralStore for SqliteStore {
         let d = d.clone();
         let ad = d.authorization_details.as_ref().map(to_json).transpose()?;
         let ctx = d.grant_context.as_ref().map(to_json).transpose()?;
-        self.with_hot(move |db| {
-            db.execute(
+        let insert = move |db: &Connection| {
+            db.prepare_cached(
                 "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
                  state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
                  notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                params![
-                    d.id,
-                    d.code_hash,
-                    d.client_id,
-                    d.grant_type,
-                    d.scope,
-                    ad,
-                    d.subject,
-                    d.interaction_handle,
-                    d.created_at,
-                    d.expires_at,
-                    d.interval_ms,
-                    d.auto_approve_at,
-                    d.notification_token_hash,
-                    d.dpop_jkt,
-                    d.code_sealed,
-                    d.notification_token_sealed,
-                    d.callback_not_before,
-                    ctx
-                ],
-            )
-            .map_err(db_err)?;
-            Ok(())
-        })
-        .await
+            )?
+            .execute(params![
+                d.id,
+                d.code_hash,
+                d.client_id,
+                d.grant_type,
+                d.scope,
+                ad,
+                d.subject,
+                d.interaction_handle,
+                d.created_at,
+                d.expires_at,
+                d.interval_ms,
+                d.auto_approve_at,
+                d.notification_token_hash,
+                d.dpop_jkt,
+                d.code_sealed,
+                d.notification_token_sealed,
+                d.callback_not_before,
+                ctx
+            ])
+            .map(|_| ())
+        };
+        self.inserts.insert(&self.conn, Box::new(insert)).await
     }
 
     async fn deferral_by_code(&self, code_hash: &str) -> StoreResult<Option<DeferralRecord>> {
@@ -799,15 +804,14 @@ impl DeferralStore for SqliteStore {
 impl TokenStore for SqliteStore {
     async fn record_token(&self, t: &IssuedToken) -> StoreResult<()> {
         let t = t.clone();
-        self.with_hot(move |db| {
+        let insert = move |db: &Connection| {
             db.prepare_cached(
                 "INSERT INTO access_tokens (jti, client_id, issued_at, expires_at, deferral_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut st| st.execute(params![t.jti, t.client_id, t.issued_at, t.expires_at, t.deferral_id]))
-            .map_err(db_err)?;
-            Ok(())
-        })
-        .await
+            )?
+            .execute(params![t.jti, t.client_id, t.issued_at, t.expires_at, t.deferral_id])
+            .map(|_| ())
+        };
+        self.inserts.insert(&self.conn, Box::new(insert)).await
     }
 
     async fn revoke_token(&self, jti: &str, client_id: &str, now: i64) -> StoreResult<bool> {
