@@ -18,11 +18,20 @@ pub const DEFERRAL_CODE_BYTES: usize = 20;
 /// only refuse values too short to hold it.
 pub const MIN_NOTIFICATION_TOKEN_LEN: usize = 22;
 
-/// `n` random bytes from the OS CSPRNG, base64url without padding.
+/// `n` random bytes from the OS CSPRNG, base64url without padding, never
+/// beginning with `-`: one value in 64 would otherwise, and a code pasted
+/// on a command line (`dtr poll CODE`) would be taken for an option. The
+/// first character is drawn from 63 values instead of 64, a loss of 0.02
+/// bits.
 pub fn random_token(n: usize) -> String {
     let mut buf = vec![0u8; n];
-    OsRng.fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
+    loop {
+        OsRng.fill_bytes(&mut buf);
+        let token = URL_SAFE_NO_PAD.encode(&buf);
+        if !token.starts_with('-') {
+            return token;
+        }
+    }
 }
 
 /// SHA-256 of a secret, base64url: how deferral codes, notification tokens
@@ -138,6 +147,15 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_ne!(c, DeferralCode::generate());
+    }
+
+    #[test]
+    fn tokens_never_begin_with_a_hyphen() {
+        // One in 64 would without the redraw: 2,000 draws all passing by
+        // chance is about 2e-14.
+        for _ in 0..2000 {
+            assert!(!random_token(20).starts_with('-'));
+        }
     }
 
     #[test]
