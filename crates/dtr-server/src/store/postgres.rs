@@ -113,6 +113,14 @@ fn describe(c: &tokio_postgres::Config) -> String {
     )
 }
 
+/// Runs one prepared statement on a connection of `pool` and returns the
+/// number of rows it changed.
+async fn execute_on(pool: &Pool, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    let c = pool.get().await.map_err(pool_err)?;
+    let st = c.prepare_cached(sql).await.map_err(db_err)?;
+    c.execute(&st, params).await.map_err(db_err)
+}
+
 /// A pool of at most `size` connections to `pg`.
 fn build_pool(pg: tokio_postgres::Config, size: usize) -> StoreResult<Pool> {
     let manager = Manager::from_config(
@@ -189,9 +197,7 @@ impl PostgresStore {
 
     /// Runs one prepared statement and returns the number of rows it changed.
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
-        let c = self.client().await?;
-        let st = c.prepare_cached(sql).await.map_err(db_err)?;
-        c.execute(&st, params).await.map_err(db_err)
+        execute_on(&self.pool, sql, params).await
     }
 
     /// Runs one prepared query returning at most one row.
@@ -510,33 +516,25 @@ impl DeferralStore for PostgresStore {
             Some(p) if u.is_plain() => p,
             _ => &self.pool,
         };
-        let c = pool.get().await.map_err(pool_err)?;
-        let st = c
-            .prepare_cached(
-                "UPDATE deferrals SET last_polled_at = $2, slow_down_count = $3, polling_blocked = $4, \
-                 state = CASE WHEN $4 THEN 'denied' ELSE state END, \
-                 deny_reason = CASE WHEN $4 THEN 'polling faster than interval' ELSE deny_reason END, \
-                 resolved_at = CASE WHEN $4 THEN $2 ELSE resolved_at END \
-                 WHERE id = $1 AND state = 'pending' AND expires_at > $7 \
-                 AND last_polled_at IS NOT DISTINCT FROM $5 AND slow_down_count = $6",
-            )
-            .await
-            .map_err(db_err)?;
-        let n = c
-            .execute(
-                &st,
-                &[
-                    &u.id,
-                    &u.polled_at,
-                    &count_to_db(u.slow_down_count),
-                    &u.block,
-                    &u.expected_last_polled_at,
-                    &count_to_db(u.expected_slow_down_count),
-                    &now,
-                ],
-            )
-            .await
-            .map_err(db_err)?;
+        let n = execute_on(
+            pool,
+            "UPDATE deferrals SET last_polled_at = $2, slow_down_count = $3, polling_blocked = $4, \
+             state = CASE WHEN $4 THEN 'denied' ELSE state END, \
+             deny_reason = CASE WHEN $4 THEN 'polling faster than interval' ELSE deny_reason END, \
+             resolved_at = CASE WHEN $4 THEN $2 ELSE resolved_at END \
+             WHERE id = $1 AND state = 'pending' AND expires_at > $7 \
+             AND last_polled_at IS NOT DISTINCT FROM $5 AND slow_down_count = $6",
+            &[
+                &u.id,
+                &u.polled_at,
+                &count_to_db(u.slow_down_count),
+                &u.block,
+                &u.expected_last_polled_at,
+                &count_to_db(u.expected_slow_down_count),
+                &now,
+            ],
+        )
+        .await?;
         Ok(n == 1)
     }
 
