@@ -118,9 +118,7 @@ impl SqliteStore {
         // p99 under load. A passive checkpoint on its own connection runs
         // beside readers and the writer.
         store
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?
+            .writer()?
             .pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(db_err)?;
         let cp = Connection::open(path).map_err(db_err)?;
@@ -222,11 +220,15 @@ impl SqliteStore {
     where
         F: FnOnce(&mut Connection) -> StoreResult<T>,
     {
-        let mut guard = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?;
+        let mut guard = self.writer()?;
         f(&mut guard)
+    }
+
+    /// The writing connection, held until the guard drops.
+    fn writer(&self) -> StoreResult<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Database("connection mutex poisoned".into()))
     }
 
     /// A deferral as read, with its last poll from the ledger when that
@@ -587,11 +589,8 @@ impl DeferralStore for SqliteStore {
                 if u.is_plain() {
                     return Ok(true);
                 }
-                let db = self
-                    .conn
-                    .lock()
-                    .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?;
-                let n = db
+                let n = self
+                    .writer()?
                     .prepare_cached(
                         "UPDATE deferrals SET last_polled_at = ?2, slow_down_count = ?3, polling_blocked = ?4, \
                          state = CASE WHEN ?4 THEN 'denied' ELSE state END, \
