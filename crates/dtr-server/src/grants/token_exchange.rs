@@ -15,9 +15,9 @@
 //!   must still be valid (not revoked, not expired), else `access_denied`
 //!   (DTR-23).
 
+use super::Outcome;
 use crate::deferrals::{self, DeferRequest};
 use crate::http::error::json_no_store;
-use crate::policy::{Action, PolicyRequest};
 use crate::state::AppState;
 use crate::store::ClientRecord;
 use crate::tokens::{self, Grant, TokenExtras};
@@ -222,12 +222,6 @@ pub async fn exchange(
             "client is not allowed to use token exchange",
         ));
     }
-    if client.dpop_bound_access_tokens && dpop_jkt.is_none() {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidDpopProof,
-            "this client must send a DPoP proof",
-        ));
-    }
     let subject = validate(state, &req.subject_token, "subject_token").await?;
     check_binding(&subject, dpop_jkt.as_deref(), "subject_token")?;
     let actor = match &req.actor_token {
@@ -253,14 +247,17 @@ pub async fn exchange(
         audience: req.target(),
         issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
     };
-    let action = state.policy.evaluate(&PolicyRequest {
-        client_id: &client.client_id,
-        grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
-        scope: &scope,
-        authorization_details: subject.authorization_details.as_ref(),
-    });
-    match action {
-        Action::Allow => {
+    let outcome = super::plan(
+        state,
+        client,
+        GRANT_TYPE_TOKEN_EXCHANGE,
+        &scope,
+        subject.authorization_details.as_ref(),
+        &opt_in,
+        dpop_jkt.is_some(),
+    )?;
+    match outcome {
+        Outcome::Issue => {
             let grant = Grant {
                 client_id: client.client_id.clone(),
                 subject: subject.sub.clone(),
@@ -272,12 +269,7 @@ pub async fn exchange(
             let token = tokens::issue_extended(state, &grant, &ctx.extras()).await?;
             Ok(json_no_store(StatusCode::OK, &token))
         }
-        Action::Deny => Err(OAuthError::with_description(
-            ErrorCode::AccessDenied,
-            "request denied by policy",
-        )),
-        _ => {
-            deferrals::may_defer(state, client, &opt_in, dpop_jkt.is_some())?;
+        Outcome::Defer(action) => {
             let deferred = deferrals::create_with_context(
                 state,
                 DeferRequest {
@@ -293,10 +285,7 @@ pub async fn exchange(
                 ctx.to_grant_context(),
             )
             .await?;
-            // DTR-8: HTTP 400, JSON, no-store.
-            let mut resp = json_no_store(StatusCode::BAD_REQUEST, &deferred);
-            crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
-            Ok(resp)
+            Ok(super::deferred_response(&deferred))
         }
     }
 }
