@@ -16,7 +16,7 @@ use dtr_client::{
     AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, NotificationToken,
     TokenResult,
 };
-use dtr_server::clock::{Clock, ManualClock};
+use dtr_server::clock::ManualClock;
 use dtr_server::config::{ConfigFile, Overrides};
 use dtr_server::store::CallbackStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
