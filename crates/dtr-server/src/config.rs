@@ -761,15 +761,12 @@ impl ConfigFile {
                         .map_err(|m| err(&key("deferred_client_notification_endpoint"), m))?,
                 ),
             };
+            // The same rule as a registration's (RFC 9700 section 4.1,
+            // RFC 8252 sections 7.1 and 7.3), whatever `dev_mode` says: a
+            // dangerous redirect is dangerous in development too.
             for (j, r) in c.redirect_uris.iter().enumerate() {
-                let u = url::Url::parse(r)
+                dtr_proto::redirect_uri::check(r)
                     .map_err(|e| err(&format!("clients[{i}].redirect_uris[{j}]"), e))?;
-                if u.fragment().is_some() {
-                    return Err(err(
-                        &format!("clients[{i}].redirect_uris[{j}]"),
-                        "must not contain a fragment",
-                    ));
-                }
             }
             clients.push(StaticClient {
                 client_id: c.client_id,

@@ -157,22 +157,11 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad_redirect("must be an array of strings")),
     };
+    // One rule for configured and registered clients (RFC 9700 section
+    // 4.1, RFC 8252 sections 7.1 and 7.3): see `dtr_proto::redirect_uri`.
     for r in &redirect_uris {
-        let u = url::Url::parse(r).map_err(|e| {
-            bad_redirect(format!(
-                "'{}' is not an absolute URL: {e}",
-                dtr_proto::params::printable(r)
-            ))
-        })?;
-        if u.fragment().is_some() {
-            return Err(bad_redirect("must not contain a fragment"));
-        }
-        let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-        if u.scheme() == "http" && !loopback {
-            return Err(bad_redirect(
-                "http is allowed only for loopback redirect URIs",
-            ));
-        }
+        dtr_proto::redirect_uri::check(r)
+            .map_err(|e| bad_redirect(format!("'{}': {e}", dtr_proto::params::printable(r))))?;
     }
 
     let allowed = allowed_scope(state);
