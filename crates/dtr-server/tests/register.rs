@@ -136,7 +136,9 @@ async fn register_and_use_a_confidential_client() {
         "PUT",
         &uri,
         &rat,
-        Some(json!({"client_id": id, "scope": "read"})),
+        // RFC 7592 section 2.2: the update replaces every member, so the
+        // grant types are restated (omitted would mean authorization_code).
+        Some(json!({"client_id": id, "grant_types": ["client_credentials"], "scope": "read"})),
     )
     .await;
     assert_eq!(upd.status, StatusCode::OK, "{}", upd.text);
