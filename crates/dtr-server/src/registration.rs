@@ -395,3 +395,52 @@ pub fn uses_secret(m: AuthMethod) -> bool {
         AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[test]
+    fn grant_types_stay_within_the_allowed_ones() {
+        let allowed = [
+            dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS,
+            dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+        ];
+        assert_eq!(
+            grant_types(g(&["client_credentials"]), &allowed).unwrap(),
+            ["client_credentials"]
+        );
+        // The polling grant is implied; repeats count once.
+        assert_eq!(
+            grant_types(
+                g(&[
+                    dtr_proto::GRANT_TYPE_DEFERRED,
+                    "client_credentials",
+                    "client_credentials"
+                ]),
+                &allowed
+            )
+            .unwrap(),
+            ["client_credentials"]
+        );
+        // Omitted: authorization_code (RFC 7591 section 2), when allowed.
+        assert_eq!(grant_types(None, &allowed).unwrap(), ["authorization_code"]);
+        let only_cc = [dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS];
+        for (requested, allowed) in [
+            (None, &only_cc[..]),
+            (g(&["refresh_token"]), &allowed[..]),
+            (g(&[dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE]), &allowed[..]),
+            (g(&[dtr_proto::GRANT_TYPE_DEFERRED]), &allowed[..]),
+            (g(&[]), &allowed[..]),
+            (g(&["client_credentials"]), &[][..]),
+        ] {
+            let e = grant_types(requested.clone(), allowed).unwrap_err();
+            assert_eq!(e.error, "invalid_client_metadata", "{requested:?}");
+            assert!(e.description.starts_with("grant_types: "));
+        }
+    }
+}
