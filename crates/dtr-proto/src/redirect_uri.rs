@@ -210,7 +210,9 @@ mod tests {
         for (uri, kind) in ok {
             assert_eq!(check(uri), Ok(*kind), "{uri}");
         }
-        let refused: &[(&str, fn(&RedirectUriError) -> bool)] = &[
+        // What each refusal must say.
+        type Expect = fn(&RedirectUriError) -> bool;
+        let refused: &[(&str, Expect)] = &[
             ("javascript:alert(document.cookie)", |e| {
                 matches!(e, RedirectUriError::DangerousScheme(_))
             }),
