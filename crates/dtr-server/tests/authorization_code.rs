@@ -574,7 +574,12 @@ async fn pushed_authorization_requests() {
 
 #[tokio::test]
 async fn consent_denied_and_csrf_and_escaping() {
-    let h = harness_with(CFG).await;
+    // Open registration, for the client with markup in its name below.
+    let h = harness_with(&format!(
+        "{CFG}\n[registration]\nenabled = true\nopen = true\nscope = \"read\"\n\
+         grant_types = [\"authorization_code\"]\n"
+    ))
+    .await;
     let mut b = Browser::new(&h);
     let r = b.get(&authorize_path("web", &[])).await;
     let page = b.sign_in_from(r, "alice", "alice-password").await;

@@ -38,6 +38,20 @@ async fn manage(h: &Harness, method: &str, uri: &str, token: &str, doc: Option<V
     .await
 }
 
+/// Registration is closed by default: these tests open it, for the scopes
+/// and grant types they register.
+const OPEN: &str = r#"
+[registration]
+enabled = true
+open = true
+scope = "read payments"
+grant_types = ["client_credentials", "authorization_code"]
+"#;
+
+fn open_config() -> String {
+    format!("{CONFIG}\n{OPEN}")
+}
+
 fn resolver() -> Arc<StaticResolver> {
     let r = Arc::new(StaticResolver::default());
     r.set("client.example", vec!["93.184.216.34".parse().unwrap()]);
@@ -48,7 +62,7 @@ fn resolver() -> Arc<StaticResolver> {
 
 #[tokio::test]
 async fn register_and_use_a_confidential_client() {
-    let h = harness_with_resolver(CONFIG, resolver()).await;
+    let h = harness_with_resolver(&open_config(), resolver()).await;
     let r = register(
         &h,
         json!({
@@ -122,7 +136,9 @@ async fn register_and_use_a_confidential_client() {
         "PUT",
         &uri,
         &rat,
-        Some(json!({"client_id": id, "scope": "read"})),
+        // RFC 7592 section 2.2: the update replaces every member, so the
+        // grant types are restated (omitted would mean authorization_code).
+        Some(json!({"client_id": id, "grant_types": ["client_credentials"], "scope": "read"})),
     )
     .await;
     assert_eq!(upd.status, StatusCode::OK, "{}", upd.text);
@@ -156,7 +172,7 @@ async fn register_and_use_a_confidential_client() {
 #[tokio::test]
 async fn metadata_errors() {
     // RFC 7591 section 3.2.2
-    let h = harness_with_resolver(CONFIG, resolver()).await;
+    let h = harness_with_resolver(&open_config(), resolver()).await;
     let cases = [
         (
             json!({"redirect_uris": ["http://app.example/cb"]}),
@@ -233,7 +249,7 @@ async fn metadata_errors() {
 async fn ssrf_endpoints_are_refused() {
     // DTR-28: private, loopback, link-local, unspecified, mapped, and names
     // that resolve to them.
-    let h = harness_with_resolver(CONFIG, resolver()).await;
+    let h = harness_with_resolver(&open_config(), resolver()).await;
     for ep in [
         "https://127.0.0.1/cb",
         "https://10.0.0.1/cb",
@@ -255,8 +271,10 @@ async fn ssrf_endpoints_are_refused() {
 
 #[tokio::test]
 async fn initial_access_token_and_disabling() {
-    let protected =
-        format!("{CONFIG}\n[registration]\ninitial_access_token = \"initial-access-token-123\"\n");
+    let protected = format!(
+        "{CONFIG}\n[registration]\nenabled = true\ninitial_access_token = \"initial-access-token-123\"\n\
+         scope = \"read\"\ngrant_types = [\"authorization_code\"]\n"
+    );
     let h = harness_with_resolver(&protected, resolver()).await;
     assert_eq!(
         register(&h, json!({})).await.status,
