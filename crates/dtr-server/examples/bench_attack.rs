@@ -185,7 +185,7 @@ async fn legitimate(a: &Args) -> Result<(Vec<u64>, Vec<u64>, u64)> {
             break;
         }
         tokio::time::sleep_until(due.into()).await;
-        let ok = if i.is_multiple_of(2) {
+        let ok = if i & 1 == 0 {
             let s = token_request(&http, a, &a.client.0, &a.client.1).await;
             tokens.push(due.elapsed().as_micros() as u64);
             s == Some(200)
