@@ -80,7 +80,8 @@ pub struct RefreshData {
 }
 
 impl GrantContext {
-    /// The context of a stored deferral, if it is a user grant's.
+    /// The context of a stored deferral, if it is a user grant's. For
+    /// decisions that must fail closed use [`StoredGrant::of`].
     pub fn from_stored(v: Option<&serde_json::Value>) -> Option<Self> {
         v.and_then(|v| serde_json::from_value(v.clone()).ok())
     }
@@ -128,6 +129,40 @@ impl GrantContext {
             return Ok(Some("token family revoked"));
         }
         Ok(None)
+    }
+}
+
+/// What a deferral stands for, read from its stored context by its grant
+/// type (not by the shape of the JSON): a context that is missing or does
+/// not decode fails closed, so no token is issued without the DTR-23
+/// re-checks its grant needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredGrant {
+    /// Client credentials: the client is the subject; nothing stored.
+    Client,
+    /// A user grant (authorization code, refresh, device): its context.
+    User(GrantContext),
+    /// Token exchange: its context is read by
+    /// [`token_exchange::recheck`], which fails closed on its own.
+    Exchange,
+}
+
+impl StoredGrant {
+    /// Reads the stored context of a deferral of `grant_type`; `Err` says
+    /// why it cannot be trusted.
+    pub fn of(grant_type: &str, context: Option<&serde_json::Value>) -> Result<Self, &'static str> {
+        match grant_type {
+            dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS if context.is_none() => Ok(Self::Client),
+            dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS => Err("unexpected grant context"),
+            dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE
+            | dtr_proto::GRANT_TYPE_REFRESH_TOKEN
+            | dtr_proto::GRANT_TYPE_DEVICE_CODE => context
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .map(Self::User)
+                .ok_or("grant context missing or unreadable"),
+            dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => Ok(Self::Exchange),
+            _ => Err("unknown grant type"),
+        }
     }
 }
 
@@ -386,4 +421,47 @@ pub fn check_client(client: &ClientRecord, grant_type: &str) -> Result<(), OAuth
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> GrantContext {
+        GrantContext {
+            username: "alice".into(),
+            client_id: "web".into(),
+            session_id_hash: None,
+            consent_id: "cns_1".into(),
+            family_id: "fam_1".into(),
+            refresh: None,
+        }
+    }
+
+    #[test]
+    fn stored_grants_are_read_by_grant_type_and_fail_closed() {
+        let good = serde_json::to_value(ctx()).unwrap();
+        assert_eq!(
+            StoredGrant::of(dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE, Some(&good)),
+            Ok(StoredGrant::User(ctx()))
+        );
+        assert_eq!(
+            StoredGrant::of(dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS, None),
+            Ok(StoredGrant::Client)
+        );
+        // A user grant whose context is gone or garbled is never issued as
+        // if it were the client's own.
+        for bad in [None, Some(json!({"username": 1})), Some(json!("x"))] {
+            for gt in [
+                dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+                dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
+                dtr_proto::GRANT_TYPE_DEVICE_CODE,
+            ] {
+                assert!(StoredGrant::of(gt, bad.as_ref()).is_err(), "{gt} {bad:?}");
+            }
+        }
+        assert!(StoredGrant::of(dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS, Some(&good)).is_err());
+        assert!(StoredGrant::of("urn:example:unknown", None).is_err());
+    }
 }

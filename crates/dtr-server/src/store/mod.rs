@@ -323,6 +323,11 @@ pub trait DeferralStore: Send + Sync {
     async fn set_decided_by(&self, id: &str, decided_by: &str) -> StoreResult<()>;
     /// `approved → redeemed` unless expired: the exactly-once gate (DTR-21).
     async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool>;
+    /// `redeemed → approved`: gives a redemption back when the token it
+    /// gated could not be issued (a store failure after the gate), so the
+    /// next poll collects the approval instead of losing it. Nothing was
+    /// delivered, so exactly once still holds (DTR-21).
+    async fn release_redemption(&self, id: &str) -> StoreResult<bool>;
     /// `pending|approved → cancelled` for the owning client, unless expired
     /// (DTR-32, DTR-34).
     async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool>;

@@ -591,6 +591,17 @@ impl DeferralStore for PostgresStore {
         Ok(n == 1)
     }
 
+    async fn release_redemption(&self, id: &str) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE deferrals SET state = 'approved', redeemed_at = NULL \
+                 WHERE id = $1 AND state = 'redeemed'",
+                &[&id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
         // DTR-32, DTR-34: an approved but uncollected resolution becomes
         // cancelled too, so no node ever issues a token for it.

@@ -681,6 +681,21 @@ impl DeferralStore for SqliteStore {
         .await
     }
 
+    async fn release_redemption(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET state = 'approved', redeemed_at = NULL \
+                     WHERE id = ?1 AND state = 'redeemed'",
+                    params![id],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
         let (h, c) = (code_hash.to_owned(), client_id.to_owned());
         self.with(move |db| {
