@@ -460,6 +460,57 @@ mod tests {
     }
 
     #[test]
+    fn redemption_rechecks_the_exchange_policy() {
+        use crate::token_policy::{ResourceServerConfig, TokenExchangeRule};
+        let api = "https://api.example/".to_string();
+        let rs = vec![ResourceServerConfig {
+            identifier: api.clone(),
+            client_id: None,
+        }];
+        let rules = vec![TokenExchangeRule {
+            client_id: "gw".into(),
+            subject_clients: vec!["svc".into()],
+            audiences: vec![api.clone()],
+        }];
+        let policy = TokenPolicy::new(&rs, &rules);
+        let ctx = ExchangeContext {
+            subject_jti: "s".into(),
+            subject_exp: 2_000,
+            actor_jti: None,
+            actor_exp: None,
+            act: None,
+            audience: vec![api.clone()],
+            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+            client_id: "gw".into(),
+            subject_client: Some("svc".into()),
+            subject_aud: vec![],
+            actor_client: None,
+            actor_aud: vec![],
+        };
+        assert!(ctx.allowed(&policy));
+        // The rule gone (configuration changed while deferred): refused.
+        assert!(!ctx.allowed(&TokenPolicy::new(&rs, &[])));
+        // A foreign actor token, a target no longer allowed, a context
+        // written before the policy existed: refused.
+        let foreign_actor = ExchangeContext {
+            actor_jti: Some("a".into()),
+            actor_client: Some("other".into()),
+            ..ctx.clone()
+        };
+        assert!(!foreign_actor.allowed(&policy));
+        let elsewhere = ExchangeContext {
+            audience: vec!["https://elsewhere/".into()],
+            ..ctx.clone()
+        };
+        assert!(!elsewhere.allowed(&policy));
+        let old = ExchangeContext {
+            client_id: String::new(),
+            ..ctx
+        };
+        assert!(!old.allowed(&policy));
+    }
+
+    #[test]
     fn bound_tokens_need_their_key() {
         let t = OwnToken {
             jti: "j".into(),
