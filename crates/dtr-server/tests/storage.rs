@@ -1224,6 +1224,7 @@ macro_rules! backends {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(dtr_no_postgres, ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL")]
                 async fn $name() {
                     let Some(db) = super::pg::TestDb::create(concat!("postgres::", stringify!($name))).await
                     else {
@@ -1301,6 +1302,10 @@ mod postgres_startup {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[cfg_attr(
+        dtr_no_postgres,
+        ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+    )]
     async fn nodes_starting_together_migrate_once() {
         let Some(db) =
             TestDb::create("postgres_startup::nodes_starting_together_migrate_once").await
@@ -1337,6 +1342,10 @@ mod postgres_startup {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        dtr_no_postgres,
+        ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+    )]
     async fn newer_schema_is_refused() {
         let Some(db) = TestDb::create("postgres_startup::newer_schema_is_refused").await else {
             return;

@@ -24,9 +24,9 @@
 //! token, revoking its family or disabling its user makes every token
 //! exchanged from it, however many exchanges deep, inactive.
 
+use super::Outcome;
 use crate::deferrals::{self, DeferRequest};
 use crate::http::error::json_no_store;
-use crate::policy::{Action, PolicyRequest};
 use crate::state::AppState;
 use crate::store::ClientRecord;
 use crate::token_policy::{audience_of, TokenParties, TokenPolicy};
@@ -276,12 +276,6 @@ pub async fn exchange(
             "client is not allowed to use token exchange",
         ));
     }
-    if client.dpop_bound_access_tokens && dpop_jkt.is_none() {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidDpopProof,
-            "this client must send a DPoP proof",
-        ));
-    }
     let policy = TokenPolicy::new(&state.config.resource_servers, &state.config.token_exchange);
     let cid = client.client_id.as_str();
     let subject = validate(state, &policy, cid, &req.subject_token, "subject_token").await?;
@@ -319,14 +313,17 @@ pub async fn exchange(
             .map(|a| a.audience.clone())
             .unwrap_or_default(),
     };
-    let action = state.policy.evaluate(&PolicyRequest {
-        client_id: &client.client_id,
-        grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
-        scope: &scope,
-        authorization_details: subject.authorization_details.as_ref(),
-    });
-    match action {
-        Action::Allow => {
+    let outcome = super::plan(
+        state,
+        client,
+        GRANT_TYPE_TOKEN_EXCHANGE,
+        &scope,
+        subject.authorization_details.as_ref(),
+        &opt_in,
+        dpop_jkt.is_some(),
+    )?;
+    match outcome {
+        Outcome::Issue => {
             let grant = Grant {
                 client_id: client.client_id.clone(),
                 subject: subject.sub.clone(),
@@ -338,12 +335,7 @@ pub async fn exchange(
             let token = tokens::issue_extended(state, &grant, &ctx.extras()).await?;
             Ok(json_no_store(StatusCode::OK, &token))
         }
-        Action::Deny => Err(OAuthError::with_description(
-            ErrorCode::AccessDenied,
-            "request denied by policy",
-        )),
-        _ => {
-            deferrals::may_defer(state, client, &opt_in, dpop_jkt.is_some())?;
+        Outcome::Defer(action) => {
             let deferred = deferrals::create_with_context(
                 state,
                 DeferRequest {
@@ -359,10 +351,7 @@ pub async fn exchange(
                 ctx.to_grant_context(),
             )
             .await?;
-            // DTR-8: HTTP 400, JSON, no-store.
-            let mut resp = json_no_store(StatusCode::BAD_REQUEST, &deferred);
-            crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
-            Ok(resp)
+            Ok(super::deferred_response(&deferred))
         }
     }
 }
