@@ -89,6 +89,21 @@ pub fn validate(
                 format!("duplicate resource server '{}'", rs.identifier),
             ));
         }
+        // A token's `aud` naming a client lets that client introspect and
+        // exchange it: an identifier that is another client's id would
+        // hand that client every token for this resource server.
+        if let Some(c) = clients
+            .iter()
+            .find(|c| c.client_id == rs.identifier && rs.client_id.as_deref() != Some(&c.client_id))
+        {
+            return Err(err(
+                &key("identifier"),
+                format!(
+                    "'{}' is the id of client '{}', which is not this resource server's client_id",
+                    rs.identifier, c.client_id
+                ),
+            ));
+        }
         match rs.client_id.as_deref() {
             Some("") => return Err(err(&key("client_id"), "must not be empty")),
             // A public client proves nothing: anyone could introspect as
@@ -335,6 +350,24 @@ mod tests {
         let dup = vec![rs[0].clone(), rs[0].clone()];
         let e = validate(&dup, &[], &[]).unwrap_err().0;
         assert!(e.contains("resource_servers[1].identifier"), "{e}");
+        let clash = vec![ResourceServerConfig {
+            identifier: "svc".into(),
+            client_id: None,
+        }];
+        let svc = crate::config::ConfigFile::parse(
+            "[[clients]]\nclient_id = \"svc\"\nclient_secret = \"svc-secret\"",
+        )
+        .unwrap()
+        .validate(&crate::config::Overrides::default())
+        .unwrap()
+        .clients;
+        let e = validate(&clash, &[], &svc).unwrap_err().0;
+        assert!(e.contains("resource_servers[0].identifier"), "{e}");
+        let own = vec![ResourceServerConfig {
+            identifier: "svc".into(),
+            client_id: Some("svc".into()),
+        }];
+        assert!(validate(&own, &[], &svc).is_ok());
         let twice = vec![ok[0].clone(), ok[0].clone()];
         let e = validate(&rs, &twice, &[]).unwrap_err().0;
         assert!(e.contains("token_exchange[1].client_id"), "{e}");
