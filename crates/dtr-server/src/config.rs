@@ -56,6 +56,18 @@ pub struct ConfigFile {
     /// Device authorization grant (RFC 8628).
     #[serde(default)]
     pub device: crate::grants::device::DeviceConfig,
+    /// `[[resource_servers]]`: the only valid `audience` and `resource`
+    /// values of a token exchange, each with the optional confidential
+    /// client it introspects with (see [`crate::token_policy`]). None by
+    /// default: then no exchange may name a target.
+    #[serde(default)]
+    pub resource_servers: Vec<crate::token_policy::ResourceServerConfig>,
+    /// `[[token_exchange]]`: which client may exchange the tokens of which
+    /// clients (`subject_clients`, `"*"` for any), for which resource
+    /// servers (`audiences`). Without a rule a client exchanges only its
+    /// own tokens and those addressed to it, and names no target.
+    #[serde(default)]
+    pub token_exchange: Vec<crate::token_policy::TokenExchangeRule>,
 }
 
 /// `[registration]`: dynamic client registration (RFC 7591, RFC 7592).
@@ -552,6 +564,10 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Device grant settings.
     pub device: crate::grants::device::DeviceConfig,
+    /// Resource servers (`[[resource_servers]]`).
+    pub resource_servers: Vec<crate::token_policy::ResourceServerConfig>,
+    /// Token exchange rules (`[[token_exchange]]`).
+    pub token_exchange: Vec<crate::token_policy::TokenExchangeRule>,
 }
 
 /// A configuration error; the message names the key.
@@ -889,6 +905,8 @@ impl ConfigFile {
             policy.push(rule);
         }
 
+        crate::token_policy::validate(&self.resource_servers, &self.token_exchange, &clients)?;
+
         Ok(Config {
             issuer,
             listen,
@@ -905,6 +923,8 @@ impl ConfigFile {
             callbacks: self.callbacks,
             registration: self.registration,
             device: self.device,
+            resource_servers: self.resource_servers,
+            token_exchange: self.token_exchange,
         })
     }
 }
