@@ -318,6 +318,8 @@ async fn a_hanging_endpoint_does_not_delay_polls() {
     let c = client(&s.issuer).await;
     let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
     let d = defer(&c, None).await;
+    // Newest first: one millisecond apart, so the order is not a tie.
+    s.clock.advance_ms(1);
     let d2 = defer(&c, None).await;
     let ids = admin.list(Some("pending"), None).await.unwrap();
     let id = ids[1]["id"].as_str().unwrap().to_owned();
