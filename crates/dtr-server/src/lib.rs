@@ -18,6 +18,7 @@ pub mod dpop;
 pub mod grants;
 pub mod http;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod password;
