@@ -338,3 +338,37 @@ fn raise_nofile_limit(max_connections: usize) {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Handlers see the peer address, as with `axum::serve` and connect
+    /// info (per-client throttling relies on it).
+    #[tokio::test]
+    async fn requests_carry_the_peer_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(listener, router, HttpConfig::default(), async {
+            let _ = stopped.await;
+        }));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let me = s.local_addr().unwrap();
+        s.write_all(b"GET /peer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with(&me.to_string()), "{out}");
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+}
