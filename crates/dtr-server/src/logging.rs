@@ -13,7 +13,9 @@
 //!
 //! Escaped are all Unicode control characters (C0, DEL, C1), line and
 //! paragraph separators, and the bidirectional formatting characters that
-//! can make a line read differently from what it contains.
+//! can make a line read differently from what it contains. What may be
+//! logged at all is the concern of each call site (DTR-36: no codes,
+//! tokens or secrets); this module makes what is logged safe to read.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};

@@ -1,4 +1,4 @@
-//! Which addresses outbound requests may reach: one table of every entry
+//! Which addresses outbound requests may reach (DTR-28): one table of every entry
 //! of the IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890
 //! section 2.2, with the entries added since), plus multicast and the
 //! blocks the registries leave to other documents. An address in any of
