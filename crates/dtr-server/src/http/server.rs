@@ -7,7 +7,9 @@
 //!   `header_timeout_ms` of its first byte, else the connection is closed
 //!   without an answer (slowloris: a few bytes now and then);
 //! - a connection with no request in progress (just accepted, or between
-//!   keep-alive requests) is closed after `idle_timeout_ms`;
+//!   keep-alive requests) is closed after `idle_timeout_ms` (a pipelined
+//!   head whose first bytes came while the previous request was being
+//!   answered is bounded by this one, not by `header_timeout_ms`);
 //! - a request body must arrive within `body_timeout_ms` (see
 //!   [`super::body`], which answers 408);
 //! - at most `max_connections` are open. At the cap the loop stops
