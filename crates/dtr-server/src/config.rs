@@ -317,6 +317,13 @@ pub struct ClientConfig {
     /// RFC 9126 section 6: authorization requests must come through `/par`.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
+    /// The user this client acts for (an agent's principal): a configured
+    /// `[[users]]` username. It decides, at the interaction page, the
+    /// deferrals of this client that concern no other user (client
+    /// credentials, token exchange of the client's own tokens). Without
+    /// an owner only admins decide those (DESIGN.md).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -437,6 +444,8 @@ pub struct StaticClient {
     pub require_dpop: bool,
     /// Pushed authorization requests required (RFC 9126 section 6).
     pub require_par: bool,
+    /// The user this client acts for (`[[clients]] owner`).
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Debug for StaticClient {
@@ -539,9 +548,10 @@ impl ConfigFile {
     }
 
     /// The built-in demo (`dtr serve` with no config file): two
-    /// confidential clients, one user, and a policy that sends `payments`
-    /// to review, `identity` to user interaction and `reports` to an
-    /// automatic approval after 10 seconds.
+    /// confidential clients acting for their owner alice, one user (alice),
+    /// and a policy that sends `payments` to review, `identity` to user
+    /// interaction (decided by alice, the clients' owner) and `reports` to
+    /// an automatic approval after 10 seconds.
     pub fn demo() -> Self {
         let client = |id: &str, secret: &str, method: &str| ClientConfig {
             client_id: id.into(),
@@ -556,6 +566,7 @@ impl ConfigFile {
             enabled: true,
             require_dpop: false,
             require_pushed_authorization_requests: false,
+            owner: Some("alice".into()),
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],
@@ -658,6 +669,7 @@ impl ConfigFile {
             }
         }
 
+        let usernames: HashSet<String> = self.users.iter().map(|u| u.username.clone()).collect();
         let mut seen = HashSet::new();
         let mut clients = Vec::new();
         for (i, c) in self.clients.into_iter().enumerate() {
@@ -771,6 +783,16 @@ impl ConfigFile {
                     ));
                 }
             }
+            // An owner decides for the client: it must be someone who can
+            // sign in, never a name a user could later take.
+            if let Some(o) = &c.owner {
+                if !usernames.contains(o) {
+                    return Err(err(
+                        &key("owner"),
+                        format!("'{o}' is not a configured user"),
+                    ));
+                }
+            }
             clients.push(StaticClient {
                 client_id: c.client_id,
                 client_secret: c.client_secret,
@@ -784,6 +806,7 @@ impl ConfigFile {
                 enabled: c.enabled,
                 require_dpop: c.require_dpop,
                 require_par: c.require_pushed_authorization_requests,
+                owner: c.owner,
             });
         }
 
@@ -977,6 +1000,9 @@ action = "review"
         assert!(msg("[deferral]\nsurprise = 1").contains("surprise"));
         let dup = "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n";
         assert!(msg(dup).contains("clients[1].client_id"));
+        let stranger =
+            "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\nowner=\"mallory\"\n";
+        assert!(msg(stranger).contains("clients[0].owner"));
         assert!(msg(
             "[[clients]]\nclient_id=\"a\"\ntoken_endpoint_auth_method=\"client_secret_post\""
         )

@@ -208,7 +208,7 @@ fn print_walkthrough(issuer: &str, db: &DatabaseUrl, admin_token: Option<&str>) 
                svc-post / svc-post-secret  (client_secret_post)
   user         alice / alice-password
   policy       scope payments -> review by an admin
-               scope identity -> the user decides at the interaction_uri
+               scope identity -> alice, the clients' owner, decides at the interaction_uri
                scope reports  -> approves itself after 10 s
                anything else  -> issued at once
 
