@@ -11,9 +11,9 @@ mod pg;
 
 use dtr_proto::deferral::DeferralState;
 use dtr_server::store::{
-    AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord, Consumed,
-    DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate, RefreshTokenRecord,
-    SessionRecord, Store, StoredHandle, TokenFamilyRecord, UserRecord,
+    AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord,
+    ConsoleSession, Consumed, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate,
+    RefreshTokenRecord, SessionRecord, Store, StoredHandle, TokenFamilyRecord, UserRecord,
 };
 use std::sync::Arc;
 
@@ -1156,6 +1156,56 @@ mod suite {
         assert!(s.session_by_hash("old").await.unwrap().is_none());
         assert!(s.session_by_hash("new").await.unwrap().is_some());
     }
+
+    pub async fn console_sessions_end_at_logout_and_expiry(s: Arc<dyn Store>) {
+        let session = |id: &str, expires_at: i64| ConsoleSession {
+            id_hash: format!("hash-of-{id}"),
+            admin_fingerprint: format!("fp-{id}"),
+            created_at: T0,
+            expires_at,
+        };
+        s.insert_console_session(&session("a", T0 + LIFE))
+            .await
+            .unwrap();
+        s.insert_console_session(&session("b", T0 + 10))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.console_session("hash-of-a", T0 + 1).await.unwrap(),
+            Some(session("a", T0 + LIFE))
+        );
+        assert!(s.console_session("unknown", T0).await.unwrap().is_none());
+        // Expiry is the store's answer too, whether or not it was pruned.
+        assert!(s
+            .console_session("hash-of-b", T0 + 9)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(s
+            .console_session("hash-of-b", T0 + 10)
+            .await
+            .unwrap()
+            .is_none());
+        // Sign-out ends a session once.
+        assert!(s.delete_console_session("hash-of-a").await.unwrap());
+        assert!(!s.delete_console_session("hash-of-a").await.unwrap());
+        assert!(s
+            .console_session("hash-of-a", T0 + 1)
+            .await
+            .unwrap()
+            .is_none());
+        // Pruning deletes only what ended before its time.
+        s.insert_console_session(&session("c", T0 + LIFE))
+            .await
+            .unwrap();
+        assert_eq!(s.prune_console_sessions(T0 + 11).await.unwrap(), 1);
+        assert!(s
+            .console_session("hash-of-c", T0 + 11)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(s.prune_console_sessions(T0 + 11).await.unwrap(), 0);
+    }
 }
 
 /// One `#[tokio::test]` per suite body and backend.
@@ -1193,6 +1243,7 @@ macro_rules! backends {
 
 backends!(
     insert_and_lookup,
+    console_sessions_end_at_logout_and_expiry,
     approve_applies_once,
     deny_from_pending_and_only_explicitly_from_approved,
     redeem_applies_once,

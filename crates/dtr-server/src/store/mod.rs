@@ -7,11 +7,13 @@
 //! never a read followed by a write.
 
 pub mod accounts;
+pub mod console;
 pub mod device;
 pub mod postgres;
 pub mod sqlite;
 
 pub use accounts::*;
+pub use console::{ConsoleSession, ConsoleStore};
 pub use device::{DeviceCodeRecord, DeviceStore, NewDeviceCode};
 
 use async_trait::async_trait;
@@ -493,7 +495,14 @@ pub trait CallbackStore: Send + Sync {
 /// Everything the server needs from a database.
 #[async_trait]
 pub trait Store:
-    ClientStore + DeferralStore + TokenStore + CallbackStore + AccountStore + DeviceStore + 'static
+    ClientStore
+    + DeferralStore
+    + TokenStore
+    + CallbackStore
+    + AccountStore
+    + DeviceStore
+    + ConsoleStore
+    + 'static
 {
     /// Cheap round trip for `/healthz`.
     async fn ping(&self) -> StoreResult<()>;

@@ -17,6 +17,8 @@ use tokio_postgres::{NoTls, Row};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// Review console sessions.
+mod console;
 /// Device codes of RFC 8628.
 mod device;
 

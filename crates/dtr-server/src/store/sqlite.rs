@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// Review console sessions.
+mod console;
 /// Device codes of RFC 8628.
 mod device;
 /// Inserts of concurrent requests committed together.

@@ -254,3 +254,105 @@ async fn interaction_handles_are_stored_only_as_hashes() {
     let p = h.poll(code).await;
     assert_eq!(p.json["interaction_uri"], r.json["interaction_uri"]);
 }
+
+// ------------------------------------------------------------ review console
+
+/// Signs in to the review console with `token`; returns the cookie.
+async fn console_sign_in(h: &Harness, token: &str) -> String {
+    let r = h
+        .post_raw(
+            "/review/login",
+            None,
+            "application/x-www-form-urlencoded",
+            form(&[("token", token)]).into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let set = r.headers.get("set-cookie").unwrap().to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// Whether `cookie` is a live console session: the list shows a sign-out
+/// form (and its CSRF token) instead of the sign-in form.
+async fn console_csrf(h: &Harness, cookie: &str) -> Option<String> {
+    let page = h.get_with_cookie("/review", cookie).await;
+    page.text
+        .contains("Sign out")
+        .then(|| hidden_field(&page.text, "csrf"))
+}
+
+#[tokio::test]
+async fn console_logout_ends_the_session_for_every_copy_of_the_cookie() {
+    // The reported attack: after logout, the old cookie and its CSRF token
+    // still listed and decided deferrals.
+    let h = harness().await;
+    let code = h.defer("payments").await;
+    let id = h.newest_id().await;
+    let cookie = console_sign_in(&h, ADMIN).await;
+    let csrf = console_csrf(&h, &cookie).await.expect("signed in");
+    let out = h
+        .post_with_cookie("/review/logout", &cookie, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.text);
+
+    // A copy of the cookie kept from before the logout is worth nothing.
+    assert_eq!(console_csrf(&h, &cookie).await, None);
+    let r = h
+        .post_with_cookie(
+            &format!("/review/{id}/approve"),
+            &cookie,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert_eq!(
+        h.poll(&code).await.error(),
+        "authorization_pending",
+        "nothing was decided"
+    );
+    let d = h
+        .admin("GET", &format!("/admin/deferrals/{id}"), None)
+        .await;
+    assert_eq!(d.json["state"], "pending");
+}
+
+#[tokio::test]
+async fn console_sessions_end_at_expiry_and_with_the_admin_token() {
+    let h = harness().await;
+    let cookie = console_sign_in(&h, ADMIN).await;
+    assert!(console_csrf(&h, &cookie).await.is_some());
+    // The cookie is only a random id: nothing in it says when it ends.
+    assert!(!cookie.contains('.'), "{cookie}");
+    h.clock.advance_secs(8 * 3600);
+    assert_eq!(console_csrf(&h, &cookie).await, None, "expired");
+
+    // A node (or a restart) configured with another admin token refuses
+    // the sessions opened under the old one, on the same database.
+    let cookie = console_sign_in(&h, ADMIN).await;
+    let config = dtr_server::config::ConfigFile::parse(
+        &CONFIG.replace("test-admin-token", "rotated-admin-token"),
+    )
+    .unwrap()
+    .validate(&dtr_server::config::Overrides::default())
+    .unwrap();
+    let rotated = dtr_server::AppState::build(
+        config,
+        ISSUER.into(),
+        h.state.store.clone(),
+        h.clock.clone(),
+    )
+    .await
+    .unwrap();
+    let other = Harness {
+        app: dtr_server::http::app(rotated.clone()),
+        state: rotated,
+        clock: h.clock.clone(),
+    };
+    assert!(
+        console_csrf(&h, &cookie).await.is_some(),
+        "same token: live"
+    );
+    assert_eq!(console_csrf(&other, &cookie).await, None, "token changed");
+    let fresh = console_sign_in(&other, "rotated-admin-token").await;
+    assert!(console_csrf(&other, &fresh).await.is_some());
+}
