@@ -28,7 +28,11 @@ fn gone() -> Response {
 /// Whether `username` may decide `d` here; otherwise the 403 page that
 /// says who does. Changes nothing, so the handle stays usable.
 async fn may_decide(state: &AppState, d: &DeferralRecord, username: &str) -> Result<(), Response> {
-    match crate::deferrals::page_decider(state, d).await {
+    let decider = crate::deferrals::page_decider(state, d).await;
+    if matches!(&decider, Ok(who) if who.as_deref() != Some(username)) {
+        tracing::info!(deferral = %d.id, user = %username, "interaction page refused: not this user's to decide");
+    }
+    match decider {
         Ok(Some(u)) if u == username => Ok(()),
         Ok(Some(_)) => Err(page(
             StatusCode::FORBIDDEN,

@@ -152,6 +152,45 @@ async fn another_user_cannot_decide_a_token_exchange_about_alice() {
 }
 
 #[tokio::test]
+async fn an_exchange_of_a_clients_own_token_is_decided_by_that_clients_owner() {
+    // The subject token is svc's own (client credentials): the exchange is
+    // about svc, so svc's owner decides it, nobody else.
+    let h = harness_with(PAGES).await;
+    let t = h
+        .post(
+            "/token",
+            SVC,
+            &[("grant_type", "client_credentials"), ("scope", "read")],
+        )
+        .await;
+    let svc_token = t.json["access_token"].as_str().unwrap().to_owned();
+    let broker = ("broker", "broker-secret");
+    let r = h
+        .post(
+            "/token",
+            broker,
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", &svc_token),
+                ("subject_token_type", AT),
+                ("scope", "read"),
+                ("completion_mode", "deferred"),
+            ],
+        )
+        .await;
+    assert_eq!(r.error(), "interaction_required", "{}", r.text);
+    let path = path_of(&r);
+    assert_eq!(
+        approve_as(&h, &path, "bob").await,
+        (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN)
+    );
+    assert_eq!(
+        approve_as(&h, &path, "alice").await,
+        (StatusCode::OK, StatusCode::OK)
+    );
+}
+
+#[tokio::test]
 async fn a_client_deferral_is_decided_at_the_page_by_its_owner_only() {
     // Client credentials: the page decides for the client's owner (alice
     // for svc); a client without an owner is left to admins.
