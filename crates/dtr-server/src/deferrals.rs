@@ -507,9 +507,6 @@ pub async fn page_decider(
     state: &AppState,
     rec: &DeferralRecord,
 ) -> Result<Option<String>, crate::store::StoreError> {
-    if let Some(ctx) = crate::grants::GrantContext::from_stored(rec.grant_context.as_ref()) {
-        return Ok(Some(ctx.username));
-    }
     let owner_of = |client_id: String| async move {
         Ok::<_, crate::store::StoreError>(
             state
@@ -519,7 +516,15 @@ pub async fn page_decider(
                 .and_then(|c| c.owner),
         )
     };
+    // Read by grant type, not by the shape of the stored context: a user
+    // grant whose context does not decode has nobody to decide it here.
     match rec.grant_type.as_str() {
+        dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE
+        | dtr_proto::GRANT_TYPE_REFRESH_TOKEN
+        | dtr_proto::GRANT_TYPE_DEVICE_CODE => Ok(crate::grants::GrantContext::from_stored(
+            rec.grant_context.as_ref(),
+        )
+        .map(|ctx| ctx.username)),
         dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS => owner_of(rec.client_id.clone()).await,
         dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => {
             let Some(sub) = rec.subject.clone() else {
