@@ -466,6 +466,13 @@ pub struct ClientConfig {
     /// RFC 9126 section 6: authorization requests must come through `/par`.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
+    /// The user this client acts for (an agent's principal): a configured
+    /// `[[users]]` username. It decides, at the interaction page, the
+    /// deferrals of this client that concern no other user (client
+    /// credentials, token exchange of the client's own tokens). Without
+    /// an owner only admins decide those (DESIGN.md).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -586,6 +593,8 @@ pub struct StaticClient {
     pub require_dpop: bool,
     /// Pushed authorization requests required (RFC 9126 section 6).
     pub require_par: bool,
+    /// The user this client acts for (`[[clients]] owner`).
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Debug for StaticClient {
@@ -694,10 +703,11 @@ impl ConfigFile {
     }
 
     /// The built-in demo (`dtr serve` with no config file): two
-    /// confidential clients, one user, and a policy that sends `payments`
-    /// to review, `identity` to user interaction and `reports` to an
-    /// automatic approval after 10 seconds. Registration is open, the one
-    /// place where it is (the banner says so), and limited to what the
+    /// confidential clients acting for their owner alice, one user (alice),
+    /// and a policy that sends `payments` to review, `identity` to user
+    /// interaction (decided by alice, the clients' owner) and `reports` to
+    /// an automatic approval after 10 seconds. Registration is open, the
+    /// one place where it is (the banner says so), and limited to what the
     /// walkthrough needs.
     pub fn demo() -> Self {
         let client = |id: &str, secret: &str, method: &str| ClientConfig {
@@ -713,6 +723,7 @@ impl ConfigFile {
             enabled: true,
             require_dpop: false,
             require_pushed_authorization_requests: false,
+            owner: Some("alice".into()),
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],
@@ -813,6 +824,7 @@ impl ConfigFile {
             }
         }
 
+        let usernames: HashSet<String> = self.users.iter().map(|u| u.username.clone()).collect();
         let mut seen = HashSet::new();
         let mut clients = Vec::new();
         for (i, c) in self.clients.into_iter().enumerate() {
@@ -923,6 +935,16 @@ impl ConfigFile {
                 dtr_proto::redirect_uri::check(r)
                     .map_err(|e| err(&format!("clients[{i}].redirect_uris[{j}]"), e))?;
             }
+            // An owner decides for the client: it must be someone who can
+            // sign in, never a name a user could later take.
+            if let Some(o) = &c.owner {
+                if !usernames.contains(o) {
+                    return Err(err(
+                        &key("owner"),
+                        format!("'{o}' is not a configured user"),
+                    ));
+                }
+            }
             clients.push(StaticClient {
                 client_id: c.client_id,
                 client_secret: c.client_secret,
@@ -936,6 +958,7 @@ impl ConfigFile {
                 enabled: c.enabled,
                 require_dpop: c.require_dpop,
                 require_par: c.require_pushed_authorization_requests,
+                owner: c.owner,
             });
         }
 
@@ -1134,6 +1157,9 @@ action = "review"
         assert!(msg("[deferral]\nsurprise = 1").contains("surprise"));
         let dup = "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n";
         assert!(msg(dup).contains("clients[1].client_id"));
+        let stranger =
+            "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\nowner=\"mallory\"\n";
+        assert!(msg(stranger).contains("clients[0].owner"));
         assert!(msg(
             "[[clients]]\nclient_id=\"a\"\ntoken_endpoint_auth_method=\"client_secret_post\""
         )

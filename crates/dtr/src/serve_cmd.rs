@@ -229,7 +229,7 @@ fn print_walkthrough(
   user         alice / alice-password
   registration {registration}
   policy       scope payments -> review by an admin
-               scope identity -> the user decides at the interaction_uri
+               scope identity -> alice, the clients' owner, decides at the interaction_uri
                scope reports  -> approves itself after 10 s
                anything else  -> issued at once
 
