@@ -113,7 +113,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 async fn token_request(http: &reqwest::Client, a: &Args, id: &str, secret: &str) -> Option<u16> {
     http.post(format!("{}/token", a.url))
         .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
+        // A scope no policy rule defers: the answer is a token.
+        .form(&[("grant_type", "client_credentials"), ("scope", "read")])
         .send()
         .await
         .ok()
