@@ -27,6 +27,7 @@ pub mod sealed;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 pub mod worker;
 
@@ -83,7 +84,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(worker::run(state.clone(), stop_rx.clone()));
     let sender = tokio::spawn(callbacks::run(state.clone(), stop_rx));
-    let result = axum::serve(listener, http::app(state))
+    // The peer address is the throttles' source key (`throttle`).
+    let app = http::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_tx.send(true);

@@ -103,7 +103,7 @@ dev_mode = true
 expires_in = {expires_in}
 interval = 1
 [admin]
-token = "cb-admin-token"
+token = "cb-admin-token-0123456789abcdefghij"
 [callbacks]
 retry_base_ms = 100
 timeout_ms = 700
@@ -178,7 +178,7 @@ async fn one_callback_per_resolution_with_bearer() {
     let (r, endpoint) = start_receiver().await;
     let s = start_server(&endpoint, "").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let token = NotificationToken::generate();
     let d = defer(&c, Some(token.clone())).await;
     admin.approve(&newest_id(&admin).await, None).await.unwrap();
@@ -214,7 +214,7 @@ async fn cancellation_suppresses_the_callback() {
     let (r, endpoint) = start_receiver().await;
     let s = start_server(&endpoint, "").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let d = defer(&c, Some(NotificationToken::generate())).await;
     admin.approve(&newest_id(&admin).await, None).await.unwrap();
     c.cancel(&d.code).await.unwrap();
@@ -228,7 +228,7 @@ async fn retries_after_errors_until_success() {
     r.fail_first.store(2, Ordering::SeqCst);
     let s = start_server(&endpoint, "").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
     admin.approve(&newest_id(&admin).await, None).await.unwrap();
     let got = wait_for(&r, 3).await;
@@ -246,7 +246,7 @@ async fn redirects_are_not_followed() {
     r.redirect.store(1, Ordering::SeqCst);
     let s = start_server(&endpoint, "max_attempts = 2").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
     admin.approve(&newest_id(&admin).await, None).await.unwrap();
     let got = wait_for(&r, 2).await;
@@ -267,7 +267,7 @@ async fn a_hanging_endpoint_does_not_delay_polls() {
     r.hang.store(1, Ordering::SeqCst);
     let s = start_server(&endpoint, "").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let d = defer(&c, None).await;
     let d2 = defer(&c, None).await;
     let ids = admin.list(Some("pending"), None).await.unwrap();
@@ -299,7 +299,7 @@ async fn never_for_an_expired_code() {
     let (r, endpoint) = start_receiver().await;
     let s = start_server_with(&endpoint, 2, "delay_ms = 3000").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
     admin.approve(&newest_id(&admin).await, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;

@@ -60,6 +60,8 @@ pub fn app(state: AppState) -> Router {
         .merge(review::router())
         // Request id, span, access log line and request metrics; see
         // `observe` for what may be logged (DTR-36).
+        // The source address the throttles key on.
+        .layer(axum::middleware::from_fn(crate::throttle::remember_source))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,

@@ -75,6 +75,10 @@ fn client_uri(state: &AppState, client_id: &str) -> String {
 
 /// `POST /register`.
 pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    // Each registration stores a client: rate-limited per source address.
+    if let Err(r) = state.throttle.registration(crate::throttle::source()) {
+        return super::error::too_many_requests(r);
+    }
     let cfg = &state.config.registration;
     if !cfg.enabled {
         return json_no_store(
@@ -101,7 +105,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
     let secret = uses_secret(v.auth_method).then(|| random_token(32));
     let secret_hash = match &secret {
         None => None,
-        Some(s) => match crate::password::hash_async(s.clone()).await {
+        Some(s) => match state.hashing.hash(s.clone()).await {
             Ok(h) => Some(h),
             Err(e) => {
                 return super::error::OAuthResponse(super::error::internal(e)).into_response()

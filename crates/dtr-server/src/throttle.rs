@@ -1,0 +1,546 @@
+//! Throttling of failed authentication, per client id, per username and
+//! per source address, and of registrations per source address.
+//!
+//! Every wrong secret costs an Argon2 hash, so unthrottled guessing both
+//! burns the CPU that legitimate sign-ins need and lets an attacker try
+//! passwords online at full speed (RFC 9700 section 4.15, OAuth 2.1
+//! section 7.6: the server must protect against brute force on its
+//! credentials). The budgets are GCRA rate limiters of `governor`, keyed by
+//! what the attempt names:
+//!
+//! - client authentication at the token, revocation, introspection, PAR and
+//!   device authorization endpoints: the client id and the source address;
+//! - a user's password sign-in: the username and the source address, plus
+//!   an exponential backoff per user (below);
+//! - the admin token (admin API, review console): the source address only.
+//!   A budget shared by every caller would let anyone lock the admins out,
+//!   and at 32 characters or more (`admin.token`) the token cannot be
+//!   guessed online however many addresses try.
+//!
+//! Only failures spend the budget: before verifying, the budgets are
+//! *looked at* without spending (a key over budget is refused at once,
+//! without hashing), and a cell is spent only when the verification fails.
+//! A client or user that authenticates correctly therefore never uses up
+//! its own budget, however often it polls.
+//!
+//! How a refusal is answered, per endpoint:
+//! - token, revocation, introspection, PAR, device authorization:
+//!   `invalid_client` (401, `WWW-Authenticate`) with `Retry-After`. The
+//!   client's authentication was not accepted, which is exactly what
+//!   `invalid_client` says (RFC 6749 section 5.2, used unchanged by RFC 7009
+//!   section 2.2.1, RFC 7662 section 2.3, RFC 9126 section 2.3 and RFC 8628
+//!   section 3.2); RFC 6749 defines no 429, and `slow_down` belongs to
+//!   polling. `Retry-After` (RFC 9110 section 10.2.3) is allowed on any
+//!   response and tells well-behaved clients when to come back.
+//! - HTML sign-in pages (login, review console): a 429 page with
+//!   `Retry-After` (RFC 6585 section 4).
+//! - admin API and registration: 429 JSON `{"error": "slow_down", ...}`
+//!   with `Retry-After`.
+//!
+//! Sign-in backoff: after `[throttle] login_backoff_after` wrong passwords
+//! of one user, every sign-in of that user is refused until 2^k seconds
+//! (capped by `login_backoff_max_secs`) after the k-th further failure,
+//! and a correct sign-in resets it. Time is the injected clock, so tests
+//! advance it instead of sleeping.
+//!
+//! The counters live in this node's memory. With several nodes on one
+//! PostgreSQL database each node keeps its own, so an attacker spreading
+//! requests over N nodes gets N budgets; the bound stays proportional.
+
+use crate::clock::Clock;
+use crate::config::ThrottleConfig;
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::StateStore;
+use governor::{Quota, RateLimiter};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+tokio::task_local! {
+    /// The peer address of the request being handled.
+    static SOURCE: Option<IpAddr>;
+}
+
+/// Layer of every route: remembers the request's peer address (from
+/// `ConnectInfo`, which `serve` provides) for the duration of the request,
+/// so the checks deep inside client authentication need no plumbing
+/// through every handler. Requests without `ConnectInfo` (the router
+/// driven directly) count as one unknown source.
+pub async fn remember_source(req: Request, next: Next) -> Response {
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    SOURCE.scope(addr, next.run(req)).await
+}
+
+/// The source address of the request being handled, if known.
+pub fn source() -> Option<IpAddr> {
+    SOURCE.try_with(|a| *a).ok().flatten()
+}
+
+/// The budget key of an address: an IPv4 address as is (also when mapped
+/// into IPv6), an IPv6 address by its /64, the smallest block one
+/// subscriber is usually given: per address, one host could rotate through
+/// 2^64 of them.
+fn address_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    ip.map(|ip| match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    })
+}
+
+/// What an authentication attempt claims to be.
+#[derive(Clone, Copy, Debug)]
+pub enum Attempt<'a> {
+    /// A client authenticating at an endpoint of [`crate::client_auth`].
+    Client(&'a str),
+    /// A user signing in with a password.
+    User(&'a str),
+    /// Someone presenting the admin token.
+    AdminToken,
+}
+
+/// How a verification ended, as far as the budgets are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The credentials were right: clears the user's backoff.
+    Success,
+    /// The credentials were wrong: spends one failure of every budget.
+    Failure,
+    /// Nothing was decided (overload, internal error): no budget changes.
+    Undecided,
+}
+
+/// A refusal: over budget, come back after `retry_after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// How long until the next attempt would be looked at.
+    pub retry_after: Duration,
+}
+
+impl Refused {
+    /// Whole seconds for `Retry-After`, rounded up and at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        let ms = self.retry_after.as_millis();
+        u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn longest(a: Option<Refused>, b: Option<Refused>) -> Option<Refused> {
+        match (a, b) {
+            (Some(x), Some(y)) => Some(if x.retry_after >= y.retry_after { x } else { y }),
+            (x, y) => x.or(y),
+        }
+    }
+}
+
+/// `governor`'s view of the injected clock: nanoseconds since the Unix
+/// epoch, so a `ManualClock` drives the budgets like every other expiry.
+#[derive(Clone)]
+struct InjectedClock(Arc<dyn Clock>);
+
+impl governor::clock::Clock for InjectedClock {
+    type Instant = Nanos;
+    fn now(&self) -> Nanos {
+        let ms = u64::try_from(self.0.now_ms()).unwrap_or(0);
+        Nanos::from(Duration::from_millis(ms))
+    }
+}
+
+/// A key and whether the decision spends a cell of its budget.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Probe<K> {
+    key: K,
+    spend: bool,
+}
+
+/// A `DashMap` state store that can also be *looked at*: a probe with
+/// `spend = false` runs the limiter's decision on the current state and
+/// keeps that state, so a key can be refused before any work without
+/// success costing budget.
+struct LookingStore<K: Hash + Eq + Clone>(DashMapStateStore<K>);
+
+impl<K: Hash + Eq + Clone> StateStore for LookingStore<K> {
+    type Key = Probe<K>;
+
+    fn measure_and_replace<T, F, E>(&self, probe: &Probe<K>, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if probe.spend {
+            return self.0.measure_and_replace(&probe.key, f);
+        }
+        if !self.0.contains_key(&probe.key) {
+            // A fresh key; looking must not create an entry.
+            return f(None).map(|(t, _)| t);
+        }
+        // The store replaces the state only on `Ok`: hand it the decision
+        // as an `Err` so the state stays as it was.
+        match self
+            .0
+            .measure_and_replace(&probe.key, |tat| Err::<(Infallible, Nanos), _>(f(tat)))
+        {
+            Ok(never) => match never {},
+            Err(decision) => decision.map(|(t, _)| t),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<Probe<K>> for LookingStore<K> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        ShrinkableKeyedStateStore::retain_recent(&self.0, drop_below);
+    }
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&self.0);
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Decisions between two sweeps of keys whose budget is full again.
+const SWEEP_EVERY: u64 = 4096;
+
+/// One keyed budget.
+struct Budget<K: Hash + Eq + Clone> {
+    limiter: RateLimiter<Probe<K>, LookingStore<K>, InjectedClock, NoOpMiddleware<Nanos>>,
+    clock: InjectedClock,
+    decisions: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> Budget<K> {
+    fn new(per_minute: u32, burst: u32, clock: InjectedClock) -> Self {
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(Duration::from_secs(60) / per_minute.get())
+            .unwrap_or_else(|| Quota::per_minute(per_minute))
+            .allow_burst(burst);
+        Self {
+            limiter: RateLimiter::new(
+                quota,
+                LookingStore(DashMapStateStore::default()),
+                clock.clone(),
+            ),
+            clock,
+            decisions: AtomicU64::new(0),
+        }
+    }
+
+    fn decide(&self, key: K, spend: bool) -> Option<Refused> {
+        // Keys are attacker-chosen (client ids, usernames): forget the ones
+        // whose budget is full again, so memory stays proportional to the
+        // failures of the last minutes.
+        if self.decisions.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        let now = governor::clock::Clock::now(&self.clock);
+        self.limiter
+            .check_key(&Probe { key, spend })
+            .err()
+            .map(|not_until| Refused {
+                retry_after: not_until.wait_time_from(now),
+            })
+    }
+
+    /// Whether one more cell would be refused now; spends nothing.
+    fn look(&self, key: K) -> Option<Refused> {
+        self.decide(key, false)
+    }
+
+    /// Spends one cell (when there is one left).
+    fn spend(&self, key: K) -> Option<Refused> {
+        self.decide(key, true)
+    }
+}
+
+/// Who a per-name budget belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Name {
+    Client(String),
+    User(String),
+}
+
+/// A user's run of wrong passwords.
+#[derive(Clone, Copy, Debug)]
+struct Failures {
+    count: u32,
+    last_ms: i64,
+}
+
+/// Users whose failures are remembered at most; beyond that, runs whose
+/// backoff is over are forgotten first.
+const MAX_BACKOFF_ENTRIES: usize = 100_000;
+
+/// The throttles of one server (one node).
+pub struct Throttle {
+    names: Budget<Name>,
+    addresses: Budget<Option<IpAddr>>,
+    registrations: Budget<Option<IpAddr>>,
+    backoff: Mutex<HashMap<String, Failures>>,
+    backoff_after: u32,
+    backoff_max_ms: i64,
+    clock: Arc<dyn Clock>,
+}
+
+impl Throttle {
+    /// Budgets as configured in `[throttle]`, on the server's clock.
+    pub fn new(config: &ThrottleConfig, clock: Arc<dyn Clock>) -> Self {
+        let c = InjectedClock(clock.clone());
+        Self {
+            names: Budget::new(config.failures_per_minute, config.failure_burst, c.clone()),
+            addresses: Budget::new(
+                config.address_failures_per_minute,
+                config.address_failure_burst,
+                c.clone(),
+            ),
+            registrations: Budget::new(
+                config.registrations_per_minute,
+                config.registration_burst,
+                c,
+            ),
+            backoff: Mutex::new(HashMap::new()),
+            backoff_after: config.login_backoff_after.max(1),
+            backoff_max_ms: i64::try_from(config.login_backoff_max_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            clock,
+        }
+    }
+
+    fn name(attempt: Attempt<'_>) -> Option<Name> {
+        match attempt {
+            Attempt::Client(id) => Some(Name::Client(id.to_owned())),
+            Attempt::User(u) => Some(Name::User(u.to_owned())),
+            Attempt::AdminToken => None,
+        }
+    }
+
+    /// Whether `attempt` from `from` may be verified now. Spends nothing:
+    /// call [`Throttle::record`] with the outcome.
+    pub fn check(&self, attempt: Attempt<'_>, from: Option<IpAddr>) -> Result<(), Refused> {
+        let by_name = Self::name(attempt).and_then(|n| self.names.look(n));
+        let by_address = self.addresses.look(address_key(from));
+        let by_backoff = match attempt {
+            Attempt::User(u) => self.backoff_wait(u),
+            _ => None,
+        };
+        match Refused::longest(Refused::longest(by_name, by_address), by_backoff) {
+            Some(r) => Err(r),
+            None => Ok(()),
+        }
+    }
+
+    /// Records how a verified attempt ended.
+    pub fn record(&self, attempt: Attempt<'_>, from: Option<IpAddr>, outcome: Outcome) {
+        match outcome {
+            Outcome::Undecided => {}
+            Outcome::Success => {
+                if let Attempt::User(u) = attempt {
+                    if let Ok(mut m) = self.backoff.lock() {
+                        m.remove(u);
+                    }
+                }
+            }
+            Outcome::Failure => {
+                if let Some(n) = Self::name(attempt) {
+                    let _ = self.names.spend(n);
+                }
+                let _ = self.addresses.spend(address_key(from));
+                if let Attempt::User(u) = attempt {
+                    self.user_failed(u);
+                }
+            }
+        }
+    }
+
+    /// [`Throttle::check`], then `verify` unless refused, then
+    /// [`Throttle::record`] of what `judge` makes of its result: the one
+    /// way every endpoint guards a verification.
+    pub async fn guard<R>(
+        &self,
+        attempt: Attempt<'_>,
+        from: Option<IpAddr>,
+        verify: impl std::future::Future<Output = R>,
+        judge: impl FnOnce(&R) -> Outcome,
+    ) -> Result<R, Refused> {
+        self.check(attempt, from)?;
+        let result = verify.await;
+        let outcome = judge(&result);
+        if outcome == Outcome::Failure {
+            tracing::info!(?attempt, "authentication failed");
+        }
+        self.record(attempt, from, outcome);
+        Ok(result)
+    }
+
+    /// Counts one registration from `from`; refused when over budget.
+    pub fn registration(&self, from: Option<IpAddr>) -> Result<(), Refused> {
+        match self.registrations.spend(address_key(from)) {
+            Some(r) => Err(r),
+            None => Ok(()),
+        }
+    }
+
+    fn backoff_wait(&self, user: &str) -> Option<Refused> {
+        let f = *self.backoff.lock().ok()?.get(user)?;
+        let wait = self.backoff_ms(f.count)?;
+        let until = f.last_ms.saturating_add(wait);
+        let now = self.clock.now_ms();
+        (now < until).then(|| Refused {
+            retry_after: Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
+        })
+    }
+
+    /// The backoff after `count` failures: none before `backoff_after`,
+    /// then 2 s, 4 s, 8 s, ... up to the maximum.
+    fn backoff_ms(&self, count: u32) -> Option<i64> {
+        let k = count.checked_sub(self.backoff_after)?.saturating_add(1);
+        let secs = 1i64.checked_shl(k.min(40)).unwrap_or(i64::MAX);
+        Some(secs.saturating_mul(1000).min(self.backoff_max_ms))
+    }
+
+    fn user_failed(&self, user: &str) {
+        let now = self.clock.now_ms();
+        let Ok(mut m) = self.backoff.lock() else {
+            return;
+        };
+        if m.len() >= MAX_BACKOFF_ENTRIES && !m.contains_key(user) {
+            let max = self.backoff_max_ms;
+            m.retain(|_, f| now.saturating_sub(f.last_ms) < max);
+        }
+        let f = m.entry(user.to_owned()).or_insert(Failures {
+            count: 0,
+            last_ms: now,
+        });
+        f.count = f.count.saturating_add(1);
+        f.last_ms = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn throttle(clock: &Arc<ManualClock>) -> Throttle {
+        let config = ThrottleConfig {
+            failures_per_minute: 6,
+            failure_burst: 5,
+            address_failures_per_minute: 60,
+            address_failure_burst: 10,
+            registrations_per_minute: 1,
+            registration_burst: 2,
+            login_backoff_after: 2,
+            login_backoff_max_secs: 10,
+            ..ThrottleConfig::default()
+        };
+        Throttle::new(&config, clock.clone())
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn failures_spend_the_budget_and_successes_do_not() {
+        let clock = Arc::new(ManualClock::new());
+        let t = throttle(&clock);
+        let a = Attempt::Client("svc");
+        for _ in 0..100 {
+            assert!(t.check(a, None).is_ok());
+            t.record(a, None, Outcome::Success);
+        }
+        for _ in 0..5 {
+            assert!(t.check(a, None).is_ok());
+            t.record(a, None, Outcome::Failure);
+        }
+        let r = t.check(a, None).unwrap_err();
+        // One cell comes back every 10 s (6 per minute).
+        assert_eq!(r.retry_after_secs(), 10);
+        assert!(t.check(Attempt::Client("other"), None).is_ok());
+        clock.advance_secs(10);
+        assert!(t.check(a, None).is_ok());
+    }
+
+    #[test]
+    fn addresses_are_budgeted_by_ipv4_and_ipv6_slash_64() {
+        let clock = Arc::new(ManualClock::new());
+        let t = throttle(&clock);
+        for i in 0..10 {
+            // Different clients, one /64.
+            let id = format!("c{i}");
+            t.record(
+                Attempt::Client(&id),
+                ip(&format!("2001:db8::{i}")),
+                Outcome::Failure,
+            );
+        }
+        assert!(t
+            .check(Attempt::Client("new"), ip("2001:db8::ffff"))
+            .is_err());
+        assert!(t
+            .check(Attempt::AdminToken, ip("2001:db8:0:0:1::1"))
+            .is_err());
+        assert!(t
+            .check(Attempt::Client("new"), ip("2001:db8:0:1::1"))
+            .is_ok());
+        assert!(t.check(Attempt::Client("new"), ip("192.0.2.1")).is_ok());
+        assert_eq!(address_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn user_backoff_grows_and_a_success_resets_it() {
+        let clock = Arc::new(ManualClock::new());
+        let t = throttle(&clock);
+        let u = Attempt::User("alice");
+        t.record(u, ip("192.0.2.1"), Outcome::Failure);
+        assert!(t.check(u, ip("192.0.2.2")).is_ok());
+        t.record(u, ip("192.0.2.2"), Outcome::Failure);
+        // Second failure: 2 s, from any address.
+        assert_eq!(
+            t.check(u, ip("192.0.2.3")).unwrap_err().retry_after_secs(),
+            2
+        );
+        clock.advance_secs(2);
+        assert!(t.check(u, None).is_ok());
+        t.record(u, None, Outcome::Failure);
+        clock.advance_secs(3);
+        assert_eq!(t.check(u, None).unwrap_err().retry_after_secs(), 1);
+        clock.advance_secs(1);
+        t.record(u, None, Outcome::Success);
+        t.record(u, None, Outcome::Failure);
+        assert!(t.check(u, None).is_ok());
+        // Capped at the maximum.
+        assert_eq!(t.backoff_ms(40), Some(10_000));
+    }
+
+    #[test]
+    fn looking_creates_no_state_and_registrations_spend() {
+        let clock = Arc::new(ManualClock::new());
+        let t = throttle(&clock);
+        for i in 0..50 {
+            assert!(t.check(Attempt::Client(&format!("x{i}")), None).is_ok());
+        }
+        assert!(t.names.limiter.is_empty());
+        assert!(t.registration(ip("192.0.2.9")).is_ok());
+        assert!(t.registration(ip("192.0.2.9")).is_ok());
+        assert!(t.registration(ip("192.0.2.9")).is_err());
+        assert!(t.registration(ip("192.0.2.10")).is_ok());
+    }
+}
