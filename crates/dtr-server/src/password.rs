@@ -244,21 +244,28 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_sheds_at_once_and_recovers() {
         let pool = HashPool::new(1, 2);
-        // Hold the only thread until released, then fill the queue: jobs
-        // are taken by the thread asynchronously, so submit until refused.
+        // Hold the only thread until released (waiting until it has taken
+        // its job), then fill the queue.
         let (release, held) = std::sync::mpsc::channel::<()>();
         let held = Arc::new(Mutex::new(held));
-        let mut waiting = Vec::new();
-        let refused = loop {
-            let held = held.clone();
-            match pool.submit(move || {
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let hold = || {
+            let (held, started_tx) = (held.clone(), started_tx.clone());
+            move || {
+                let _ = started_tx.send(());
                 let _ = held.lock().map(|r| r.recv());
-            }) {
+            }
+        };
+        let mut waiting = vec![pool.submit(hold()).unwrap()];
+        started.recv().unwrap();
+        let refused = loop {
+            match pool.submit(hold()) {
                 Ok(f) => waiting.push(f),
                 Err(e) => break e,
             }
             assert!(waiting.len() <= 3, "the queue is not bounded");
         };
+        assert_eq!(waiting.len(), 3);
         assert_eq!(refused, Overloaded);
         // A verification now is refused without hashing, distinctly from a
         // wrong secret.
