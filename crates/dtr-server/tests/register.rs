@@ -38,6 +38,12 @@ async fn manage(h: &Harness, method: &str, uri: &str, token: &str, doc: Option<V
     .await
 }
 
+/// The test configuration for tests that send many registration documents
+/// from one source: registrations are rate-limited per source address.
+fn many_registrations() -> String {
+    format!("{CONFIG}\n[throttle]\nregistration_burst = 100\n")
+}
+
 fn resolver() -> Arc<StaticResolver> {
     let r = Arc::new(StaticResolver::default());
     r.set("client.example", vec!["93.184.216.34".parse().unwrap()]);
@@ -156,7 +162,7 @@ async fn register_and_use_a_confidential_client() {
 #[tokio::test]
 async fn metadata_errors() {
     // RFC 7591 section 3.2.2
-    let h = harness_with_resolver(CONFIG, resolver()).await;
+    let h = harness_with_resolver(&many_registrations(), resolver()).await;
     let cases = [
         (
             json!({"redirect_uris": ["http://app.example/cb"]}),
@@ -233,7 +239,7 @@ async fn metadata_errors() {
 async fn ssrf_endpoints_are_refused() {
     // DTR-28: private, loopback, link-local, unspecified, mapped, and names
     // that resolve to them.
-    let h = harness_with_resolver(CONFIG, resolver()).await;
+    let h = harness_with_resolver(&many_registrations(), resolver()).await;
     for ep in [
         "https://127.0.0.1/cb",
         "https://10.0.0.1/cb",
