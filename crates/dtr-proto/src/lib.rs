@@ -14,6 +14,7 @@ pub mod dpop;
 pub mod error;
 pub mod metadata;
 pub mod params;
+pub mod redirect_uri;
 pub mod resource;
 pub mod scope;
 pub mod secret;

@@ -9,7 +9,6 @@ use crate::store::{CallbackJob, CallbackOutcome};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
 /// How long a claimed job is ours. Longer than a delivery can take
@@ -20,8 +19,9 @@ const LEASE_MS: i64 = 120_000;
 /// Longest wait between retries.
 const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
 
-/// How often the outbox is checked when nothing wakes the sender.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How often (on the state's clock) the outbox is checked when nothing
+/// wakes the sender: for retries coming due and jobs of other nodes.
+const IDLE_POLL_MS: i64 = 200;
 
 /// When to retry after `attempts` failed attempts: exponential from
 /// `base_ms`, capped, with ±20% jitter so retries of many jobs spread out.
@@ -57,7 +57,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let per_host: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = state.clock.sleep_until(state.clock.now_ms() + IDLE_POLL_MS) => {}
             _ = state.callback_wake.notified() => {}
             _ = shutdown.changed() => return,
         }

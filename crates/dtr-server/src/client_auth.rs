@@ -324,6 +324,8 @@ pub struct ClientRegistry {
     /// SHA-256 of the secret last verified per client: Argon2 runs once
     /// per client and secret, not once per request.
     verified: Arc<RwLock<HashMap<String, [u8; 32]>>>,
+    /// Key of the keyed hashes of generated (registered) client secrets.
+    generated: crate::generated_secret::SecretHashKey,
 }
 
 /// How long a cached client is trusted before it is read again: a client
@@ -332,8 +334,12 @@ pub struct ClientRegistry {
 const CLIENT_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl ClientRegistry {
-    /// Loads every client from the store.
-    pub async fn load(store: &dyn Store) -> Result<Self, crate::store::StoreError> {
+    /// Loads every client from the store; `generated` verifies the
+    /// secrets the server generated at registration.
+    pub async fn load(
+        store: &dyn Store,
+        generated: crate::generated_secret::SecretHashKey,
+    ) -> Result<Self, crate::store::StoreError> {
         let all = store.list_clients().await?;
         Ok(Self {
             clients: RwLock::new(
@@ -342,7 +348,18 @@ impl ClientRegistry {
                     .collect(),
             ),
             verified: Arc::new(RwLock::new(HashMap::new())),
+            generated,
         })
+    }
+
+    /// The stored form of a secret generated for a registered client
+    /// (module `generated_secret`).
+    pub fn hash_generated(
+        &self,
+        client_id: &str,
+        secret: &dtr_proto::secret::ClientSecret,
+    ) -> String {
+        self.generated.hash(client_id, secret)
     }
 
     /// Replaces one client's record (after an admin change or a
@@ -408,7 +425,8 @@ impl ClientRegistry {
     }
 
     /// The client, when `presented` is a secret this node has already
-    /// verified for it (a SHA-256 comparison in constant time, no Argon2).
+    /// verified for it (a SHA-256 comparison in constant time), or a
+    /// generated secret matching its keyed hash: a check without Argon2.
     pub fn already_verified(&self, presented: &Presented) -> Option<Arc<ClientRecord>> {
         let (client_id, secret, method) = match presented {
             Presented::Basic { client_id, secret } => {
@@ -422,6 +440,17 @@ impl ClientRegistry {
         let c = self.get(client_id)?;
         if !AuthMethod::parse(&c.auth_method).is_some_and(|r| same_kind(r, method)) {
             return None;
+        }
+        // A generated secret's keyed hash is as cheap to check.
+        if let Some(stored) = c
+            .secret_hash
+            .as_deref()
+            .filter(|h| crate::generated_secret::is_keyed(h))
+        {
+            return self
+                .generated
+                .verify(client_id, secret, stored)
+                .then_some(c);
         }
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let known = self.verified.read().ok()?.get(client_id).copied()?;
@@ -460,6 +489,24 @@ impl ClientRegistry {
             // 2.1 section 2.4.1), and refusing one would only break clients
             // that chose the other. `none` and private_key_jwt stay exact.
             (Some(secret), Some(c)) if registered.is_some_and(|r| same_kind(r, method)) => {
+                // A secret the server generated: its keyed hash is checked
+                // here in constant time, never on the Argon2 pool. This
+                // answers a wrong secret faster than an unknown client id
+                // (which spends an Argon2 run below); that tells only that
+                // a registered id exists, and client ids are not secrets
+                // (RFC 6749 section 2.2), registered ones being 96 random
+                // bits besides.
+                if let Some(stored) = c
+                    .secret_hash
+                    .as_deref()
+                    .filter(|h| crate::generated_secret::is_keyed(h))
+                {
+                    return if self.generated.verify(client_id, secret, stored) {
+                        Ok(c)
+                    } else {
+                        Err(failed())
+                    };
+                }
                 let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
                 let verified = self.verified.clone();
                 let id = client_id.clone();

@@ -60,6 +60,18 @@ pub struct ConfigFile {
     /// bound of the password hashing queue.
     #[serde(default)]
     pub throttle: ThrottleConfig,
+    /// `[[resource_servers]]`: the only valid `audience` and `resource`
+    /// values of a token exchange, each with the optional confidential
+    /// client it introspects with (see [`crate::token_policy`]). None by
+    /// default: then no exchange may name a target.
+    #[serde(default)]
+    pub resource_servers: Vec<crate::token_policy::ResourceServerConfig>,
+    /// `[[token_exchange]]`: which client may exchange the tokens of which
+    /// clients (`subject_clients`, `"*"` for any), for which resource
+    /// servers (`audiences`). Without a rule a client exchanges only its
+    /// own tokens and those addressed to it, and names no target.
+    #[serde(default)]
+    pub token_exchange: Vec<crate::token_policy::TokenExchangeRule>,
 }
 
 /// `[throttle]`: how many failed authentications the server answers before
@@ -152,27 +164,86 @@ impl ThrottleConfig {
     }
 }
 
-/// `[registration]`.
-#[derive(Clone, Deserialize)]
+/// `[registration]`: dynamic client registration (RFC 7591, RFC 7592).
+/// Closed by default: off unless `enabled`; when on, an initial access
+/// token is required unless `open` says otherwise; and a registered client
+/// gets only what `scope` and `grant_types` allow, both empty by default.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
-    /// Whether `POST /register` is offered.
+    /// Whether `POST /register` is offered (default `false`). When it is
+    /// not, `POST /register` and `PUT /register/{client_id}` answer 403
+    /// `access_denied` and the metadata document does not list
+    /// `registration_endpoint`.
     pub enabled: bool,
-    /// When set, registration requires `Authorization: Bearer <token>`
-    /// (RFC 7591 section 3: an initial access token); else it is open.
+    /// Lets anyone register without an initial access token (default
+    /// `false`). Start-up refuses `enabled = true` with neither this nor
+    /// `initial_access_token`, and both at once: registration is never
+    /// open by accident.
+    pub open: bool,
+    /// The initial access token (RFC 7591 section 3, at least 16
+    /// characters): registration then requires `Authorization: Bearer
+    /// <token>`. Required when `enabled = true` unless `open = true`.
     pub initial_access_token: Option<String>,
-    /// Scopes registered clients may ask for; defaults to every scope of
-    /// the configured clients.
-    pub scope: Option<String>,
+    /// The scopes a registered client may have (default: none). A
+    /// registration without a `scope` member gets all of them; one asking
+    /// for more is `invalid_client_metadata`.
+    pub scope: String,
+    /// The grant types a registered client may have (default: none but
+    /// the polling grant, which is always implied and need not be listed).
+    /// A registration naming another one is `invalid_client_metadata`.
+    pub grant_types: Vec<String>,
 }
 
-impl Default for RegistrationConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            initial_access_token: None,
-            scope: None,
+impl RegistrationConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Scope::parse(&self.scope).map_err(|e| err("registration.scope", e))?;
+        for (i, g) in self.grant_types.iter().enumerate() {
+            if g != dtr_proto::GRANT_TYPE_DEFERRED && !SUPPORTED_GRANT_TYPES.contains(&g.as_str()) {
+                return Err(err(
+                    &format!("registration.grant_types[{i}]"),
+                    format!("unsupported grant type '{g}'"),
+                ));
+            }
         }
+        if self
+            .initial_access_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return Err(err(
+                "registration.initial_access_token",
+                "must be at least 16 characters",
+            ));
+        }
+        if self.open && self.initial_access_token.is_some() {
+            return Err(err(
+                "registration.open",
+                "open = true and an initial_access_token contradict each other; keep one",
+            ));
+        }
+        if self.enabled && !self.open && self.initial_access_token.is_none() {
+            return Err(err(
+                "registration.initial_access_token",
+                "required with registration.enabled = true, unless registration.open = true \
+                 allows anyone to register",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The scopes registered clients may have (validated at start-up).
+    pub fn allowed_scope(&self) -> Scope {
+        Scope::parse(&self.scope).unwrap_or_default()
+    }
+
+    /// The originating grant types registered clients may have; the
+    /// polling grant is implied and not among them.
+    pub fn allowed_grant_types(&self) -> impl Iterator<Item = &str> {
+        self.grant_types
+            .iter()
+            .map(String::as_str)
+            .filter(|g| *g != dtr_proto::GRANT_TYPE_DEFERRED)
     }
 }
 
@@ -180,11 +251,13 @@ impl std::fmt::Debug for RegistrationConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistrationConfig")
             .field("enabled", &self.enabled)
+            .field("open", &self.open)
             .field(
                 "initial_access_token",
                 &self.initial_access_token.as_ref().map(|_| "[redacted]"),
             )
             .field("scope", &self.scope)
+            .field("grant_types", &self.grant_types)
             .finish()
     }
 }
@@ -594,6 +667,10 @@ pub struct Config {
     pub device: crate::grants::device::DeviceConfig,
     /// Throttling and the hashing queue bound.
     pub throttle: ThrottleConfig,
+    /// Resource servers (`[[resource_servers]]`).
+    pub resource_servers: Vec<crate::token_policy::ResourceServerConfig>,
+    /// Token exchange rules (`[[token_exchange]]`).
+    pub token_exchange: Vec<crate::token_policy::TokenExchangeRule>,
 }
 
 /// A configuration error; the message names the key.
@@ -644,7 +721,9 @@ impl ConfigFile {
     /// The built-in demo (`dtr serve` with no config file): two
     /// confidential clients, one user, and a policy that sends `payments`
     /// to review, `identity` to user interaction and `reports` to an
-    /// automatic approval after 10 seconds.
+    /// automatic approval after 10 seconds. Registration is open, the one
+    /// place where it is (the banner says so), and limited to what the
+    /// walkthrough needs.
     pub fn demo() -> Self {
         let client = |id: &str, secret: &str, method: &str| ClientConfig {
             client_id: id.into(),
@@ -681,6 +760,16 @@ impl ConfigFile {
                 rule("identity", "interaction", None),
                 rule("reports", "approve_after", Some(10)),
             ],
+            registration: RegistrationConfig {
+                enabled: true,
+                open: true,
+                initial_access_token: None,
+                scope: "read payments reports".into(),
+                grant_types: vec![
+                    dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS.into(),
+                    dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE.into(),
+                ],
+            },
             ..Default::default()
         }
     }
@@ -738,20 +827,7 @@ impl ConfigFile {
         }
         self.callbacks.validate()?;
         self.device.validate()?;
-        if let Some(s) = &self.registration.scope {
-            Scope::parse(s).map_err(|e| err("registration.scope", e))?;
-        }
-        if self
-            .registration
-            .initial_access_token
-            .as_ref()
-            .is_some_and(|t| t.len() < 16)
-        {
-            return Err(err(
-                "registration.initial_access_token",
-                "must be at least 16 characters",
-            ));
-        }
+        self.registration.validate()?;
         if self.dpop.iat_window == 0 || self.dpop.iat_window > 3600 {
             return Err(err("dpop.iat_window", "must be between 1 and 3600 seconds"));
         }
@@ -868,15 +944,12 @@ impl ConfigFile {
                         .map_err(|m| err(&key("deferred_client_notification_endpoint"), m))?,
                 ),
             };
+            // The same rule as a registration's (RFC 9700 section 4.1,
+            // RFC 8252 sections 7.1 and 7.3), whatever `dev_mode` says: a
+            // dangerous redirect is dangerous in development too.
             for (j, r) in c.redirect_uris.iter().enumerate() {
-                let u = url::Url::parse(r)
+                dtr_proto::redirect_uri::check(r)
                     .map_err(|e| err(&format!("clients[{i}].redirect_uris[{j}]"), e))?;
-                if u.fragment().is_some() {
-                    return Err(err(
-                        &format!("clients[{i}].redirect_uris[{j}]"),
-                        "must not contain a fragment",
-                    ));
-                }
             }
             clients.push(StaticClient {
                 client_id: c.client_id,
@@ -939,6 +1012,8 @@ impl ConfigFile {
             policy.push(rule);
         }
 
+        crate::token_policy::validate(&self.resource_servers, &self.token_exchange, &clients)?;
+
         Ok(Config {
             issuer,
             listen,
@@ -956,6 +1031,8 @@ impl ConfigFile {
             registration: self.registration,
             device: self.device,
             throttle: self.throttle,
+            resource_servers: self.resource_servers,
+            token_exchange: self.token_exchange,
         })
     }
 }
@@ -1119,5 +1196,59 @@ action = "review"
         let c = ConfigFile::demo().validate(&Overrides::default()).unwrap();
         assert!(c.dev_mode);
         assert_eq!(c.clients.len(), 2);
+        assert!(c.registration.enabled && c.registration.open);
+    }
+
+    #[test]
+    fn registration_is_closed_by_default_and_never_open_by_accident() {
+        let c = validate("").unwrap();
+        assert!(!c.registration.enabled);
+        assert!(!c.registration.open);
+        assert!(c.registration.allowed_scope().is_empty());
+        assert_eq!(c.registration.allowed_grant_types().count(), 0);
+        // On, with neither an initial access token nor open = true.
+        assert!(msg("[registration]\nenabled = true").contains("registration.initial_access_token"));
+        assert!(msg(
+            "[registration]\nenabled = true\nopen = true\ninitial_access_token = \"0123456789abcdef\""
+        )
+        .contains("registration.open"));
+        assert!(msg("[registration]\ninitial_access_token = \"short\"")
+            .contains("registration.initial_access_token"));
+        assert!(msg("[registration]\ngrant_types = [\"password\"]")
+            .contains("registration.grant_types[0]"));
+        assert!(msg("[registration]\nscope = \"a\\\\b\"").contains("registration.scope"));
+        let on = validate(
+            "[registration]\nenabled = true\ninitial_access_token = \"0123456789abcdef\"\n\
+             scope = \"read\"\ngrant_types = [\"client_credentials\", \"urn:ietf:params:oauth:grant-type:deferred\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            on.registration.allowed_grant_types().collect::<Vec<_>>(),
+            ["client_credentials"]
+        );
+        assert!(!format!("{:?}", on.registration).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn configured_redirect_uris_obey_the_registration_rule() {
+        let client = |uri: &str| {
+            format!("[[clients]]\nclient_id = \"a\"\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"https://ok.example/cb\", \"{uri}\"]")
+        };
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "http://app.example/cb",
+            "https://u@app.example/cb",
+            "https://app.example/cb#f",
+            "myapp:/cb",
+        ] {
+            assert!(
+                msg(&client(bad)).contains("clients[0].redirect_uris[1]"),
+                "{bad}"
+            );
+        }
+        for good in ["http://127.0.0.1:9/cb", "com.example.app:/cb"] {
+            assert!(validate(&client(good)).is_ok(), "{good}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use dtr_proto::scope::Scope;
 use dtr_proto::secret::{random_token, DeferralCode};
 use dtr_proto::token::{DeferralOptIn, DeferredResponse, TokenResponse};
 use dtr_proto::{ErrorCode, OAuthError};
-use tracing::info;
+use tracing::{error, info, warn};
 
 /// Everything needed to defer an originating request.
 #[derive(Clone, Debug)]
@@ -295,18 +295,23 @@ async fn redeem(
     if !client.is_some_and(|c| c.is_active()) {
         return Err(deny_lapsed(state, rec, "client disabled", now).await?);
     }
+    // What the deferral stands for, read by its grant type; a context
+    // that cannot be trusted denies rather than issuing unchecked.
+    let stored = match crate::grants::StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
+        Ok(s) => s,
+        Err(reason) => return Err(deny_lapsed(state, rec, reason, now).await?),
+    };
     // DTR-23 for user grants: the user, their consent, the login session
     // and the token family must all still hold; otherwise the deferral is
     // denied and no token is issued.
-    let user_grant = crate::grants::GrantContext::from_stored(rec.grant_context.as_ref());
-    if let Some(ctx) = &user_grant {
+    if let crate::grants::StoredGrant::User(ctx) = &stored {
         if let Some(reason) = ctx.stale_reason(state, now).await? {
             return Err(deny_lapsed(state, rec, reason, now).await?);
         }
     }
     // DTR-23 for token exchange: the subject and actor tokens must still
     // be valid (not revoked, not expired).
-    let exchange = if rec.grant_type == dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE {
+    let exchange = if stored == crate::grants::StoredGrant::Exchange {
         match crate::grants::token_exchange::recheck(state, rec.grant_context.as_ref()).await {
             Ok(extras) => Some(extras),
             Err(reason) => return Err(deny_lapsed(state, rec, reason, now).await?),
@@ -322,6 +327,40 @@ async fn redeem(
     {
         return Ok(None);
     }
+    match issue_redeemed(state, rec, &stored, exchange.as_ref()).await {
+        Ok(token) => {
+            info!(deferral = %rec.id, client = %rec.client_id, "deferral redeemed");
+            state
+                .metrics
+                .deferral_resolved(Resolution::Redeemed, rec.created_at, now);
+            Ok(Some(token))
+        }
+        Err(e) => {
+            // The gate was passed but no token left: give the redemption
+            // back, so the next poll collects the approval (exactly once
+            // is about tokens delivered, and none was).
+            match state.store.release_redemption(&rec.id).await {
+                Ok(_) => {
+                    warn!(deferral = %rec.id, "issuing a redeemed deferral failed: its approval stays collectable")
+                }
+                Err(re) => {
+                    error!(deferral = %rec.id, error = %re, "issuing a redeemed deferral failed and the redemption could not be released")
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The token of a deferral that passed the exactly-once gate: the
+/// originating grant's own response (DTR-20), with the granted (possibly
+/// narrowed, DTR-24) scope.
+async fn issue_redeemed(
+    state: &AppState,
+    rec: &DeferralRecord,
+    stored: &crate::grants::StoredGrant,
+    exchange: Option<&tokens::TokenExtras>,
+) -> Result<TokenResponse, OAuthError> {
     // Re-read for the granted scope written by the approval we raced with.
     let granted = state
         .store
@@ -330,10 +369,6 @@ async fn redeem(
         .map_err(crate::http::error::internal)?
         .and_then(|r| r.granted_scope)
         .unwrap_or_else(|| rec.scope.clone());
-    info!(deferral = %rec.id, client = %rec.client_id, "deferral redeemed");
-    state
-        .metrics
-        .deferral_resolved(Resolution::Redeemed, rec.created_at, now);
     let grant = Grant {
         client_id: rec.client_id.clone(),
         subject: rec.subject.clone().unwrap_or_else(|| rec.client_id.clone()),
@@ -343,17 +378,14 @@ async fn redeem(
         // DTR-20: DPoP-bound when the deferral was.
         dpop_jkt: rec.dpop_jkt.clone(),
     };
-    // DTR-20: the originating grant's own response (a user grant's carries
-    // its refresh token).
-    match &user_grant {
-        Some(ctx) => crate::grants::issue(state, &grant, ctx).await.map(Some),
-        // Token exchange: `act`, audience and `issued_token_type` (DTR-20).
-        None => match &exchange {
-            Some(extras) => tokens::issue_extended(state, &grant, extras)
-                .await
-                .map(Some),
-            None => tokens::issue(state, &grant).await.map(Some),
-        },
+    match (stored, exchange) {
+        // A user grant's response carries its refresh token.
+        (crate::grants::StoredGrant::User(ctx), _) => {
+            crate::grants::issue(state, &grant, ctx).await
+        }
+        // Token exchange: `act`, audience and `issued_token_type`.
+        (_, Some(extras)) => tokens::issue_extended(state, &grant, extras).await,
+        _ => tokens::issue(state, &grant).await,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod deferrals;
 pub mod dpop;
+pub mod generated_secret;
 pub mod grants;
 pub mod http;
 pub mod keys;
@@ -28,6 +29,7 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod throttle;
+pub mod token_policy;
 pub mod tokens;
 pub mod worker;
 

@@ -1,7 +1,11 @@
 //! Dynamic client registration (RFC 7591) and its management (RFC 7592):
 //! validation of client metadata into a stored client. Every rule that a
-//! configured client obeys holds for a registered one too; the callback
-//! endpoint gets the SSRF checks of DTR-28.
+//! configured client obeys holds for a registered one too (redirect URIs
+//! through `dtr_proto::redirect_uri`); the callback endpoint gets the SSRF
+//! checks of DTR-28. A registered client never gets more than the operator
+//! allows in `[registration]`: `scope` and `grant_types`, both empty by
+//! default. Arrays are capped so that a document cannot make us check,
+//! store and return thousands of entries.
 
 use crate::config::{AuthMethod, SUPPORTED_GRANT_TYPES};
 use crate::state::AppState;
@@ -44,20 +48,87 @@ const STRING_MEMBERS: &[&str] = &[
     "software_version",
 ];
 
-/// The scopes registered clients may ask for.
-pub fn allowed_scope(state: &AppState) -> Scope {
-    match &state.config.registration.scope {
-        Some(s) => Scope::parse(s).unwrap_or_default(),
-        None => {
-            let all: Vec<String> = state
-                .config
-                .clients
-                .iter()
-                .flat_map(|c| c.scope.iter().map(str::to_owned).collect::<Vec<_>>())
-                .collect();
-            Scope::parse(&all.join(" ")).unwrap_or_default()
-        }
+/// Most redirect URIs one client may register. Native apps need one or
+/// two, web apps a handful; each is checked and stored.
+pub const MAX_REDIRECT_URIS: usize = 16;
+/// Most `contacts` entries.
+pub const MAX_CONTACTS: usize = 8;
+/// Most keys in a registered `jwks` (rotation needs two or three).
+pub const MAX_JWKS_KEYS: usize = 8;
+/// Most `grant_types` entries (every grant this server knows, repeated
+/// once or so, fits).
+pub const MAX_GRANT_TYPES: usize = 8;
+
+/// An array member of at most `max` strings.
+fn string_array(
+    obj: &Map<String, Value>,
+    member: &str,
+    max: usize,
+    bad: impl Fn(String) -> MetadataError,
+) -> Result<Option<Vec<String>>, MetadataError> {
+    let a = match obj.get(member) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad(format!("{member}: must be an array of strings"))),
+    };
+    if a.len() > max {
+        return Err(bad(format!("{member}: at most {max} entries")));
     }
+    a.iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("{member}: must be an array of strings")))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// The originating grant types of a registration, within what the
+/// operator allows (`registration.grant_types`). The polling grant is
+/// implied, so listing it changes nothing. An omitted `grant_types`
+/// means `authorization_code` (RFC 7591 section 2); it is granted only
+/// when allowed, else the registration must name what it wants, so a
+/// client never silently gets a grant it did not ask for.
+fn grant_types(
+    requested: Option<Vec<String>>,
+    allowed: &[&str],
+) -> Result<Vec<String>, MetadataError> {
+    let explicit = requested.is_some();
+    let requested =
+        requested.unwrap_or_else(|| vec![dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE.into()]);
+    let mut out: Vec<String> = Vec::new();
+    for g in requested {
+        if g == dtr_proto::GRANT_TYPE_DEFERRED || out.contains(&g) {
+            continue;
+        }
+        if !allowed.contains(&g.as_str()) {
+            let allowed = if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(bad(
+                "grant_types",
+                if explicit {
+                    format!("'{g}' is not allowed for registered clients (allowed: {allowed})")
+                } else {
+                    format!(
+                        "omitted means authorization_code (RFC 7591 section 2), which is not \
+                         allowed for registered clients; name one of: {allowed}"
+                    )
+                },
+            ));
+        }
+        out.push(g);
+    }
+    if out.is_empty() {
+        return Err(bad(
+            "grant_types",
+            "must name at least one grant type besides the implied polling grant",
+        ));
+    }
+    Ok(out)
 }
 
 /// A validated registration: the client fields and the metadata document
@@ -105,30 +176,17 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         )
     })?;
 
-    let grant_types: Vec<String> = match obj.get("grant_types") {
-        None | Some(Value::Null) => vec![dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS.into()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|g| {
-                g.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| bad("grant_types", "must be an array of strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("grant_types", "must be an array of strings")),
-    };
-    // The polling grant is implied; list it or not, it is not a grant type
-    // a client registers for.
-    let grant_types: Vec<String> = grant_types
-        .into_iter()
-        .filter(|g| g != dtr_proto::GRANT_TYPE_DEFERRED)
-        .collect();
-    if grant_types.is_empty() {
-        return Err(bad(
-            "grant_types",
-            "must name at least one supported grant type",
-        ));
-    }
+    let reg = &state.config.registration;
+    let allowed_grants: Vec<&str> = reg.allowed_grant_types().collect();
+    let grant_types = grant_types(
+        string_array(obj, "grant_types", MAX_GRANT_TYPES, |d| MetadataError {
+            error: "invalid_client_metadata",
+            description: d,
+        })?,
+        &allowed_grants,
+    )?;
+    // The operator's list is validated at start-up; this keeps a grant
+    // the build cannot run from ever being stored.
     for g in &grant_types {
         if !SUPPORTED_GRANT_TYPES.contains(&g.as_str()) {
             return Err(bad("grant_types", format!("unsupported grant type '{g}'")));
@@ -145,43 +203,34 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         ));
     }
 
-    let redirect_uris: Vec<String> = match obj.get("redirect_uris") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|u| {
-                u.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| bad_redirect("must be an array of strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad_redirect("must be an array of strings")),
-    };
+    let redirect_uris = string_array(obj, "redirect_uris", MAX_REDIRECT_URIS, |d| MetadataError {
+        error: "invalid_redirect_uri",
+        description: d,
+    })?
+    .unwrap_or_default();
+    // One rule for configured and registered clients (RFC 9700 section
+    // 4.1, RFC 8252 sections 7.1 and 7.3): see `dtr_proto::redirect_uri`.
     for r in &redirect_uris {
-        let u = url::Url::parse(r).map_err(|e| {
-            bad_redirect(format!(
-                "'{}' is not an absolute URL: {e}",
-                dtr_proto::params::printable(r)
-            ))
-        })?;
-        if u.fragment().is_some() {
-            return Err(bad_redirect("must not contain a fragment"));
-        }
-        let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-        if u.scheme() == "http" && !loopback {
-            return Err(bad_redirect(
-                "http is allowed only for loopback redirect URIs",
-            ));
-        }
+        dtr_proto::redirect_uri::check(r)
+            .map_err(|e| bad_redirect(format!("'{}': {e}", dtr_proto::params::printable(r))))?;
     }
 
-    let allowed = allowed_scope(state);
+    // Never more than the operator allows (`registration.scope`); without
+    // a `scope` member the client gets exactly that.
+    let allowed = reg.allowed_scope();
     let scope = match str_member("scope")? {
         None => allowed.clone(),
         Some(s) => Scope::parse(&s).map_err(|e| bad("scope", e))?,
     };
     if !scope.is_subset(&allowed) {
-        return Err(bad("scope", format!("may only contain: {allowed}")));
+        return Err(bad(
+            "scope",
+            if allowed.is_empty() {
+                "registered clients may not have any scope here".to_owned()
+            } else {
+                format!("may only contain: {allowed}")
+            },
+        ));
     }
 
     if obj.get("jwks").is_some_and(|v| !v.is_null())
@@ -212,6 +261,9 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
                 .get("keys")
                 .and_then(Value::as_array)
                 .ok_or_else(|| bad("jwks", "must be an object with a keys array"))?;
+            if keys.len() > MAX_JWKS_KEYS {
+                return Err(bad("jwks", format!("at most {MAX_JWKS_KEYS} keys")));
+            }
             if keys.iter().any(|k| {
                 ["d", "p", "q", "dp", "dq", "qi", "k"]
                     .iter()
@@ -257,11 +309,11 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
             metadata.insert((*k).to_owned(), Value::String(v));
         }
     }
-    if let Some(c) = obj.get("contacts") {
-        if !c.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-            return Err(bad("contacts", "must be an array of strings"));
-        }
-        metadata.insert("contacts".into(), c.clone());
+    if let Some(c) = string_array(obj, "contacts", MAX_CONTACTS, |d| MetadataError {
+        error: "invalid_client_metadata",
+        description: d,
+    })? {
+        metadata.insert("contacts".into(), json!(c));
     }
     metadata.insert(
         "token_endpoint_auth_method".into(),
@@ -342,4 +394,53 @@ pub fn uses_secret(m: AuthMethod) -> bool {
         m,
         AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[test]
+    fn grant_types_stay_within_the_allowed_ones() {
+        let allowed = [
+            dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS,
+            dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+        ];
+        assert_eq!(
+            grant_types(g(&["client_credentials"]), &allowed).unwrap(),
+            ["client_credentials"]
+        );
+        // The polling grant is implied; repeats count once.
+        assert_eq!(
+            grant_types(
+                g(&[
+                    dtr_proto::GRANT_TYPE_DEFERRED,
+                    "client_credentials",
+                    "client_credentials"
+                ]),
+                &allowed
+            )
+            .unwrap(),
+            ["client_credentials"]
+        );
+        // Omitted: authorization_code (RFC 7591 section 2), when allowed.
+        assert_eq!(grant_types(None, &allowed).unwrap(), ["authorization_code"]);
+        let only_cc = [dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS];
+        for (requested, allowed) in [
+            (None, &only_cc[..]),
+            (g(&["refresh_token"]), &allowed[..]),
+            (g(&[dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE]), &allowed[..]),
+            (g(&[dtr_proto::GRANT_TYPE_DEFERRED]), &allowed[..]),
+            (g(&[]), &allowed[..]),
+            (g(&["client_credentials"]), &[][..]),
+        ] {
+            let e = grant_types(requested.clone(), allowed).unwrap_err();
+            assert_eq!(e.error, "invalid_client_metadata", "{requested:?}");
+            assert!(e.description.starts_with("grant_types: "));
+        }
+    }
 }

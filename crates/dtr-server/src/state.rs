@@ -173,15 +173,17 @@ impl AppState {
                 .await
                 .map_err(|x| e(x.to_string()))?;
         }
-        let clients = ClientRegistry::load(store.as_ref())
-            .await
-            .map_err(|x| e(x.to_string()))?;
-
         let der = store
             .signing_key(&crate::keys::generate_pkcs8, clock.now_ms())
             .await
             .map_err(|x| e(x.to_string()))?;
         let signer = TokenSigner::from_pkcs8(&der).map_err(e)?;
+        let clients = ClientRegistry::load(
+            store.as_ref(),
+            crate::generated_secret::SecretHashKey::derive(&der),
+        )
+        .await
+        .map_err(|x| e(x.to_string()))?;
         let dpop_nonce_key = crate::dpop::nonce_key(&der);
         let seal_key = match config.callbacks.key_bytes() {
             Some(k) => crate::sealed::SealKey::from_bytes(&k),

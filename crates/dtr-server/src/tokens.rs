@@ -52,6 +52,10 @@ pub struct TokenExtras {
     /// The token expires no later than this (seconds since the epoch):
     /// a token made from another never outlives it.
     pub not_after: Option<i64>,
+    /// `jti`s of the tokens it is made from (a token exchange's subject and
+    /// actor tokens): it stays valid only while they do (RFC 8693 section
+    /// 2.1, RFC 9700 section 2.3), see [`crate::store::TokenStore::token_revoked`].
+    pub parents: Vec<String>,
 }
 
 /// [`issue`] with grant-specific extras (token exchange).
@@ -115,6 +119,7 @@ async fn issue_full(
             issued_at: now,
             expires_at: now + ttl as i64 * 1000,
             deferral_id: grant.deferral_id.clone(),
+            parents: extras.parents.clone(),
         })
         .await
         .map_err(crate::http::error::internal)?;
@@ -133,4 +138,36 @@ async fn issue_full(
         authorization_details: grant.authorization_details.clone(),
     };
     Ok((response, jti))
+}
+
+/// Verifies one of this server's access tokens as every consumer must
+/// (introspection, token exchange): signature, issuer, expiry, a `jti`,
+/// and not revoked, neither itself nor through its family, its user or any
+/// token it was exchanged from. `None` for anything else, whatever the
+/// reason, so callers tell nothing about why (RFC 7662 section 2.2).
+pub async fn verify_live(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<serde_json::Value>, OAuthError> {
+    use serde_json::Value;
+    let Some(claims) = state.signer.verify(token) else {
+        return Ok(None);
+    };
+    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    let jti = claims.get("jti").and_then(Value::as_str).unwrap_or("");
+    if claims.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str())
+        || exp <= state.clock.now_ms() / 1000
+        || jti.is_empty()
+    {
+        return Ok(None);
+    }
+    if state
+        .store
+        .token_revoked(jti)
+        .await
+        .map_err(crate::http::error::internal)?
+    {
+        return Ok(None);
+    }
+    Ok(Some(claims))
 }

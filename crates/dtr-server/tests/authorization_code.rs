@@ -8,9 +8,9 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use common::browser::*;
 use common::*;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 const CFG: &str = r#"
 issuer = "http://127.0.0.1:8080"
@@ -54,180 +54,9 @@ action = "review"
 "#;
 
 const WEB: (&str, &str) = ("web", "web-secret-1");
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-
-/// A browser: a cookie jar over `oneshot`.
-struct Browser<'a> {
-    h: &'a Harness,
-    jar: HashMap<String, String>,
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no field {name} in {html}"))
-        + needle.len();
-    let end = html[start..].find('"').unwrap() + start;
-    html[start..end].replace("&amp;", "&")
-}
-
-fn location(r: &Resp) -> String {
-    r.headers
-        .get(header::LOCATION)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn query_of(url: &str) -> HashMap<String, String> {
-    let u = url::Url::parse(url).unwrap();
-    u.query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-impl<'a> Browser<'a> {
-    fn new(h: &'a Harness) -> Self {
-        Self {
-            h,
-            jar: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.jar
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep(&mut self, r: &Resp) {
-        for v in r.headers.get_all(header::SET_COOKIE) {
-            let v = v.to_str().unwrap();
-            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
-            let (k, val) = pair.split_once('=').unwrap();
-            if attrs.contains("Max-Age=0") {
-                self.jar.remove(k);
-            } else {
-                self.jar.insert(k.to_owned(), val.to_owned());
-            }
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Resp {
-        let r = self
-            .h
-            .send(
-                Request::get(path)
-                    .header(header::COOKIE, self.cookie_header())
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
-        self.keep(&r);
-        r
-    }
-
-    async fn post(&mut self, path: &str, pairs: &[(&str, &str)]) -> Resp {
-        let r = self
-            .h
-            .send(
-                Request::post(path)
-                    .header(header::COOKIE, self.cookie_header())
-                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(Body::from(form(pairs)))
-                    .unwrap(),
-            )
-            .await;
-        self.keep(&r);
-        r
-    }
-
-    /// Follows the login redirect of `r` and signs in; returns the answer
-    /// of the page it comes back to.
-    async fn sign_in_from(&mut self, r: Resp, user: &str, password: &str) -> Resp {
-        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
-        let login = self.get(&location(&r)).await;
-        assert_eq!(login.status, StatusCode::OK, "{}", login.text);
-        let csrf = hidden(&login.text, "csrf");
-        let return_to = hidden(&login.text, "return_to");
-        let done = self
-            .post(
-                "/login",
-                &[
-                    ("csrf", &csrf),
-                    ("return_to", &return_to),
-                    ("username", user),
-                    ("password", password),
-                ],
-            )
-            .await;
-        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
-        self.get(&location(&done)).await
-    }
-
-    /// Approves (or denies) the consent page `page`; returns the redirect
-    /// to the client.
-    async fn consent(&mut self, page: &Resp, decision: &str) -> HashMap<String, String> {
-        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-        let request = hidden(&page.text, "request");
-        let csrf = hidden(&page.text, "csrf");
-        let r = self
-            .post(
-                "/authorize/consent",
-                &[
-                    ("request", &request),
-                    ("csrf", &csrf),
-                    ("decision", decision),
-                ],
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
-        query_of(&location(&r))
-    }
-}
-
-fn authorize_path(client: &str, extra: &[(&str, &str)]) -> String {
-    let mut pairs = vec![
-        ("response_type", "code"),
-        ("client_id", client),
-        ("code_challenge", CHALLENGE),
-        ("code_challenge_method", "S256"),
-        ("state", "st-1"),
-    ];
-    pairs.extend_from_slice(extra);
-    format!("/authorize?{}", form(&pairs))
-}
-
-/// Signs alice in, consents, returns the code.
-async fn code_for(b: &mut Browser<'_>, client: &str, extra: &[(&str, &str)]) -> String {
-    let r = b.get(&authorize_path(client, extra)).await;
-    let page = if r.status == StatusCode::SEE_OTHER && location(&r).starts_with("/login") {
-        b.sign_in_from(r, "alice", "alice-password").await
-    } else {
-        r
-    };
-    if page.status == StatusCode::SEE_OTHER {
-        return query_of(&location(&page))["code"].clone();
-    }
-    let q = b.consent(&page, "approve").await;
-    assert_eq!(q["state"], "st-1");
-    assert_eq!(q["iss"], "http://127.0.0.1:8080");
-    q["code"].clone()
-}
 
 async fn exchange(h: &Harness, code: &str, extra: &[(&str, &str)]) -> Resp {
-    let mut pairs = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("code_verifier", VERIFIER),
-    ];
-    pairs.extend_from_slice(extra);
-    h.post("/token", WEB, &pairs).await
+    exchange_as(h, WEB, code, extra).await
 }
 
 #[tokio::test]
@@ -745,7 +574,12 @@ async fn pushed_authorization_requests() {
 
 #[tokio::test]
 async fn consent_denied_and_csrf_and_escaping() {
-    let h = harness_with(CFG).await;
+    // Open registration, for the client with markup in its name below.
+    let h = harness_with(&format!(
+        "{CFG}\n[registration]\nenabled = true\nopen = true\nscope = \"read\"\n\
+         grant_types = [\"authorization_code\"]\n"
+    ))
+    .await;
     let mut b = Browser::new(&h);
     let r = b.get(&authorize_path("web", &[])).await;
     let page = b.sign_in_from(r, "alice", "alice-password").await;

@@ -1,5 +1,8 @@
 //! Callback notifications end to end (DTR-25..30): a real server on port 0
 //! and a real receiver on loopback (`dev_mode`), driven by the client crate.
+//! The server runs on a manual clock: the sender's schedule (the delay
+//! before a callback, retries, expiry) moves only when a test advances it,
+//! and a test knows a job is done from the outbox, not from waiting.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/server.rs"]
@@ -13,7 +16,9 @@ use dtr_client::{
     AdminClient, Client, ClientAuth, ClientCredentialsRequest, ClientSecret, NotificationToken,
     TokenResult,
 };
+use dtr_server::clock::ManualClock;
 use dtr_server::config::{ConfigFile, Overrides};
+use dtr_server::store::CallbackStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,7 +91,39 @@ async fn start_receiver() -> (Receiver, String) {
 
 struct Server {
     issuer: String,
-    _server: server::Running,
+    clock: Arc<ManualClock>,
+    running: server::Running,
+}
+
+impl Server {
+    /// The callback job of a deferral, as the outbox has it.
+    async fn job(&self, deferral_id: &str) -> Option<CallbackStatus> {
+        self.running
+            .state
+            .store
+            .callback_status(deferral_id)
+            .await
+            .unwrap()
+    }
+
+    /// Moves the server's time on in small steps (retries come due) until
+    /// the deferral's callback job is finished: delivered, given up or
+    /// suppressed. Bounded: at most 50 s of server time, 10 s of real time.
+    async fn finish_job(&self, deferral_id: &str) -> CallbackStatus {
+        for _ in 0..250 {
+            if let Some(j) = self.job(deferral_id).await {
+                if j.state != "pending" {
+                    return j;
+                }
+            }
+            self.clock.advance_ms(200);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        panic!(
+            "the callback job of {deferral_id} did not finish: {:?}",
+            self.job(deferral_id).await
+        )
+    }
 }
 
 async fn start_server(endpoint: &str, extra: &str) -> Server {
@@ -120,10 +157,13 @@ action = "review"
 "#
     );
     let dir = tempfile::tempdir().unwrap();
-    let running = server::start(&config, &dir.keep().join("dtr.db")).await;
+    let clock = Arc::new(ManualClock::new());
+    let running =
+        server::start_with_clock(&config, &dir.keep().join("dtr.db"), clock.clone()).await;
     Server {
         issuer: running.issuer.clone(),
-        _server: running,
+        clock,
+        running,
     }
 }
 
@@ -159,16 +199,7 @@ async fn newest_id(admin: &AdminClient) -> String {
         .to_owned()
 }
 
-/// Waits until `n` callbacks arrived (bounded), then a little longer to
-/// catch any duplicate.
-async fn wait_for(r: &Receiver, n: usize) -> Vec<Received> {
-    for _ in 0..100 {
-        if r.got.lock().unwrap().len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+fn received(r: &Receiver) -> Vec<Received> {
     r.got.lock().unwrap().clone()
 }
 
@@ -181,8 +212,11 @@ async fn one_callback_per_resolution_with_bearer() {
     let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let token = NotificationToken::generate();
     let d = defer(&c, Some(token.clone())).await;
-    admin.approve(&newest_id(&admin).await, None).await.unwrap();
-    let got = wait_for(&r, 1).await;
+    let id = newest_id(&admin).await;
+    admin.approve(&id, None).await.unwrap();
+    let job = s.finish_job(&id).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("delivered", 1));
+    let got = received(&r);
     assert_eq!(got.len(), 1, "exactly one callback: {got:?}");
     assert_eq!(
         got[0].body,
@@ -201,8 +235,11 @@ async fn one_callback_per_resolution_with_bearer() {
     // A denial is a resolution too; without a notification token there is
     // no Authorization header.
     let d2 = defer(&c, None).await;
-    admin.deny(&newest_id(&admin).await, None).await.unwrap();
-    let got = wait_for(&r, 2).await;
+    let id2 = newest_id(&admin).await;
+    admin.deny(&id2, None).await.unwrap();
+    let job = s.finish_job(&id2).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("delivered", 1));
+    let got = received(&r);
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].body["deferral_code"], d2.code.secret());
     assert_eq!(got[1].authorization, None);
@@ -216,9 +253,15 @@ async fn cancellation_suppresses_the_callback() {
     let c = client(&s.issuer).await;
     let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let d = defer(&c, Some(NotificationToken::generate())).await;
-    admin.approve(&newest_id(&admin).await, None).await.unwrap();
+    let id = newest_id(&admin).await;
+    // The server's time stands still: the callback (due delay_ms after
+    // the approval) cannot have started before the cancellation.
+    admin.approve(&id, None).await.unwrap();
     c.cancel(&d.code).await.unwrap();
-    let got = wait_for(&r, 1).await;
+    let job = s.finish_job(&id).await;
+    assert_eq!(job.state, "suppressed");
+    assert_eq!(job.attempts, 0);
+    let got = received(&r);
     assert!(got.is_empty(), "no callback after cancellation: {got:?}");
 }
 
@@ -230,8 +273,11 @@ async fn retries_after_errors_until_success() {
     let c = client(&s.issuer).await;
     let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
-    admin.approve(&newest_id(&admin).await, None).await.unwrap();
-    let got = wait_for(&r, 3).await;
+    let id = newest_id(&admin).await;
+    admin.approve(&id, None).await.unwrap();
+    let job = s.finish_job(&id).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("delivered", 3));
+    let got = received(&r);
     assert_eq!(
         got.len(),
         3,
@@ -248,8 +294,11 @@ async fn redirects_are_not_followed() {
     let c = client(&s.issuer).await;
     let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
-    admin.approve(&newest_id(&admin).await, None).await.unwrap();
-    let got = wait_for(&r, 2).await;
+    let id = newest_id(&admin).await;
+    admin.approve(&id, None).await.unwrap();
+    let job = s.finish_job(&id).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("failed", 2));
+    let got = received(&r);
     assert!(
         got.iter().all(|g| g.path == "/cb"),
         "the redirect target is never called: {got:?}"
@@ -271,22 +320,24 @@ async fn a_hanging_endpoint_does_not_delay_polls() {
     let d = defer(&c, None).await;
     let d2 = defer(&c, None).await;
     let ids = admin.list(Some("pending"), None).await.unwrap();
-    admin
-        .approve(ids[1]["id"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    // While the delivery hangs, the token endpoint answers other polls.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        r.got.lock().unwrap().len(),
-        1,
-        "the delivery is in progress"
-    );
+    let id = ids[1]["id"].as_str().unwrap().to_owned();
+    admin.approve(&id, None).await.unwrap();
+    // The delivery starts and hangs.
+    s.clock.advance_ms(300);
+    for _ in 0..200 {
+        if !received(&r).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(received(&r).len(), 1, "the delivery is in progress");
+    // While it hangs, the token endpoint answers other polls.
     let pending = c.poll_once(&d2.code).await.unwrap();
     assert!(matches!(pending, TokenResult::Error(_)));
     // The hung attempt times out and is retried; polling still yields the token.
-    let got = wait_for(&r, 2).await;
-    assert!(got.len() >= 2, "retried after the timeout: {got:?}");
+    let job = s.finish_job(&id).await;
+    assert_eq!(job.state, "delivered");
+    assert!(job.attempts >= 2, "retried after the timeout: {job:?}");
     let TokenResult::Token(_) = c.poll_once(&d.code).await.unwrap() else {
         panic!("expected a token")
     };
@@ -301,9 +352,12 @@ async fn never_for_an_expired_code() {
     let c = client(&s.issuer).await;
     let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
-    admin.approve(&newest_id(&admin).await, None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let got = wait_for(&r, 1).await;
+    let id = newest_id(&admin).await;
+    admin.approve(&id, None).await.unwrap();
+    let job = s.finish_job(&id).await;
+    assert_ne!(job.state, "delivered", "{job:?}");
+    assert_eq!(job.last_status, None, "nothing was sent: {job:?}");
+    let got = received(&r);
     assert!(got.is_empty(), "no callback for an expired code: {got:?}");
 }
 

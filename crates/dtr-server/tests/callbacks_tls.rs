@@ -167,6 +167,7 @@ action = "review"
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let store = state.store.clone();
     tokio::spawn(dtr_server::serve(listener, state, async {
         let _ = stopped.await;
     }));
@@ -196,13 +197,17 @@ action = "review"
         .unwrap()
         .to_owned();
     admin.approve(&id, None).await.unwrap();
-    for _ in 0..100 {
-        if !got.lock().unwrap().is_empty() {
+    // Done when the outbox says so; one attempt, so one request.
+    let mut job = None;
+    for _ in 0..200 {
+        job = store.callback_status(&id).await.unwrap();
+        if job.as_ref().is_some_and(|j| j.state != "pending") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = job.unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), ("delivered", 1));
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "exactly one callback over TLS: {got:?}");
     assert_eq!(got[0].request_line, "POST /dtr/callback HTTP/1.1");

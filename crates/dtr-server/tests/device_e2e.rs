@@ -47,6 +47,9 @@ scope = "read payments"
 [[users]]
 username = "alice"
 password = "alice-password"
+[[token_exchange]]
+client_id = "broker"
+subject_clients = ["svc"]
 [[policy]]
 grant_type = "urn:ietf:params:oauth:grant-type:device_code"
 scope_any = ["payments"]

@@ -56,6 +56,16 @@ password = "alice-password"
 [[users]]
 username = "bob"
 password = "bob-password"
+[[resource_servers]]
+identifier = "billing"
+[[resource_servers]]
+identifier = "https://api.example/v1"
+[[resource_servers]]
+identifier = "ledger"
+[[token_exchange]]
+client_id = "broker"
+subject_clients = ["svc"]
+audiences = ["billing", "https://api.example/v1", "ledger"]
 [[policy]]
 grant_type = "urn:ietf:params:oauth:grant-type:device_code"
 scope_any = ["payments"]

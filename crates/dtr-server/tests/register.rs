@@ -38,10 +38,24 @@ async fn manage(h: &Harness, method: &str, uri: &str, token: &str, doc: Option<V
     .await
 }
 
-/// The test configuration for tests that send many registration documents
-/// from one source: registrations are rate-limited per source address.
+/// Registration is closed by default: these tests open it, for the scopes
+/// and grant types they register.
+const OPEN: &str = r#"
+[registration]
+enabled = true
+open = true
+scope = "read payments"
+grant_types = ["client_credentials", "authorization_code"]
+"#;
+
+fn open_config() -> String {
+    format!("{CONFIG}\n{OPEN}")
+}
+
+/// [`open_config`] for tests that send many registration documents from
+/// one source: registrations are rate-limited per source address.
 fn many_registrations() -> String {
-    format!("{CONFIG}\n[throttle]\nregistration_burst = 100\n")
+    format!("{}\n[throttle]\nregistration_burst = 100\n", open_config())
 }
 
 fn resolver() -> Arc<StaticResolver> {
@@ -54,7 +68,7 @@ fn resolver() -> Arc<StaticResolver> {
 
 #[tokio::test]
 async fn register_and_use_a_confidential_client() {
-    let h = harness_with_resolver(CONFIG, resolver()).await;
+    let h = harness_with_resolver(&open_config(), resolver()).await;
     let r = register(
         &h,
         json!({
@@ -128,7 +142,9 @@ async fn register_and_use_a_confidential_client() {
         "PUT",
         &uri,
         &rat,
-        Some(json!({"client_id": id, "scope": "read"})),
+        // RFC 7592 section 2.2: the update replaces every member, so the
+        // grant types are restated (omitted would mean authorization_code).
+        Some(json!({"client_id": id, "grant_types": ["client_credentials"], "scope": "read"})),
     )
     .await;
     assert_eq!(upd.status, StatusCode::OK, "{}", upd.text);
@@ -261,8 +277,10 @@ async fn ssrf_endpoints_are_refused() {
 
 #[tokio::test]
 async fn initial_access_token_and_disabling() {
-    let protected =
-        format!("{CONFIG}\n[registration]\ninitial_access_token = \"initial-access-token-123\"\n");
+    let protected = format!(
+        "{CONFIG}\n[registration]\nenabled = true\ninitial_access_token = \"initial-access-token-123\"\n\
+         scope = \"read\"\ngrant_types = [\"authorization_code\"]\n"
+    );
     let h = harness_with_resolver(&protected, resolver()).await;
     assert_eq!(
         register(&h, json!({})).await.status,

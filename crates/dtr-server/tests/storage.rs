@@ -578,6 +578,7 @@ mod suite {
             expires_at: exp,
             issued_at: T0,
             deferral_id: Some("dfr".into()),
+            parents: vec![],
         };
         s.record_token(&t("j1", T0 + 1_000)).await.unwrap();
         s.record_token(&t("j2", T0 + 5_000)).await.unwrap();
@@ -601,6 +602,88 @@ mod suite {
         assert!(!s.token_revoked("j2").await.unwrap());
         assert_eq!(s.prune_tokens(T0 + 10_000).await.unwrap(), 1);
         assert!(s.token_revoked("j2").await.unwrap());
+    }
+
+    /// RFC 8693 section 2.1, RFC 9700 section 2.3: a token made from
+    /// others (a token exchange) is valid only while each of them is,
+    /// through a whole chain of exchanges; its family's revocation and its
+    /// user's disabling count like a revocation.
+    pub async fn exchanged_tokens_die_with_their_parents(s: Arc<dyn Store>) {
+        let t = |jti: &str, client: &str, parents: &[&str]| IssuedToken {
+            jti: jti.into(),
+            client_id: client.into(),
+            expires_at: T0 + LIFE,
+            issued_at: T0,
+            deferral_id: None,
+            parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        // A chain: root -> child -> grandchild, and a delegation made from
+        // the child and an actor token.
+        s.record_token(&t("root", "svc", &[])).await.unwrap();
+        s.record_token(&t("actor", "agent", &[])).await.unwrap();
+        s.record_token(&t("child", "gw", &["root"])).await.unwrap();
+        s.record_token(&t("grand", "gw2", &["child"]))
+            .await
+            .unwrap();
+        s.record_token(&t("deleg", "gw", &["child", "actor"]))
+            .await
+            .unwrap();
+        for j in ["root", "actor", "child", "grand", "deleg"] {
+            assert!(!s.token_revoked(j).await.unwrap(), "{j} valid");
+        }
+        // Revoking the actor kills only the delegation.
+        assert!(s.revoke_token("actor", "agent", T0).await.unwrap());
+        assert!(s.token_revoked("deleg").await.unwrap());
+        assert!(!s.token_revoked("grand").await.unwrap());
+        // Revoking the root kills every descendant, however deep.
+        assert!(s.revoke_token("root", "svc", T0).await.unwrap());
+        for j in ["child", "grand"] {
+            assert!(s.token_revoked(j).await.unwrap(), "{j} dies with root");
+        }
+        // A token made from an unknown (pruned or forged) parent is dead.
+        s.record_token(&t("orphan", "gw", &["nope"])).await.unwrap();
+        assert!(s.token_revoked("orphan").await.unwrap());
+
+        // Family revocation and a disabled user reach descendants too.
+        s.upsert_user(&UserRecord {
+            username: "bob".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            enabled: true,
+            admin_disabled: false,
+        })
+        .await
+        .unwrap();
+        for fam in ["famA", "famB"] {
+            s.insert_family(&TokenFamilyRecord {
+                family_id: fam.into(),
+                client_id: "web".into(),
+                username: "bob".into(),
+                created_at: T0,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        }
+        s.record_token(&t("a1", "web", &[])).await.unwrap();
+        s.set_token_family("a1", "famA").await.unwrap();
+        s.record_token(&t("a1x", "gw", &["a1"])).await.unwrap();
+        s.record_token(&t("b1", "web", &[])).await.unwrap();
+        s.set_token_family("b1", "famB").await.unwrap();
+        s.record_token(&t("b1x", "gw", &["b1"])).await.unwrap();
+        assert!(!s.token_revoked("a1x").await.unwrap());
+        assert!(s.revoke_family("famA", T0).await.unwrap());
+        assert!(s.token_revoked("a1").await.unwrap());
+        assert!(s.token_revoked("a1x").await.unwrap());
+        assert!(!s.token_revoked("b1x").await.unwrap());
+        assert!(s.set_user_admin_disabled("bob", true).await.unwrap());
+        assert!(s.token_revoked("b1").await.unwrap());
+        assert!(s.token_revoked("b1x").await.unwrap());
+        assert!(s.set_user_admin_disabled("bob", false).await.unwrap());
+        assert!(!s.token_revoked("b1x").await.unwrap(), "enabled again");
+
+        // Links are pruned with their tokens.
+        assert_eq!(s.prune_tokens(T0 + LIFE + 1).await.unwrap(), 10);
+        assert!(s.token_revoked("b1x").await.unwrap());
     }
 
     pub async fn use_once_single_winner(s: Arc<dyn Store>) {
@@ -982,7 +1065,16 @@ mod suite {
             s.use_authorization_code("code1", T0 + 2).await.unwrap(),
             Consumed::Replayed(_)
         ));
-        // Family: tokens linked to it are revoked with it, once.
+        // Family: tokens linked to it are revoked with it, once. Its user
+        // must exist and be enabled for its tokens to be valid.
+        s.upsert_user(&UserRecord {
+            username: "alice".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            enabled: true,
+            admin_disabled: false,
+        })
+        .await
+        .unwrap();
         s.insert_family(&TokenFamilyRecord {
             family_id: "fam1".into(),
             client_id: "web".into(),
@@ -998,6 +1090,7 @@ mod suite {
             expires_at: T0 + LIFE,
             issued_at: T0,
             deferral_id: None,
+            parents: vec![],
         })
         .await
         .unwrap();
@@ -1131,6 +1224,7 @@ macro_rules! backends {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(dtr_no_postgres, ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL")]
                 async fn $name() {
                     let Some(db) = super::pg::TestDb::create(concat!("postgres::", stringify!($name))).await
                     else {
@@ -1163,6 +1257,7 @@ backends!(
     count_pending_by_client,
     clients_upsert_keeps_admin_disabled,
     tokens_revoke_and_prune,
+    exchanged_tokens_die_with_their_parents,
     use_once_single_winner,
     signing_key_is_never_replaced,
     signing_key_agrees_when_nodes_start_together,
@@ -1207,6 +1302,10 @@ mod postgres_startup {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[cfg_attr(
+        dtr_no_postgres,
+        ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+    )]
     async fn nodes_starting_together_migrate_once() {
         let Some(db) =
             TestDb::create("postgres_startup::nodes_starting_together_migrate_once").await
@@ -1243,6 +1342,10 @@ mod postgres_startup {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        dtr_no_postgres,
+        ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+    )]
     async fn newer_schema_is_refused() {
         let Some(db) = TestDb::create("postgres_startup::newer_schema_is_refused").await else {
             return;

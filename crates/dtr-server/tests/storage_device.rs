@@ -287,6 +287,7 @@ macro_rules! backends {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(dtr_no_postgres, ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL")]
                 async fn $name() {
                     let Some(db) = super::pg::TestDb::create(concat!("postgres::", stringify!($name))).await
                     else {

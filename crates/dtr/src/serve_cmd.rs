@@ -2,7 +2,7 @@
 //! binds, prints what a newcomer needs, and serves until SIGTERM or Ctrl-C,
 //! draining in-flight requests before exiting 0.
 
-use dtr_server::config::{ConfigFile, DatabaseUrl, Overrides};
+use dtr_server::config::{ConfigFile, DatabaseUrl, Overrides, RegistrationConfig};
 use dtr_server::{clock::SystemClock, AppState};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -106,12 +106,13 @@ pub async fn run(args: ServeArgs) -> u8 {
         .unwrap_or_else(|| format!("http://{local}"));
     let admin_token = config.admin_token.clone();
     let database = config.database.clone();
+    let registration = config.registration.clone();
     let state = match AppState::build(config, issuer.clone(), store, Arc::new(SystemClock)).await {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
     if demo {
-        print_walkthrough(&issuer, &database, admin_token.as_deref());
+        print_walkthrough(&issuer, &database, admin_token.as_deref(), &registration);
     } else {
         println!("dtr listening on {local}, issuer {issuer}");
     }
@@ -191,7 +192,12 @@ fn demo_admin_token(db: &DatabaseUrl) -> std::io::Result<String> {
     Ok(token)
 }
 
-fn print_walkthrough(issuer: &str, db: &DatabaseUrl, admin_token: Option<&str>) {
+fn print_walkthrough(
+    issuer: &str,
+    db: &DatabaseUrl,
+    admin_token: Option<&str>,
+    registration: &RegistrationConfig,
+) {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "dtr".into());
@@ -200,6 +206,22 @@ fn print_walkthrough(issuer: &str, db: &DatabaseUrl, admin_token: Option<&str>) 
         DatabaseUrl::Postgres(_) => "postgres".into(),
     };
     let token = admin_token.unwrap_or("(none)");
+    // Registration is closed by default; the demo opens it, and says so.
+    let registration = if registration.enabled && registration.open {
+        format!(
+            "OPEN to anyone, no initial access token: POST {issuer}/register\n               \
+             registered clients get at most scope '{}', grant types {}",
+            registration.scope,
+            registration
+                .allowed_grant_types()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else if registration.enabled {
+        format!("POST {issuer}/register with the initial access token")
+    } else {
+        "closed".to_owned()
+    };
     println!(
         r#"dtr demo authorization server
   issuer       {issuer}
@@ -209,6 +231,7 @@ fn print_walkthrough(issuer: &str, db: &DatabaseUrl, admin_token: Option<&str>) 
   clients      svc / svc-secret            (client_secret_basic)
                svc-post / svc-post-secret  (client_secret_post)
   user         alice / alice-password
+  registration {registration}
   policy       scope payments -> review by an admin
                scope identity -> the user decides at the interaction_uri
                scope reports  -> approves itself after 10 s

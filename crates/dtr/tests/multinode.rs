@@ -7,7 +7,7 @@
 //! killed with SIGKILL under load loses nothing.
 //!
 //! Each test gets a fresh database (`crates/dtr-server/tests/support/pg.rs`):
-//! without `DTR_TEST_POSTGRES_URL` they skip with a notice, and fail in CI.
+//! without `DTR_TEST_POSTGRES_URL` they are reported as ignored, and fail in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../dtr-server/tests/support/pg.rs"]
@@ -166,6 +166,10 @@ async fn two_nodes(test: &str) -> Option<(pg::TestDb, tempfile::TempDir, Node, N
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    dtr_no_postgres,
+    ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+)]
 async fn created_on_a_polled_on_b_approved_on_a_redeemed_once() {
     let Some((_db, _dir, a, b)) = two_nodes("multinode::created_on_a_polled_on_b").await else {
         return;
@@ -190,6 +194,10 @@ async fn created_on_a_polled_on_b_approved_on_a_redeemed_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    dtr_no_postgres,
+    ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+)]
 async fn fifty_concurrent_polls_over_both_nodes_give_one_token() {
     let Some((_db, _dir, a, b)) = two_nodes("multinode::fifty_concurrent_polls").await else {
         return;
@@ -223,6 +231,10 @@ async fn fifty_concurrent_polls_over_both_nodes_give_one_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    dtr_no_postgres,
+    ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+)]
 async fn polling_a_then_b_faster_than_interval_is_slow_down() {
     let Some((_db, _dir, a, b)) = two_nodes("multinode::slow_down").await else {
         return;
@@ -239,6 +251,10 @@ async fn polling_a_then_b_faster_than_interval_is_slow_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    dtr_no_postgres,
+    ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+)]
 async fn cancel_on_b_is_seen_on_a() {
     let Some((_db, _dir, a, b)) = two_nodes("multinode::cancel").await else {
         return;
@@ -267,6 +283,10 @@ async fn cancel_on_b_is_seen_on_a() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    dtr_no_postgres,
+    ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+)]
 async fn sigkill_one_node_under_load_loses_nothing() {
     let Some((db, dir, mut a, b)) = two_nodes("multinode::sigkill").await else {
         return;
@@ -383,6 +403,10 @@ async fn sigkill_one_node_under_load_loses_nothing() {
 /// accepted by one node is a replay on the other (RFC 9449 section 11.1:
 /// the `jti` cache lives in the shared database).
 #[tokio::test]
+#[cfg_attr(
+    dtr_no_postgres,
+    ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+)]
 async fn dpop_proof_replayed_on_the_other_node_is_refused() {
     let Some(db) = pg::TestDb::create("multinode::dpop_replay").await else {
         return;
@@ -423,6 +447,10 @@ async fn dpop_proof_replayed_on_the_other_node_is_refused() {
 /// Both nodes run the callback sender on one outbox: each resolution is
 /// notified exactly once, whichever node claims it (DTR-26).
 #[tokio::test]
+#[cfg_attr(
+    dtr_no_postgres,
+    ignore = "needs PostgreSQL: set DTR_TEST_POSTGRES_URL"
+)]
 async fn each_callback_arrives_once_with_two_senders() {
     let Some(db) = pg::TestDb::create("multinode::callbacks_once").await else {
         return;

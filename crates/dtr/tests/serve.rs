@@ -184,6 +184,8 @@ async fn demo_runs_without_configuration() {
     let text = banner.join("\n");
     assert!(text.contains("svc-secret"), "{text}");
     assert!(text.contains("completion_mode=deferred"), "{text}");
+    // Registration is closed by default; the demo's is open and says so.
+    assert!(text.contains("registration OPEN to anyone"), "{text}");
     assert!(dir.path().join("dtr-data/dtr.db").exists());
     let token = std::fs::read_to_string(dir.path().join("dtr-data/admin-token")).unwrap();
 

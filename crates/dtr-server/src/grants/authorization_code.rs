@@ -1,11 +1,15 @@
 //! The token request of the authorization code grant (OAuth 2.1 section
-//! 4.1.3): the code is consumed first (single use; a replay revokes every
-//! token issued from it, OAuth 2.1 section 4.1.2), then bound to its client, redirect URI and
-//! PKCE verifier, then the DTR hint is checked (DTR-5) and the policy
-//! decides as for any grant.
+//! 4.1.3): the code is read and bound to its client, redirect URI and PKCE
+//! verifier; a code used before then means a replay and revokes every
+//! token issued from it (OAuth 2.1 section 4.1.2), which only its own
+//! client with the right verifier can trigger. Then the DTR hint is checked
+//! (DTR-5), the policy decides as for any grant, and the code is consumed
+//! last, atomically.
 
 use super::authorize::{s256, CodeData};
-use super::{check_client, decide, invalid_grant, GrantContext, RefreshPlan, UserGrantRequest};
+use super::{
+    check_client, execute, invalid_grant, replayed, GrantContext, RefreshPlan, UserGrantRequest,
+};
 use crate::http::error::internal;
 use crate::state::AppState;
 use crate::store::{ClientRecord, Consumed};
@@ -14,7 +18,7 @@ use dtr_proto::scope::Scope;
 use dtr_proto::secret::{ct_eq, AuthorizationCode, CodeVerifier};
 use dtr_proto::token::DeferralOptIn;
 use dtr_proto::{ErrorCode, OAuthError};
-use tracing::{info, warn};
+use tracing::info;
 
 /// The parameters of the token request.
 pub struct CodeExchange {
@@ -38,32 +42,22 @@ pub async fn exchange(
 ) -> Result<Response, OAuthError> {
     check_client(client, dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE)?;
     let now = state.clock.now_ms();
-    let rec = match state
+    let hash = x.code.hash();
+    // Read, not consumed: who presents the code and how is checked first.
+    let Some(rec) = state
         .store
-        .use_authorization_code(&x.code.hash(), now)
+        .authorization_code(&hash)
         .await
         .map_err(internal)?
-    {
-        Consumed::Fresh(r) => r,
-        Consumed::Replayed(r) => {
-            // OAuth 2.1 section 4.1.2: a code used twice has leaked; the
-            // tokens its first use obtained are revoked.
-            if state
-                .store
-                .revoke_family(&r.family_id, now)
-                .await
-                .map_err(internal)?
-            {
-                warn!(client = %r.client_id, "authorization code replayed: tokens issued from it revoked");
-            }
-            return Err(invalid_grant("the authorization code"));
-        }
-        Consumed::Invalid => return Err(invalid_grant("the authorization code")),
+    else {
+        return Err(invalid_grant("the authorization code"));
     };
+    // Another client's code is answered like an unknown one, and changes
+    // nothing.
     if rec.client_id != client.client_id {
         return Err(invalid_grant("the authorization code"));
     }
-    let data: CodeData = serde_json::from_value(rec.grant_data).map_err(internal)?;
+    let data: CodeData = serde_json::from_value(rec.grant_data.clone()).map_err(internal)?;
     let req = &data.request;
     // OAuth 2.1 section 4.1.3: the redirect URI must be the same when the
     // authorization request named it.
@@ -86,6 +80,23 @@ pub async fn exchange(
             ErrorCode::InvalidGrant,
             "code_verifier does not match the code_challenge",
         ));
+    }
+    // OAuth 2.1 section 4.1.2: a code used twice has leaked, and the tokens
+    // its first use obtained are revoked. Only the client the code was
+    // issued to, proving the PKCE verifier, can say so: anyone else who
+    // saw a used code could otherwise revoke the victim's tokens.
+    if rec.used_at.is_some() {
+        return Err(replayed(
+            state,
+            &rec.family_id,
+            &rec.client_id,
+            "the authorization code",
+            now,
+        )
+        .await);
+    }
+    if rec.expires_at <= now {
+        return Err(invalid_grant("the authorization code"));
     }
     // DTR-5: a hint on the authorization request binds the token request.
     if req.deferred_hint && !x.opt_in.completion_mode.deferred {
@@ -116,17 +127,38 @@ pub async fn exchange(
         info!(client = %client.client_id, reason, "authorization code refused");
         return Err(invalid_grant("the authorization code"));
     }
-    decide(
-        state,
-        UserGrantRequest {
-            client,
-            grant_type: dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
-            scope: Scope::parse(&req.scope).unwrap_or_default(),
-            authorization_details: req.authorization_details.clone(),
-            opt_in: x.opt_in,
-            dpop_jkt: x.dpop_jkt,
-            context,
-        },
-    )
-    .await
+    let request = UserGrantRequest {
+        client,
+        grant_type: dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+        scope: Scope::parse(&req.scope).unwrap_or_default(),
+        authorization_details: req.authorization_details.clone(),
+        opt_in: x.opt_in,
+        dpop_jkt: x.dpop_jkt,
+        context,
+    };
+    // Refusals the client can correct (no opt-in, no proof) come before
+    // the code is spent.
+    let outcome = request.plan(state)?;
+    // Consuming the code is the last step, atomic: of two concurrent
+    // exchanges one wins, the other is a replay.
+    match state
+        .store
+        .use_authorization_code(&hash, now)
+        .await
+        .map_err(internal)?
+    {
+        Consumed::Fresh(_) => {}
+        Consumed::Replayed(r) => {
+            return Err(replayed(
+                state,
+                &r.family_id,
+                &r.client_id,
+                "the authorization code",
+                now,
+            )
+            .await)
+        }
+        Consumed::Invalid => return Err(invalid_grant("the authorization code")),
+    }
+    execute(state, request, outcome).await
 }

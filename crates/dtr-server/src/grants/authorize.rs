@@ -120,10 +120,17 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
         return Err(AuthzError::Page("The application is unknown.".into()));
     };
     // Exact string match against the registered URIs (OAuth 2.1 section
-    // 2.3.1, RFC 9700 section 4.1.3); with one registered URI it may be
-    // omitted.
+    // 2.3.1, RFC 9700 section 4.1.3), any port for loopback IPs (RFC 8252
+    // section 7.3); with one registered URI it may be omitted.
     let (redirect_uri, given) = match p.get("redirect_uri") {
-        Some(r) if client.redirect_uris.iter().any(|u| u == r) => (r.to_owned(), true),
+        Some(r)
+            if client
+                .redirect_uris
+                .iter()
+                .any(|u| dtr_proto::redirect_uri::matches(u, r)) =>
+        {
+            (r.to_owned(), true)
+        }
         Some(_) => {
             return Err(AuthzError::Page(
                 "The redirect URI is not registered for this application.".into(),
@@ -132,6 +139,15 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
         None if client.redirect_uris.len() == 1 => (client.redirect_uris[0].clone(), false),
         None => return Err(AuthzError::Page("The request has no redirect_uri.".into())),
     };
+    // Checked again here, not only when the client was configured or
+    // registered: a client stored before this rule existed may still hold
+    // a `javascript:` URI, and nothing must ever redirect the browser there
+    // (RFC 9700 section 4.1).
+    if dtr_proto::redirect_uri::check(&redirect_uri).is_err() {
+        return Err(AuthzError::Page(
+            "The redirect URI registered for this application is not allowed.".into(),
+        ));
+    }
     let state = p.get("state").map(str::to_owned);
     let fail = |error: &'static str, description: &str| AuthzError::Redirect {
         redirect_uri: redirect_uri.clone(),

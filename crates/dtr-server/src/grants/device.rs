@@ -16,9 +16,8 @@
 //! is remembered with the device code (DTR-4) and the token request must
 //! carry `deferred` too, else `invalid_request` (DTR-5).
 
-use super::{check_client, decide, GrantContext, RefreshPlan, UserGrantRequest};
+use super::{check_client, execute, GrantContext, RefreshPlan, UserGrantRequest};
 use crate::http::error::internal;
-use crate::policy::PolicyRequest;
 use crate::session::SessionUser;
 use crate::state::AppState;
 use crate::store::{ClientRecord, DeviceCodeRecord, NewDeviceCode};
@@ -301,12 +300,6 @@ pub async fn token(
     dpop_jkt: Option<String>,
 ) -> Result<Response, OAuthError> {
     check_client(client, GRANT_TYPE_DEVICE_CODE)?;
-    if client.dpop_bound_access_tokens && dpop_jkt.is_none() {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidDpopProof,
-            "this client must send a DPoP proof",
-        ));
-    }
     let hash = device_code.hash();
     // A request that loses a race (another request or the user changed
     // the row between our read and our conditional write) reads again.
@@ -374,20 +367,19 @@ async fn collect(
 ) -> Result<Response, OAuthError> {
     let username = rec.username.clone().ok_or_else(unknown_device_code)?;
     let scope = Scope::parse(&rec.scope).unwrap_or_default();
-    // Refusals the client can fix must not spend the approval: check them
-    // before the device code is consumed (DTR-14: a public client is
-    // deferred only with a DPoP proof).
-    let action = state.policy.evaluate(&PolicyRequest {
-        client_id: &client.client_id,
-        grant_type: GRANT_TYPE_DEVICE_CODE,
-        scope: &scope,
-        authorization_details: None,
-    });
-    // Checked before the device code is spent: the approval stays, so the
+    // Refusals the client can fix must not spend the approval: the policy
+    // outcome and its gates are settled before the device code is consumed
+    // (DTR-14: a public client is deferred only with a DPoP proof), so the
     // client may ask again with the opt-in or a proof.
-    if action.defers() {
-        crate::deferrals::may_defer(state, client, &opt_in, dpop_jkt.is_some())?;
-    }
+    let outcome = super::plan(
+        state,
+        client,
+        GRANT_TYPE_DEVICE_CODE,
+        &scope,
+        None,
+        &opt_in,
+        dpop_jkt.is_some(),
+    )?;
     let now = state.clock.now_ms();
     let consent = state
         .store
@@ -425,7 +417,7 @@ async fn collect(
                 None
             },
         });
-    decide(
+    execute(
         state,
         UserGrantRequest {
             client,
@@ -443,6 +435,7 @@ async fn collect(
                 refresh,
             },
         },
+        outcome,
     )
     .await
 }

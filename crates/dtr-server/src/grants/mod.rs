@@ -10,6 +10,7 @@
 
 pub mod authorization_code;
 pub mod authorize;
+pub mod client_credentials;
 pub mod device;
 pub mod refresh;
 pub mod token_exchange;
@@ -79,7 +80,8 @@ pub struct RefreshData {
 }
 
 impl GrantContext {
-    /// The context of a stored deferral, if it is a user grant's.
+    /// The context of a stored deferral, if it is a user grant's. For
+    /// decisions that must fail closed use [`StoredGrant::of`].
     pub fn from_stored(v: Option<&serde_json::Value>) -> Option<Self> {
         v.and_then(|v| serde_json::from_value(v.clone()).ok())
     }
@@ -127,6 +129,40 @@ impl GrantContext {
             return Ok(Some("token family revoked"));
         }
         Ok(None)
+    }
+}
+
+/// What a deferral stands for, read from its stored context by its grant
+/// type (not by the shape of the JSON): a context that is missing or does
+/// not decode fails closed, so no token is issued without the DTR-23
+/// re-checks its grant needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredGrant {
+    /// Client credentials: the client is the subject; nothing stored.
+    Client,
+    /// A user grant (authorization code, refresh, device): its context.
+    User(GrantContext),
+    /// Token exchange: its context is read by
+    /// [`token_exchange::recheck`], which fails closed on its own.
+    Exchange,
+}
+
+impl StoredGrant {
+    /// Reads the stored context of a deferral of `grant_type`; `Err` says
+    /// why it cannot be trusted.
+    pub fn of(grant_type: &str, context: Option<&serde_json::Value>) -> Result<Self, &'static str> {
+        match grant_type {
+            dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS if context.is_none() => Ok(Self::Client),
+            dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS => Err("unexpected grant context"),
+            dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE
+            | dtr_proto::GRANT_TYPE_REFRESH_TOKEN
+            | dtr_proto::GRANT_TYPE_DEVICE_CODE => context
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .map(Self::User)
+                .ok_or("grant context missing or unreadable"),
+            dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => Ok(Self::Exchange),
+            _ => Err("unknown grant type"),
+        }
     }
 }
 
@@ -215,17 +251,90 @@ pub struct UserGrantRequest<'a> {
     pub context: GrantContext,
 }
 
-/// Asks the policy and answers: a token, a refusal, or a deferral, exactly
-/// as for the client credentials grant (DTR-2, DTR-3, DTR-14).
-pub async fn decide(state: &AppState, r: UserGrantRequest<'_>) -> Result<Response, OAuthError> {
+/// What the policy makes of a token request, settled before the grant
+/// consumes anything (a code, a refresh token), so that a refusal the
+/// client can correct (no opt-in, no proof, DTR-2, DTR-14) leaves what it
+/// presented usable for the corrected retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Issue the token now.
+    Issue,
+    /// Defer it; the policy action says who or what decides.
+    Defer(Action),
+}
+
+/// Asks the policy about a request and applies the gates before any
+/// deferral (DTR-2 opt-in, DTR-14 binding): a token, a deferral, or a
+/// refusal. Every grant's outcome comes from here.
+pub fn plan(
+    state: &AppState,
+    client: &ClientRecord,
+    grant_type: &str,
+    scope: &Scope,
+    authorization_details: Option<&serde_json::Value>,
+    opt_in: &DeferralOptIn,
+    has_proof: bool,
+) -> Result<Outcome, OAuthError> {
     let action = state.policy.evaluate(&PolicyRequest {
-        client_id: &r.client.client_id,
-        grant_type: r.grant_type,
-        scope: &r.scope,
-        authorization_details: r.authorization_details.as_ref(),
+        client_id: &client.client_id,
+        grant_type,
+        scope,
+        authorization_details,
     });
     match action {
-        Action::Allow => {
+        Action::Allow => Ok(Outcome::Issue),
+        Action::Deny => Err(OAuthError::with_description(
+            ErrorCode::AccessDenied,
+            "request denied by policy",
+        )),
+        deferring => {
+            deferrals::may_defer(state, client, opt_in, has_proof)?;
+            Ok(Outcome::Defer(deferring))
+        }
+    }
+}
+
+/// RFC 9449 section 5.2: a client registered with
+/// `dpop_bound_access_tokens` (config `require_dpop`) gets only DPoP-bound
+/// tokens, whatever the grant. The token endpoint runs this once for every
+/// request, so no grant can forget it.
+pub fn check_binding_required(
+    client: &ClientRecord,
+    dpop_jkt: Option<&str>,
+) -> Result<(), OAuthError> {
+    if client.dpop_bound_access_tokens && dpop_jkt.is_none() {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidDpopProof,
+            "this client must send a DPoP proof",
+        ));
+    }
+    Ok(())
+}
+
+impl UserGrantRequest<'_> {
+    /// [`plan`] for this request.
+    pub fn plan(&self, state: &AppState) -> Result<Outcome, OAuthError> {
+        plan(
+            state,
+            self.client,
+            self.grant_type,
+            &self.scope,
+            self.authorization_details.as_ref(),
+            &self.opt_in,
+            self.dpop_jkt.is_some(),
+        )
+    }
+}
+
+/// Carries out a planned outcome of a user grant: the token (with its
+/// refresh token) or the deferral with its stored context (DTR-20, DTR-23).
+pub async fn execute(
+    state: &AppState,
+    r: UserGrantRequest<'_>,
+    outcome: Outcome,
+) -> Result<Response, OAuthError> {
+    match outcome {
+        Outcome::Issue => {
             let grant = Grant {
                 client_id: r.client.client_id.clone(),
                 subject: r.context.username.clone(),
@@ -237,12 +346,7 @@ pub async fn decide(state: &AppState, r: UserGrantRequest<'_>) -> Result<Respons
             let token = issue(state, &grant, &r.context).await?;
             Ok(json_no_store(StatusCode::OK, &token))
         }
-        Action::Deny => Err(OAuthError::with_description(
-            ErrorCode::AccessDenied,
-            "request denied by policy",
-        )),
-        _ => {
-            deferrals::may_defer(state, r.client, &r.opt_in, r.dpop_jkt.is_some())?;
+        Outcome::Defer(action) => {
             let context = serde_json::to_value(&r.context).map_err(internal)?;
             let deferred = deferrals::create_with_context(
                 state,
@@ -259,12 +363,16 @@ pub async fn decide(state: &AppState, r: UserGrantRequest<'_>) -> Result<Respons
                 Some(context),
             )
             .await?;
-            // DTR-8: HTTP 400, JSON, no-store.
-            let mut resp = json_no_store(StatusCode::BAD_REQUEST, &deferred);
-            crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
-            Ok(resp)
+            Ok(deferred_response(&deferred))
         }
     }
+}
+
+/// DTR-8: the deferred response is HTTP 400, JSON, no-store.
+pub fn deferred_response(deferred: &dtr_proto::token::DeferredResponse) -> Response {
+    let mut resp = json_no_store(StatusCode::BAD_REQUEST, deferred);
+    crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
+    resp
 }
 
 /// `invalid_grant` with one description for every reason a code or refresh
@@ -274,6 +382,28 @@ pub fn invalid_grant(what: &str) -> OAuthError {
         ErrorCode::InvalidGrant,
         format!("{what} is invalid, expired, revoked or was already used"),
     )
+}
+
+/// A single-use secret (an authorization code, a refresh token) presented
+/// again: it leaked, so the token family it started is revoked (OAuth 2.1
+/// section 4.1.2, RFC 9700 section 4.14.2), and the answer is the one any
+/// invalid `what` gets. A store failure is a server error, never a silent
+/// pass.
+pub async fn replayed(
+    state: &AppState,
+    family_id: &str,
+    client_id: &str,
+    what: &str,
+    now: i64,
+) -> OAuthError {
+    match state.store.revoke_family(family_id, now).await {
+        Ok(true) => {
+            tracing::warn!(client = %client_id, "{what} presented again: the tokens of its grant revoked");
+            invalid_grant(what)
+        }
+        Ok(false) => invalid_grant(what),
+        Err(e) => internal(e),
+    }
 }
 
 /// Checks the client may run `grant_type` at all.
@@ -291,4 +421,47 @@ pub fn check_client(client: &ClientRecord, grant_type: &str) -> Result<(), OAuth
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> GrantContext {
+        GrantContext {
+            username: "alice".into(),
+            client_id: "web".into(),
+            session_id_hash: None,
+            consent_id: "cns_1".into(),
+            family_id: "fam_1".into(),
+            refresh: None,
+        }
+    }
+
+    #[test]
+    fn stored_grants_are_read_by_grant_type_and_fail_closed() {
+        let good = serde_json::to_value(ctx()).unwrap();
+        assert_eq!(
+            StoredGrant::of(dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE, Some(&good)),
+            Ok(StoredGrant::User(ctx()))
+        );
+        assert_eq!(
+            StoredGrant::of(dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS, None),
+            Ok(StoredGrant::Client)
+        );
+        // A user grant whose context is gone or garbled is never issued as
+        // if it were the client's own.
+        for bad in [None, Some(json!({"username": 1})), Some(json!("x"))] {
+            for gt in [
+                dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+                dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
+                dtr_proto::GRANT_TYPE_DEVICE_CODE,
+            ] {
+                assert!(StoredGrant::of(gt, bad.as_ref()).is_err(), "{gt} {bad:?}");
+            }
+        }
+        assert!(StoredGrant::of(dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS, Some(&good)).is_err());
+        assert!(StoredGrant::of("urn:example:unknown", None).is_err());
+    }
 }

@@ -6,7 +6,8 @@
 //! any grant (`grant_type = "refresh_token"` in a rule).
 
 use super::{
-    check_client, decide, invalid_grant, GrantContext, RefreshData, RefreshPlan, UserGrantRequest,
+    check_client, execute, invalid_grant, replayed, GrantContext, RefreshData, RefreshPlan,
+    UserGrantRequest,
 };
 use crate::http::error::internal;
 use crate::state::AppState;
@@ -16,7 +17,7 @@ use dtr_proto::scope::Scope;
 use dtr_proto::secret::{ct_eq, RefreshToken};
 use dtr_proto::token::DeferralOptIn;
 use dtr_proto::{ErrorCode, OAuthError};
-use tracing::{info, warn};
+use tracing::info;
 
 /// Answers `grant_type=refresh_token`.
 pub async fn refresh(
@@ -51,25 +52,18 @@ pub async fn refresh(
         }
     }
     let now = state.clock.now_ms();
-    match state
-        .store
-        .use_refresh_token(&hash, now)
-        .await
-        .map_err(internal)?
-    {
-        Consumed::Fresh(_) => {}
-        Consumed::Replayed(r) => {
-            if state
-                .store
-                .revoke_family(&r.family_id, now)
-                .await
-                .map_err(internal)?
-            {
-                warn!(client = %r.client_id, "refresh token reused: its whole family revoked");
-            }
-            return Err(invalid_grant("the refresh token"));
-        }
-        Consumed::Invalid => return Err(invalid_grant("the refresh token")),
+    // A token presented again after its rotation has leaked (RFC 9700
+    // section 4.14.2): its family is revoked whatever else the request
+    // says, so an attacker cannot dodge detection with a bad scope.
+    if stored.used_at.is_some() {
+        return Err(replayed(
+            state,
+            &stored.family_id,
+            &stored.client_id,
+            "the refresh token",
+            now,
+        )
+        .await);
     }
     let granted = Scope::parse(&data.scope).unwrap_or_default();
     let scope = scope.unwrap_or_else(|| granted.clone());
@@ -95,19 +89,36 @@ pub async fn refresh(
         info!(client = %client.client_id, reason, "refresh refused");
         return Err(invalid_grant("the refresh token"));
     }
-    decide(
-        state,
-        UserGrantRequest {
-            client,
-            grant_type: dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
-            scope,
-            authorization_details: data.authorization_details,
-            opt_in,
-            dpop_jkt,
-            context,
-        },
-    )
-    .await
+    let request = UserGrantRequest {
+        client,
+        grant_type: dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
+        scope,
+        authorization_details: data.authorization_details,
+        opt_in,
+        dpop_jkt,
+        context,
+    };
+    // Every check, the policy's included, is settled before rotation: a
+    // refused request (a widened scope, a missing opt-in) leaves the token
+    // usable for the corrected retry instead of turning it into a "reuse".
+    let outcome = request.plan(state)?;
+    // Rotation is the last step, atomic: of two concurrent uses one wins,
+    // the other is a replay.
+    match state
+        .store
+        .use_refresh_token(&hash, now)
+        .await
+        .map_err(internal)?
+    {
+        Consumed::Fresh(_) => {}
+        Consumed::Replayed(r) => {
+            return Err(
+                replayed(state, &r.family_id, &r.client_id, "the refresh token", now).await,
+            );
+        }
+        Consumed::Invalid => return Err(invalid_grant("the refresh token")),
+    }
+    execute(state, request, outcome).await
 }
 
 /// Revokes the family of one of `client_id`'s refresh tokens (RFC 7009

@@ -12,14 +12,24 @@
 //!   proving its key, so a stolen bound token cannot be laundered into an
 //!   unbound one;
 //! - at redemption of a deferred exchange the subject and actor tokens
-//!   must still be valid (not revoked, not expired), else `access_denied`
-//!   (DTR-23).
+//!   must still be valid (not revoked, not expired) and the exchange still
+//!   allowed, else `access_denied` (DTR-23).
+//!
+//! Who may exchange what is policy ([`crate::token_policy`], RFC 8693
+//! sections 2.1 and 5, RFC 9700 section 2.3): by default a client uses
+//! only tokens issued to it or addressed to it, and names no `audience`
+//! or `resource`; `[[token_exchange]]` rules widen both, targets only
+//! among `[[resource_servers]]`. The issued token records the tokens it
+//! was made from, so it dies with them: revoking the subject or actor
+//! token, revoking its family or disabling its user makes every token
+//! exchanged from it, however many exchanges deep, inactive.
 
+use super::Outcome;
 use crate::deferrals::{self, DeferRequest};
 use crate::http::error::json_no_store;
-use crate::policy::{Action, PolicyRequest};
 use crate::state::AppState;
 use crate::store::ClientRecord;
+use crate::token_policy::{audience_of, TokenParties, TokenPolicy};
 use crate::tokens::{self, Grant, TokenExtras};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -49,6 +59,23 @@ pub struct ExchangeContext {
     pub audience: Vec<String>,
     /// RFC 8693 `issued_token_type` of the response (DTR-20).
     pub issued_token_type: String,
+    /// The exchanging client, whose rights are checked again at
+    /// redemption (DTR-23); empty in contexts written before the exchange
+    /// policy, which are then refused.
+    #[serde(default)]
+    pub client_id: String,
+    /// `client_id` claim of the subject token.
+    #[serde(default)]
+    pub subject_client: Option<String>,
+    /// `aud` claim of the subject token.
+    #[serde(default)]
+    pub subject_aud: Vec<String>,
+    /// `client_id` claim of the actor token.
+    #[serde(default)]
+    pub actor_client: Option<String>,
+    /// `aud` claim of the actor token.
+    #[serde(default)]
+    pub actor_aud: Vec<String>,
 }
 
 /// Key of the exchange context within `grant_context`.
@@ -67,8 +94,28 @@ impl ExchangeContext {
         serde_json::from_value(v?.get(CONTEXT_KEY)?.clone()).ok()
     }
 
+    /// Whether the exchange is still allowed by `policy`: the client may
+    /// use the subject and actor tokens and ask for the audience.
+    fn allowed(&self, policy: &TokenPolicy<'_>) -> bool {
+        let subject = TokenParties {
+            client_id: self.subject_client.as_deref(),
+            audience: &self.subject_aud,
+        };
+        let actor = TokenParties {
+            client_id: self.actor_client.as_deref(),
+            audience: &self.actor_aud,
+        };
+        !self.client_id.is_empty()
+            && policy.may_exchange(&self.client_id, subject)
+            && (self.actor_jti.is_none() || policy.may_exchange(&self.client_id, actor))
+            && policy
+                .check_targets(&self.client_id, &self.audience)
+                .is_ok()
+    }
+
     /// What the issued token carries besides the common claims; it expires
-    /// no later than the tokens it was made from.
+    /// no later than the tokens it was made from, and is valid only while
+    /// they are.
     pub fn extras(&self) -> TokenExtras {
         TokenExtras {
             act: self.act.clone(),
@@ -78,6 +125,9 @@ impl ExchangeContext {
                 self.actor_exp
                     .map_or(self.subject_exp, |a| a.min(self.subject_exp)),
             ),
+            parents: std::iter::once(self.subject_jti.clone())
+                .chain(self.actor_jti.clone())
+                .collect(),
         }
     }
 }
@@ -93,6 +143,16 @@ struct OwnToken {
     act: Option<Value>,
     cnf_jkt: Option<String>,
     authorization_details: Option<Value>,
+    audience: Vec<String>,
+}
+
+impl OwnToken {
+    fn parties(&self) -> TokenParties<'_> {
+        TokenParties {
+            client_id: self.client_id.as_deref(),
+            audience: &self.audience,
+        }
+    }
 }
 
 fn invalid_grant(what: &str) -> OAuthError {
@@ -102,39 +162,28 @@ fn invalid_grant(what: &str) -> OAuthError {
     )
 }
 
-/// Verifies one of our access tokens: signature, issuer, expiry and the
-/// revocation list. Anything else is `invalid_grant` (RFC 8693 section
-/// 2.2.2 refers to RFC 6749 section 5.2), the same answer whatever the
-/// reason so the endpoint tells nothing about foreign tokens.
+/// Verifies one of our access tokens ([`tokens::verify_live`]: signature,
+/// issuer, expiry, revocation of it and of everything it descends from)
+/// and that `client_id` may use it ([`TokenPolicy::may_exchange`]).
+/// Anything else is `invalid_grant` (RFC 8693 section 2.2.2 refers to
+/// RFC 6749 section 5.2), the same answer whatever the reason, so the
+/// endpoint is no oracle for the validity of other clients' tokens.
 async fn validate(
     state: &AppState,
+    policy: &TokenPolicy<'_>,
+    client_id: &str,
     token: &AccessToken,
     what: &str,
 ) -> Result<OwnToken, OAuthError> {
-    let claims = state
-        .signer
-        .verify(token.secret())
+    let claims = tokens::verify_live(state, token.secret())
+        .await?
         .ok_or_else(|| invalid_grant(what))?;
     let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
     let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
     let (Some(jti), Some(sub)) = (s("jti"), s("sub")) else {
         return Err(invalid_grant(what));
     };
-    if s("iss").as_deref() != Some(state.issuer.as_str())
-        || exp <= state.clock.now_ms() / 1000
-        || jti.is_empty()
-    {
-        return Err(invalid_grant(what));
-    }
-    if state
-        .store
-        .token_revoked(&jti)
-        .await
-        .map_err(crate::http::error::internal)?
-    {
-        return Err(invalid_grant(what));
-    }
-    Ok(OwnToken {
+    let t = OwnToken {
         jti,
         exp,
         sub,
@@ -147,7 +196,12 @@ async fn validate(
             .and_then(Value::as_str)
             .map(str::to_owned),
         authorization_details: claims.get("authorization_details").cloned(),
-    })
+        audience: audience_of(&claims),
+    };
+    if !policy.may_exchange(client_id, t.parties()) {
+        return Err(invalid_grant(what));
+    }
+    Ok(t)
 }
 
 /// A DPoP-bound token is only exchanged with a proof of its key (RFC 9449
@@ -222,22 +276,20 @@ pub async fn exchange(
             "client is not allowed to use token exchange",
         ));
     }
-    if client.dpop_bound_access_tokens && dpop_jkt.is_none() {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidDpopProof,
-            "this client must send a DPoP proof",
-        ));
-    }
-    let subject = validate(state, &req.subject_token, "subject_token").await?;
+    let policy = TokenPolicy::new(&state.config.resource_servers, &state.config.token_exchange);
+    let cid = client.client_id.as_str();
+    let subject = validate(state, &policy, cid, &req.subject_token, "subject_token").await?;
     check_binding(&subject, dpop_jkt.as_deref(), "subject_token")?;
     let actor = match &req.actor_token {
         None => None,
         Some(t) => {
-            let a = validate(state, t, "actor_token").await?;
+            let a = validate(state, &policy, cid, t, "actor_token").await?;
             check_binding(&a, dpop_jkt.as_deref(), "actor_token")?;
             Some(a)
         }
     };
+    let audience = req.target();
+    policy.check_targets(cid, &audience)?;
     let client_scope = Scope::parse(&client.scope).unwrap_or_default();
     let scope = granted_scope(req.scope.clone(), &subject.scope, &client_scope)?;
     let ctx = ExchangeContext {
@@ -250,17 +302,28 @@ pub async fn exchange(
             actor.as_ref().and_then(|a| a.client_id.as_deref()),
             subject.act.as_ref(),
         ),
-        audience: req.target(),
+        audience,
         issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+        client_id: client.client_id.clone(),
+        subject_client: subject.client_id.clone(),
+        subject_aud: subject.audience.clone(),
+        actor_client: actor.as_ref().and_then(|a| a.client_id.clone()),
+        actor_aud: actor
+            .as_ref()
+            .map(|a| a.audience.clone())
+            .unwrap_or_default(),
     };
-    let action = state.policy.evaluate(&PolicyRequest {
-        client_id: &client.client_id,
-        grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
-        scope: &scope,
-        authorization_details: subject.authorization_details.as_ref(),
-    });
-    match action {
-        Action::Allow => {
+    let outcome = super::plan(
+        state,
+        client,
+        GRANT_TYPE_TOKEN_EXCHANGE,
+        &scope,
+        subject.authorization_details.as_ref(),
+        &opt_in,
+        dpop_jkt.is_some(),
+    )?;
+    match outcome {
+        Outcome::Issue => {
             let grant = Grant {
                 client_id: client.client_id.clone(),
                 subject: subject.sub.clone(),
@@ -272,12 +335,7 @@ pub async fn exchange(
             let token = tokens::issue_extended(state, &grant, &ctx.extras()).await?;
             Ok(json_no_store(StatusCode::OK, &token))
         }
-        Action::Deny => Err(OAuthError::with_description(
-            ErrorCode::AccessDenied,
-            "request denied by policy",
-        )),
-        _ => {
-            deferrals::may_defer(state, client, &opt_in, dpop_jkt.is_some())?;
+        Outcome::Defer(action) => {
             let deferred = deferrals::create_with_context(
                 state,
                 DeferRequest {
@@ -293,17 +351,15 @@ pub async fn exchange(
                 ctx.to_grant_context(),
             )
             .await?;
-            // DTR-8: HTTP 400, JSON, no-store.
-            let mut resp = json_no_store(StatusCode::BAD_REQUEST, &deferred);
-            crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
-            Ok(resp)
+            Ok(super::deferred_response(&deferred))
         }
     }
 }
 
 /// DTR-23 at redemption of a deferred exchange: the subject and actor
-/// tokens must still be valid. Returns the token's extra claims, or why
-/// the deferral must be denied.
+/// tokens must still be valid (through everything they descend from) and
+/// the exchange still allowed by the configured policy. Returns the
+/// token's extra claims, or why the deferral must be denied.
 pub async fn recheck(
     state: &AppState,
     grant_context: Option<&Value>,
@@ -323,6 +379,10 @@ pub async fn recheck(
         if state.store.token_revoked(jti).await.unwrap_or(true) {
             return Err("subject or actor token revoked before redemption");
         }
+    }
+    let policy = TokenPolicy::new(&state.config.resource_servers, &state.config.token_exchange);
+    if !ctx.allowed(&policy) {
+        return Err("token exchange no longer allowed for this client");
     }
     Ok(ctx.extras())
 }
@@ -364,6 +424,11 @@ mod tests {
             act: Some(serde_json::json!({"sub": "agent"})),
             audience: vec!["https://api.example/".into()],
             issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+            client_id: "gw".into(),
+            subject_client: Some("svc".into()),
+            subject_aud: vec![],
+            actor_client: None,
+            actor_aud: vec![],
         };
         let v = ctx.to_grant_context();
         assert_eq!(
@@ -376,10 +441,62 @@ mod tests {
         );
         let x = ctx.extras();
         assert_eq!(x.not_after, Some(1_500));
+        assert_eq!(x.parents, vec!["s".to_string(), "a".into()]);
         assert_eq!(
             x.issued_token_type.as_deref(),
             Some(TOKEN_TYPE_ACCESS_TOKEN)
         );
+    }
+
+    #[test]
+    fn redemption_rechecks_the_exchange_policy() {
+        use crate::token_policy::{ResourceServerConfig, TokenExchangeRule};
+        let api = "https://api.example/".to_string();
+        let rs = vec![ResourceServerConfig {
+            identifier: api.clone(),
+            client_id: None,
+        }];
+        let rules = vec![TokenExchangeRule {
+            client_id: "gw".into(),
+            subject_clients: vec!["svc".into()],
+            audiences: vec![api.clone()],
+        }];
+        let policy = TokenPolicy::new(&rs, &rules);
+        let ctx = ExchangeContext {
+            subject_jti: "s".into(),
+            subject_exp: 2_000,
+            actor_jti: None,
+            actor_exp: None,
+            act: None,
+            audience: vec![api.clone()],
+            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+            client_id: "gw".into(),
+            subject_client: Some("svc".into()),
+            subject_aud: vec![],
+            actor_client: None,
+            actor_aud: vec![],
+        };
+        assert!(ctx.allowed(&policy));
+        // The rule gone (configuration changed while deferred): refused.
+        assert!(!ctx.allowed(&TokenPolicy::new(&rs, &[])));
+        // A foreign actor token, a target no longer allowed, a context
+        // written before the policy existed: refused.
+        let foreign_actor = ExchangeContext {
+            actor_jti: Some("a".into()),
+            actor_client: Some("other".into()),
+            ..ctx.clone()
+        };
+        assert!(!foreign_actor.allowed(&policy));
+        let elsewhere = ExchangeContext {
+            audience: vec!["https://elsewhere/".into()],
+            ..ctx.clone()
+        };
+        assert!(!elsewhere.allowed(&policy));
+        let old = ExchangeContext {
+            client_id: String::new(),
+            ..ctx
+        };
+        assert!(!old.allowed(&policy));
     }
 
     #[test]
@@ -393,6 +510,7 @@ mod tests {
             act: None,
             cnf_jkt: Some("thumb".into()),
             authorization_details: None,
+            audience: vec![],
         };
         assert!(check_binding(&t, Some("thumb"), "subject_token").is_ok());
         assert_eq!(

@@ -1,14 +1,28 @@
 //! `POST /introspect` (RFC 7662) for access tokens issued by this server.
 //! Deferral codes are not access tokens and introspect as inactive.
+//!
+//! Who may ask, and about what (RFC 7662 sections 2.1 and 4):
+//! - only a client that really authenticates, with a secret or
+//!   `private_key_jwt`, may introspect: a public client's `client_id` is
+//!   no credential (anyone may send it), so `none` is 401
+//!   `invalid_client`. Resource servers introspect with the confidential
+//!   client named by their `[[resource_servers]] client_id`;
+//! - a caller learns about a token only if it was issued to it or its
+//!   `aud` names it (its `client_id`, or the identifier of a resource
+//!   server it is the client of, [`crate::token_policy`]). Every other
+//!   token is `{"active": false}`, exactly as an invalid one, so
+//!   introspection tells nothing about other clients' tokens.
 
 use super::error::{json_no_store, OAuthResponse};
 use super::form::Form;
 use crate::client_auth;
+use crate::config::AuthMethod;
 use crate::state::AppState;
+use crate::token_policy::{audience_of, TokenParties, TokenPolicy};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dtr_proto::OAuthError;
+use dtr_proto::{ErrorCode, OAuthError};
 use serde_json::{json, Value};
 
 /// The introspection endpoint; callers authenticate as clients.
@@ -28,23 +42,26 @@ async fn handle(
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
 ) -> Result<Value, OAuthError> {
-    client_auth::authenticate(state, headers, params, dtr_proto::paths::INTROSPECT).await?;
+    let client =
+        client_auth::authenticate(state, headers, params, dtr_proto::paths::INTROSPECT).await?;
+    if AuthMethod::parse(&client.auth_method).is_none_or(|m| m == AuthMethod::None) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidClient,
+            "introspection needs client authentication; public clients may not introspect",
+        ));
+    }
     let token = params.require("token")?;
     let inactive = json!({"active": false});
-    let Some(claims) = state.signer.verify(token) else {
+    let Some(claims) = crate::tokens::verify_live(state, token).await? else {
         return Ok(inactive);
     };
-    let now_s = state.clock.now_ms() / 1000;
-    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-    let jti = claims.get("jti").and_then(Value::as_str).unwrap_or("");
-    if exp <= now_s
-        || jti.is_empty()
-        || state
-            .store
-            .token_revoked(jti)
-            .await
-            .map_err(super::error::internal)?
-    {
+    let policy = TokenPolicy::new(&state.config.resource_servers, &state.config.token_exchange);
+    let audience = audience_of(&claims);
+    let parties = TokenParties {
+        client_id: claims.get("client_id").and_then(Value::as_str),
+        audience: &audience,
+    };
+    if !policy.addressed_to(&client.client_id, parties) {
         return Ok(inactive);
     }
     let token_type = if claims.get("cnf").is_some() {

@@ -4,15 +4,18 @@
 use super::error::json_no_store;
 use crate::registration::{self, uses_secret, MetadataError};
 use crate::state::AppState;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dtr_proto::secret::{ct_eq, random_token, sha256_b64};
 use serde_json::{json, Value};
 
-/// Largest accepted registration document.
-const MAX_BODY: usize = 64 * 1024;
+/// Largest accepted registration document: 16 KiB holds every member we
+/// keep with room to spare (a few redirect URIs, a JWKS of a few keys);
+/// anything bigger is refused before it is parsed. The body is read only up
+/// to this size.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
 
 fn metadata_error(e: MetadataError) -> Response {
     json_no_store(
@@ -42,6 +45,25 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+fn disabled() -> Response {
+    json_no_store(
+        StatusCode::FORBIDDEN,
+        &json!({"error": "access_denied", "error_description": "dynamic client registration is disabled"}),
+    )
+}
+
+/// Reads the body, at most [`MAX_DOCUMENT_BYTES`] of it.
+async fn read_body(body: Body) -> Result<Bytes, MetadataError> {
+    axum::body::to_bytes(body, MAX_DOCUMENT_BYTES)
+        .await
+        .map_err(|_| MetadataError {
+            error: "invalid_client_metadata",
+            description: format!(
+                "the registration document is larger than {MAX_DOCUMENT_BYTES} bytes"
+            ),
+        })
+}
+
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, MetadataError> {
     let bad = |description: String| MetadataError {
         error: "invalid_client_metadata",
@@ -58,9 +80,6 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, MetadataError>
     {
         return Err(bad("Content-Type must be application/json".into()));
     }
-    if body.len() > MAX_BODY {
-        return Err(bad("document too large".into()));
-    }
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))
 }
 
@@ -73,27 +92,36 @@ fn client_uri(state: &AppState, client_id: &str) -> String {
     )
 }
 
+/// Whether the request may register: closed unless `registration.open`,
+/// else only with the initial access token (RFC 7591 section 3). Fails
+/// closed: with neither (which start-up refuses) nobody registers.
+fn admitted(state: &AppState, headers: &HeaderMap) -> bool {
+    let cfg = &state.config.registration;
+    if cfg.open {
+        return true;
+    }
+    let Some(expected) = &cfg.initial_access_token else {
+        return false;
+    };
+    // Digests of equal length, compared in constant time.
+    bearer(headers)
+        .is_some_and(|t| ct_eq(sha256_b64(t).as_bytes(), sha256_b64(expected).as_bytes()))
+}
+
 /// `POST /register`.
-pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    // Each registration stores a client: rate-limited per source address.
+pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    // Each registration stores a client: rate-limited per source address
+    // (`throttle`), before anything else is looked at.
     if let Err(r) = state.throttle.registration(crate::throttle::source()) {
         return super::error::too_many_requests(r);
     }
-    let cfg = &state.config.registration;
-    if !cfg.enabled {
-        return json_no_store(
-            StatusCode::FORBIDDEN,
-            &json!({"error": "access_denied", "error_description": "dynamic client registration is disabled"}),
-        );
+    if !state.config.registration.enabled {
+        return disabled();
     }
-    if let Some(expected) = &cfg.initial_access_token {
-        let ok = bearer(&headers)
-            .is_some_and(|t| ct_eq(sha256_b64(t).as_bytes(), sha256_b64(expected).as_bytes()));
-        if !ok {
-            return unauthorized("an initial access token is required to register");
-        }
+    if !admitted(&state, &headers) {
+        return unauthorized("an initial access token is required to register");
     }
-    let doc = match parse_body(&headers, &body) {
+    let doc = match read_body(body).await.and_then(|b| parse_body(&headers, &b)) {
         Ok(v) => v,
         Err(e) => return metadata_error(e),
     };
@@ -102,16 +130,12 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
         Err(e) => return metadata_error(e),
     };
     let client_id = format!("dyn_{}", random_token(12));
-    let secret = uses_secret(v.auth_method).then(|| random_token(32));
-    let secret_hash = match &secret {
-        None => None,
-        Some(s) => match state.hashing.hash(s.clone()).await {
-            Ok(h) => Some(h),
-            Err(e) => {
-                return super::error::OAuthResponse(super::error::internal(e)).into_response()
-            }
-        },
-    };
+    // Generated, so high-entropy: a keyed hash, not Argon2 (module
+    // `generated_secret`).
+    let secret = uses_secret(v.auth_method).then(crate::generated_secret::generate);
+    let secret_hash = secret
+        .as_ref()
+        .map(|s| state.clients.hash_generated(&client_id, s));
     let rat = random_token(32);
     let record = registration::record(&client_id, &v, secret_hash, sha256_b64(&rat));
     if let Err(e) = state.store.upsert_client(&record).await {
@@ -123,7 +147,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
     out["client_id"] = json!(client_id);
     out["client_id_issued_at"] = json!(state.clock.now_ms() / 1000);
     if let Some(s) = secret {
-        out["client_secret"] = json!(s);
+        out["client_secret"] = json!(s.secret());
         out["client_secret_expires_at"] = json!(0);
     }
     out["registration_access_token"] = json!(rat);
@@ -177,18 +201,23 @@ pub async fn read(
 }
 
 /// `PUT /register/{client_id}` (RFC 7592 section 2.2): replaces the
-/// metadata; the secret and the registration token stay.
+/// metadata; the secret and the registration token stay. Refused while
+/// registration is disabled, as it is a registration by another name;
+/// reading and deleting one's registration keep working.
 pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(client_id): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    if !state.config.registration.enabled {
+        return disabled();
+    }
     let existing = match managed(&state, &headers, &client_id).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let doc = match parse_body(&headers, &body) {
+    let doc = match read_body(body).await.and_then(|b| parse_body(&headers, &b)) {
         Ok(v) => v,
         Err(e) => return metadata_error(e),
     };

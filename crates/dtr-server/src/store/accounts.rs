@@ -223,6 +223,13 @@ pub trait AccountStore: Send + Sync {
 
     /// Stores an authorization code.
     async fn insert_authorization_code(&self, c: &AuthorizationCodeRecord) -> StoreResult<()>;
+    /// Reads a code without consuming it, used or not (the token request
+    /// checks client, redirect URI and verifier before it consumes the
+    /// code, OAuth 2.1 section 4.1.2).
+    async fn authorization_code(
+        &self,
+        code_hash: &str,
+    ) -> StoreResult<Option<AuthorizationCodeRecord>>;
     /// Consumes a code: fresh once, a replay afterwards (even past expiry,
     /// so the replay still revokes its family).
     async fn use_authorization_code(

@@ -263,6 +263,10 @@ pub struct IssuedToken {
     pub issued_at: i64,
     /// The deferral it was redeemed from, if any.
     pub deferral_id: Option<String>,
+    /// The tokens it was made from (a token exchange's subject token and
+    /// actor token, RFC 8693 section 1.1): it is valid only while they
+    /// are, see [`TokenStore::token_revoked`]. Empty for other grants.
+    pub parents: Vec<String>,
 }
 
 /// Clients.
@@ -323,6 +327,11 @@ pub trait DeferralStore: Send + Sync {
     async fn set_decided_by(&self, id: &str, decided_by: &str) -> StoreResult<()>;
     /// `approved → redeemed` unless expired: the exactly-once gate (DTR-21).
     async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool>;
+    /// `redeemed → approved`: gives a redemption back when the token it
+    /// gated could not be issued (a store failure after the gate), so the
+    /// next poll collects the approval instead of losing it. Nothing was
+    /// delivered, so exactly once still holds (DTR-21).
+    async fn release_redemption(&self, id: &str) -> StoreResult<bool>;
     /// `pending|approved → cancelled` for the owning client, unless expired
     /// (DTR-32, DTR-34).
     async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool>;
@@ -358,9 +367,15 @@ pub trait TokenStore: Send + Sync {
     async fn record_token(&self, t: &IssuedToken) -> StoreResult<()>;
     /// Revokes a token of this client; false when unknown or foreign.
     async fn revoke_token(&self, jti: &str, client_id: &str, now: i64) -> StoreResult<bool>;
-    /// Whether the token was revoked (unknown tokens count as revoked).
+    /// Whether the token is no longer valid: it, or any token it was made
+    /// from ([`IssuedToken::parents`], transitively), is revoked, unknown
+    /// (unknown tokens count as revoked), in a revoked family, or belongs
+    /// through its family to a user who is disabled or gone. One read of
+    /// the current rows, so a revocation by any node counts at once and
+    /// for a whole chain of exchanges (RFC 8693 section 2.1, RFC 9700
+    /// section 2.3: an exchanged token dies with its subject token).
     async fn token_revoked(&self, jti: &str) -> StoreResult<bool>;
-    /// Deletes tokens expired before `before`.
+    /// Deletes tokens expired before `before` (and their links to parents).
     async fn prune_tokens(&self, before: i64) -> StoreResult<u64>;
     /// Records a single-use identifier (DPoP `jti`, assertion `jti`);
     /// `false` when it was already used and has not expired. One atomic

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_device.sql"),
     include_str!("../../migrations/postgres/0007_jwks_uri.sql"),
     include_str!("../../migrations/postgres/0008_pending_by_client.sql"),
+    include_str!("../../migrations/postgres/0009_token_exchange.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes
@@ -591,6 +592,17 @@ impl DeferralStore for PostgresStore {
         Ok(n == 1)
     }
 
+    async fn release_redemption(&self, id: &str) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE deferrals SET state = 'approved', redeemed_at = NULL \
+                 WHERE id = $1 AND state = 'redeemed'",
+                &[&id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
         // DTR-32, DTR-34: an approved but uncollected resolution becomes
         // cancelled too, so no node ever issues a token for it.
@@ -696,12 +708,46 @@ impl DeferralStore for PostgresStore {
 #[async_trait]
 impl TokenStore for PostgresStore {
     async fn record_token(&self, t: &IssuedToken) -> StoreResult<()> {
-        self.execute(
-            "INSERT INTO access_tokens (jti, client_id, issued_at, expires_at, deferral_id) VALUES ($1, $2, $3, $4, $5)",
-            &[&t.jti, &t.client_id, &t.issued_at, &t.expires_at, &t.deferral_id],
+        const INSERT: &str = "INSERT INTO access_tokens (jti, client_id, issued_at, expires_at, deferral_id) VALUES ($1, $2, $3, $4, $5)";
+        if t.parents.is_empty() {
+            self.execute(
+                INSERT,
+                &[
+                    &t.jti,
+                    &t.client_id,
+                    &t.issued_at,
+                    &t.expires_at,
+                    &t.deferral_id,
+                ],
+            )
+            .await?;
+            return Ok(());
+        }
+        // An exchanged token and its links in one transaction: never a
+        // token without the links that make it die with its parents.
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        for parent in &t.parents {
+            tx.execute(
+                "INSERT INTO token_parents (jti, parent_jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&t.jti, parent, &t.expires_at],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        tx.execute(
+            INSERT,
+            &[
+                &t.jti,
+                &t.client_id,
+                &t.issued_at,
+                &t.expires_at,
+                &t.deferral_id,
+            ],
         )
-        .await?;
-        Ok(())
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
     }
 
     async fn revoke_token(&self, jti: &str, client_id: &str, now: i64) -> StoreResult<bool> {
@@ -715,25 +761,52 @@ impl TokenStore for PostgresStore {
     }
 
     async fn token_revoked(&self, jti: &str) -> StoreResult<bool> {
+        // The token and every token it descends from (the recursive walk
+        // up `token_parents`; `UNION` ends it even on a cycle), any of them
+        // unknown, revoked, in a missing or revoked family, or of a family
+        // whose user is disabled or gone. One statement on one snapshot:
+        // a revocation committed by any node is seen by the next check.
         let row = self
             .query_opt(
-                "SELECT revoked_at FROM access_tokens WHERE jti = $1",
+                "WITH RECURSIVE chain(jti) AS ( \
+                     SELECT $1::text \
+                     UNION \
+                     SELECT p.parent_jti FROM token_parents p JOIN chain c ON p.jti = c.jti \
+                 ) \
+                 SELECT EXISTS ( \
+                     SELECT 1 FROM chain c \
+                     LEFT JOIN access_tokens t ON t.jti = c.jti \
+                     LEFT JOIN token_families f ON f.family_id = t.family_id \
+                     LEFT JOIN users u ON u.username = f.username \
+                     WHERE t.jti IS NULL \
+                        OR t.revoked_at IS NOT NULL \
+                        OR (t.family_id IS NOT NULL \
+                            AND (f.family_id IS NULL OR f.revoked_at IS NOT NULL \
+                                 OR u.username IS NULL OR NOT u.enabled OR u.admin_disabled)) \
+                 )",
                 &[&jti],
             )
             .await?;
         match row {
-            // Unknown tokens count as revoked.
             None => Ok(true),
-            Some(r) => Ok(r.try_get::<_, Option<i64>>(0).map_err(db_err)?.is_some()),
+            Some(r) => r.try_get::<_, bool>(0).map_err(db_err),
         }
     }
 
     async fn prune_tokens(&self, before: i64) -> StoreResult<u64> {
+        let n = self
+            .prune_batched(
+                "DELETE FROM access_tokens WHERE jti IN (SELECT jti FROM access_tokens WHERE expires_at < $1 LIMIT $2)",
+                before,
+            )
+            .await?;
         self.prune_batched(
-            "DELETE FROM access_tokens WHERE jti IN (SELECT jti FROM access_tokens WHERE expires_at < $1 LIMIT $2)",
+            "DELETE FROM token_parents WHERE (jti, parent_jti) IN \
+             (SELECT jti, parent_jti FROM token_parents WHERE expires_at < $1 LIMIT $2)",
             before,
         )
-        .await
+        .await?;
+        Ok(n)
     }
 
     async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {

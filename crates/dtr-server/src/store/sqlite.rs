@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_device.sql"),
     include_str!("../../migrations/sqlite/0007_jwks_uri.sql"),
     include_str!("../../migrations/sqlite/0008_pending_by_client.sql"),
+    include_str!("../../migrations/sqlite/0009_token_exchange.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -681,6 +682,21 @@ impl DeferralStore for SqliteStore {
         .await
     }
 
+    async fn release_redemption(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE deferrals SET state = 'approved', redeemed_at = NULL \
+                     WHERE id = ?1 AND state = 'redeemed'",
+                    params![id],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
         let (h, c) = (code_hash.to_owned(), client_id.to_owned());
         self.with(move |db| {
@@ -805,11 +821,43 @@ impl DeferralStore for SqliteStore {
     }
 }
 
+/// [`TokenStore::token_revoked`]: the token and every token it descends
+/// from (the recursive walk up `token_parents`; `UNION` ends it even on a
+/// cycle), any of them unknown, revoked, in a missing or revoked family,
+/// or of a family whose user is disabled or gone.
+const TOKEN_REVOKED: &str = "\
+    WITH RECURSIVE chain(jti) AS ( \
+        SELECT ?1 \
+        UNION \
+        SELECT p.parent_jti FROM token_parents p JOIN chain c ON p.jti = c.jti \
+    ) \
+    SELECT EXISTS ( \
+        SELECT 1 FROM chain c \
+        LEFT JOIN access_tokens t ON t.jti = c.jti \
+        LEFT JOIN token_families f ON f.family_id = t.family_id \
+        LEFT JOIN users u ON u.username = f.username \
+        WHERE t.jti IS NULL \
+           OR t.revoked_at IS NOT NULL \
+           OR (t.family_id IS NOT NULL \
+               AND (f.family_id IS NULL OR f.revoked_at IS NOT NULL \
+                    OR u.username IS NULL OR NOT u.enabled OR u.admin_disabled)) \
+    )";
+
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn record_token(&self, t: &IssuedToken) -> StoreResult<()> {
         let t = t.clone();
         let insert = move |db: &Connection| {
+            // The links first: if the token's own row then fails, the
+            // token is never handed out and the orphan links are pruned
+            // with their expiry; the other order could leave, on the
+            // one-by-one retry of a failed batch, a token without links.
+            for parent in &t.parents {
+                db.prepare_cached(
+                    "INSERT OR IGNORE INTO token_parents (jti, parent_jti, expires_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![t.jti, parent, t.expires_at])?;
+            }
             db.prepare_cached(
                 "INSERT INTO access_tokens (jti, client_id, issued_at, expires_at, deferral_id) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -836,11 +884,9 @@ impl TokenStore for SqliteStore {
     async fn token_revoked(&self, jti: &str) -> StoreResult<bool> {
         let j = jti.to_owned();
         self.with_read(move |db| {
-            let row: Option<Option<i64>> = db
-                .prepare_cached("SELECT revoked_at FROM access_tokens WHERE jti = ?1")
-                .and_then(|mut st| st.query_row([j], |r| r.get(0)).optional())
-                .map_err(db_err)?;
-            Ok(!matches!(row, Some(None)))
+            db.prepare_cached(TOKEN_REVOKED)
+                .and_then(|mut st| st.query_row([j], |r| r.get::<_, bool>(0)))
+                .map_err(db_err)
         })
         .await
     }
@@ -849,6 +895,8 @@ impl TokenStore for SqliteStore {
         self.with(move |db| {
             let n = db
                 .execute("DELETE FROM access_tokens WHERE expires_at < ?1", [before])
+                .map_err(db_err)?;
+            db.execute("DELETE FROM token_parents WHERE expires_at < ?1", [before])
                 .map_err(db_err)?;
             Ok(n as u64)
         })

@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 /// A running server.
 pub struct Running {
     pub issuer: String,
+    /// The server's state (its store and clock), for assertions.
+    pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -61,11 +63,12 @@ pub async fn start_with_clock(config: &str, db: &Path, clock: Arc<dyn Clock>) ->
         .await
         .unwrap();
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(dtr_server::serve(listener, state, async {
+    let task = tokio::spawn(dtr_server::serve(listener, state.clone(), async {
         let _ = rx.await;
     }));
     Running {
         issuer,
+        state,
         stop: Some(tx),
         task: Some(task),
     }

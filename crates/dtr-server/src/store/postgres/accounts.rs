@@ -280,6 +280,20 @@ impl AccountStore for PostgresStore {
         Ok(())
     }
 
+    async fn authorization_code(
+        &self,
+        code_hash: &str,
+    ) -> StoreResult<Option<AuthorizationCodeRecord>> {
+        self.query_opt(
+            &format!("SELECT {CODE_COLUMNS} FROM authorization_codes WHERE code_hash = $1"),
+            &[&code_hash],
+        )
+        .await?
+        .as_ref()
+        .map(code_from_row)
+        .transpose()
+    }
+
     async fn use_authorization_code(
         &self,
         code_hash: &str,

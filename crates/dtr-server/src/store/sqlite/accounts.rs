@@ -322,6 +322,21 @@ impl AccountStore for SqliteStore {
         .await
     }
 
+    async fn authorization_code(
+        &self,
+        code_hash: &str,
+    ) -> StoreResult<Option<AuthorizationCodeRecord>> {
+        let h = code_hash.to_owned();
+        self.with(move |db| {
+            db.prepare_cached(&format!(
+                "SELECT {CODE_COLUMNS} FROM authorization_codes WHERE code_hash = ?1"
+            ))
+            .and_then(|mut st| st.query_row([h], code_from_row).optional())
+            .map_err(db_err)
+        })
+        .await
+    }
+
     async fn use_authorization_code(
         &self,
         code_hash: &str,

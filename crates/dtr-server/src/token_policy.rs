@@ -1,0 +1,375 @@
+//! Who may use which of our access tokens beyond the client they were
+//! issued to: the configured resource servers (`[[resource_servers]]`, the
+//! only valid `audience` and `resource` values of a token exchange, and
+//! the clients they introspect with) and the token exchange rules
+//! (`[[token_exchange]]`). Pure decisions over the configuration and a
+//! token's claims; the exchange grant and the introspection endpoint act
+//! on them, so both read "whom is this token for" the same way.
+//!
+//! Closed by default (RFC 8693 sections 2.1 and 5, RFC 9700 section 2.3):
+//! - a client exchanges only tokens issued to it or whose `aud` names it
+//!   (its `client_id`, or the identifier of a resource server it is the
+//!   client of); a rule's `subject_clients` widens that, `"*"` to any.
+//!   The same holds for an `actor_token`: it is evidence of who acts
+//!   (RFC 8693 section 1.1), and a client presenting a token it may not
+//!   use would make the `act` claim name a party that never consented;
+//! - every `audience` and `resource` must be the identifier of a
+//!   configured resource server that the client's rule lists in
+//!   `audiences`; without a rule, none at all (`invalid_target`, RFC 8693
+//!   section 2.2.2): the audience decides where a token is accepted, and
+//!   no client should mint tokens for a service nobody said it serves;
+//! - an introspecting client (RFC 7662 section 4 lets the server limit
+//!   what it reveals) sees only tokens issued to it or whose `aud` names
+//!   it, as above; every other token is `{"active": false}`.
+
+use crate::config::{AuthMethod, ConfigError, StaticClient};
+use dtr_proto::params::printable;
+use dtr_proto::{ErrorCode, OAuthError};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashSet;
+
+/// `subject_clients` value that allows the tokens of any client.
+pub const ANY_CLIENT: &str = "*";
+
+/// One `[[resource_servers]]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceServerConfig {
+    /// The resource server's identifier: the `aud` of tokens for it, and
+    /// the only kind of value a token exchange accepts as `audience` or
+    /// `resource` (RFC 8693 section 2.1, RFC 8707 section 2).
+    pub identifier: String,
+    /// The confidential client it introspects with (RFC 7662 section 2.1);
+    /// it then sees the tokens whose `aud` includes `identifier`, and may
+    /// exchange them.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// One `[[token_exchange]]` table: what one client may exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeRule {
+    /// The exchanging client.
+    pub client_id: String,
+    /// Clients whose tokens it may use as `subject_token` or
+    /// `actor_token`, besides its own and those addressed to it; `"*"`
+    /// for any client.
+    #[serde(default)]
+    pub subject_clients: Vec<String>,
+    /// Resource server identifiers it may ask for as `audience` or
+    /// `resource`; empty means none.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+fn err(key: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("config key `{key}`: {msg}"))
+}
+
+/// Start-up checks of both tables (exit 2 on error, the key named).
+pub fn validate(
+    resource_servers: &[ResourceServerConfig],
+    rules: &[TokenExchangeRule],
+    clients: &[StaticClient],
+) -> Result<(), ConfigError> {
+    let mut identifiers = HashSet::new();
+    for (i, rs) in resource_servers.iter().enumerate() {
+        let key = |k: &str| format!("resource_servers[{i}].{k}");
+        if rs.identifier.is_empty() || rs.identifier.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(err(
+                &key("identifier"),
+                "must be non-empty, without spaces or control characters",
+            ));
+        }
+        if !identifiers.insert(rs.identifier.as_str()) {
+            return Err(err(
+                &key("identifier"),
+                format!("duplicate resource server '{}'", rs.identifier),
+            ));
+        }
+        // A token's `aud` naming a client lets that client introspect and
+        // exchange it: an identifier that is another client's id would
+        // hand that client every token for this resource server.
+        if let Some(c) = clients
+            .iter()
+            .find(|c| c.client_id == rs.identifier && rs.client_id.as_deref() != Some(&c.client_id))
+        {
+            return Err(err(
+                &key("identifier"),
+                format!(
+                    "'{}' is the id of client '{}', which is not this resource server's client_id",
+                    rs.identifier, c.client_id
+                ),
+            ));
+        }
+        match rs.client_id.as_deref() {
+            Some("") => return Err(err(&key("client_id"), "must not be empty")),
+            // A public client proves nothing: anyone could introspect as
+            // the resource server (RFC 7662 section 2.1).
+            Some(id)
+                if clients
+                    .iter()
+                    .any(|c| c.client_id == id && c.auth_method == AuthMethod::None) =>
+            {
+                return Err(err(
+                    &key("client_id"),
+                    format!("client '{id}' is public; a resource server introspects with a confidential client"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mut ruled = HashSet::new();
+    for (i, r) in rules.iter().enumerate() {
+        let key = |k: &str| format!("token_exchange[{i}].{k}");
+        if r.client_id.is_empty() {
+            return Err(err(&key("client_id"), "must not be empty"));
+        }
+        if !ruled.insert(r.client_id.as_str()) {
+            return Err(err(
+                &key("client_id"),
+                format!("a second rule for client '{}'", r.client_id),
+            ));
+        }
+        if let Some(j) = r.subject_clients.iter().position(String::is_empty) {
+            return Err(err(
+                &format!("token_exchange[{i}].subject_clients[{j}]"),
+                "must not be empty",
+            ));
+        }
+        for (j, a) in r.audiences.iter().enumerate() {
+            if !identifiers.contains(a.as_str()) {
+                return Err(err(
+                    &format!("token_exchange[{i}].audiences[{j}]"),
+                    format!("'{a}' is not the identifier of a [[resource_servers]] entry"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `aud` claim of a token as a list (RFC 7519 section 4.1.3: a string
+/// or an array of strings).
+pub fn audience_of(claims: &Value) -> Vec<String> {
+    match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whom a token is for: the client it was issued to and its audience.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenParties<'a> {
+    /// The `client_id` claim.
+    pub client_id: Option<&'a str>,
+    /// The `aud` claim.
+    pub audience: &'a [String],
+}
+
+/// The configured resource servers and exchange rules.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenPolicy<'a> {
+    resource_servers: &'a [ResourceServerConfig],
+    rules: &'a [TokenExchangeRule],
+}
+
+impl<'a> TokenPolicy<'a> {
+    /// The policy of these tables.
+    pub fn new(
+        resource_servers: &'a [ResourceServerConfig],
+        rules: &'a [TokenExchangeRule],
+    ) -> Self {
+        Self {
+            resource_servers,
+            rules,
+        }
+    }
+
+    fn rule(&self, client_id: &str) -> Option<&'a TokenExchangeRule> {
+        self.rules.iter().find(|r| r.client_id == client_id)
+    }
+
+    /// Whether the token was issued to `client_id` or its `aud` names it
+    /// (the client itself, or a resource server it is the client of). What
+    /// a client may introspect (RFC 7662 section 4) and exchange by
+    /// default.
+    pub fn addressed_to(&self, client_id: &str, token: TokenParties<'_>) -> bool {
+        token.client_id == Some(client_id)
+            || token.audience.iter().any(|a| {
+                a == client_id
+                    || self
+                        .resource_servers
+                        .iter()
+                        .any(|rs| rs.identifier == *a && rs.client_id.as_deref() == Some(client_id))
+            })
+    }
+
+    /// Whether `client_id` may present this token as `subject_token` or
+    /// `actor_token` (RFC 8693 section 5: no laundering of other clients'
+    /// tokens): addressed to it, or issued to a client its rule lists.
+    pub fn may_exchange(&self, client_id: &str, token: TokenParties<'_>) -> bool {
+        self.addressed_to(client_id, token)
+            || self.rule(client_id).is_some_and(|r| {
+                r.subject_clients
+                    .iter()
+                    .any(|s| s == ANY_CLIENT || Some(s.as_str()) == token.client_id)
+            })
+    }
+
+    /// Every requested `audience` and `resource` must be a configured
+    /// resource server that the client's rule allows; else
+    /// `invalid_target` (RFC 8693 section 2.2.2).
+    pub fn check_targets(&self, client_id: &str, targets: &[String]) -> Result<(), OAuthError> {
+        let allowed = self.rule(client_id).map_or(&[][..], |r| &r.audiences[..]);
+        for t in targets {
+            let known = self.resource_servers.iter().any(|rs| rs.identifier == *t);
+            if !known || !allowed.contains(t) {
+                return Err(OAuthError::with_description(
+                    ErrorCode::InvalidTarget,
+                    format!(
+                        "'{}' is not a resource server this client may obtain tokens for",
+                        printable(t)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const API: &str = "https://api.example/";
+    const BILLING: &str = "https://billing.example/";
+
+    fn servers() -> Vec<ResourceServerConfig> {
+        vec![
+            ResourceServerConfig {
+                identifier: API.into(),
+                client_id: Some("api".into()),
+            },
+            ResourceServerConfig {
+                identifier: BILLING.into(),
+                client_id: None,
+            },
+        ]
+    }
+
+    fn rules() -> Vec<TokenExchangeRule> {
+        vec![
+            TokenExchangeRule {
+                client_id: "gateway".into(),
+                subject_clients: vec!["svc".into()],
+                audiences: vec![API.into()],
+            },
+            TokenExchangeRule {
+                client_id: "broker".into(),
+                subject_clients: vec![ANY_CLIENT.into()],
+                audiences: vec![],
+            },
+        ]
+    }
+
+    fn token<'a>(client: &'a str, aud: &'a [String]) -> TokenParties<'a> {
+        TokenParties {
+            client_id: Some(client),
+            audience: aud,
+        }
+    }
+
+    #[test]
+    fn by_default_only_own_or_addressed_tokens() {
+        let (rs, r) = (servers(), rules());
+        let p = TokenPolicy::new(&rs, &r);
+        let issuer = vec!["https://as.example".to_string()];
+        assert!(p.may_exchange("svc", token("svc", &issuer)));
+        assert!(!p.may_exchange("other", token("svc", &issuer)));
+        // Addressed to the client itself, or to a resource server it is.
+        assert!(p.may_exchange("other", token("svc", &["other".to_string()])));
+        assert!(p.may_exchange("api", token("svc", &[API.to_string()])));
+        assert!(!p.may_exchange("other", token("svc", &[API.to_string()])));
+        // A resource server without a client_id names nobody.
+        assert!(!p.addressed_to("other", token("svc", &[BILLING.to_string()])));
+        // Rules widen it.
+        assert!(p.may_exchange("gateway", token("svc", &issuer)));
+        assert!(!p.may_exchange("gateway", token("other", &issuer)));
+        assert!(p.may_exchange("broker", token("other", &issuer)));
+        // Introspection never follows the rules, only the addressing.
+        assert!(!p.addressed_to("gateway", token("svc", &issuer)));
+    }
+
+    #[test]
+    fn targets_are_configured_and_allowed() {
+        let (rs, r) = (servers(), rules());
+        let p = TokenPolicy::new(&rs, &r);
+        assert!(p.check_targets("gateway", &[]).is_ok());
+        assert!(p.check_targets("gateway", &[API.into()]).is_ok());
+        let e = p.check_targets("gateway", &[BILLING.into()]).unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidTarget);
+        assert!(p
+            .check_targets("gateway", &[API.into(), "https://evil/".into()])
+            .is_err());
+        // No rule, or a rule without audiences: no target at all.
+        assert!(p.check_targets("svc", &[API.into()]).is_err());
+        assert!(p.check_targets("broker", &[API.into()]).is_err());
+        assert!(p.check_targets("svc", &[]).is_ok());
+    }
+
+    #[test]
+    fn audience_claim_as_list() {
+        assert_eq!(audience_of(&serde_json::json!({"aud": "a"})), vec!["a"]);
+        assert_eq!(
+            audience_of(&serde_json::json!({"aud": ["a", 1, "b"]})),
+            vec!["a", "b"]
+        );
+        assert!(audience_of(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let rs = servers();
+        let ok = rules();
+        assert!(validate(&rs, &ok, &[]).is_ok());
+        let bad = vec![TokenExchangeRule {
+            client_id: "gateway".into(),
+            subject_clients: vec![],
+            audiences: vec!["https://unknown/".into()],
+        }];
+        let e = validate(&rs, &bad, &[]).unwrap_err().0;
+        assert!(e.contains("token_exchange[0].audiences[0]"), "{e}");
+        let dup = vec![rs[0].clone(), rs[0].clone()];
+        let e = validate(&dup, &[], &[]).unwrap_err().0;
+        assert!(e.contains("resource_servers[1].identifier"), "{e}");
+        let clash = vec![ResourceServerConfig {
+            identifier: "svc".into(),
+            client_id: None,
+        }];
+        let svc = crate::config::ConfigFile::parse(
+            "[[clients]]\nclient_id = \"svc\"\nclient_secret = \"svc-secret\"",
+        )
+        .unwrap()
+        .validate(&crate::config::Overrides::default())
+        .unwrap()
+        .clients;
+        let e = validate(&clash, &[], &svc).unwrap_err().0;
+        assert!(e.contains("resource_servers[0].identifier"), "{e}");
+        let own = vec![ResourceServerConfig {
+            identifier: "svc".into(),
+            client_id: Some("svc".into()),
+        }];
+        assert!(validate(&own, &[], &svc).is_ok());
+        let twice = vec![ok[0].clone(), ok[0].clone()];
+        let e = validate(&rs, &twice, &[]).unwrap_err().0;
+        assert!(e.contains("token_exchange[1].client_id"), "{e}");
+    }
+}
