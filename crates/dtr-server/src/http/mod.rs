@@ -58,10 +58,10 @@ pub fn app(state: AppState) -> Router {
         .route(paths::DEVICE, get(device::show).post(device::decide))
         .merge(admin::router(state.clone()))
         .merge(review::router())
-        // Request id, span, access log line and request metrics; see
-        // `observe` for what may be logged (DTR-36).
         // The source address the throttles key on.
         .layer(axum::middleware::from_fn(crate::throttle::remember_source))
+        // Request id, span, access log line and request metrics; see
+        // `observe` for what may be logged (DTR-36).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
