@@ -189,6 +189,37 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_goes_in_the_header_only() {
+        // A throttled client: still `invalid_client`, told when to retry.
+        let e = OAuthError::new(ErrorCode::InvalidClient).with_retry_after(7);
+        let r = OAuthResponse(e).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("7"));
+        // A full hashing queue.
+        let e = OAuthError::new(ErrorCode::TemporarilyUnavailable).with_retry_after(0);
+        let r = OAuthResponse(e).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("1"));
+        let r = OAuthResponse(OAuthError::new(ErrorCode::InvalidGrant)).into_response();
+        assert!(header(&r, header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn throttled_is_429_slow_down_with_retry_after() {
+        let r = AdminError::Throttled(30).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("30"));
+        assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
+        let refused = crate::throttle::Refused {
+            retry_after: std::time::Duration::from_millis(2500),
+        };
+        let r = too_many_requests(refused);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("3"));
+        assert_eq!(header(&r, header::CACHE_CONTROL), Some("no-store"));
+    }
+
+    #[test]
     fn admin_errors() {
         assert_eq!(
             AdminError::Conflict("x".into()).into_response().status(),
