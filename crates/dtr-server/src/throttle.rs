@@ -3,10 +3,12 @@
 //!
 //! Every wrong secret costs an Argon2 hash, so unthrottled guessing both
 //! burns the CPU that legitimate sign-ins need and lets an attacker try
-//! passwords online at full speed (RFC 9700 section 4.15, OAuth 2.1
-//! section 7.6: the server must protect against brute force on its
-//! credentials). The budgets are GCRA rate limiters of `governor`, keyed by
-//! what the attempt names:
+//! passwords online at full speed. RFC 6749 section 2.3.1: an endpoint
+//! taking client passwords "MUST" be protected "against brute force
+//! attacks"; section 10.10: the server "MUST prevent attackers from
+//! guessing ... resource owner passwords, and client credentials". The
+//! budgets are GCRA rate limiters of `governor`, keyed by what the attempt
+//! names:
 //!
 //! - client authentication at the token, revocation, introspection, PAR and
 //!   device authorization endpoints: the client id and the source address;
@@ -46,6 +48,8 @@
 //! The counters live in this node's memory. With several nodes on one
 //! PostgreSQL database each node keeps its own, so an attacker spreading
 //! requests over N nodes gets N budgets; the bound stays proportional.
+//! The source address is the TCP peer: behind a reverse proxy every
+//! request comes from the proxy's address and shares its budget.
 
 use crate::clock::Clock;
 use crate::config::ThrottleConfig;
