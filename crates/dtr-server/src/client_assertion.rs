@@ -16,6 +16,10 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// remembered.
 pub const MAX_LIFETIME_SECS: i64 = 600;
 
+/// Clock skew tolerated between the client and us on `exp` and `nbf`
+/// (RFC 7519 section 4.1.4 and 4.1.5: "some small leeway").
+pub const SKEW_SECS: i64 = 30;
+
 /// The verified facts of an assertion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedAssertion {
@@ -33,8 +37,35 @@ struct Claims {
     sub: String,
     jti: String,
     exp: i64,
+    aud: Audience,
     #[serde(default)]
     iat: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+}
+
+/// RFC 7519 section 4.1.3: `aud` is one string or an array of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// RFC 7523 section 3 point 3 and draft-ietf-oauth-rfc7523bis section
+    /// 4: the assertion must be meant for this server and nobody else. An
+    /// array naming a foreign audience as well is refused, not "accepted
+    /// because one member is ours": such an assertion was also handed to
+    /// that other party, which could replay it here. An empty array names
+    /// nobody.
+    fn only_ours(&self, ours: &[String]) -> bool {
+        let is_ours = |a: &String| ours.iter().any(|o| o == a);
+        match self {
+            Audience::One(a) => is_ours(a),
+            Audience::Many(all) => !all.is_empty() && all.iter().all(is_ours),
+        }
+    }
 }
 
 /// The client an assertion claims to come from (its `iss`), unverified:
@@ -47,7 +78,8 @@ pub fn claimed_client(assertion: &str) -> Option<String> {
 }
 
 /// Verifies an assertion with the client's JWKS. `audiences` are the
-/// values this server accepts in `aud` (its issuer and endpoint URLs).
+/// values this server accepts in `aud` (its issuer and endpoint URLs);
+/// every member of `aud` must be one of them.
 pub fn verify(
     assertion: &str,
     jwks: &serde_json::Value,
@@ -71,9 +103,10 @@ pub fn verify(
         return Err("no registered key matches the client assertion".into());
     }
     let mut validation = Validation::new(header.alg);
-    validation.set_audience(audiences);
     validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-    validation.leeway = 30;
+    // The library accepts an array when any one member matches; ours
+    // wants every member to (see [`Audience::only_ours`]), checked below.
+    validation.validate_aud = false;
     // Time checks use our clock, not the system's, so they are testable.
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -85,8 +118,15 @@ pub fn verify(
     if claims.iss != claims.sub {
         return Err("client assertion iss and sub must both be the client_id".into());
     }
-    if claims.exp + 30 < now {
+    if !claims.aud.only_ours(audiences) {
+        return Err("client assertion aud must name this server only".into());
+    }
+    if claims.exp + SKEW_SECS < now {
         return Err("client assertion expired".into());
+    }
+    // RFC 7519 section 4.1.5, RFC 7523 section 3 point 5: not before `nbf`.
+    if claims.nbf.is_some_and(|nbf| nbf > now + SKEW_SECS) {
+        return Err("client assertion not valid yet (nbf)".into());
     }
     if claims.exp - now > MAX_LIFETIME_SECS || claims.iat.is_some_and(|iat| iat > now + 60) {
         return Err("client assertion lifetime too long or issued in the future".into());
@@ -146,6 +186,31 @@ mod tests {
     }
 
     #[test]
+    fn audiences_of_only_this_server_and_nbf_within_skew() {
+        let (k, jwks) = keypair();
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut c = claims();
+            f(&mut c);
+            assertion(&k, c)
+        };
+        let ok = [
+            ("issuer alone", with(&|c| c["aud"] = "https://as".into())),
+            (
+                "array of ours",
+                with(&|c| c["aud"] = json!(["https://as", "https://as/token"])),
+            ),
+            ("nbf now", with(&|c| c["nbf"] = NOW.into())),
+            (
+                "nbf within skew",
+                with(&|c| c["nbf"] = (NOW + SKEW_SECS).into()),
+            ),
+        ];
+        for (what, a) in ok {
+            assert!(verify(&a, &jwks, &auds(), NOW).is_ok(), "{what}");
+        }
+    }
+
+    #[test]
     fn refusals() {
         let (k, jwks) = keypair();
         let (other, _) = keypair();
@@ -180,6 +245,38 @@ mod tests {
                 assertion(&k, {
                     let mut c = claims();
                     c["exp"] = (NOW + 3600).into();
+                    c
+                }),
+            ),
+            (
+                "aud array with a foreign member",
+                assertion(&k, {
+                    let mut c = claims();
+                    c["aud"] = json!(["https://as/token", "https://evil"]);
+                    c
+                }),
+            ),
+            (
+                "empty aud array",
+                assertion(&k, {
+                    let mut c = claims();
+                    c["aud"] = json!([]);
+                    c
+                }),
+            ),
+            (
+                "no aud",
+                assertion(&k, {
+                    let mut c = claims();
+                    c.as_object_mut().unwrap().remove("aud");
+                    c
+                }),
+            ),
+            (
+                "nbf in the future",
+                assertion(&k, {
+                    let mut c = claims();
+                    c["nbf"] = (NOW + SKEW_SECS + 1).into();
                     c
                 }),
             ),

@@ -251,8 +251,12 @@ async fn verify_presented(
     if AuthMethod::parse(&client.auth_method) != Some(AuthMethod::PrivateKeyJwt) {
         return Err(failed("client is not registered for private_key_jwt"));
     }
-    // RFC 7523 section 3: the audience identifies this server; we accept
-    // the issuer, the token endpoint and the endpoint being called.
+    // RFC 7523 section 3 point 3: the audience identifies this server. We
+    // accept the issuer (draft-ietf-oauth-rfc7523bis prefers it), the token
+    // endpoint URL (what clients send today) and the URL of the endpoint
+    // being called (RFC 9126 section 2 names the PAR endpoint's; revocation
+    // and introspection take the same assertions), alone or in an array of
+    // only these (see `client_assertion::verify`).
     let audiences = vec![
         state.issuer.clone(),
         format!("{}{}", state.issuer, dtr_proto::paths::TOKEN),

@@ -72,6 +72,82 @@ pub struct ConfigFile {
     /// own tokens and those addressed to it, and names no target.
     #[serde(default)]
     pub token_exchange: Vec<crate::token_policy::TokenExchangeRule>,
+    /// Connection limits of the HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: how long a client may hold a connection without making
+/// progress, and how many connections are open at once. Every connection
+/// costs a file descriptor and memory, so none is held for free: a
+/// client that stops sending (slowloris) or just keeps a socket open is
+/// disconnected, and at the cap new connections wait in the kernel's
+/// accept backlog until one closes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Milliseconds a client has to send a complete request head (request
+    /// line and headers), counted from its first byte. A connection whose
+    /// head is still incomplete then is closed without an answer.
+    pub header_timeout_ms: u64,
+    /// Milliseconds a whole request body may take to arrive, counted from
+    /// when the server starts reading it; later, the request is answered
+    /// 408 `invalid_request` and the connection closed.
+    pub body_timeout_ms: u64,
+    /// Milliseconds a connection may sit with no request in progress (after
+    /// connecting, or between keep-alive requests) before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once. At the cap the server stops accepting
+    /// until one closes; new connections wait in the kernel backlog (and
+    /// are refused by the kernel when that is full).
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("http.header_timeout_ms", self.header_timeout_ms),
+            ("http.body_timeout_ms", self.body_timeout_ms),
+            ("http.idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            // Zero would mean "no time at all"; an hour is far beyond any
+            // legitimate client and would make the limit meaningless.
+            if !(1..=3_600_000).contains(&v) {
+                return Err(err(key, "must be between 1 and 3600000 ms"));
+            }
+        }
+        // Each connection holds a file descriptor; the semaphore counts in u32.
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(err("http.max_connections", "must be between 1 and 1000000"));
+        }
+        Ok(())
+    }
+
+    /// `header_timeout_ms` as a duration.
+    pub fn header_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// `body_timeout_ms` as a duration.
+    pub fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// `idle_timeout_ms` as a duration.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.idle_timeout_ms)
+    }
 }
 
 /// `[throttle]`: how many failed authentications the server answers before
@@ -491,6 +567,13 @@ pub struct ClientConfig {
     /// RFC 9126 section 6: authorization requests must come through `/par`.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
+    /// The user this client acts for (an agent's principal): a configured
+    /// `[[users]]` username. It decides, at the interaction page, the
+    /// deferrals of this client that concern no other user (client
+    /// credentials, token exchange of the client's own tokens). Without
+    /// an owner only admins decide those (DESIGN.md).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -611,6 +694,8 @@ pub struct StaticClient {
     pub require_dpop: bool,
     /// Pushed authorization requests required (RFC 9126 section 6).
     pub require_par: bool,
+    /// The user this client acts for (`[[clients]] owner`).
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Debug for StaticClient {
@@ -671,6 +756,8 @@ pub struct Config {
     pub resource_servers: Vec<crate::token_policy::ResourceServerConfig>,
     /// Token exchange rules (`[[token_exchange]]`).
     pub token_exchange: Vec<crate::token_policy::TokenExchangeRule>,
+    /// Connection limits.
+    pub http: HttpConfig,
 }
 
 /// A configuration error; the message names the key.
@@ -719,10 +806,11 @@ impl ConfigFile {
     }
 
     /// The built-in demo (`dtr serve` with no config file): two
-    /// confidential clients, one user, and a policy that sends `payments`
-    /// to review, `identity` to user interaction and `reports` to an
-    /// automatic approval after 10 seconds. Registration is open, the one
-    /// place where it is (the banner says so), and limited to what the
+    /// confidential clients acting for their owner alice, one user (alice),
+    /// and a policy that sends `payments` to review, `identity` to user
+    /// interaction (decided by alice, the clients' owner) and `reports` to
+    /// an automatic approval after 10 seconds. Registration is open, the
+    /// one place where it is (the banner says so), and limited to what the
     /// walkthrough needs.
     pub fn demo() -> Self {
         let client = |id: &str, secret: &str, method: &str| ClientConfig {
@@ -738,6 +826,7 @@ impl ConfigFile {
             enabled: true,
             require_dpop: false,
             require_pushed_authorization_requests: false,
+            owner: Some("alice".into()),
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],
@@ -828,6 +917,7 @@ impl ConfigFile {
         self.callbacks.validate()?;
         self.device.validate()?;
         self.registration.validate()?;
+        self.http.validate()?;
         if self.dpop.iat_window == 0 || self.dpop.iat_window > 3600 {
             return Err(err("dpop.iat_window", "must be between 1 and 3600 seconds"));
         }
@@ -841,6 +931,7 @@ impl ConfigFile {
         }
         self.throttle.validate()?;
 
+        let usernames: HashSet<String> = self.users.iter().map(|u| u.username.clone()).collect();
         let mut seen = HashSet::new();
         let mut clients = Vec::new();
         for (i, c) in self.clients.into_iter().enumerate() {
@@ -951,6 +1042,16 @@ impl ConfigFile {
                 dtr_proto::redirect_uri::check(r)
                     .map_err(|e| err(&format!("clients[{i}].redirect_uris[{j}]"), e))?;
             }
+            // An owner decides for the client: it must be someone who can
+            // sign in, never a name a user could later take.
+            if let Some(o) = &c.owner {
+                if !usernames.contains(o) {
+                    return Err(err(
+                        &key("owner"),
+                        format!("'{o}' is not a configured user"),
+                    ));
+                }
+            }
             clients.push(StaticClient {
                 client_id: c.client_id,
                 client_secret: c.client_secret,
@@ -964,6 +1065,7 @@ impl ConfigFile {
                 enabled: c.enabled,
                 require_dpop: c.require_dpop,
                 require_par: c.require_pushed_authorization_requests,
+                owner: c.owner,
             });
         }
 
@@ -1033,6 +1135,7 @@ impl ConfigFile {
             throttle: self.throttle,
             resource_servers: self.resource_servers,
             token_exchange: self.token_exchange,
+            http: self.http,
         })
     }
 }
@@ -1162,6 +1265,9 @@ action = "review"
         assert!(msg("[deferral]\nsurprise = 1").contains("surprise"));
         let dup = "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\n";
         assert!(msg(dup).contains("clients[1].client_id"));
+        let stranger =
+            "[[clients]]\nclient_id=\"a\"\nclient_secret=\"12345678\"\nowner=\"mallory\"\n";
+        assert!(msg(stranger).contains("clients[0].owner"));
         assert!(msg(
             "[[clients]]\nclient_id=\"a\"\ntoken_endpoint_auth_method=\"client_secret_post\""
         )

@@ -6,7 +6,7 @@
 use crate::metrics::Resolution;
 use crate::policy::Action;
 use crate::state::AppState;
-use crate::store::{DeferralRecord, NewDeferral, PollUpdate};
+use crate::store::{DeferralRecord, NewDeferral, PollUpdate, StoredHandle};
 use crate::tokens::{self, Grant};
 use dtr_proto::deferral::{decide_poll, escalates, is_too_fast, PollAnswer, PollDecision};
 use dtr_proto::scope::Scope;
@@ -41,14 +41,43 @@ fn new_id() -> String {
     format!("dfr_{}", random_token(12))
 }
 
-/// Interaction handles: 128 random bits, single-use (DTR-11).
-fn new_interaction_handle() -> String {
-    random_token(16)
+/// Interaction handles: 128 random bits, single-use (DTR-11). Returns the
+/// handle, which leaves the server only inside an `interaction_uri`, and
+/// its stored form: the SHA-256 to find it by, and a copy sealed to the
+/// deferral `id` so that polls can repeat the URI (DTR-18). Nothing in
+/// the database matches a presented handle without hashing it.
+fn new_interaction_handle(state: &AppState, id: &str) -> (String, StoredHandle) {
+    let handle = random_token(16);
+    let stored = StoredHandle {
+        hash: interaction_handle_hash(&handle),
+        sealed: state.seal_key.seal(&handle, &handle_context(id)),
+    };
+    (handle, stored)
+}
+
+/// The associated data of a sealed handle: its deferral, and a label that
+/// keeps it apart from the sealed code of the same deferral.
+fn handle_context(id: &str) -> String {
+    format!("interaction handle\n{id}")
+}
+
+/// The storage and lookup form of a presented interaction handle.
+pub fn interaction_handle_hash(handle: &str) -> String {
+    dtr_proto::secret::sha256_b64(handle)
 }
 
 /// The `interaction_uri` of a handle.
-pub fn interaction_uri(state: &AppState, handle: &str) -> String {
+fn interaction_uri(state: &AppState, handle: &str) -> String {
     format!("{}{}/{}", state.issuer, dtr_proto::paths::INTERACT, handle)
+}
+
+/// The `interaction_uri` of a deferral waiting at one: the sealed handle,
+/// opened (`None` when there is none, or it does not open under this
+/// server's key).
+pub fn interaction_uri_of(state: &AppState, rec: &DeferralRecord) -> Option<String> {
+    let h = rec.interaction_handle.as_ref()?;
+    let handle = state.seal_key.open(&h.sealed, &handle_context(&rec.id))?;
+    Some(interaction_uri(state, &handle))
 }
 
 /// Refuses a request on a DPoP-bound deferral without a proof of that key.
@@ -117,12 +146,17 @@ pub async fn create_with_context(
     let now = state.clock.now_ms();
     let d = &state.config.deferral;
     let code = DeferralCode::generate();
-    let handle = (r.action == Action::Interaction).then(new_interaction_handle);
     let auto_approve_at = match r.action {
         Action::ApproveAfter(secs) => Some(now + secs as i64 * 1000),
         _ => None,
     };
     let id = new_id();
+    let (handle, stored_handle) = if r.action == Action::Interaction {
+        let (h, stored) = new_interaction_handle(state, &id);
+        (Some(h), Some(stored))
+    } else {
+        (None, None)
+    };
     // A client with a notification endpoint gets its code back in the
     // callback (DTR-26): keep it, and the bearer token, sealed until then.
     let notifies = state
@@ -153,7 +187,7 @@ pub async fn create_with_context(
         expires_at: now + d.expires_in as i64 * 1000,
         interval_ms: d.interval as i64 * 1000,
         auto_approve_at,
-        interaction_handle: handle.clone(),
+        interaction_handle: stored_handle,
         // DTR-29: stored like a refresh token, as a hash.
         notification_token_hash: r.opt_in.notification_token.as_ref().map(|t| t.hash()),
         dpop_jkt: r.dpop_jkt.clone(),
@@ -441,11 +475,11 @@ async fn record_pending_poll(
 /// the progress step (DTR-10, DTR-18).
 fn pending_answer(state: &AppState, rec: &DeferralRecord) -> OAuthError {
     let description = rec.progress.as_ref().map(|s| format!("step={s}"));
-    match &rec.interaction_handle {
-        Some(h) => OAuthError {
+    match interaction_uri_of(state, rec) {
+        Some(uri) => OAuthError {
             error: ErrorCode::InteractionRequired,
             error_description: description,
-            interaction_uri: Some(interaction_uri(state, h)),
+            interaction_uri: Some(uri),
             retry_after: None,
         },
         None => OAuthError {
@@ -486,6 +520,60 @@ pub async fn cancel(
         state.metrics.deferrals_resolved(Resolution::Cancelled, 1);
     }
     Ok(done)
+}
+
+/// The only user who may decide `rec` at its interaction page, or `None`
+/// when nobody may there and only admins decide it (console or admin API).
+///
+/// An interaction page speaks for the user the request is about, so it is
+/// that user who decides:
+/// - a user grant (authorization code, refresh, device): its resource
+///   owner, the user of the stored grant context;
+/// - a token exchange: the subject token's user; when the subject token is
+///   a client's own, that client's `owner`;
+/// - client credentials: the client's `owner` (the user it acts for).
+///
+/// A subject that names both a user and a client is ambiguous (a user's
+/// `sub` is the username, a client's its `client_id`) and left to admins:
+/// closed by default. Clients and users are read fresh from the store, so
+/// a changed owner applies at once.
+pub async fn page_decider(
+    state: &AppState,
+    rec: &DeferralRecord,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let owner_of = |client_id: String| async move {
+        Ok::<_, crate::store::StoreError>(
+            state
+                .store
+                .get_client(&client_id)
+                .await?
+                .and_then(|c| c.owner),
+        )
+    };
+    // Read by grant type, not by the shape of the stored context: a user
+    // grant whose context does not decode has nobody to decide it here.
+    match rec.grant_type.as_str() {
+        dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE
+        | dtr_proto::GRANT_TYPE_REFRESH_TOKEN
+        | dtr_proto::GRANT_TYPE_DEVICE_CODE => Ok(crate::grants::GrantContext::from_stored(
+            rec.grant_context.as_ref(),
+        )
+        .map(|ctx| ctx.username)),
+        dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS => owner_of(rec.client_id.clone()).await,
+        dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => {
+            let Some(sub) = rec.subject.clone() else {
+                return Ok(None);
+            };
+            let is_user = state.store.get_user(&sub).await?.is_some();
+            let is_client = state.store.get_client(&sub).await?.is_some();
+            match (is_user, is_client) {
+                (true, false) => Ok(Some(sub)),
+                (false, true) => owner_of(sub).await,
+                _ => Ok(None),
+            }
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Why a reviewer's action did not apply.
@@ -636,10 +724,10 @@ pub async fn set_interaction(
     required: bool,
 ) -> Result<DeferralRecord, DecisionError> {
     load_pending(state, id).await?;
-    let handle = required.then(new_interaction_handle);
+    let handle = required.then(|| new_interaction_handle(state, id).1);
     if !state
         .store
-        .set_interaction(id, handle.as_deref(), state.clock.now_ms())
+        .set_interaction(id, handle.as_ref(), state.clock.now_ms())
         .await
         .map_err(|e| DecisionError::Invalid(e.to_string()))?
     {

@@ -19,6 +19,7 @@ pub mod generated_secret;
 pub mod grants;
 pub mod http;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod password;
@@ -77,7 +78,9 @@ pub async fn open_store_with_pool(
 
 /// Serves on a bound listener until `shutdown` resolves, then drains
 /// in-flight requests and stops the background worker. Tests bind port 0
-/// and run many servers in one process.
+/// and run many servers in one process. Connections are bounded by
+/// `[http]` (see [`http::server`]); each request carries
+/// `axum::extract::ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -86,11 +89,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(worker::run(state.clone(), stop_rx.clone()));
     let sender = tokio::spawn(callbacks::run(state.clone(), stop_rx));
-    // The peer address is the throttles' source key (`throttle`).
-    let app = http::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.config.http.clone();
+    let result = http::server::run(listener, http::app(state), limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = sender.await;

@@ -6,71 +6,13 @@
 //! bounded connect and read times, bounded response bodies.
 
 use async_trait::async_trait;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Whether an address may be contacted: globally routable unicast only.
-/// Private, loopback, link-local, multicast, unspecified, broadcast,
-/// documentation, benchmarking, shared (CGNAT) and reserved ranges are
-/// refused, and IPv6 forms that embed an IPv4 address (mapped, compatible,
-/// NAT64, 6to4) are judged by that address.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => is_public_v6(v6),
-    }
-}
+mod addresses;
 
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || o[0] == 0 // "this network" 0.0.0.0/8
-        || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space 100.64.0.0/10
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments 192.0.0.0/24
-        || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking 198.18.0.0/15
-        || o[0] >= 240) // reserved 240.0.0.0/4
-}
-
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = ip.segments();
-    let v4 = |a: u16, b: u16| Ipv4Addr::new((a >> 8) as u8, a as u8, (b >> 8) as u8, b as u8);
-    match s {
-        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated)
-        [0, 0, 0, 0, 0, 0xffff, a, b] | [0, 0, 0, 0, 0, 0, a, b] => Some(v4(a, b)),
-        // 64:ff9b::/96 NAT64 well-known prefix
-        [0x64, 0xff9b, 0, 0, 0, 0, a, b] => Some(v4(a, b)),
-        // 2002::/16 6to4
-        [0x2002, a, b, ..] => Some(v4(a, b)),
-        _ => None,
-    }
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = embedded_v4(ip) {
-        // ::1 and :: are "compatible" forms too; judge them as what they are.
-        if ip.is_loopback() || ip.is_unspecified() {
-            return false;
-        }
-        return is_public_v4(v4);
-    }
-    let s = ip.segments();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
-        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32 tunnels to anywhere
-        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // discard 100::/64
-}
+pub use addresses::{is_public, special_block};
 
 /// Name resolution, injectable so tests control what a host resolves to.
 #[async_trait]
@@ -463,14 +405,27 @@ mod tests {
 
     #[test]
     fn public_addresses() {
+        for s in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"] {
+            assert!(is_public(ip(s)), "{s} is public");
+        }
+    }
+
+    /// IPv6 forms that carry an IPv4 address are refused even when that
+    /// address is public: these two once passed with a private one.
+    #[test]
+    fn embedded_ipv4_forms_are_refused() {
         for s in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700:4700::1111",
+            "::ffff:0:a00:1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1::808:808",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
-            assert!(is_public(ip(s)), "{s} is public");
+            assert!(!is_public(ip(s)), "{s} must be refused");
         }
     }
 

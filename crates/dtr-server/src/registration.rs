@@ -385,6 +385,8 @@ pub fn record(
             .get("require_pushed_authorization_requests")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        // A client cannot name the user it acts for: only configuration can.
+        owner: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! Authenticated encryption of the few secrets the server must send back
 //! in clear later: the deferral code and the `client_notification_token`
-//! of a callback (DTR-26). Everything else secret is stored as a hash;
-//! these cannot be, because the callback carries them (DTR-29 allows
-//! encryption where delivery needs the value).
+//! of a callback (DTR-26), and the interaction handle that polls repeat in
+//! their `interaction_uri` (DTR-18; it is looked up by its hash only).
+//! Everything else secret is stored as a hash; these cannot be only that,
+//! because a later answer carries them (DTR-29 allows encryption where
+//! delivery needs the value).
 //!
 //! AES-256-GCM with a random 96-bit nonce per value; the deferral id is
 //! bound as associated data so a sealed value cannot be moved to another

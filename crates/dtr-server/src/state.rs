@@ -167,6 +167,7 @@ impl AppState {
                 metadata: None,
                 require_par: c.require_par,
                 jwks_uri: c.jwks_uri.clone(),
+                owner: c.owner.clone(),
             };
             store
                 .upsert_client(&record)

@@ -97,6 +97,13 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning device codes failed"),
             }
+            // Review console sessions past their end: refused from that
+            // moment anyway, deleted so the table does not grow.
+            match state.store.prune_console_sessions(now).await {
+                Ok(n) if n > 0 => tracing::info!(count = n, "pruned ended console sessions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning console sessions failed"),
+            }
             // Single-use identifiers (DPoP proof and assertion `jti`s) are
             // dead the moment they expire: an expired proof is refused by
             // its `iat` anyway (RFC 9449 section 11.1), so no grace period.

@@ -656,11 +656,14 @@ async fn interaction_page_uses_the_session() {
     let uri = r.json["interaction_uri"].as_str().unwrap();
     let path = uri.trim_start_matches("http://127.0.0.1:8080").to_owned();
     let dcode = r.json["deferral_code"].as_str().unwrap().to_owned();
-    // Bob may not decide alice's request.
+    // Bob may not decide alice's request: the page is refused him, and so
+    // is a decision sent with his own session's valid CSRF token (taken
+    // from another signed-in page).
     let mut bob = Browser::new(&h);
     let first = bob.get(&path).await;
     let page = bob.sign_in_from(first, "bob", "bob-password").await;
-    let csrf = hidden(&page.text, "csrf");
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    let csrf = hidden(&bob.get("/device").await.text, "csrf");
     let r = bob
         .post(&path, &[("csrf", &csrf), ("decision", "approve")])
         .await;

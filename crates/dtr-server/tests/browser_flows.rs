@@ -606,14 +606,26 @@ async fn interaction_page_approves_the_deferral() {
     let uri = Url::parse(d.interaction_uri.as_deref().unwrap()).unwrap();
     assert_eq!(uri.origin().ascii_serialization(), s.origin());
 
-    // Bob signs in on his own browser but may not decide alice's request.
+    // Bob signs in on his own browser but may not decide alice's request:
+    // the page is refused him, and so is a decision sent with his own
+    // session's valid CSRF token (from another signed-in page).
     let bob = Browser::new(&s, "bob", "bob-password");
     let login = bob.follow(bob.get(uri.clone()).await).await;
     assert_eq!(login.url.path(), "/login");
     let page = bob.sign_in(&login).await;
     assert_eq!(page.url, uri);
-    let refused = bob.submit(&page, &[("decision", "approve")]).await;
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    let device = bob.get(uri.join("/device").unwrap()).await;
+    let csrf = device.form().hidden("csrf").unwrap().to_owned();
+    let refused = bob
+        .page(
+            uri.clone(),
+            bob.http
+                .post(uri.clone())
+                .form(&[("csrf", csrf.as_str()), ("decision", "approve")]),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
 
     // Alice, on a fresh browser: log in from the link, see the request.
     let phone = Browser::new(&s, "alice", "alice-password");

@@ -318,16 +318,19 @@ async fn a_hanging_endpoint_does_not_delay_polls() {
     let c = client(&s.issuer).await;
     let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let d = defer(&c, None).await;
+    // Newest first: one millisecond apart, so the order is not a tie.
+    s.clock.advance_ms(1);
     let d2 = defer(&c, None).await;
     let ids = admin.list(Some("pending"), None).await.unwrap();
     let id = ids[1]["id"].as_str().unwrap().to_owned();
     admin.approve(&id, None).await.unwrap();
-    // The delivery starts and hangs.
-    s.clock.advance_ms(300);
+    // The delivery starts and hangs. Time moves in small steps, as the
+    // sender may be between two waits when it is advanced.
     for _ in 0..200 {
         if !received(&r).is_empty() {
             break;
         }
+        s.clock.advance_ms(50);
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(received(&r).len(), 1, "the delivery is in progress");

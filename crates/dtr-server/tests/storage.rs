@@ -11,9 +11,9 @@ mod pg;
 
 use dtr_proto::deferral::DeferralState;
 use dtr_server::store::{
-    AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord, Consumed,
-    DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate, RefreshTokenRecord,
-    SessionRecord, Store, TokenFamilyRecord, UserRecord,
+    AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord,
+    ConsoleSession, Consumed, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate,
+    RefreshTokenRecord, SessionRecord, Store, StoredHandle, TokenFamilyRecord, UserRecord,
 };
 use std::sync::Arc;
 
@@ -72,6 +72,16 @@ fn client(id: &str) -> ClientRecord {
         metadata: None,
         require_par: false,
         jwks_uri: None,
+        owner: Some("alice".into()),
+    }
+}
+
+/// A handle as the server stores it: the store only ever sees and matches
+/// the hash, and keeps the sealed copy as an opaque value.
+fn handle(h: &str) -> StoredHandle {
+    StoredHandle {
+        hash: format!("hash-of-{h}"),
+        sealed: format!("sealed-{h}"),
     }
 }
 
@@ -96,7 +106,7 @@ mod suite {
         let mut d = new_deferral("dfr_1", "svc", T0);
         d.authorization_details = Some(serde_json::json!([{"type": "payment", "amount": "10"}]));
         d.auto_approve_at = Some(T0 + 1_000);
-        d.interaction_handle = Some("handle-1".into());
+        d.interaction_handle = Some(handle("handle-1"));
         d.notification_token_hash = Some("nth".into());
         d.dpop_jkt = Some("jkt-1".into());
         s.insert_deferral(&d).await.unwrap();
@@ -109,7 +119,7 @@ mod suite {
         assert_eq!(by_code.authorization_details, d.authorization_details);
         assert_eq!(by_code.subject.as_deref(), Some("svc"));
         assert_eq!(by_code.state, DeferralState::Pending);
-        assert_eq!(by_code.interaction_handle.as_deref(), Some("handle-1"));
+        assert_eq!(by_code.interaction_handle, Some(handle("handle-1")));
         assert_eq!(by_code.created_at, T0);
         assert_eq!(by_code.expires_at, T0 + LIFE);
         assert_eq!(by_code.interval_ms, 5_000);
@@ -127,7 +137,7 @@ mod suite {
             Some(by_code.clone())
         );
         assert_eq!(
-            s.deferral_by_interaction("handle-1").await.unwrap(),
+            s.deferral_by_interaction("hash-of-handle-1").await.unwrap(),
             Some(by_code)
         );
         assert!(s.deferral_by_code("unknown").await.unwrap().is_none());
@@ -381,33 +391,65 @@ mod suite {
         );
         assert!(s.set_progress("p", None, T0 + 1).await.unwrap());
         assert_eq!(s.deferral_by_id("p").await.unwrap().unwrap().progress, None);
-        assert!(s.set_interaction("p", Some("h1"), T0 + 1).await.unwrap());
+        assert!(s
+            .set_interaction("p", Some(&handle("h1")), T0 + 1)
+            .await
+            .unwrap());
+        let r = s
+            .deferral_by_interaction("hash-of-h1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            s.deferral_by_interaction("h1").await.unwrap().unwrap().id,
-            "p"
+            (r.id.as_str(), r.interaction_handle),
+            ("p", Some(handle("h1")))
         );
         assert!(s.set_interaction("p", None, T0 + 1).await.unwrap());
-        assert!(s.deferral_by_interaction("h1").await.unwrap().is_none());
+        assert!(s
+            .deferral_by_interaction("hash-of-h1")
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            s.deferral_by_id("p")
+                .await
+                .unwrap()
+                .unwrap()
+                .interaction_handle,
+            None
+        );
 
         assert!(
             !s.set_progress("p", Some("x"), T0 + LIFE).await.unwrap(),
             "expired"
         );
-        assert!(!s.set_interaction("p", Some("h2"), T0 + LIFE).await.unwrap());
+        assert!(!s
+            .set_interaction("p", Some(&handle("h2")), T0 + LIFE)
+            .await
+            .unwrap());
         assert!(s.approve("p", "read", T0 + 2).await.unwrap());
         assert!(!s.set_progress("p", Some("x"), T0 + 3).await.unwrap());
-        assert!(!s.set_interaction("p", Some("h3"), T0 + 3).await.unwrap());
+        assert!(!s
+            .set_interaction("p", Some(&handle("h3")), T0 + 3)
+            .await
+            .unwrap());
         assert!(!s.set_progress("unknown", Some("x"), T0).await.unwrap());
     }
 
     pub async fn resolve_interaction_uses_the_handle_once(s: Arc<dyn Store>) {
         insert(&s, "yes").await;
         insert(&s, "no").await;
-        assert!(s.set_interaction("yes", Some("hy"), T0).await.unwrap());
-        assert!(s.set_interaction("no", Some("hn"), T0).await.unwrap());
+        assert!(s
+            .set_interaction("yes", Some(&handle("hy")), T0)
+            .await
+            .unwrap());
+        assert!(s
+            .set_interaction("no", Some(&handle("hn")), T0)
+            .await
+            .unwrap());
 
         assert!(s
-            .resolve_interaction("hy", true, "user:alice", T0 + 1)
+            .resolve_interaction("hash-of-hy", true, "user:alice", T0 + 1)
             .await
             .unwrap());
         let r = s.deferral_by_id("yes").await.unwrap().unwrap();
@@ -415,17 +457,17 @@ mod suite {
         assert_eq!(r.granted_scope.as_deref(), Some("read payments"));
         assert_eq!(r.interaction_handle, None);
         assert!(!s
-            .resolve_interaction("hy", false, "user:alice", T0 + 2)
+            .resolve_interaction("hash-of-hy", false, "user:alice", T0 + 2)
             .await
             .unwrap());
         assert_eq!(state(&s, "yes").await, DeferralState::Approved);
 
         assert!(!s
-            .resolve_interaction("hn", false, "user:bob", T0 + LIFE)
+            .resolve_interaction("hash-of-hn", false, "user:bob", T0 + LIFE)
             .await
             .unwrap());
         assert!(s
-            .resolve_interaction("hn", false, "user:bob", T0 + 1)
+            .resolve_interaction("hash-of-hn", false, "user:bob", T0 + 1)
             .await
             .unwrap());
         let r = s.deferral_by_id("no").await.unwrap().unwrap();
@@ -555,6 +597,7 @@ mod suite {
         changed.redirect_uris = vec![];
         changed.enabled = false;
         changed.dpop_bound_access_tokens = true;
+        changed.owner = None;
         s.upsert_client(&changed).await.unwrap();
         let got = s.get_client("svc").await.unwrap().unwrap();
         assert!(
@@ -567,6 +610,7 @@ mod suite {
         assert!(got.redirect_uris.is_empty());
         assert!(!got.enabled);
         assert!(got.dpop_bound_access_tokens);
+        assert_eq!(got.owner, None);
         assert!(s.set_client_admin_disabled("svc", false).await.unwrap());
         assert!(!s.get_client("svc").await.unwrap().unwrap().admin_disabled);
     }
@@ -1205,6 +1249,56 @@ mod suite {
         assert!(s.session_by_hash("old").await.unwrap().is_none());
         assert!(s.session_by_hash("new").await.unwrap().is_some());
     }
+
+    pub async fn console_sessions_end_at_logout_and_expiry(s: Arc<dyn Store>) {
+        let session = |id: &str, expires_at: i64| ConsoleSession {
+            id_hash: format!("hash-of-{id}"),
+            admin_fingerprint: format!("fp-{id}"),
+            created_at: T0,
+            expires_at,
+        };
+        s.insert_console_session(&session("a", T0 + LIFE))
+            .await
+            .unwrap();
+        s.insert_console_session(&session("b", T0 + 10))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.console_session("hash-of-a", T0 + 1).await.unwrap(),
+            Some(session("a", T0 + LIFE))
+        );
+        assert!(s.console_session("unknown", T0).await.unwrap().is_none());
+        // Expiry is the store's answer too, whether or not it was pruned.
+        assert!(s
+            .console_session("hash-of-b", T0 + 9)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(s
+            .console_session("hash-of-b", T0 + 10)
+            .await
+            .unwrap()
+            .is_none());
+        // Sign-out ends a session once.
+        assert!(s.delete_console_session("hash-of-a").await.unwrap());
+        assert!(!s.delete_console_session("hash-of-a").await.unwrap());
+        assert!(s
+            .console_session("hash-of-a", T0 + 1)
+            .await
+            .unwrap()
+            .is_none());
+        // Pruning deletes only what ended before its time.
+        s.insert_console_session(&session("c", T0 + LIFE))
+            .await
+            .unwrap();
+        assert_eq!(s.prune_console_sessions(T0 + 11).await.unwrap(), 1);
+        assert!(s
+            .console_session("hash-of-c", T0 + 11)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(s.prune_console_sessions(T0 + 11).await.unwrap(), 0);
+    }
 }
 
 /// One `#[tokio::test]` per suite body and backend.
@@ -1243,6 +1337,7 @@ macro_rules! backends {
 
 backends!(
     insert_and_lookup,
+    console_sessions_end_at_logout_and_expiry,
     approve_applies_once,
     deny_from_pending_and_only_explicitly_from_approved,
     redeem_applies_once,

@@ -39,22 +39,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// Logs on stderr through `dtr_server::logging`, which escapes control
+/// characters of every logged value in both formats.
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+    let format = match format {
+        LogFormat::Text => dtr_server::logging::Format::Text {
+            ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        },
+        LogFormat::Json => dtr_server::logging::Format::Json,
     };
+    let subscriber = dtr_server::logging::subscriber(format, filter, std::io::stderr);
+    // Also routes the `log` records of dependencies into it.
+    let _ = tracing_subscriber::util::SubscriberInitExt::try_init(subscriber);
 }
 
 /// Runs the server; returns the process exit code.
@@ -233,7 +231,7 @@ fn print_walkthrough(
   user         alice / alice-password
   registration {registration}
   policy       scope payments -> review by an admin
-               scope identity -> the user decides at the interaction_uri
+               scope identity -> alice, the clients' owner, decides at the interaction_uri
                scope reports  -> approves itself after 10 s
                anything else  -> issued at once
 

@@ -184,8 +184,30 @@ async fn created_on_a_polled_on_b_approved_on_a_redeemed_once() {
         panic!("expected the token on B")
     };
     assert_eq!(t.scope.as_deref(), Some("payments"));
-    // Both nodes sign with the one key in the database: A accepts B's token.
-    let info = ca.introspect(&t.access_token).await.unwrap();
+    // Both nodes sign with the one key in the database: the key B signed
+    // with is the one A publishes. (Introspection at A would also check
+    // `iss`, which differs here because each test node is its own issuer;
+    // behind a load balancer the nodes share one.)
+    let header = t.access_token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    let jwks: serde_json::Value = reqwest::get(format!("{}/jwks.json", a.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == header["kid"]),
+        "B's signing key {header} is A's: {jwks}"
+    );
+    let info = cb.introspect(&t.access_token).await.unwrap();
     assert_eq!(info["active"], true, "{info}");
     // DTR-21 across nodes: A knows it was redeemed on B.
     let again = ca.poll_once(&code).await.unwrap();

@@ -408,6 +408,7 @@ mod tests {
             registration_token_hash: None,
             metadata: None,
             require_par: false,
+            owner: None,
         }
     }
 

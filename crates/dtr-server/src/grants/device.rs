@@ -486,6 +486,7 @@ mod tests {
             registration_token_hash: None,
             metadata: None,
             require_par: false,
+            owner: None,
         };
         assert_eq!(requested_scope(&c, None).unwrap().to_string(), "read write");
         assert_eq!(

@@ -105,8 +105,11 @@ pub fn deferral_json(state: &AppState, d: &DeferralRecord) -> Value {
     if let Some(r) = &d.deny_reason {
         v["deny_reason"] = r.clone().into();
     }
-    if let (Some(h), true) = (&d.interaction_handle, d.effective_state(now).is_pending()) {
-        v["interaction_uri"] = deferrals::interaction_uri(state, h).into();
+    if let (Some(uri), true) = (
+        deferrals::interaction_uri_of(state, d),
+        d.effective_state(now).is_pending(),
+    ) {
+        v["interaction_uri"] = uri.into();
     }
     if let Some(t) = d.resolved_at {
         v["resolved_at"] = rfc3339(t).into();

@@ -3,7 +3,10 @@
 //! records approve or deny. Opening the page decides nothing; the decision
 //! is a CSRF-protected POST of the user's session, and the handle is
 //! consumed by it (single use). The handle lives no longer than its
-//! deferral, and a user grant's deferral is decided by its own user only.
+//! deferral, and only the user the request is about decides it
+//! ([`crate::deferrals::page_decider`]): anyone else signed in gets a 403
+//! page and the handle stays usable for that user; a deferral about no
+//! user is left to admins. The handle is stored only as its SHA-256.
 
 use super::form::Form;
 use super::html::{escape, page};
@@ -22,10 +25,40 @@ fn gone() -> Response {
     )
 }
 
+/// Whether `username` may decide `d` here; otherwise the 403 page that
+/// says who does. Changes nothing, so the handle stays usable.
+async fn may_decide(state: &AppState, d: &DeferralRecord, username: &str) -> Result<(), Response> {
+    let decider = crate::deferrals::page_decider(state, d).await;
+    if matches!(&decider, Ok(who) if who.as_deref() != Some(username)) {
+        tracing::info!(deferral = %d.id, user = %username, "interaction page refused: not this user's to decide");
+    }
+    match decider {
+        Ok(Some(u)) if u == username => Ok(()),
+        Ok(Some(_)) => Err(page(
+            StatusCode::FORBIDDEN,
+            "Not yours",
+            "<p>This request concerns another account. Sign in as that user to decide it.</p>",
+        )),
+        Ok(None) => Err(page(
+            StatusCode::FORBIDDEN,
+            "Decided by an administrator",
+            "<p>This request concerns no user who could decide it here: an administrator decides it.</p>",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "interaction page: cannot tell who decides");
+            Err(page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error",
+                "<p>Something went wrong. Try again.</p>",
+            ))
+        }
+    }
+}
+
 async fn live(state: &AppState, handle: &str) -> Option<DeferralRecord> {
     let d = state
         .store
-        .deferral_by_interaction(handle)
+        .deferral_by_interaction(&crate::deferrals::interaction_handle_hash(handle))
         .await
         .ok()
         .flatten()?;
@@ -47,6 +80,9 @@ pub async fn show(
     let Some(user) = session::current_user(&state, &headers).await else {
         return session::login_redirect(&format!("{}/{handle}", dtr_proto::paths::INTERACT));
     };
+    if let Err(refused) = may_decide(&state, &d, &user.username).await {
+        return refused;
+    }
     let client = state.store.get_client(&d.client_id).await.ok().flatten();
     let name = client
         .as_ref()
@@ -113,15 +149,8 @@ pub async fn decide(
             "<p>The form was not sent from this site.</p>",
         );
     }
-    // A user grant's deferral is the business of its own user only.
-    if let Some(ctx) = crate::grants::GrantContext::from_stored(d.grant_context.as_ref()) {
-        if ctx.username != session_user.username {
-            return page(
-                StatusCode::FORBIDDEN,
-                "Not yours",
-                "<p>This request concerns another account.</p>",
-            );
-        }
+    if let Err(refused) = may_decide(&state, &d, &session_user.username).await {
+        return refused;
     }
     let approve = match p.get("decision") {
         Some("approve") => true,
@@ -138,7 +167,12 @@ pub async fn decide(
     let now = state.clock.now_ms();
     match state
         .store
-        .resolve_interaction(&handle, approve, &format!("user:{user}"), now)
+        .resolve_interaction(
+            &crate::deferrals::interaction_handle_hash(&handle),
+            approve,
+            &format!("user:{user}"),
+            now,
+        )
         .await
     {
         Ok(true) => {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_users;
 pub mod authorize;
+pub mod body;
 pub mod demo;
 pub mod device;
 pub mod discovery;
@@ -17,6 +18,7 @@ pub mod observe;
 pub mod register;
 pub mod review;
 pub mod revoke;
+pub mod server;
 pub mod token;
 
 use crate::state::AppState;
@@ -60,6 +62,11 @@ pub fn app(state: AppState) -> Router {
         .merge(review::router())
         // The source address the throttles key on.
         .layer(axum::middleware::from_fn(crate::throttle::remember_source))
+        // Bodies bounded in size and time, refused as OAuth JSON errors.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body::bounded_body,
+        ))
         // Request id, span, access log line and request metrics; see
         // `observe` for what may be logged (DTR-36).
         .layer(axum::middleware::from_fn_with_state(

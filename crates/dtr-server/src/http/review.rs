@@ -3,18 +3,21 @@
 //! the admin API, so both enforce the same rules (narrowing only, DTR-24;
 //! decisions only while pending).
 //!
-//! Reviewers sign in with the admin token. The console keeps no server
-//! state: its cookie is an expiry signed with a key derived from the admin
-//! token, so it works on every node and dies when the token changes. Every
-//! form carries a CSRF token bound to that cookie. Reviewers see the
-//! deferral's id, never its code (DTR-9).
+//! Reviewers sign in with the admin token. A sign-in is a server-side
+//! session ([`crate::store::ConsoleStore`]): the cookie holds a random id,
+//! the database only its SHA-256, so the session works on every node and
+//! ends at sign-out (the row is deleted, the old cookie is worth nothing),
+//! at expiry (checked against the server's clock) and when the configured
+//! admin token changes (each session keeps a fingerprint of the token it
+//! was opened with). Every form carries a CSRF token bound to the session.
+//! Reviewers see the deferral's id, never its code (DTR-9).
 
 use super::form::Form;
 use super::html::{escape, page};
 use crate::clock::rfc3339;
 use crate::deferrals::{self, DecisionError};
 use crate::state::AppState;
-use crate::store::{DeferralFilter, DeferralRecord};
+use crate::store::{ConsoleSession, DeferralFilter, DeferralRecord};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +26,7 @@ use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use dtr_proto::scope::Scope;
-use dtr_proto::secret::ct_eq;
+use dtr_proto::secret::{ct_eq, random_token, sha256_b64};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -51,7 +54,7 @@ fn key(state: &AppState) -> Option<[u8; 32]> {
     Some(h.finalize().into())
 }
 
-fn mac(key: &[u8; 32], parts: &[&[u8]]) -> String {
+fn mac(key: &[u8], parts: &[&[u8]]) -> String {
     let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
         return String::new();
     };
@@ -73,15 +76,16 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// A signed-in reviewer: the cookie value, which also keys CSRF tokens.
+/// A signed-in reviewer: the session id from the cookie, which also keys
+/// the CSRF tokens of its forms.
 struct Reviewer {
-    cookie: String,
+    session_id: String,
     key: [u8; 32],
 }
 
 impl Reviewer {
     fn csrf(&self) -> String {
-        mac(&self.key, &[b"csrf", self.cookie.as_bytes()])
+        mac(&self.key, &[b"csrf", self.session_id.as_bytes()])
     }
 
     fn csrf_ok(&self, presented: Option<&str>) -> bool {
@@ -89,20 +93,39 @@ impl Reviewer {
     }
 }
 
-fn reviewer(state: &AppState, headers: &HeaderMap) -> Option<Reviewer> {
+/// The fingerprint of the admin token (its SHA-256) kept with a session,
+/// keyed by the session id: only the holder of the cookie can recompute
+/// it, so the stored value cannot be used to guess the token offline.
+fn admin_fingerprint(session_id: &str, admin_sha256: &[u8; 32]) -> String {
+    mac(session_id.as_bytes(), &[b"admin token", admin_sha256])
+}
+
+/// The reviewer of the request's console session, if it is a live one:
+/// known to the store, not expired at the server's clock, and opened with
+/// the admin token configured now.
+async fn reviewer(state: &AppState, headers: &HeaderMap) -> Option<Reviewer> {
     let key = key(state)?;
-    let cookie = cookie_value(headers)?;
-    let (exp, sig) = cookie.split_once('.')?;
-    let exp_secs: i64 = exp.parse().ok()?;
-    if exp_secs <= state.clock.now_ms() / 1000
-        || !ct_eq(
-            sig.as_bytes(),
-            mac(&key, &[b"session", exp.as_bytes()]).as_bytes(),
-        )
-    {
+    let admin = state.admin_token_sha256?;
+    let session_id = cookie_value(headers)?;
+    if session_id.is_empty() || session_id.len() > 128 {
         return None;
     }
-    Some(Reviewer { cookie, key })
+    let stored = match state
+        .store
+        .console_session(&sha256_b64(&session_id), state.clock.now_ms())
+        .await
+    {
+        Ok(s) => s?,
+        Err(e) => {
+            tracing::error!(error = %e, "review console: reading the session failed");
+            return None;
+        }
+    };
+    let expected = admin_fingerprint(&session_id, &admin);
+    if !ct_eq(stored.admin_fingerprint.as_bytes(), expected.as_bytes()) {
+        return None;
+    }
+    Some(Reviewer { session_id, key })
 }
 
 fn secure_attr(state: &AppState) -> &'static str {
@@ -152,7 +175,7 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
         let page = login_page(&state, StatusCode::TOO_MANY_REQUESTS, msg);
         return super::error::with_retry_after(page, r.retry_after_secs());
     }
-    let (Some(key), Some(expected)) = (key(&state), state.admin_token_sha256) else {
+    let (Some(_), Some(expected)) = (key(&state), state.admin_token_sha256) else {
         return login_page(&state, StatusCode::FORBIDDEN, "");
     };
     let presented: [u8; 32] = Sha256::digest(p.get("token").unwrap_or_default().as_bytes()).into();
@@ -160,11 +183,25 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
         tracing::info!("review console sign-in refused");
         return login_page(&state, StatusCode::UNAUTHORIZED, "That token is not right.");
     }
-    let exp = (state.clock.now_ms() / 1000 + SESSION_SECS).to_string();
-    let value = format!("{exp}.{}", mac(&key, &[b"session", exp.as_bytes()]));
+    let session_id = random_token(32);
+    let now = state.clock.now_ms();
+    let session = ConsoleSession {
+        id_hash: sha256_b64(&session_id),
+        admin_fingerprint: admin_fingerprint(&session_id, &expected),
+        created_at: now,
+        expires_at: now + SESSION_SECS * 1000,
+    };
+    if let Err(e) = state.store.insert_console_session(&session).await {
+        tracing::error!(error = %e, "review console: storing the session failed");
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            "<p>Something went wrong. Try again.</p>",
+        );
+    }
     let mut r = redirect("/review");
     let cookie = format!(
-        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/review; Max-Age={SESSION_SECS}{}",
+        "{COOKIE}={session_id}; HttpOnly; SameSite=Strict; Path=/review; Max-Age={SESSION_SECS}{}",
         secure_attr(&state)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -174,12 +211,26 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(p): Form) -> Response {
-    if let Some(rv) = reviewer(&state, &headers) {
+    if let Some(rv) = reviewer(&state, &headers).await {
         if !rv.csrf_ok(p.get("csrf")) {
             return page(
                 StatusCode::FORBIDDEN,
                 "Refused",
                 "<p>The form was stale. Go back and reload.</p>",
+            );
+        }
+        // The session ends here for every copy of the cookie, not only in
+        // this browser.
+        if let Err(e) = state
+            .store
+            .delete_console_session(&sha256_b64(&rv.session_id))
+            .await
+        {
+            tracing::error!(error = %e, "review console: ending the session failed");
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error",
+                "<p>Signing out failed. Try again.</p>",
             );
         }
     }
@@ -225,7 +276,7 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let Some(rv) = reviewer(&state, &headers) else {
+    let Some(rv) = reviewer(&state, &headers).await else {
         return login_page(&state, StatusCode::OK, "");
     };
     let wanted = q
@@ -305,7 +356,7 @@ async fn show(
     Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
 ) -> Response {
-    let Some(rv) = reviewer(&state, &headers) else {
+    let Some(rv) = reviewer(&state, &headers).await else {
         return login_page(&state, StatusCode::OK, "");
     };
     let d = match state.store.deferral_by_id(&id).await {
@@ -395,7 +446,7 @@ async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(p): Form,
 ) -> Response {
-    let Some(rv) = reviewer(&state, &headers) else {
+    let Some(rv) = reviewer(&state, &headers).await else {
         return login_page(&state, StatusCode::UNAUTHORIZED, "Sign in again.");
     };
     if !rv.csrf_ok(p.get("csrf")) {

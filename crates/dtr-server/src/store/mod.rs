@@ -7,11 +7,13 @@
 //! never a read followed by a write.
 
 pub mod accounts;
+pub mod console;
 pub mod device;
 pub mod postgres;
 pub mod sqlite;
 
 pub use accounts::*;
+pub use console::{ConsoleSession, ConsoleStore};
 pub use device::{DeviceCodeRecord, DeviceStore, NewDeviceCode};
 
 use async_trait::async_trait;
@@ -73,6 +75,9 @@ pub struct ClientRecord {
     pub metadata: Option<serde_json::Value>,
     /// RFC 9126 section 6: authorization requests must be pushed.
     pub require_par: bool,
+    /// The user this client acts for (`[[clients]] owner`, an agent's
+    /// principal): who decides its own deferrals at an interaction page.
+    pub owner: Option<String>,
 }
 
 impl ClientRecord {
@@ -91,6 +96,18 @@ impl std::fmt::Debug for ClientRecord {
             .field("admin_disabled", &self.admin_disabled)
             .finish_non_exhaustive()
     }
+}
+
+/// An interaction handle as stored (DTR-11). The handle is a bearer
+/// secret: it is looked up by its SHA-256 only; the sealed copy exists so
+/// that polls can repeat the `interaction_uri` (DTR-18) and is opened with
+/// the server's seal key, never matched against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredHandle {
+    /// SHA-256 of the handle, base64url: the lookup key.
+    pub hash: String,
+    /// The handle sealed with the deferral id as associated data.
+    pub sealed: String,
 }
 
 /// A new deferral, as created by the token endpoint.
@@ -119,7 +136,7 @@ pub struct NewDeferral {
     /// With policy `approve_after`: when it approves itself (ms).
     pub auto_approve_at: Option<i64>,
     /// Interaction handle when the deferral starts in `interaction_required`.
-    pub interaction_handle: Option<String>,
+    pub interaction_handle: Option<StoredHandle>,
     /// SHA-256 of the `client_notification_token` (DTR-29).
     pub notification_token_hash: Option<String>,
     /// RFC 7638 thumbprint of the DPoP key of the initial request (DTR-13).
@@ -155,7 +172,7 @@ pub struct DeferralRecord {
     /// Stored state (see [`DeferralRecord::effective_state`]).
     pub state: DeferralState,
     /// Interaction handle while `interaction_required`.
-    pub interaction_handle: Option<String>,
+    pub interaction_handle: Option<StoredHandle>,
     /// Current progress step (DTR-10).
     pub progress: Option<String>,
     /// Reviewer's reason for a denial (never sent to the client).
@@ -295,8 +312,11 @@ pub trait DeferralStore: Send + Sync {
     async fn deferral_by_code(&self, code_hash: &str) -> StoreResult<Option<DeferralRecord>>;
     /// Looks a deferral up by id.
     async fn deferral_by_id(&self, id: &str) -> StoreResult<Option<DeferralRecord>>;
-    /// Looks a pending deferral up by its interaction handle.
-    async fn deferral_by_interaction(&self, handle: &str) -> StoreResult<Option<DeferralRecord>>;
+    /// Looks a deferral up by the SHA-256 of its interaction handle.
+    async fn deferral_by_interaction(
+        &self,
+        handle_hash: &str,
+    ) -> StoreResult<Option<DeferralRecord>>;
     /// Newest first.
     async fn list_deferrals(
         &self,
@@ -338,12 +358,18 @@ pub trait DeferralStore: Send + Sync {
     /// Sets the progress step of a pending deferral.
     async fn set_progress(&self, id: &str, step: Option<&str>, now: i64) -> StoreResult<bool>;
     /// Sets (`Some`) or clears (`None`) the interaction handle of a pending deferral.
-    async fn set_interaction(&self, id: &str, handle: Option<&str>, now: i64) -> StoreResult<bool>;
-    /// Consumes an interaction handle with the user's decision: approve
-    /// (`granted_scope`) or deny; the handle is single-use (DTR-11).
+    async fn set_interaction(
+        &self,
+        id: &str,
+        handle: Option<&StoredHandle>,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Consumes an interaction handle (by its SHA-256) with the user's
+    /// decision: approve (`granted_scope`) or deny; the handle is
+    /// single-use (DTR-11).
     async fn resolve_interaction(
         &self,
-        handle: &str,
+        handle_hash: &str,
         approve: bool,
         decided_by: &str,
         now: i64,
@@ -484,7 +510,14 @@ pub trait CallbackStore: Send + Sync {
 /// Everything the server needs from a database.
 #[async_trait]
 pub trait Store:
-    ClientStore + DeferralStore + TokenStore + CallbackStore + AccountStore + DeviceStore + 'static
+    ClientStore
+    + DeferralStore
+    + TokenStore
+    + CallbackStore
+    + AccountStore
+    + DeviceStore
+    + ConsoleStore
+    + 'static
 {
     /// Cheap round trip for `/healthz`.
     async fn ping(&self) -> StoreResult<()>;

@@ -17,6 +17,8 @@ use tokio_postgres::{NoTls, Row};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// Review console sessions.
+mod console;
 /// Device codes of RFC 8628.
 mod device;
 
@@ -32,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0007_jwks_uri.sql"),
     include_str!("../../migrations/postgres/0008_pending_by_client.sql"),
     include_str!("../../migrations/postgres/0009_token_exchange.sql"),
+    include_str!("../../migrations/postgres/0010_client_owner.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes
@@ -275,11 +278,12 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> StoreResult<()> {
 
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
-     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context";
+     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
+     interaction_handle_sealed";
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner";
 
 /// A count as stored (INTEGER); counts beyond `i32` cannot occur, they are
 /// bounded by `slow_down_limit`.
@@ -301,7 +305,13 @@ fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
         state: state
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("deferral state: {e}")))?,
-        interaction_handle: row.try_get(8).map_err(db_err)?,
+        interaction_handle: match (
+            row.try_get(8).map_err(db_err)?,
+            row.try_get(22).map_err(db_err)?,
+        ) {
+            (Some(hash), Some(sealed)) => Some(StoredHandle { hash, sealed }),
+            _ => None,
+        },
         progress: row.try_get(9).map_err(db_err)?,
         deny_reason: row.try_get(10).map_err(db_err)?,
         created_at: row.try_get(11).map_err(db_err)?,
@@ -336,6 +346,7 @@ fn client_from_row(row: &Row) -> StoreResult<ClientRecord> {
         metadata: row.try_get(12).map_err(db_err)?,
         require_par: row.try_get(13).map_err(db_err)?,
         jwks_uri: row.try_get(14).map_err(db_err)?,
+        owner: row.try_get(15).map_err(db_err)?,
     })
 }
 
@@ -346,15 +357,15 @@ impl ClientStore for PostgresStore {
         // outlives restarts and configuration reloads (DTR-23).
         self.execute(
             "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, \
              auth_method = EXCLUDED.auth_method, grant_types = EXCLUDED.grant_types, scope = EXCLUDED.scope, \
              redirect_uris = EXCLUDED.redirect_uris, jwks = EXCLUDED.jwks, \
              notification_endpoint = EXCLUDED.notification_endpoint, enabled = EXCLUDED.enabled, \
              dpop_bound_access_tokens = EXCLUDED.dpop_bound_access_tokens, \
              registration_token_hash = EXCLUDED.registration_token_hash, metadata = EXCLUDED.metadata, \
-             require_par = EXCLUDED.require_par, jwks_uri = EXCLUDED.jwks_uri",
+             require_par = EXCLUDED.require_par, jwks_uri = EXCLUDED.jwks_uri, owner = EXCLUDED.owner",
             &[
                 &c.client_id,
                 &c.secret_hash,
@@ -370,6 +381,7 @@ impl ClientStore for PostgresStore {
                 &c.metadata,
                 &c.require_par,
                 &c.jwks_uri,
+                &c.owner,
             ],
         )
         .await?;
@@ -426,8 +438,9 @@ impl DeferralStore for PostgresStore {
         self.execute(
             "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
              state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
-             notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+             notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context, \
+             interaction_handle_sealed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
             &[
                 &d.id,
                 &d.code_hash,
@@ -436,7 +449,7 @@ impl DeferralStore for PostgresStore {
                 &d.scope,
                 &d.authorization_details,
                 &d.subject,
-                &d.interaction_handle,
+                &d.interaction_handle.as_ref().map(|h| &h.hash),
                 &d.created_at,
                 &d.expires_at,
                 &d.interval_ms,
@@ -447,6 +460,7 @@ impl DeferralStore for PostgresStore {
                 &d.notification_token_sealed,
                 &d.callback_not_before,
                 &d.grant_context,
+                &d.interaction_handle.as_ref().map(|h| &h.sealed),
             ],
         )
         .await?;
@@ -475,10 +489,13 @@ impl DeferralStore for PostgresStore {
         .transpose()
     }
 
-    async fn deferral_by_interaction(&self, handle: &str) -> StoreResult<Option<DeferralRecord>> {
+    async fn deferral_by_interaction(
+        &self,
+        handle_hash: &str,
+    ) -> StoreResult<Option<DeferralRecord>> {
         self.query_opt(
             &format!("SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE interaction_handle = $1"),
-            &[&handle],
+            &[&handle_hash],
         )
         .await?
         .as_ref()
@@ -543,7 +560,7 @@ impl DeferralStore for PostgresStore {
         let n = self
             .execute(
                 "UPDATE deferrals SET state = 'approved', granted_scope = $2, resolved_at = $3, \
-                 interaction_handle = NULL WHERE id = $1 AND state = 'pending' AND expires_at > $3",
+                 interaction_handle = NULL, interaction_handle_sealed = NULL WHERE id = $1 AND state = 'pending' AND expires_at > $3",
                 &[&id, &granted_scope, &now],
             )
             .await?;
@@ -560,7 +577,7 @@ impl DeferralStore for PostgresStore {
         let n = self
             .execute(
                 "UPDATE deferrals SET state = 'denied', deny_reason = $2, resolved_at = $3, \
-                 interaction_handle = NULL WHERE id = $1 AND expires_at > $3 \
+                 interaction_handle = NULL, interaction_handle_sealed = NULL WHERE id = $1 AND expires_at > $3 \
                  AND (state = 'pending' OR ($4 AND state = 'approved'))",
                 &[&id, &reason, &now, &from_approved],
             )
@@ -608,7 +625,7 @@ impl DeferralStore for PostgresStore {
         // cancelled too, so no node ever issues a token for it.
         let n = self
             .execute(
-                "UPDATE deferrals SET state = 'cancelled', resolved_at = $3, interaction_handle = NULL, \
+                "UPDATE deferrals SET state = 'cancelled', resolved_at = $3, interaction_handle = NULL, interaction_handle_sealed = NULL, \
                  notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
                  WHERE code_hash = $1 AND client_id = $2 AND state IN ('pending', 'approved') AND expires_at > $3",
                 &[&code_hash, &client_id, &now],
@@ -627,11 +644,18 @@ impl DeferralStore for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn set_interaction(&self, id: &str, handle: Option<&str>, now: i64) -> StoreResult<bool> {
+    async fn set_interaction(
+        &self,
+        id: &str,
+        handle: Option<&StoredHandle>,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let (hash, sealed) = handle.map(|h| (&h.hash, &h.sealed)).unzip();
         let n = self
             .execute(
-                "UPDATE deferrals SET interaction_handle = $2 WHERE id = $1 AND state = 'pending' AND expires_at > $3",
-                &[&id, &handle, &now],
+                "UPDATE deferrals SET interaction_handle = $2, interaction_handle_sealed = $3 \
+                 WHERE id = $1 AND state = 'pending' AND expires_at > $4",
+                &[&id, &hash, &sealed, &now],
             )
             .await?;
         Ok(n == 1)
@@ -639,7 +663,7 @@ impl DeferralStore for PostgresStore {
 
     async fn resolve_interaction(
         &self,
-        handle: &str,
+        handle_hash: &str,
         approve: bool,
         decided_by: &str,
         now: i64,
@@ -651,9 +675,9 @@ impl DeferralStore for PostgresStore {
                 "UPDATE deferrals SET state = CASE WHEN $2 THEN 'approved' ELSE 'denied' END, \
                  granted_scope = CASE WHEN $2 THEN scope ELSE NULL END, \
                  deny_reason = CASE WHEN $2 THEN NULL ELSE 'denied at interaction' END, \
-                 decided_by = $3, resolved_at = $4, interaction_handle = NULL \
+                 decided_by = $3, resolved_at = $4, interaction_handle = NULL, interaction_handle_sealed = NULL \
                  WHERE interaction_handle = $1 AND state = 'pending' AND expires_at > $4",
-                &[&handle, &approve, &decided_by, &now],
+                &[&handle_hash, &approve, &decided_by, &now],
             )
             .await?;
         Ok(n == 1)
@@ -673,7 +697,7 @@ impl DeferralStore for PostgresStore {
 
     async fn expire_due(&self, now: i64) -> StoreResult<u64> {
         self.execute(
-            "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
+            "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, interaction_handle_sealed = NULL, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
              WHERE state IN ('pending', 'approved') AND expires_at <= $1",
             &[&now],
         )

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// Review console sessions.
+mod console;
 /// Device codes of RFC 8628.
 mod device;
 /// Inserts of concurrent requests committed together.
@@ -37,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_jwks_uri.sql"),
     include_str!("../../migrations/sqlite/0008_pending_by_client.sql"),
     include_str!("../../migrations/sqlite/0009_token_exchange.sql"),
+    include_str!("../../migrations/sqlite/0010_client_owner.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -288,7 +291,8 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
-     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context";
+     last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
+     interaction_handle_sealed";
 
 fn corrupt(col: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -318,7 +322,10 @@ fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
         authorization_details: json_opt(row, 5)?,
         subject: row.get(6)?,
         state: state.parse().map_err(|e| corrupt(7, e))?,
-        interaction_handle: row.get(8)?,
+        interaction_handle: match (row.get(8)?, row.get(22)?) {
+            (Some(hash), Some(sealed)) => Some(StoredHandle { hash, sealed }),
+            _ => None,
+        },
         progress: row.get(9)?,
         deny_reason: row.get(10)?,
         created_at: row.get(11)?,
@@ -357,12 +364,13 @@ fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         metadata: json_opt(row, 12)?,
         require_par: row.get(13)?,
         jwks_uri: row.get(14)?,
+        owner: row.get(15)?,
     })
 }
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner";
 
 fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -379,15 +387,15 @@ impl ClientStore for SqliteStore {
         self.with(move |db| {
             db.execute(
                 "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
                  ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                  auth_method = excluded.auth_method, grant_types = excluded.grant_types, scope = excluded.scope, \
                  redirect_uris = excluded.redirect_uris, jwks = excluded.jwks, \
                  notification_endpoint = excluded.notification_endpoint, enabled = excluded.enabled, \
                  dpop_bound_access_tokens = excluded.dpop_bound_access_tokens, \
                  registration_token_hash = excluded.registration_token_hash, metadata = excluded.metadata, \
-                 require_par = excluded.require_par, jwks_uri = excluded.jwks_uri",
+                 require_par = excluded.require_par, jwks_uri = excluded.jwks_uri, owner = excluded.owner",
                 params![
                     c.client_id,
                     c.secret_hash,
@@ -402,7 +410,8 @@ impl ClientStore for SqliteStore {
                     c.registration_token_hash,
                     metadata,
                     c.require_par,
-                    c.jwks_uri
+                    c.jwks_uri,
+                    c.owner
                 ],
             )
             .map_err(db_err)?;
@@ -478,8 +487,9 @@ impl DeferralStore for SqliteStore {
             db.prepare_cached(
                 "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
                  state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
-                 notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context, \
+                 interaction_handle_sealed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?
             .execute(params![
                 d.id,
@@ -489,7 +499,7 @@ impl DeferralStore for SqliteStore {
                 d.scope,
                 ad,
                 d.subject,
-                d.interaction_handle,
+                d.interaction_handle.as_ref().map(|h| &h.hash),
                 d.created_at,
                 d.expires_at,
                 d.interval_ms,
@@ -499,7 +509,8 @@ impl DeferralStore for SqliteStore {
                 d.code_sealed,
                 d.notification_token_sealed,
                 d.callback_not_before,
-                ctx
+                ctx,
+                d.interaction_handle.as_ref().map(|h| &h.sealed)
             ])
             .map(|_| ())
         };
@@ -532,8 +543,11 @@ impl DeferralStore for SqliteStore {
         .map(|r| r.map(|r| self.with_last_poll(r)))
     }
 
-    async fn deferral_by_interaction(&self, handle: &str) -> StoreResult<Option<DeferralRecord>> {
-        let h = handle.to_owned();
+    async fn deferral_by_interaction(
+        &self,
+        handle_hash: &str,
+    ) -> StoreResult<Option<DeferralRecord>> {
+        let h = handle_hash.to_owned();
         self.with(move |db| {
             db.prepare_cached(&format!(
                 "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE interaction_handle = ?1"
@@ -621,7 +635,7 @@ impl DeferralStore for SqliteStore {
             let n = db
                 .execute(
                     "UPDATE deferrals SET state = 'approved', granted_scope = ?2, resolved_at = ?3, \
-                     interaction_handle = NULL WHERE id = ?1 AND state = 'pending' AND expires_at > ?3",
+                     interaction_handle = NULL, interaction_handle_sealed = NULL WHERE id = ?1 AND state = 'pending' AND expires_at > ?3",
                     params![id, scope, now],
                 )
                 .map_err(db_err)?;
@@ -642,7 +656,7 @@ impl DeferralStore for SqliteStore {
             let n = db
                 .execute(
                     "UPDATE deferrals SET state = 'denied', deny_reason = ?2, resolved_at = ?3, \
-                     interaction_handle = NULL WHERE id = ?1 AND expires_at > ?3 \
+                     interaction_handle = NULL, interaction_handle_sealed = NULL WHERE id = ?1 AND expires_at > ?3 \
                      AND (state = 'pending' OR (?4 AND state = 'approved'))",
                     params![id, reason, now, from_approved],
                 )
@@ -704,7 +718,7 @@ impl DeferralStore for SqliteStore {
             // cancelled too, so no token is ever issued for it.
             let n = db
                 .execute(
-                    "UPDATE deferrals SET state = 'cancelled', resolved_at = ?3, interaction_handle = NULL, \
+                    "UPDATE deferrals SET state = 'cancelled', resolved_at = ?3, interaction_handle = NULL, interaction_handle_sealed = NULL, \
                      notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
                      WHERE code_hash = ?1 AND client_id = ?2 AND state IN ('pending', 'approved') AND expires_at > ?3",
                     params![h, c, now],
@@ -729,13 +743,20 @@ impl DeferralStore for SqliteStore {
         .await
     }
 
-    async fn set_interaction(&self, id: &str, handle: Option<&str>, now: i64) -> StoreResult<bool> {
-        let (id, handle) = (id.to_owned(), handle.map(str::to_owned));
+    async fn set_interaction(
+        &self,
+        id: &str,
+        handle: Option<&StoredHandle>,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let (id, handle) = (id.to_owned(), handle.cloned());
         self.with(move |db| {
+            let (hash, sealed) = handle.map(|h| (h.hash, h.sealed)).unzip();
             let n = db
                 .execute(
-                    "UPDATE deferrals SET interaction_handle = ?2 WHERE id = ?1 AND state = 'pending' AND expires_at > ?3",
-                    params![id, handle, now],
+                    "UPDATE deferrals SET interaction_handle = ?2, interaction_handle_sealed = ?3 \
+                     WHERE id = ?1 AND state = 'pending' AND expires_at > ?4",
+                    params![id, hash, sealed, now],
                 )
                 .map_err(db_err)?;
             Ok(n == 1)
@@ -745,12 +766,12 @@ impl DeferralStore for SqliteStore {
 
     async fn resolve_interaction(
         &self,
-        handle: &str,
+        handle_hash: &str,
         approve: bool,
         decided_by: &str,
         now: i64,
     ) -> StoreResult<bool> {
-        let (h, by) = (handle.to_owned(), decided_by.to_owned());
+        let (h, by) = (handle_hash.to_owned(), decided_by.to_owned());
         self.with(move |db| {
             // Single use (DTR-11): the handle is cleared in the same update
             // that records the decision.
@@ -759,7 +780,7 @@ impl DeferralStore for SqliteStore {
                     "UPDATE deferrals SET state = CASE WHEN ?2 THEN 'approved' ELSE 'denied' END, \
                      granted_scope = CASE WHEN ?2 THEN scope ELSE NULL END, \
                      deny_reason = CASE WHEN ?2 THEN NULL ELSE 'denied at interaction' END, \
-                     decided_by = ?3, resolved_at = ?4, interaction_handle = NULL \
+                     decided_by = ?3, resolved_at = ?4, interaction_handle = NULL, interaction_handle_sealed = NULL \
                      WHERE interaction_handle = ?1 AND state = 'pending' AND expires_at > ?4",
                     params![h, approve, by, now],
                 )
@@ -781,7 +802,7 @@ impl DeferralStore for SqliteStore {
         self.with(move |db| {
             let n = db
                 .execute(
-                    "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
+                    "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, interaction_handle_sealed = NULL, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
                      WHERE state IN ('pending', 'approved') AND expires_at <= ?1",
                     [now],
                 )

@@ -32,6 +32,7 @@ token = "test-admin-token-0123456789abcdefghij"
 client_id = "svc"
 client_secret = "svc-secret"
 scope = "read write payments identity reports forbidden"
+owner = "alice"
 [[clients]]
 client_id = "other"
 client_secret = "other-secret"

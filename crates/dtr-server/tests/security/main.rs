@@ -10,6 +10,7 @@ mod common;
 mod connections;
 mod exchange;
 mod grants;
+mod logs;
 mod pages;
 mod protocol;
 mod registration;

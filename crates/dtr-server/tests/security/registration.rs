@@ -264,6 +264,7 @@ async fn authorize_never_sends_the_browser_to_a_stored_javascript_uri() {
         registration_token_hash: None,
         metadata: None,
         require_par: false,
+        owner: None,
     };
     h.state.store.upsert_client(&record).await.unwrap();
     h.state.clients.refresh(record);
