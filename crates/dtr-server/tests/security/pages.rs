@@ -395,6 +395,10 @@ async fn console_sessions_end_at_expiry_and_with_the_admin_token() {
         "same token: live"
     );
     assert_eq!(console_csrf(&other, &cookie).await, None, "token changed");
-    let fresh = console_sign_in(&other, "rotated-admin-token").await;
+    let fresh = console_sign_in(
+        &other,
+        &ADMIN.replace("test-admin-token", "rotated-admin-token"),
+    )
+    .await;
     assert!(console_csrf(&other, &fresh).await.is_some());
 }
