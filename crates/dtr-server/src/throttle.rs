@@ -23,7 +23,9 @@
 //! *looked at* without spending (a key over budget is refused at once,
 //! without hashing), and a cell is spent only when the verification fails.
 //! A client or user that authenticates correctly therefore never uses up
-//! its own budget, however often it polls.
+//! its own budget, however often it polls. While an attempt is being
+//! verified it holds one cell, so a crowd of concurrent attempts gets at
+//! most as many hashes as the budget has cells, not one each.
 //!
 //! How a refusal is answered, per endpoint:
 //! - token, revocation, introspection, PAR, device authorization:
@@ -142,13 +144,6 @@ impl Refused {
         let ms = self.retry_after.as_millis();
         u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
     }
-
-    fn longest(a: Option<Refused>, b: Option<Refused>) -> Option<Refused> {
-        match (a, b) {
-            (Some(x), Some(y)) => Some(if x.retry_after >= y.retry_after { x } else { y }),
-            (x, y) => x.or(y),
-        }
-    }
 }
 
 /// `governor`'s view of the injected clock: nanoseconds since the Unix
@@ -226,13 +221,21 @@ struct Budget<K: Hash + Eq + Clone> {
     limiter: RateLimiter<Probe<K>, LookingStore<K>, InjectedClock, NoOpMiddleware<Nanos>>,
     clock: InjectedClock,
     decisions: AtomicU64,
+    /// Attempts of each key being verified now. Each holds a cell of the
+    /// budget until its outcome is known, so a crowd of concurrent
+    /// attempts cannot all pass the look before the first failure is
+    /// spent (only as many as the budget has cells go to hashing).
+    in_flight: Mutex<HashMap<K, u32>>,
+    /// How long one cell takes to come back.
+    interval: Duration,
 }
 
 impl<K: Hash + Eq + Clone> Budget<K> {
     fn new(per_minute: u32, burst: u32, clock: InjectedClock) -> Self {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(Duration::from_secs(60) / per_minute.get())
+        let interval = Duration::from_secs(60) / per_minute.get();
+        let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_minute(per_minute))
             .allow_burst(burst);
         Self {
@@ -243,6 +246,49 @@ impl<K: Hash + Eq + Clone> Budget<K> {
             ),
             clock,
             decisions: AtomicU64::new(0),
+            in_flight: Mutex::new(HashMap::new()),
+            interval,
+        }
+    }
+
+    /// Holds one cell for an attempt about to be verified: refused when
+    /// the cells left do not cover it and the attempts of the same key
+    /// already being verified. Spends nothing: [`Budget::release`] when the
+    /// outcome is known.
+    fn reserve(&self, key: &K) -> Result<(), Refused> {
+        let mut pending = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = pending.get(key).copied().unwrap_or(0).saturating_add(1);
+        let now = governor::clock::Clock::now(&self.clock);
+        let probe = Probe {
+            key: key.clone(),
+            spend: false,
+        };
+        match self
+            .limiter
+            .check_key_n(&probe, NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+        {
+            Ok(Ok(())) => {
+                *pending.entry(key.clone()).or_insert(0) += 1;
+                Ok(())
+            }
+            Ok(Err(not_until)) => Err(Refused {
+                retry_after: not_until.wait_time_from(now).max(Duration::from_millis(1)),
+            }),
+            // More attempts in flight than the whole burst.
+            Err(_) => Err(Refused {
+                retry_after: self.interval,
+            }),
+        }
+    }
+
+    /// Lets go of a cell held by [`Budget::reserve`].
+    fn release(&self, key: &K) {
+        let mut pending = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = pending.get_mut(key) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                pending.remove(key);
+            }
         }
     }
 
@@ -263,14 +309,61 @@ impl<K: Hash + Eq + Clone> Budget<K> {
             })
     }
 
-    /// Whether one more cell would be refused now; spends nothing.
-    fn look(&self, key: K) -> Option<Refused> {
-        self.decide(key, false)
-    }
-
     /// Spends one cell (when there is one left).
     fn spend(&self, key: K) -> Option<Refused> {
         self.decide(key, true)
+    }
+}
+
+/// Cells held for one attempt being verified (see [`Throttle::check`]).
+/// Dropped without [`Reservation::record`] (say the request was
+/// cancelled), it lets them go and changes nothing else.
+#[must_use = "record the outcome of the attempt"]
+pub struct Reservation<'a> {
+    throttle: &'a Throttle,
+    name: Option<Name>,
+    address: Option<Option<IpAddr>>,
+    user: Option<String>,
+}
+
+impl Reservation<'_> {
+    /// Records how the attempt ended: a failure spends a cell of each of
+    /// its budgets (and counts towards the user's backoff), a success
+    /// clears the user's backoff.
+    pub fn record(self, outcome: Outcome) {
+        let t = self.throttle;
+        match outcome {
+            Outcome::Undecided => {}
+            Outcome::Success => {
+                if let (Some(u), Ok(mut m)) = (&self.user, t.backoff.lock()) {
+                    m.remove(u);
+                }
+            }
+            Outcome::Failure => {
+                // Spent before the held cells are let go (on drop), so the
+                // failure is never uncounted in between.
+                if let Some(n) = &self.name {
+                    let _ = t.names.spend(n.clone());
+                }
+                if let Some(a) = self.address {
+                    let _ = t.addresses.spend(a);
+                }
+                if let Some(u) = &self.user {
+                    t.user_failed(u);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = &self.name {
+            self.throttle.names.release(n);
+        }
+        if let Some(a) = &self.address {
+            self.throttle.addresses.release(a);
+        }
     }
 }
 
@@ -335,47 +428,44 @@ impl Throttle {
         }
     }
 
-    /// Whether `attempt` from `from` may be verified now. Spends nothing:
-    /// call [`Throttle::record`] with the outcome.
-    pub fn check(&self, attempt: Attempt<'_>, from: Option<IpAddr>) -> Result<(), Refused> {
-        let by_name = Self::name(attempt).and_then(|n| self.names.look(n));
-        let by_address = self.addresses.look(address_key(from));
-        let by_backoff = match attempt {
-            Attempt::User(u) => self.backoff_wait(u),
-            _ => None,
+    /// Whether `attempt` from `from` may be verified now: refused when the
+    /// user is backing off, or a budget of the attempt has no cell left
+    /// for it beside the attempts of the same keys being verified. The
+    /// [`Reservation`] holds a cell of each budget until
+    /// [`Reservation::record`] (or its drop) says how the attempt ended.
+    pub fn check<'a>(
+        &'a self,
+        attempt: Attempt<'_>,
+        from: Option<IpAddr>,
+    ) -> Result<Reservation<'a>, Refused> {
+        if let Attempt::User(u) = attempt {
+            if let Some(r) = self.backoff_wait(u) {
+                return Err(r);
+            }
+        }
+        let mut held = Reservation {
+            throttle: self,
+            name: None,
+            address: None,
+            user: match attempt {
+                Attempt::User(u) => Some(u.to_owned()),
+                _ => None,
+            },
         };
-        match Refused::longest(Refused::longest(by_name, by_address), by_backoff) {
-            Some(r) => Err(r),
-            None => Ok(()),
+        if let Some(n) = Self::name(attempt) {
+            self.names.reserve(&n)?;
+            held.name = Some(n);
         }
-    }
-
-    /// Records how a verified attempt ended.
-    pub fn record(&self, attempt: Attempt<'_>, from: Option<IpAddr>, outcome: Outcome) {
-        match outcome {
-            Outcome::Undecided => {}
-            Outcome::Success => {
-                if let Attempt::User(u) = attempt {
-                    if let Ok(mut m) = self.backoff.lock() {
-                        m.remove(u);
-                    }
-                }
-            }
-            Outcome::Failure => {
-                if let Some(n) = Self::name(attempt) {
-                    let _ = self.names.spend(n);
-                }
-                let _ = self.addresses.spend(address_key(from));
-                if let Attempt::User(u) = attempt {
-                    self.user_failed(u);
-                }
-            }
-        }
+        let a = address_key(from);
+        // On refusal `held` drops and lets the name's cell go.
+        self.addresses.reserve(&a)?;
+        held.address = Some(a);
+        Ok(held)
     }
 
     /// [`Throttle::check`], then `verify` unless refused, then
-    /// [`Throttle::record`] of what `judge` makes of its result: the one
-    /// way every endpoint guards a verification.
+    /// [`Reservation::record`] of what `judge` makes of its result: the
+    /// one way every endpoint guards a verification.
     pub async fn guard<R>(
         &self,
         attempt: Attempt<'_>,
@@ -383,13 +473,13 @@ impl Throttle {
         verify: impl std::future::Future<Output = R>,
         judge: impl FnOnce(&R) -> Outcome,
     ) -> Result<R, Refused> {
-        self.check(attempt, from)?;
+        let held = self.check(attempt, from)?;
         let result = verify.await;
         let outcome = judge(&result);
         if outcome == Outcome::Failure {
             tracing::info!(?attempt, "authentication failed");
         }
-        self.record(attempt, from, outcome);
+        held.record(outcome);
         Ok(result)
     }
 
@@ -461,25 +551,64 @@ mod tests {
         s.parse().ok()
     }
 
+    /// One attempt that is looked at and ends with `outcome`.
+    fn attempt(t: &Throttle, a: Attempt<'_>, from: Option<IpAddr>, outcome: Outcome) {
+        t.check(a, from).expect("looked at").record(outcome);
+    }
+
     #[test]
     fn failures_spend_the_budget_and_successes_do_not() {
         let clock = Arc::new(ManualClock::new());
         let t = throttle(&clock);
         let a = Attempt::Client("svc");
         for _ in 0..100 {
-            assert!(t.check(a, None).is_ok());
-            t.record(a, None, Outcome::Success);
+            attempt(&t, a, None, Outcome::Success);
         }
         for _ in 0..5 {
-            assert!(t.check(a, None).is_ok());
-            t.record(a, None, Outcome::Failure);
+            attempt(&t, a, None, Outcome::Failure);
         }
-        let r = t.check(a, None).unwrap_err();
+        let r = t.check(a, None).err().expect("over budget");
         // One cell comes back every 10 s (6 per minute).
         assert_eq!(r.retry_after_secs(), 10);
         assert!(t.check(Attempt::Client("other"), None).is_ok());
         clock.advance_secs(10);
         assert!(t.check(a, None).is_ok());
+    }
+
+    #[test]
+    fn attempts_being_verified_hold_a_cell_each() {
+        let clock = Arc::new(ManualClock::new());
+        let t = throttle(&clock);
+        let a = Attempt::Client("svc");
+        // Five concurrent attempts take the whole burst: a sixth is
+        // refused before any of them failed.
+        let held: Vec<_> = (0..5).map(|_| t.check(a, None).expect("a cell")).collect();
+        assert!(t.check(a, None).is_err());
+        // A success gives its cell back; a cancelled attempt too.
+        let mut held = held.into_iter();
+        held.next().expect("held").record(Outcome::Success);
+        drop(held.next());
+        let again = t.check(a, None).expect("a cell came back");
+        // Failures spend theirs.
+        for h in held {
+            h.record(Outcome::Failure);
+        }
+        again.record(Outcome::Failure);
+        assert!(t.check(a, None).is_ok(), "one cell left of five");
+        attempt(&t, a, None, Outcome::Failure);
+        assert!(t.check(a, None).is_err());
+        assert!(t
+            .names
+            .in_flight
+            .lock()
+            .map(|m| m.is_empty())
+            .unwrap_or(false));
+        assert!(t
+            .addresses
+            .in_flight
+            .lock()
+            .map(|m| m.is_empty())
+            .unwrap_or(false));
     }
 
     #[test]
@@ -489,11 +618,8 @@ mod tests {
         for i in 0..10 {
             // Different clients, one /64.
             let id = format!("c{i}");
-            t.record(
-                Attempt::Client(&id),
-                ip(&format!("2001:db8::{i}")),
-                Outcome::Failure,
-            );
+            let from = ip(&format!("2001:db8::{i}"));
+            attempt(&t, Attempt::Client(&id), from, Outcome::Failure);
         }
         assert!(t
             .check(Attempt::Client("new"), ip("2001:db8::ffff"))
@@ -513,22 +639,19 @@ mod tests {
         let clock = Arc::new(ManualClock::new());
         let t = throttle(&clock);
         let u = Attempt::User("alice");
-        t.record(u, ip("192.0.2.1"), Outcome::Failure);
-        assert!(t.check(u, ip("192.0.2.2")).is_ok());
-        t.record(u, ip("192.0.2.2"), Outcome::Failure);
+        attempt(&t, u, ip("192.0.2.1"), Outcome::Failure);
+        attempt(&t, u, ip("192.0.2.2"), Outcome::Failure);
         // Second failure: 2 s, from any address.
-        assert_eq!(
-            t.check(u, ip("192.0.2.3")).unwrap_err().retry_after_secs(),
-            2
-        );
+        let r = t.check(u, ip("192.0.2.3")).err().expect("backing off");
+        assert_eq!(r.retry_after_secs(), 2);
         clock.advance_secs(2);
-        assert!(t.check(u, None).is_ok());
-        t.record(u, None, Outcome::Failure);
+        attempt(&t, u, None, Outcome::Failure);
         clock.advance_secs(3);
-        assert_eq!(t.check(u, None).unwrap_err().retry_after_secs(), 1);
+        let r = t.check(u, None).err().expect("backing off");
+        assert_eq!(r.retry_after_secs(), 1);
         clock.advance_secs(1);
-        t.record(u, None, Outcome::Success);
-        t.record(u, None, Outcome::Failure);
+        attempt(&t, u, None, Outcome::Success);
+        attempt(&t, u, None, Outcome::Failure);
         assert!(t.check(u, None).is_ok());
         // Capped at the maximum.
         assert_eq!(t.backoff_ms(40), Some(10_000));
@@ -539,7 +662,8 @@ mod tests {
         let clock = Arc::new(ManualClock::new());
         let t = throttle(&clock);
         for i in 0..50 {
-            assert!(t.check(Attempt::Client(&format!("x{i}")), None).is_ok());
+            let held = t.check(Attempt::Client(&format!("x{i}")), None);
+            drop(held);
         }
         assert!(t.names.limiter.is_empty());
         assert!(t.registration(ip("192.0.2.9")).is_ok());

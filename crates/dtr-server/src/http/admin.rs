@@ -69,17 +69,17 @@ pub fn admin_token_ok(state: &AppState, presented: &str) -> Result<bool, crate::
     let Some(expected) = state.admin_token_sha256 else {
         return Ok(false);
     };
-    let from = crate::throttle::source();
-    state.throttle.check(Attempt::AdminToken, from)?;
+    let held = state
+        .throttle
+        .check(Attempt::AdminToken, crate::throttle::source())?;
     let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
     let ok = ct_eq(&digest, &expected);
-    let outcome = if ok {
+    held.record(if ok {
         Outcome::Success
     } else {
         tracing::info!("admin token refused");
         Outcome::Failure
-    };
-    state.throttle.record(Attempt::AdminToken, from, outcome);
+    });
     Ok(ok)
 }
 
