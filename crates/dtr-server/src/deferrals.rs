@@ -550,17 +550,13 @@ pub async fn page_decider(
                 .and_then(|c| c.owner),
         )
     };
-    // Read by grant type, not by the shape of the stored context: a user
-    // grant whose context does not decode has nobody to decide it here.
-    match rec.grant_type.as_str() {
-        dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE
-        | dtr_proto::GRANT_TYPE_REFRESH_TOKEN
-        | dtr_proto::GRANT_TYPE_DEVICE_CODE => Ok(crate::grants::GrantContext::from_stored(
-            rec.grant_context.as_ref(),
-        )
-        .map(|ctx| ctx.username)),
-        dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS => owner_of(rec.client_id.clone()).await,
-        dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => {
+    // Read by grant type (StoredGrant): a user grant whose context does
+    // not decode has nobody to decide it here.
+    use crate::grants::StoredGrant;
+    match StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
+        Ok(StoredGrant::User(ctx)) => Ok(Some(ctx.username)),
+        Ok(StoredGrant::Client) => owner_of(rec.client_id.clone()).await,
+        Ok(StoredGrant::Exchange) => {
             let Some(sub) = rec.subject.clone() else {
                 return Ok(None);
             };
@@ -572,7 +568,7 @@ pub async fn page_decider(
                 _ => Ok(None),
             }
         }
-        _ => Ok(None),
+        Err(_) => Ok(None),
     }
 }
 

@@ -80,12 +80,6 @@ pub struct RefreshData {
 }
 
 impl GrantContext {
-    /// The context of a stored deferral, if it is a user grant's. For
-    /// decisions that must fail closed use [`StoredGrant::of`].
-    pub fn from_stored(v: Option<&serde_json::Value>) -> Option<Self> {
-        v.and_then(|v| serde_json::from_value(v.clone()).ok())
-    }
-
     /// Why the grant no longer holds, if it does not (DTR-23): the user
     /// disabled or gone, the consent revoked (or revoked and given again:
     /// another id), the login session ended, or the token family revoked.
