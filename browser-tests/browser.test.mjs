@@ -28,7 +28,7 @@ import { chromium } from 'playwright-core';
 
 const DTR_BIN = process.env.DTR_BIN;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ADMIN_TOKEN = 'browser-test-admin-token';
+const ADMIN_TOKEN = 'browser-test-admin-token-0123456789abcdef';
 const CLIENT = { id: 'web', secret: 'web-secret-browser' };
 const USER = { name: 'alice', password: 'alice-password' };
 // Every wait is bounded; a hang fails the test rather than CI.

@@ -451,6 +451,7 @@ mod tests {
             error: ErrorCode::InteractionRequired,
             error_description: None,
             interaction_uri: Some(uri.into()),
+            retry_after: None,
         }))
     }
 

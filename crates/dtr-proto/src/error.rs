@@ -146,6 +146,11 @@ pub struct OAuthError {
     /// Present with `interaction_required` (DTR-11, DTR-18).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interaction_uri: Option<String>,
+    /// Seconds after which the request may be retried, sent as the HTTP
+    /// `Retry-After` header (RFC 9110 section 10.2.3), never in the body:
+    /// with a throttled `invalid_client` or a `temporarily_unavailable`.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -155,6 +160,7 @@ impl OAuthError {
             error,
             error_description: None,
             interaction_uri: None,
+            retry_after: None,
         }
     }
 
@@ -164,7 +170,14 @@ impl OAuthError {
             error,
             error_description: Some(description.into()),
             interaction_uri: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error, to be answered with `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// Shorthand for `invalid_request` with a description.

@@ -77,6 +77,16 @@ fn invalid_client(msg: &str) -> OAuthError {
     OAuthError::with_description(ErrorCode::InvalidClient, msg)
 }
 
+/// A full hashing queue: 503 `temporarily_unavailable` (OAuth 2.1 section
+/// 4.1.2.1) with `Retry-After`, never taken for a wrong secret.
+fn overloaded(_: crate::password::Overloaded) -> OAuthError {
+    OAuthError::with_description(
+        ErrorCode::TemporarilyUnavailable,
+        "the server is busy; retry later",
+    )
+    .with_retry_after(crate::password::OVERLOADED_RETRY_AFTER_SECS)
+}
+
 /// Extracts the presented credentials from the `Authorization` header and
 /// the body. Using more than one method is `invalid_request` (OAuth 2.1
 /// section 2.4); none at all is `invalid_client`.
@@ -171,6 +181,53 @@ pub async fn authenticate(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let presented = presented(auth, params)?;
+    // Failed authentication is throttled per client id and source address
+    // (see `throttle` for the budgets and why the answer is
+    // `invalid_client` with `Retry-After`).
+    use crate::throttle::{Attempt, Outcome};
+    let attempt = Attempt::Client(presented.client_id());
+    let from = crate::throttle::source();
+    let verified = state
+        .throttle
+        .guard(
+            attempt,
+            from,
+            verify_presented(state, &presented, endpoint),
+            |r| match r {
+                Ok(_) => Outcome::Success,
+                Err(e) if e.error == ErrorCode::InvalidClient => Outcome::Failure,
+                Err(_) => Outcome::Undecided,
+            },
+        )
+        .await;
+    match verified {
+        Ok(result) => result,
+        Err(refused) => {
+            // Credentials this node already verified cost no hash: let
+            // them through, so wrong secrets sent under a client's id do
+            // not lock the real client out.
+            state
+                .clients
+                .ensure_fresh(state.store.as_ref(), presented.client_id())
+                .await
+                .map_err(crate::http::error::internal)?;
+            match state.clients.already_verified(&presented) {
+                Some(c) => Ok(c),
+                None => Err(
+                    invalid_client("too many failed authentication attempts; retry later")
+                        .with_retry_after(refused.retry_after_secs()),
+                ),
+            }
+        }
+    }
+}
+
+/// [`authenticate`] without the throttle.
+async fn verify_presented(
+    state: &crate::state::AppState,
+    presented: &Presented,
+    endpoint: &str,
+) -> Result<Arc<ClientRecord>, OAuthError> {
     state
         .clients
         .ensure_fresh(state.store.as_ref(), presented.client_id())
@@ -179,9 +236,9 @@ pub async fn authenticate(
     let Presented::Assertion {
         client_id,
         assertion,
-    } = &presented
+    } = presented
     else {
-        return state.clients.authenticate(&presented).await;
+        return state.clients.authenticate(presented, &state.hashing).await;
     };
     let failed = |why: &str| {
         tracing::info!(client = %client_id, reason = why, "client assertion refused");
@@ -371,12 +428,46 @@ impl ClientRegistry {
         Ok(())
     }
 
+    /// The client, when `presented` is a secret this node has already
+    /// verified for it (a SHA-256 comparison in constant time), or a
+    /// generated secret matching its keyed hash: a check without Argon2.
+    pub fn already_verified(&self, presented: &Presented) -> Option<Arc<ClientRecord>> {
+        let (client_id, secret, method) = match presented {
+            Presented::Basic { client_id, secret } => {
+                (client_id, secret, AuthMethod::ClientSecretBasic)
+            }
+            Presented::Post { client_id, secret } => {
+                (client_id, secret, AuthMethod::ClientSecretPost)
+            }
+            Presented::None { .. } | Presented::Assertion { .. } => return None,
+        };
+        let c = self.get(client_id)?;
+        if !AuthMethod::parse(&c.auth_method).is_some_and(|r| same_kind(r, method)) {
+            return None;
+        }
+        // A generated secret's keyed hash is as cheap to check.
+        if let Some(stored) = c
+            .secret_hash
+            .as_deref()
+            .filter(|h| crate::generated_secret::is_keyed(h))
+        {
+            return self
+                .generated
+                .verify(client_id, secret, stored)
+                .then_some(c);
+        }
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let known = self.verified.read().ok()?.get(client_id).copied()?;
+        ct_eq(&known, &digest).then_some(c)
+    }
+
     /// Verifies presented credentials. Every failure is the same
     /// `invalid_client` (answered 401 with `WWW-Authenticate`), so callers
     /// cannot tell an unknown client from a wrong secret.
     pub async fn authenticate(
         &self,
         presented: &Presented,
+        hashing: &crate::password::HashPool,
     ) -> Result<Arc<ClientRecord>, OAuthError> {
         let failed = || invalid_client("client authentication failed");
         let (client_id, secret, method) = match presented {
@@ -436,12 +527,10 @@ impl ClientRegistry {
                 // Asked again when the hash's turn comes: concurrent first
                 // requests of one client then cost one Argon2 run.
                 let again = already.clone();
-                if crate::password::verify_async_unless(
-                    secret.clone(),
-                    c.secret_hash.clone(),
-                    again,
-                )
-                .await
+                if hashing
+                    .verify_unless(secret.clone(), c.secret_hash.clone(), again)
+                    .await
+                    .map_err(overloaded)?
                 {
                     if let Ok(mut m) = self.verified.write() {
                         m.insert(client_id.clone(), digest);
@@ -453,7 +542,10 @@ impl ClientRegistry {
             }
             (Some(secret), _) => {
                 // Unknown client or wrong method: spend the same time.
-                let _ = crate::password::verify_async(secret.clone(), None).await;
+                hashing
+                    .verify(secret.clone(), None)
+                    .await
+                    .map_err(overloaded)?;
                 Err(failed())
             }
         }

@@ -56,6 +56,10 @@ pub struct ConfigFile {
     /// Device authorization grant (RFC 8628).
     #[serde(default)]
     pub device: crate::grants::device::DeviceConfig,
+    /// Throttling of failed authentication and of registration, and the
+    /// bound of the password hashing queue.
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
     /// `[[resource_servers]]`: the only valid `audience` and `resource`
     /// values of a token exchange, each with the optional confidential
     /// client it introspects with (see [`crate::token_policy`]). None by
@@ -143,6 +147,96 @@ impl HttpConfig {
     /// `idle_timeout_ms` as a duration.
     pub fn idle_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+/// `[throttle]`: how many failed authentications the server answers before
+/// it refuses to look at more (without hashing), and how long a queue of
+/// password hashes it keeps. The counters live in each node's memory: on
+/// PostgreSQL with several nodes, each node throttles on its own, so the
+/// budgets apply per node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Failed authentications per minute allowed for one client id and for
+    /// one username (the rate at which the budget refills).
+    pub failures_per_minute: u32,
+    /// Failed authentications one client id or username may spend at once
+    /// before the per-minute rate applies.
+    pub failure_burst: u32,
+    /// Failed authentications per minute allowed from one source address
+    /// (IPv4 address, or IPv6 /64), whatever the client, user or token.
+    pub address_failures_per_minute: u32,
+    /// Failed authentications one source address may spend at once.
+    pub address_failure_burst: u32,
+    /// Client registrations (`POST /register`) per minute from one source
+    /// address.
+    pub registrations_per_minute: u32,
+    /// Registrations one source address may make at once.
+    pub registration_burst: u32,
+    /// Wrong passwords of one user after which sign-ins back off
+    /// exponentially: the k-th failure beyond this refuses every sign-in of
+    /// that user for 2^k seconds after it, until a sign-in succeeds.
+    pub login_backoff_after: u32,
+    /// The longest a user's sign-in backoff lasts, in seconds.
+    pub login_backoff_max_secs: u64,
+    /// Password hashes that may wait per hashing thread (one thread per
+    /// core, at most four); beyond that a request needing a hash is
+    /// answered 503 `temporarily_unavailable` at once instead of queueing.
+    pub hash_queue_per_thread: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            failures_per_minute: 10,
+            failure_burst: 5,
+            address_failures_per_minute: 30,
+            address_failure_burst: 20,
+            registrations_per_minute: 10,
+            registration_burst: 10,
+            login_backoff_after: 5,
+            login_backoff_max_secs: 900,
+            hash_queue_per_thread: 16,
+        }
+    }
+}
+
+impl ThrottleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("throttle.failures_per_minute", self.failures_per_minute),
+            ("throttle.failure_burst", self.failure_burst),
+            (
+                "throttle.address_failures_per_minute",
+                self.address_failures_per_minute,
+            ),
+            ("throttle.address_failure_burst", self.address_failure_burst),
+            (
+                "throttle.registrations_per_minute",
+                self.registrations_per_minute,
+            ),
+            ("throttle.registration_burst", self.registration_burst),
+            ("throttle.login_backoff_after", self.login_backoff_after),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
+        }
+        if !(1..=86_400).contains(&self.login_backoff_max_secs) {
+            return Err(err(
+                "throttle.login_backoff_max_secs",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        if !(1..=1024).contains(&self.hash_queue_per_thread) {
+            return Err(err(
+                "throttle.hash_queue_per_thread",
+                "must be between 1 and 1024",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -413,11 +507,18 @@ impl Default for TokensConfig {
     }
 }
 
+/// Fewest characters of `[admin] token`: the token is compared as a
+/// whole, so its length is all that stands between an attacker and the
+/// admin API (at least 32 random characters is ~190 bits).
+pub const ADMIN_TOKEN_MIN_LEN: usize = 32;
+
 /// `[admin]`.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Bearer token of the admin API; without one the admin API is off.
+    /// Bearer token of the admin API and the review console, at least
+    /// [`ADMIN_TOKEN_MIN_LEN`] characters; without one the admin API is off.
+    /// Failed attempts are throttled like client secrets (`[throttle]`).
     pub token: Option<String>,
 }
 
@@ -649,6 +750,8 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Device grant settings.
     pub device: crate::grants::device::DeviceConfig,
+    /// Throttling and the hashing queue bound.
+    pub throttle: ThrottleConfig,
     /// Resource servers (`[[resource_servers]]`).
     pub resource_servers: Vec<crate::token_policy::ResourceServerConfig>,
     /// Token exchange rules (`[[token_exchange]]`).
@@ -819,10 +922,14 @@ impl ConfigFile {
             return Err(err("dpop.iat_window", "must be between 1 and 3600 seconds"));
         }
         if let Some(t) = &self.admin.token {
-            if t.len() < 8 {
-                return Err(err("admin.token", "must be at least 8 characters"));
+            if t.chars().count() < ADMIN_TOKEN_MIN_LEN {
+                return Err(err(
+                    "admin.token",
+                    format!("must be at least {ADMIN_TOKEN_MIN_LEN} characters"),
+                ));
             }
         }
+        self.throttle.validate()?;
 
         let usernames: HashSet<String> = self.users.iter().map(|u| u.username.clone()).collect();
         let mut seen = HashSet::new();
@@ -1025,6 +1132,7 @@ impl ConfigFile {
             callbacks: self.callbacks,
             registration: self.registration,
             device: self.device,
+            throttle: self.throttle,
             resource_servers: self.resource_servers,
             token_exchange: self.token_exchange,
             http: self.http,
@@ -1118,7 +1226,7 @@ slow_down_limit = 3
 access_token_ttl = 3600
 refresh_token_ttl = 86400
 [admin]
-token = "change-me"
+token = "change-me-to-32-or-more-random-characters"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"

@@ -480,11 +480,13 @@ fn pending_answer(state: &AppState, rec: &DeferralRecord) -> OAuthError {
             error: ErrorCode::InteractionRequired,
             error_description: description,
             interaction_uri: Some(uri),
+            retry_after: None,
         },
         None => OAuthError {
             error: ErrorCode::AuthorizationPending,
             error_description: description,
             interaction_uri: None,
+            retry_after: None,
         },
     }
 }

@@ -29,6 +29,7 @@ pub mod sealed;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod throttle;
 pub mod token_policy;
 pub mod tokens;
 pub mod worker;

@@ -46,6 +46,10 @@ pub struct Inner {
     pub callback_wake: Arc<tokio::sync::Notify>,
     /// Clients' key sets fetched from their `jwks_uri`.
     pub jwks_cache: crate::outbound::JwksCache,
+    /// Budgets of failed authentication and of registrations.
+    pub throttle: crate::throttle::Throttle,
+    /// The password hashing threads and their bounded queue.
+    pub hashing: crate::password::HashPool,
 }
 
 impl Deref for AppState {
@@ -89,6 +93,7 @@ impl AppState {
         resolver: Arc<dyn crate::outbound::Resolver>,
     ) -> Result<Self, StartupError> {
         let e = |m: String| StartupError(m);
+        let hashing = crate::password::HashPool::per_core(config.throttle.hash_queue_per_thread);
         let cb = &config.callbacks;
         let extra_root_pem = match &cb.extra_root_ca {
             None => None,
@@ -137,11 +142,14 @@ impl AppState {
             ) {
                 (None, _) => None,
                 (Some(s), Some(h))
-                    if crate::password::verify_async(s.clone(), Some(h.clone())).await =>
+                    if hashing
+                        .verify(s.clone(), Some(h.clone()))
+                        .await
+                        .map_err(|x| e(x.to_string()))? =>
                 {
                     Some(h)
                 }
-                (Some(s), _) => Some(crate::password::hash_async(s.clone()).await.map_err(e)?),
+                (Some(s), _) => Some(hashing.hash(s.clone()).await.map_err(e)?),
             };
             let record = ClientRecord {
                 client_id: c.client_id.clone(),
@@ -188,12 +196,15 @@ impl AppState {
             }
         };
 
-        sync_users(store.as_ref(), &config).await.map_err(e)?;
+        sync_users(store.as_ref(), &config, &hashing)
+            .await
+            .map_err(e)?;
         let admin_token_sha256 = config
             .admin_token
             .as_ref()
             .map(|t| Sha256::digest(t.as_bytes()).into());
         let policy = Policy::new(config.policy.clone());
+        let throttle = crate::throttle::Throttle::new(&config.throttle, clock.clone());
         Ok(Self(Arc::new(Inner {
             config,
             issuer,
@@ -209,17 +220,43 @@ impl AppState {
             callback_wake: Arc::new(tokio::sync::Notify::new()),
             jwks_cache: crate::outbound::JwksCache::default(),
             metrics: crate::metrics::Metrics::new(),
+            throttle,
+            hashing,
         })))
     }
 
     /// Verifies a user's password against the store; unknown and disabled
-    /// users fail, and take as long.
-    pub async fn verify_user(&self, username: &str, password: &str) -> bool {
-        let user = self.store.get_user(username).await.ok().flatten();
-        let active = user.as_ref().is_some_and(|u| u.is_active());
-        let ok =
-            crate::password::verify_async(password.to_owned(), user.map(|u| u.password_hash)).await;
-        ok && active
+    /// users fail, and take as long. Throttled per user and source address
+    /// (see [`crate::throttle`]): over budget is refused without hashing,
+    /// and a full hashing queue is [`crate::password::Overloaded`], never a
+    /// wrong password.
+    pub async fn verify_user(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Result<bool, crate::password::Overloaded>, crate::throttle::Refused> {
+        use crate::throttle::{Attempt, Outcome};
+        let verify = async {
+            let user = self.store.get_user(username).await.ok().flatten();
+            let active = user.as_ref().is_some_and(|u| u.is_active());
+            let ok = self
+                .hashing
+                .verify(password.to_owned(), user.map(|u| u.password_hash))
+                .await?;
+            Ok(ok && active)
+        };
+        self.throttle
+            .guard(
+                Attempt::User(username),
+                crate::throttle::source(),
+                verify,
+                |r| match r {
+                    Ok(true) => Outcome::Success,
+                    Ok(false) => Outcome::Failure,
+                    Err(_) => Outcome::Undecided,
+                },
+            )
+            .await
     }
 }
 
@@ -227,7 +264,11 @@ impl AppState {
 /// hash kept when it still matches so a restart does not rehash), and
 /// disables stored users the configuration no longer lists. An admin's
 /// `admin_disabled` is kept either way (DTR-23).
-async fn sync_users(store: &dyn crate::store::Store, config: &Config) -> Result<(), String> {
+async fn sync_users(
+    store: &dyn crate::store::Store,
+    config: &Config,
+    hashing: &crate::password::HashPool,
+) -> Result<(), String> {
     let existing: HashMap<String, crate::store::UserRecord> = store
         .list_users()
         .await
@@ -238,15 +279,14 @@ async fn sync_users(store: &dyn crate::store::Store, config: &Config) -> Result<
     for u in &config.users {
         let password_hash = match existing.get(&u.username) {
             Some(old)
-                if crate::password::verify_async(
-                    u.password.clone(),
-                    Some(old.password_hash.clone()),
-                )
-                .await =>
+                if hashing
+                    .verify(u.password.clone(), Some(old.password_hash.clone()))
+                    .await
+                    .map_err(|x| x.to_string())? =>
             {
                 old.password_hash.clone()
             }
-            _ => crate::password::hash_async(u.password.clone()).await?,
+            _ => hashing.hash(u.password.clone()).await?,
         };
         store
             .upsert_user(&crate::store::UserRecord {

@@ -18,7 +18,7 @@ issuer = "http://127.0.0.1:8080"
 expires_in = 600
 interval = 5
 [admin]
-token = "test-admin-token"
+token = "test-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "web"
 client_secret = "web-secret-1"

@@ -20,7 +20,7 @@ use url::Url;
 #[path = "support/server.rs"]
 mod server;
 
-const ADMIN_TOKEN: &str = "browser-flows-admin-token";
+const ADMIN_TOKEN: &str = "browser-flows-admin-token-0123456789abcdefghij";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/cb";
 
 const CONFIG: &str = r#"
@@ -28,7 +28,7 @@ const CONFIG: &str = r#"
 expires_in = 60
 interval = 1
 [admin]
-token = "browser-flows-admin-token"
+token = "browser-flows-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "web"
 client_secret = "web-secret-1"

@@ -140,7 +140,7 @@ dev_mode = true
 expires_in = {expires_in}
 interval = 1
 [admin]
-token = "cb-admin-token"
+token = "cb-admin-token-0123456789abcdefghij"
 [callbacks]
 retry_base_ms = 100
 timeout_ms = 700
@@ -209,7 +209,7 @@ async fn one_callback_per_resolution_with_bearer() {
     let (r, endpoint) = start_receiver().await;
     let s = start_server(&endpoint, "").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let token = NotificationToken::generate();
     let d = defer(&c, Some(token.clone())).await;
     let id = newest_id(&admin).await;
@@ -251,7 +251,7 @@ async fn cancellation_suppresses_the_callback() {
     let (r, endpoint) = start_receiver().await;
     let s = start_server(&endpoint, "").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let d = defer(&c, Some(NotificationToken::generate())).await;
     let id = newest_id(&admin).await;
     // The server's time stands still: the callback (due delay_ms after
@@ -271,7 +271,7 @@ async fn retries_after_errors_until_success() {
     r.fail_first.store(2, Ordering::SeqCst);
     let s = start_server(&endpoint, "").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
     let id = newest_id(&admin).await;
     admin.approve(&id, None).await.unwrap();
@@ -292,7 +292,7 @@ async fn redirects_are_not_followed() {
     r.redirect.store(1, Ordering::SeqCst);
     let s = start_server(&endpoint, "max_attempts = 2").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
     let id = newest_id(&admin).await;
     admin.approve(&id, None).await.unwrap();
@@ -316,7 +316,7 @@ async fn a_hanging_endpoint_does_not_delay_polls() {
     r.hang.store(1, Ordering::SeqCst);
     let s = start_server(&endpoint, "").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let d = defer(&c, None).await;
     // Newest first: one millisecond apart, so the order is not a tie.
     s.clock.advance_ms(1);
@@ -353,7 +353,7 @@ async fn never_for_an_expired_code() {
     let (r, endpoint) = start_receiver().await;
     let s = start_server_with(&endpoint, 2, "delay_ms = 3000").await;
     let c = client(&s.issuer).await;
-    let admin = AdminClient::new(&s.issuer, "cb-admin-token").unwrap();
+    let admin = AdminClient::new(&s.issuer, "cb-admin-token-0123456789abcdefghij").unwrap();
     let _d = defer(&c, None).await;
     let id = newest_id(&admin).await;
     admin.approve(&id, None).await.unwrap();

@@ -136,7 +136,7 @@ dev_mode = true
 expires_in = 60
 interval = 1
 [admin]
-token = "tls-admin-token"
+token = "tls-admin-token-0123456789abcdefghij"
 [callbacks]
 delay_ms = 100
 extra_root_ca = "{ca}"
@@ -191,7 +191,7 @@ action = "review"
     let TokenResult::Deferred(d) = c.client_credentials(&req).await.unwrap() else {
         panic!("expected a deferral")
     };
-    let admin = AdminClient::new(&issuer, "tls-admin-token").unwrap();
+    let admin = AdminClient::new(&issuer, "tls-admin-token-0123456789abcdefghij").unwrap();
     let id = admin.list(Some("pending"), None).await.unwrap()[0]["id"]
         .as_str()
         .unwrap()

@@ -44,7 +44,7 @@ dev_mode = true
 expires_in = 60
 interval = 1
 [admin]
-token = "client-cb-admin"
+token = "client-cb-admin-0123456789abcdefghij"
 [callbacks]
 delay_ms = 50
 retry_base_ms = 100
@@ -161,7 +161,7 @@ async fn callback_wakes_the_poller_and_forged_ones_are_refused() {
 
     // The reviewer approves; the server's callback wakes the poller, whose
     // one poll collects the token (DTR-30: the token comes from polling).
-    let admin = AdminClient::new(&s.issuer, "client-cb-admin").unwrap();
+    let admin = AdminClient::new(&s.issuer, "client-cb-admin-0123456789abcdefghij").unwrap();
     let id = admin.list(Some("pending"), None).await.unwrap()[0]["id"]
         .as_str()
         .unwrap()

@@ -18,14 +18,14 @@ use dtr_client::{
 };
 use std::path::Path;
 
-const ADMIN_TOKEN: &str = "client-dpop-admin-token";
+const ADMIN_TOKEN: &str = "client-dpop-admin-token-0123456789abcdefghij";
 
 const CONFIG: &str = r#"
 [deferral]
 expires_in = 30
 interval = 1
 [admin]
-token = "client-dpop-admin-token"
+token = "client-dpop-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"

@@ -29,7 +29,7 @@ interval = 1
 expires_in = 60
 interval = 1
 [admin]
-token = "e2e-admin-token"
+token = "e2e-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "tv"
 client_secret = "tv-secret"
@@ -80,7 +80,7 @@ impl Running {
     }
 
     fn admin(&self) -> AdminClient {
-        AdminClient::new(&self.issuer, "e2e-admin-token").unwrap()
+        AdminClient::new(&self.issuer, "e2e-admin-token-0123456789abcdefghij").unwrap()
     }
 }
 

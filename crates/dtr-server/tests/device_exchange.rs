@@ -30,7 +30,7 @@ expires_in = 300
 interval = 5
 max_user_code_failures = 3
 [admin]
-token = "test-admin-token"
+token = "test-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"

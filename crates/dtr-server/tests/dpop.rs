@@ -242,7 +242,7 @@ async fn two_dpop_headers_are_refused() {
 const STRICT: &str = r#"
 issuer = "http://127.0.0.1:8080"
 [admin]
-token = "test-admin-token"
+token = "test-admin-token-0123456789abcdefghij"
 [dpop]
 require_for_deferral = true
 nonce = true
@@ -438,7 +438,7 @@ async fn jwt_harness(key: &DpopKey) -> Harness {
         r#"
 issuer = "http://127.0.0.1:8080"
 [admin]
-token = "test-admin-token"
+token = "test-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "jwt-client"
 token_endpoint_auth_method = "private_key_jwt"
@@ -562,7 +562,7 @@ async fn private_key_jwt_with_keys_at_a_jwks_uri() {
 issuer = "http://127.0.0.1:8080"
 dev_mode = true
 [admin]
-token = "test-admin-token"
+token = "test-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "jwt-client"
 token_endpoint_auth_method = "private_key_jwt"

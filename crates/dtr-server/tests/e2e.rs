@@ -21,7 +21,7 @@ expires_in = 30
 interval = 1
 slow_down_limit = 3
 [admin]
-token = "e2e-admin-token"
+token = "e2e-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"
@@ -48,7 +48,7 @@ async fn client(issuer: &str) -> Client {
 }
 
 fn admin(issuer: &str) -> AdminClient {
-    AdminClient::new(issuer, "e2e-admin-token").unwrap()
+    AdminClient::new(issuer, "e2e-admin-token-0123456789abcdefghij").unwrap()
 }
 
 fn deferred(scope: &str) -> ClientCredentialsRequest {

@@ -52,6 +52,12 @@ fn open_config() -> String {
     format!("{CONFIG}\n{OPEN}")
 }
 
+/// [`open_config`] for tests that send many registration documents from
+/// one source: registrations are rate-limited per source address.
+fn many_registrations() -> String {
+    format!("{}\n[throttle]\nregistration_burst = 100\n", open_config())
+}
+
 fn resolver() -> Arc<StaticResolver> {
     let r = Arc::new(StaticResolver::default());
     r.set("client.example", vec!["93.184.216.34".parse().unwrap()]);
@@ -172,7 +178,7 @@ async fn register_and_use_a_confidential_client() {
 #[tokio::test]
 async fn metadata_errors() {
     // RFC 7591 section 3.2.2
-    let h = harness_with_resolver(&open_config(), resolver()).await;
+    let h = harness_with_resolver(&many_registrations(), resolver()).await;
     let cases = [
         (
             json!({"redirect_uris": ["http://app.example/cb"]}),
@@ -249,7 +255,7 @@ async fn metadata_errors() {
 async fn ssrf_endpoints_are_refused() {
     // DTR-28: private, loopback, link-local, unspecified, mapped, and names
     // that resolve to them.
-    let h = harness_with_resolver(&open_config(), resolver()).await;
+    let h = harness_with_resolver(&many_registrations(), resolver()).await;
     for ep in [
         "https://127.0.0.1/cb",
         "https://10.0.0.1/cb",

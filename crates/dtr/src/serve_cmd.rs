@@ -171,11 +171,13 @@ fn demo_admin_token(db: &DatabaseUrl) -> std::io::Result<String> {
     let path = dir.join("admin-token");
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim().to_owned();
-        if t.len() >= 16 {
+        // A token kept from before the minimum was raised is replaced.
+        if t.chars().count() >= dtr_server::config::ADMIN_TOKEN_MIN_LEN {
             return Ok(t);
         }
     }
-    let token = dtr_proto::secret::random_token(24);
+    // 32 random bytes: 43 base64url characters.
+    let token = dtr_proto::secret::random_token(32);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -54,7 +54,7 @@ dev_mode = true
 expires_in = 120
 interval = 1
 [admin]
-token = "restart-admin-token"
+token = "restart-admin-token-0123456789abcdefghij"
 [callbacks]
 delay_ms = 2500
 [[clients]]
@@ -81,7 +81,7 @@ action = "review"
     )
     .await
     .unwrap();
-    let admin = AdminClient::new(&issuer, "restart-admin-token").unwrap();
+    let admin = AdminClient::new(&issuer, "restart-admin-token-0123456789abcdefghij").unwrap();
     let req = ClientCredentialsRequest {
         scope: Some("payments".into()),
         deferred: true,

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 const DTR: &str = env!("CARGO_BIN_EXE_dtr");
-const ADMIN: &str = "cli-test-admin";
+const ADMIN: &str = "cli-test-admin-0123456789abcdefghij";
 
 const CONFIG: &str = r#"
 listen = "127.0.0.1:0"
@@ -22,7 +22,7 @@ listen = "127.0.0.1:0"
 expires_in = 60
 interval = 1
 [admin]
-token = "cli-test-admin"
+token = "cli-test-admin-0123456789abcdefghij"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"

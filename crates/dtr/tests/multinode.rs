@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DTR: &str = env!("CARGO_BIN_EXE_dtr");
-const ADMIN: &str = "multinode-admin-token";
+const ADMIN: &str = "multinode-admin-token-0123456789abcdefghij";
 
 /// A long interval so that two polls in a row are always "too fast"; a
 /// high escalation limit so that the load test's fast polls are answered
@@ -38,7 +38,7 @@ expires_in = 300
 interval = 30
 slow_down_limit = 1000000
 [admin]
-token = "multinode-admin-token"
+token = "multinode-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"

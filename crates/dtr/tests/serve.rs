@@ -15,7 +15,7 @@ const DTR: &str = env!("CARGO_BIN_EXE_dtr");
 const CONFIG: &str = r#"
 listen = "127.0.0.1:0"
 [admin]
-token = "serve-test-admin"
+token = "serve-test-admin-0123456789abcdefghij"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"
@@ -163,7 +163,7 @@ async fn sigterm_exits_0_and_state_survives_restart() {
 
     let (server, _) = spawn(dir.path(), &args);
     let c = client(&server.issuer).await;
-    let admin = AdminClient::new(&server.issuer, "serve-test-admin").unwrap();
+    let admin = AdminClient::new(&server.issuer, "serve-test-admin-0123456789abcdefghij").unwrap();
     let pending = admin.list(Some("pending"), None).await.unwrap();
     assert_eq!(pending.len(), 1, "the deferral survived the restart");
     admin

@@ -40,22 +40,47 @@ async fn require_admin(
     req: Request,
     next: Next,
 ) -> Result<Response, AdminError> {
-    let Some(expected) = state.admin_token_sha256 else {
+    if state.admin_token_sha256.is_none() {
         return Err(AdminError::Unauthorized(
             "admin API disabled: set [admin] token in the configuration",
         ));
-    };
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(AdminError::Unauthorized("admin bearer token required"))?;
-    let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
-    if !ct_eq(&digest, &expected) {
+    if !admin_token_ok(&state, presented)
+        .map_err(|r| AdminError::Throttled(r.retry_after_secs()))?
+    {
         return Err(AdminError::Unauthorized("admin token rejected"));
     }
     Ok(next.run(req).await)
+}
+
+/// Whether `presented` is the admin token (SHA-256, compared in constant
+/// time), throttled per source address: wrong tokens spend the address's
+/// failure budget and, once it is spent, every attempt is refused
+/// unexamined until `Retry-After` (see [`crate::throttle`]). The one check
+/// of the admin API and the review console's sign-in.
+pub fn admin_token_ok(state: &AppState, presented: &str) -> Result<bool, crate::throttle::Refused> {
+    use crate::throttle::{Attempt, Outcome};
+    let Some(expected) = state.admin_token_sha256 else {
+        return Ok(false);
+    };
+    let held = state
+        .throttle
+        .check(Attempt::AdminToken, crate::throttle::source())?;
+    let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+    let ok = ct_eq(&digest, &expected);
+    held.record(if ok {
+        Outcome::Success
+    } else {
+        tracing::info!("admin token refused");
+        Outcome::Failure
+    });
+    Ok(ok)
 }
 
 /// The reviewer's view of a deferral (DESIGN.md).

@@ -41,6 +41,11 @@ impl IntoResponse for OAuthResponse {
         let mut resp = json_no_store(status, &self.0);
         // The `outcome` label of the request metrics.
         crate::metrics::tag_outcome(&mut resp, self.0.error.clone());
+        if let Some(secs) = self.0.retry_after {
+            // With a throttled `invalid_client` (401) or
+            // `temporarily_unavailable` (503).
+            resp = with_retry_after(resp, secs);
+        }
         if self.0.error == ErrorCode::InvalidClient {
             // RFC 6749 section 5.2: 401 with the scheme the client may use.
             resp.headers_mut().insert(
@@ -50,6 +55,27 @@ impl IntoResponse for OAuthResponse {
         }
         resp
     }
+}
+
+/// Adds `Retry-After: secs` (RFC 9110 section 10.2.3), at least 1.
+pub fn with_retry_after(mut resp: Response, secs: u64) -> Response {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    resp
+}
+
+/// 429 (RFC 6585 section 4) JSON `slow_down` with `Retry-After`: a caller
+/// over a throttle budget at an endpoint without an OAuth error of its own
+/// for it (registration, the admin API).
+pub fn too_many_requests(refused: crate::throttle::Refused) -> Response {
+    let resp = json_no_store(
+        StatusCode::TOO_MANY_REQUESTS,
+        &serde_json::json!({
+            "error": "slow_down",
+            "error_description": "too many requests; retry later",
+        }),
+    );
+    with_retry_after(resp, refused.retry_after_secs())
 }
 
 /// Logs an internal failure and turns it into `server_error` without
@@ -70,12 +96,19 @@ pub enum AdminError {
     NotFound,
     /// 409: the deferral is not pending.
     Conflict(String),
+    /// 429: too many wrong admin tokens from this source; retry after
+    /// this many seconds (RFC 6585 section 4).
+    Throttled(u64),
     /// 500.
     Internal,
 }
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            Self::Throttled(secs) => Some(*secs),
+            _ => None,
+        };
         let (status, error, desc) = match self {
             Self::BadRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", d),
             Self::Unauthorized(d) => (StatusCode::UNAUTHORIZED, "invalid_token", d.to_owned()),
@@ -85,6 +118,11 @@ impl IntoResponse for AdminError {
                 "no such resource".to_owned(),
             ),
             Self::Conflict(d) => (StatusCode::CONFLICT, "conflict", d),
+            Self::Throttled(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "too many failed authentication attempts; retry later".to_owned(),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -95,6 +133,9 @@ impl IntoResponse for AdminError {
             status,
             &serde_json::json!({"error": error, "error_description": desc}),
         );
+        if let Some(secs) = retry_after {
+            resp = with_retry_after(resp, secs);
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -145,6 +186,37 @@ mod tests {
             OAuthResponse(e).into_response().status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[test]
+    fn retry_after_goes_in_the_header_only() {
+        // A throttled client: still `invalid_client`, told when to retry.
+        let e = OAuthError::new(ErrorCode::InvalidClient).with_retry_after(7);
+        let r = OAuthResponse(e).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("7"));
+        // A full hashing queue.
+        let e = OAuthError::new(ErrorCode::TemporarilyUnavailable).with_retry_after(0);
+        let r = OAuthResponse(e).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("1"));
+        let r = OAuthResponse(OAuthError::new(ErrorCode::InvalidGrant)).into_response();
+        assert!(header(&r, header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn throttled_is_429_slow_down_with_retry_after() {
+        let r = AdminError::Throttled(30).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("30"));
+        assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
+        let refused = crate::throttle::Refused {
+            retry_after: std::time::Duration::from_millis(2500),
+        };
+        let r = too_many_requests(refused);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("3"));
+        assert_eq!(header(&r, header::CACHE_CONTROL), Some("no-store"));
     }
 
     #[test]

@@ -132,15 +132,46 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(p): F
             Some("Enter your username and password."),
         );
     };
-    if !state.verify_user(username, password).await {
-        tracing::info!("login failed");
-        return form_page(
-            &state,
-            StatusCode::UNAUTHORIZED,
-            &return_to,
-            cookie,
-            Some("Wrong username or password."),
-        );
+    match state.verify_user(username, password).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::info!("login failed");
+            return form_page(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                &return_to,
+                cookie,
+                Some("Wrong username or password."),
+            );
+        }
+        // Too many failures for this user or from this address: refused
+        // without looking at the password (`throttle`).
+        Err(refused) => {
+            let secs = refused.retry_after_secs();
+            let page = form_page(
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                &return_to,
+                cookie,
+                Some(&format!(
+                    "Too many failed sign-ins. Try again in {secs} seconds."
+                )),
+            );
+            return super::error::with_retry_after(page, secs);
+        }
+        Ok(Err(crate::password::Overloaded)) => {
+            let page = form_page(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &return_to,
+                cookie,
+                Some("The server is busy. Try again in a moment."),
+            );
+            return super::error::with_retry_after(
+                page,
+                crate::password::OVERLOADED_RETRY_AFTER_SECS,
+            );
+        }
     }
     let set = match session::start(&state, username).await {
         Ok(c) => c,

@@ -60,6 +60,8 @@ pub fn app(state: AppState) -> Router {
         .route(paths::DEVICE, get(device::show).post(device::decide))
         .merge(admin::router(state.clone()))
         .merge(review::router())
+        // The source address the throttles key on.
+        .layer(axum::middleware::from_fn(crate::throttle::remember_source))
         // Bodies bounded in size and time, refused as OAuth JSON errors.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

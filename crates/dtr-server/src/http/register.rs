@@ -110,14 +110,17 @@ fn admitted(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// `POST /register`.
 pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    // Each registration stores a client: rate-limited per source address
+    // (`throttle`), before anything else is looked at.
+    if let Err(r) = state.throttle.registration(crate::throttle::source()) {
+        return super::error::too_many_requests(r);
+    }
     if !state.config.registration.enabled {
         return disabled();
     }
     if !admitted(&state, &headers) {
         return unauthorized("an initial access token is required to register");
     }
-    // Per-source rate limiting of registrations lives with the other
-    // throttles, in front of this handler.
     let doc = match read_body(body).await.and_then(|b| parse_body(&headers, &b)) {
         Ok(v) => v,
         Err(e) => return metadata_error(e),

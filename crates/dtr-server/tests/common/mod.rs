@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-pub const ADMIN: &str = "test-admin-token";
+pub const ADMIN: &str = "test-admin-token-0123456789abcdefghij";
 pub const SVC: (&str, &str) = ("svc", "svc-secret");
 pub const OTHER: (&str, &str) = ("other", "other-secret");
 pub const POLL: &str = "urn:ietf:params:oauth:grant-type:deferred";
@@ -27,7 +27,7 @@ expires_in = 600
 interval = 5
 slow_down_limit = 2
 [admin]
-token = "test-admin-token"
+token = "test-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"

@@ -16,7 +16,7 @@ issuer = "http://127.0.0.1:8080"
 expires_in = 600
 interval = 5
 [admin]
-token = "test-admin-token"
+token = "test-admin-token-0123456789abcdefghij"
 [[clients]]
 client_id = "svc"
 client_secret = "svc-secret"
@@ -395,6 +395,10 @@ async fn console_sessions_end_at_expiry_and_with_the_admin_token() {
         "same token: live"
     );
     assert_eq!(console_csrf(&other, &cookie).await, None, "token changed");
-    let fresh = console_sign_in(&other, "rotated-admin-token").await;
+    let fresh = console_sign_in(
+        &other,
+        &ADMIN.replace("test-admin-token", "rotated-admin-token"),
+    )
+    .await;
     assert!(console_csrf(&other, &fresh).await.is_some());
 }

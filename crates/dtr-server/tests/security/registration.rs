@@ -173,7 +173,12 @@ async fn registration_documents_and_their_arrays_are_capped() {
 
 #[tokio::test]
 async fn dangerous_redirect_uris_are_refused_at_registration() {
-    let h = harness_with(&open("read", r#"["authorization_code"]"#)).await;
+    // Many documents from one source: above the per-source rate limit.
+    let config = format!(
+        "{}\n[throttle]\nregistration_burst = 100\n",
+        open("read", r#"["authorization_code"]"#)
+    );
+    let h = harness_with(&config).await;
     let before = client_count(&h).await;
     for uri in [
         "javascript:alert(document.cookie)",
