@@ -328,9 +328,18 @@ pub struct ClientRegistry {
     /// SHA-256 of the secret last verified per client: Argon2 runs once
     /// per client and secret, not once per request.
     verified: Arc<RwLock<HashMap<String, [u8; 32]>>>,
+    /// Verifications in progress, per client id and secret digest: a
+    /// burst of requests with the same credentials (a client's first ones
+    /// on this node) waits for one Argon2 run instead of queueing one each
+    /// on the bounded hashing queue, where they would be shed.
+    in_flight: std::sync::Mutex<HashMap<(String, [u8; 32]), Arc<VerifyOnce>>>,
     /// Key of the keyed hashes of generated (registered) client secrets.
     generated: crate::generated_secret::SecretHashKey,
 }
+
+/// One verification that concurrent requests with the same credentials
+/// share.
+type VerifyOnce = tokio::sync::OnceCell<Result<bool, crate::password::Overloaded>>;
 
 /// How long a cached client is trusted before it is read again: a client
 /// registered, changed or deleted on another node is seen here within
@@ -352,6 +361,7 @@ impl ClientRegistry {
                     .collect(),
             ),
             verified: Arc::new(RwLock::new(HashMap::new())),
+            in_flight: std::sync::Mutex::new(HashMap::new()),
             generated,
         })
     }
@@ -524,14 +534,28 @@ impl ClientRegistry {
                 if already() {
                     return Ok(c);
                 }
-                // Asked again when the hash's turn comes: concurrent first
-                // requests of one client then cost one Argon2 run.
+                // Concurrent requests with these credentials share one
+                // verification; `already` is asked again when the hash's
+                // turn comes, so a verification that just finished elsewhere
+                // is not repeated either.
+                let key = (client_id.clone(), digest);
+                let once = self
+                    .in_flight
+                    .lock()
+                    .map(|mut m| m.entry(key.clone()).or_default().clone())
+                    .unwrap_or_default();
                 let again = already.clone();
-                if hashing
-                    .verify_unless(secret.clone(), c.secret_hash.clone(), again)
-                    .await
-                    .map_err(overloaded)?
-                {
+                let outcome = *once
+                    .get_or_init(|| {
+                        hashing.verify_unless(secret.clone(), c.secret_hash.clone(), again)
+                    })
+                    .await;
+                if let Ok(mut m) = self.in_flight.lock() {
+                    if m.get(&key).is_some_and(|o| Arc::ptr_eq(o, &once)) {
+                        m.remove(&key);
+                    }
+                }
+                if outcome.map_err(overloaded)? {
                     if let Ok(mut m) = self.verified.write() {
                         m.insert(client_id.clone(), digest);
                     }

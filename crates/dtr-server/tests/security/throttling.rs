@@ -344,3 +344,22 @@ async fn registrations_are_rate_limited_per_source_address() {
     let r = h.send(register("198.51.100.50:1")).await;
     assert_ne!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
 }
+
+/// The throttle counts failures, not attempts in flight: a legitimate
+/// client's burst of concurrent first requests (before its secret is
+/// cached on this node) is answered, not refused as if it were guessing,
+/// and it costs one shared verification rather than a queued hash each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_a_clients_concurrent_first_requests_is_not_throttled() {
+    let h = std::sync::Arc::new(harness_with(&config()).await);
+    let answers: Vec<_> = (0..40)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { client_credentials(&h, SVC).await })
+        })
+        .collect();
+    for a in answers {
+        let r = a.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+}
