@@ -332,7 +332,7 @@ pub struct ClientRegistry {
     /// burst of requests with the same credentials (a client's first ones
     /// on this node) waits for one Argon2 run instead of queueing one each
     /// on the bounded hashing queue, where they would be shed.
-    in_flight: std::sync::Mutex<HashMap<(String, [u8; 32]), Arc<VerifyOnce>>>,
+    in_flight: InFlight,
     /// Key of the keyed hashes of generated (registered) client secrets.
     generated: crate::generated_secret::SecretHashKey,
 }
@@ -340,6 +340,9 @@ pub struct ClientRegistry {
 /// One verification that concurrent requests with the same credentials
 /// share.
 type VerifyOnce = tokio::sync::OnceCell<Result<bool, crate::password::Overloaded>>;
+
+/// Shared verifications by client id and SHA-256 of the secret.
+type InFlight = std::sync::Mutex<HashMap<(String, [u8; 32]), Arc<VerifyOnce>>>;
 
 /// How long a cached client is trusted before it is read again: a client
 /// registered, changed or deleted on another node is seen here within
