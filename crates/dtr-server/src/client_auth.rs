@@ -203,15 +203,20 @@ pub async fn authenticate(
     match verified {
         Ok(result) => result,
         Err(refused) => {
-            // Credentials this node already verified cost no hash: let
-            // them through, so wrong secrets sent under a client's id do
-            // not lock the real client out.
+            // Credentials this node already verified (or is verifying for
+            // a concurrent request) cost no hash: let them through, so wrong
+            // secrets sent under a client's id do not lock the real client
+            // out, nor does a burst of its own first requests.
             state
                 .clients
                 .ensure_fresh(state.store.as_ref(), presented.client_id())
                 .await
                 .map_err(crate::http::error::internal)?;
-            match state.clients.already_verified(&presented) {
+            match state
+                .clients
+                .verified_or_in_flight(&presented, &state.hashing)
+                .await
+            {
                 Some(c) => Ok(c),
                 None => Err(
                     invalid_client("too many failed authentication attempts; retry later")
@@ -474,6 +479,43 @@ impl ClientRegistry {
         ct_eq(&known, &digest).then_some(c)
     }
 
+    /// [`ClientRegistry::already_verified`], after waiting for a
+    /// verification of the same credentials that is in progress: a request
+    /// refused by the throttle (whose cells the concurrent attempts hold)
+    /// rides on it instead of failing while its twin is being hashed.
+    pub async fn verified_or_in_flight(
+        &self,
+        presented: &Presented,
+        hashing: &crate::password::HashPool,
+    ) -> Option<Arc<ClientRecord>> {
+        if let Presented::Basic { client_id, secret } | Presented::Post { client_id, secret } =
+            presented
+        {
+            let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+            let once = self
+                .in_flight
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&(client_id.clone(), digest)).cloned());
+            if let (Some(once), Some(c)) = (once, self.get(client_id)) {
+                // Waits for the verification under way (its outcome
+                // reaches the cache before it is done); should it not have
+                // started yet, this runs it: the same credentials, one hash.
+                let outcome = *once
+                    .get_or_init(|| {
+                        hashing.verify_unless(secret.clone(), c.secret_hash.clone(), || false)
+                    })
+                    .await;
+                if outcome == Ok(true) {
+                    if let Ok(mut m) = self.verified.write() {
+                        m.insert(client_id.clone(), digest);
+                    }
+                }
+            }
+        }
+        self.already_verified(presented)
+    }
+
     /// Verifies presented credentials. Every failure is the same
     /// `invalid_client` (answered 401 with `WWW-Authenticate`), so callers
     /// cannot tell an unknown client from a wrong secret.
@@ -553,15 +595,19 @@ impl ClientRegistry {
                         hashing.verify_unless(secret.clone(), c.secret_hash.clone(), again)
                     })
                     .await;
+                // Cached before the verification leaves `in_flight`, so a
+                // request that waited on it finds the outcome.
+                if outcome == Ok(true) {
+                    if let Ok(mut m) = self.verified.write() {
+                        m.insert(client_id.clone(), digest);
+                    }
+                }
                 if let Ok(mut m) = self.in_flight.lock() {
                     if m.get(&key).is_some_and(|o| Arc::ptr_eq(o, &once)) {
                         m.remove(&key);
                     }
                 }
                 if outcome.map_err(overloaded)? {
-                    if let Ok(mut m) = self.verified.write() {
-                        m.insert(client_id.clone(), digest);
-                    }
                     Ok(c)
                 } else {
                     Err(failed())

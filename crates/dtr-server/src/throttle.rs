@@ -221,6 +221,13 @@ struct Budget<K: Hash + Eq + Clone> {
     limiter: RateLimiter<Probe<K>, LookingStore<K>, InjectedClock, NoOpMiddleware<Nanos>>,
     clock: InjectedClock,
     decisions: AtomicU64,
+    /// Attempts of each key being verified now. Each holds a cell of the
+    /// budget until its outcome is known, so a crowd of concurrent
+    /// attempts cannot all pass the look before the first failure is
+    /// spent (only as many as the budget has cells go to hashing).
+    in_flight: Mutex<HashMap<K, u32>>,
+    /// How long one cell takes to come back.
+    interval: Duration,
 }
 
 impl<K: Hash + Eq + Clone> Budget<K> {
@@ -239,31 +246,49 @@ impl<K: Hash + Eq + Clone> Budget<K> {
             ),
             clock,
             decisions: AtomicU64::new(0),
+            in_flight: Mutex::new(HashMap::new()),
+            interval,
         }
     }
 
-    /// Whether `key` has a cell left for one more attempt; spends nothing
-    /// (a failure spends one when [`Reservation::record`] says so).
-    ///
-    /// Attempts being verified hold no cell. They once did, so that a crowd
-    /// of concurrent wrong secrets could not all pass before the first
-    /// failure was spent; but a legitimate client's burst of first requests
-    /// on a node (before its secret is cached) then looked like failures and
-    /// was refused. What bounds such a crowd is the hashing queue (full, it
-    /// sheds with 503) and the coalescing of identical credentials in
-    /// `client_auth`; the first failures recorded close the budget for the
-    /// rest.
+    /// Holds one cell for an attempt about to be verified: refused when
+    /// the cells left do not cover it and the attempts of the same key
+    /// already being verified. Spends nothing: [`Budget::release`] when the
+    /// outcome is known.
     fn reserve(&self, key: &K) -> Result<(), Refused> {
+        let mut pending = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = pending.get(key).copied().unwrap_or(0).saturating_add(1);
         let now = governor::clock::Clock::now(&self.clock);
         let probe = Probe {
             key: key.clone(),
             spend: false,
         };
-        match self.limiter.check_key(&probe) {
-            Ok(()) => Ok(()),
-            Err(not_until) => Err(Refused {
+        match self
+            .limiter
+            .check_key_n(&probe, NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+        {
+            Ok(Ok(())) => {
+                *pending.entry(key.clone()).or_insert(0) += 1;
+                Ok(())
+            }
+            Ok(Err(not_until)) => Err(Refused {
                 retry_after: not_until.wait_time_from(now).max(Duration::from_millis(1)),
             }),
+            // More attempts in flight than the whole burst.
+            Err(_) => Err(Refused {
+                retry_after: self.interval,
+            }),
+        }
+    }
+
+    /// Lets go of a cell held by [`Budget::reserve`].
+    fn release(&self, key: &K) {
+        let mut pending = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = pending.get_mut(key) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                pending.remove(key);
+            }
         }
     }
 
@@ -327,6 +352,17 @@ impl Reservation<'_> {
                     t.user_failed(u);
                 }
             }
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = &self.name {
+            self.throttle.names.release(n);
+        }
+        if let Some(a) = &self.address {
+            self.throttle.addresses.release(a);
         }
     }
 }
@@ -540,19 +576,39 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_attempts_pass_until_failures_spend_the_budget() {
+    fn attempts_being_verified_hold_a_cell_each() {
         let clock = Arc::new(ManualClock::new());
         let t = throttle(&clock);
         let a = Attempt::Client("svc");
-        // Twenty concurrent first requests of a client: none is refused
-        // before anything failed (the burst is five).
-        let held: Vec<_> = (0..20).map(|_| t.check(a, None).expect("a look")).collect();
-        assert!(t.check(a, None).is_ok());
-        // Failures spend the budget; once it is spent, attempts are refused.
-        for h in held.into_iter().take(5) {
+        // Five concurrent attempts take the whole burst: a sixth is
+        // refused before any of them failed.
+        let held: Vec<_> = (0..5).map(|_| t.check(a, None).expect("a cell")).collect();
+        assert!(t.check(a, None).is_err());
+        // A success gives its cell back; a cancelled attempt too.
+        let mut held = held.into_iter();
+        held.next().expect("held").record(Outcome::Success);
+        drop(held.next());
+        let again = t.check(a, None).expect("a cell came back");
+        // Failures spend theirs.
+        for h in held {
             h.record(Outcome::Failure);
         }
+        again.record(Outcome::Failure);
+        assert!(t.check(a, None).is_ok(), "one cell left of five");
+        attempt(&t, a, None, Outcome::Failure);
         assert!(t.check(a, None).is_err());
+        assert!(t
+            .names
+            .in_flight
+            .lock()
+            .map(|m| m.is_empty())
+            .unwrap_or(false));
+        assert!(t
+            .addresses
+            .in_flight
+            .lock()
+            .map(|m| m.is_empty())
+            .unwrap_or(false));
     }
 
     #[test]
