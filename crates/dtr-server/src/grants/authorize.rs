@@ -208,17 +208,16 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
             "code_challenge must be a base64url SHA-256 (43 characters)",
         ));
     }
-    let allowed = Scope::parse(&client.scope).unwrap_or_default();
-    let scope = match p.get("scope") {
-        None => allowed.clone(),
-        Some(s) => Scope::parse(s).map_err(|_| fail("invalid_scope", "malformed scope"))?,
+    let requested = match p.get("scope") {
+        None => None,
+        Some(s) => Some(Scope::parse(s).map_err(|_| fail("invalid_scope", "malformed scope"))?),
     };
-    if !scope.is_subset(&allowed) {
-        return Err(fail(
+    let scope = super::scope_within_client(client, requested).map_err(|e| {
+        fail(
             "invalid_scope",
-            "requested scope exceeds what the client may ask for",
-        ));
-    }
+            e.error_description.as_deref().unwrap_or("invalid scope"),
+        )
+    })?;
     let authorization_details = p
         .get("authorization_details")
         .map(dtr_proto::token::parse_authorization_details)

@@ -31,14 +31,7 @@ pub async fn token(
             "client is not allowed to use the client_credentials grant",
         ));
     }
-    let allowed = Scope::parse(&client.scope).unwrap_or_default();
-    let scope = scope.unwrap_or_else(|| allowed.clone());
-    if !scope.is_subset(&allowed) {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidScope,
-            "requested scope exceeds what the client may ask for",
-        ));
-    }
+    let scope = super::scope_within_client(client, scope)?;
     let outcome = plan(
         state,
         client,

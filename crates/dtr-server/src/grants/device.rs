@@ -86,20 +86,6 @@ impl DeviceConfig {
     }
 }
 
-/// The scope of a device authorization: what was asked, by default all the
-/// client may ask for, never more.
-fn requested_scope(client: &ClientRecord, scope: Option<Scope>) -> Result<Scope, OAuthError> {
-    let allowed = Scope::parse(&client.scope).unwrap_or_default();
-    let scope = scope.unwrap_or_else(|| allowed.clone());
-    if !scope.is_subset(&allowed) {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidScope,
-            "requested scope exceeds what the client may ask for",
-        ));
-    }
-    Ok(scope)
-}
-
 /// `POST /device_authorization` (RFC 8628 section 3.1) for an
 /// authenticated (or public) client.
 pub async fn authorize(
@@ -108,7 +94,7 @@ pub async fn authorize(
     req: DeviceAuthorizationRequest,
 ) -> Result<DeviceAuthorizationResponse, OAuthError> {
     check_client(client, GRANT_TYPE_DEVICE_CODE)?;
-    let scope = requested_scope(client, req.scope)?;
+    let scope = super::scope_within_client(client, req.scope)?;
     let cfg = &state.config.device;
     let now = state.clock.now_ms();
     let device_code = DeviceCode::generate();
@@ -488,15 +474,20 @@ mod tests {
             require_par: false,
             owner: None,
         };
-        assert_eq!(requested_scope(&c, None).unwrap().to_string(), "read write");
         assert_eq!(
-            requested_scope(&c, Scope::parse("read").ok())
+            crate::grants::scope_within_client(&c, None)
+                .unwrap()
+                .to_string(),
+            "read write"
+        );
+        assert_eq!(
+            crate::grants::scope_within_client(&c, Scope::parse("read").ok())
                 .unwrap()
                 .to_string(),
             "read"
         );
         assert_eq!(
-            requested_scope(&c, Scope::parse("admin").ok())
+            crate::grants::scope_within_client(&c, Scope::parse("admin").ok())
                 .unwrap_err()
                 .error,
             ErrorCode::InvalidScope

@@ -288,6 +288,24 @@ pub fn plan(
     }
 }
 
+/// The scope of a request: what was asked, by default all the client may
+/// ask for, never more (`invalid_scope`, RFC 6749 sections 3.3 and 5.2).
+/// Every grant and the authorization endpoint check it here.
+pub fn scope_within_client(
+    client: &ClientRecord,
+    requested: Option<Scope>,
+) -> Result<Scope, OAuthError> {
+    let allowed = Scope::parse(&client.scope).unwrap_or_default();
+    let scope = requested.unwrap_or_else(|| allowed.clone());
+    if !scope.is_subset(&allowed) {
+        return Err(OAuthError::with_description(
+            ErrorCode::InvalidScope,
+            "requested scope exceeds what the client may ask for",
+        ));
+    }
+    Ok(scope)
+}
+
 /// RFC 9449 section 5.2: a client registered with
 /// `dpop_bound_access_tokens` (config `require_dpop`) gets only DPoP-bound
 /// tokens, whatever the grant. The token endpoint runs this once for every
