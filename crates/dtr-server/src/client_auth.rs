@@ -220,7 +220,7 @@ pub async fn authenticate(
                 Some(c) => Ok(c),
                 None => Err(
                     invalid_client("too many failed authentication attempts; retry later")
-                        .with_retry_after(refused.retry_after_secs()),
+                        .with_retry_after(refused.answered()),
                 ),
             }
         }

@@ -184,6 +184,13 @@ pub struct ThrottleConfig {
     /// core, at most four); beyond that a request needing a hash is
     /// answered 503 `temporarily_unavailable` at once instead of queueing.
     pub hash_queue_per_thread: usize,
+    /// Milliseconds a request refused by a throttle waits before its
+    /// answer is sent (a tarpit). A client looping on refusals then sends
+    /// at most one request per connection and delay, so a flood of guesses
+    /// cannot fill the server with cheap refusals and starve legitimate
+    /// requests; a refused client loses nothing it would not lose to
+    /// `Retry-After`. 0 answers at once.
+    pub refusal_delay_ms: u64,
 }
 
 impl Default for ThrottleConfig {
@@ -198,6 +205,7 @@ impl Default for ThrottleConfig {
             login_backoff_after: 5,
             login_backoff_max_secs: 900,
             hash_queue_per_thread: 16,
+            refusal_delay_ms: 1000,
         }
     }
 }
@@ -235,6 +243,9 @@ impl ThrottleConfig {
                 "throttle.hash_queue_per_thread",
                 "must be between 1 and 1024",
             ));
+        }
+        if self.refusal_delay_ms > 10_000 {
+            return Err(err("throttle.refusal_delay_ms", "must be at most 10000 ms"));
         }
         Ok(())
     }

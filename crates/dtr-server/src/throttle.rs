@@ -55,7 +55,7 @@
 
 use crate::clock::Clock;
 use crate::config::ThrottleConfig;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use governor::middleware::NoOpMiddleware;
@@ -75,6 +75,9 @@ use std::time::Duration;
 tokio::task_local! {
     /// The peer address of the request being handled.
     static SOURCE: Option<IpAddr>;
+    /// Whether the request is being answered with a throttle's refusal
+    /// (see [`Refused::answered`]).
+    static REFUSED: std::cell::Cell<bool>;
 }
 
 /// Layer of every route: remembers the request's peer address (from
@@ -82,12 +85,32 @@ tokio::task_local! {
 /// so the checks deep inside client authentication need no plumbing
 /// through every handler. Requests without `ConnectInfo` (the router
 /// driven directly) count as one unknown source.
-pub async fn remember_source(req: Request, next: Next) -> Response {
+///
+/// A request answered with a throttle's refusal is held for
+/// `throttle.refusal_delay_ms` before its answer leaves (a tarpit): cheap
+/// as a refusal is, a closed loop of guesses would otherwise get one as
+/// fast as the server can answer and fill its cores with them, and the
+/// legitimate requests queue behind (benchmark row 7).
+pub async fn remember_source(
+    State(state): State<crate::state::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let addr = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    SOURCE.scope(addr, next.run(req)).await
+    let (resp, refused) = REFUSED
+        .scope(std::cell::Cell::new(false), async {
+            let resp = SOURCE.scope(addr, next.run(req)).await;
+            (resp, REFUSED.with(std::cell::Cell::get))
+        })
+        .await;
+    let delay = state.config.throttle.refusal_delay_ms;
+    if refused && delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    resp
 }
 
 /// The source address of the request being handled, if known.
@@ -140,6 +163,17 @@ pub struct Refused {
 
 impl Refused {
     /// Whole seconds for `Retry-After`, rounded up and at least 1.
+    /// Marks the request being handled as answered with this refusal (it
+    /// is then held by the tarpit of [`remember_source`]) and returns the
+    /// seconds for its `Retry-After`. Every answer of a refusal goes
+    /// through here; a refusal overruled (credentials this node already
+    /// verified) is not answered and holds nothing.
+    pub fn answered(&self) -> u64 {
+        let _ = REFUSED.try_with(|c| c.set(true));
+        self.retry_after_secs()
+    }
+
+    /// Seconds for `Retry-After`, at least 1.
     pub fn retry_after_secs(&self) -> u64 {
         let ms = self.retry_after.as_millis();
         u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)

@@ -51,9 +51,7 @@ async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(AdminError::Unauthorized("admin bearer token required"))?;
-    if !admin_token_ok(&state, presented)
-        .map_err(|r| AdminError::Throttled(r.retry_after_secs()))?
-    {
+    if !admin_token_ok(&state, presented).map_err(|r| AdminError::Throttled(r.answered()))? {
         return Err(AdminError::Unauthorized("admin token rejected"));
     }
     Ok(next.run(req).await)

@@ -75,7 +75,7 @@ pub fn too_many_requests(refused: crate::throttle::Refused) -> Response {
             "error_description": "too many requests; retry later",
         }),
     );
-    with_retry_after(resp, refused.retry_after_secs())
+    with_retry_after(resp, refused.answered())
 }
 
 /// Logs an internal failure and turns it into `server_error` without

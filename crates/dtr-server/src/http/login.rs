@@ -147,7 +147,7 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(p): F
         // Too many failures for this user or from this address: refused
         // without looking at the password (`throttle`).
         Err(refused) => {
-            let secs = refused.retry_after_secs();
+            let secs = refused.answered();
             let page = form_page(
                 &state,
                 StatusCode::TOO_MANY_REQUESTS,

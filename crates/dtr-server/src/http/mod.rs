@@ -61,7 +61,10 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router(state.clone()))
         .merge(review::router())
         // The source address the throttles key on.
-        .layer(axum::middleware::from_fn(crate::throttle::remember_source))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::throttle::remember_source,
+        ))
         // Bodies bounded in size and time, refused as OAuth JSON errors.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -173,7 +173,7 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
     if let Err(r) = super::admin::admin_token_ok(&state, p.get("token").unwrap_or_default()) {
         let msg = "Too many wrong tokens. Wait a moment and try again.";
         let page = login_page(&state, StatusCode::TOO_MANY_REQUESTS, msg);
-        return super::error::with_retry_after(page, r.retry_after_secs());
+        return super::error::with_retry_after(page, r.answered());
     }
     let (Some(_), Some(expected)) = (key(&state), state.admin_token_sha256) else {
         return login_page(&state, StatusCode::FORBIDDEN, "");

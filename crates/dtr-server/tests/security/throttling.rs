@@ -28,6 +28,7 @@ registrations_per_minute = 1
 registration_burst = 2
 login_backoff_after = 2
 login_backoff_max_secs = 60
+refusal_delay_ms = 0
 "#
     )
 }
@@ -362,4 +363,33 @@ async fn a_burst_of_a_clients_concurrent_first_requests_is_not_throttled() {
         let r = a.await.unwrap();
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     }
+}
+
+/// A refusal is answered only after `throttle.refusal_delay_ms` (the
+/// tarpit): a closed loop of guesses gets one answer per delay, not one as
+/// fast as the server can refuse. Requests the throttle lets through are
+/// not held.
+#[tokio::test]
+async fn refusals_are_held_by_the_tarpit() {
+    let cfg = config().replace("refusal_delay_ms = 0", "refusal_delay_ms = 400");
+    let h = harness_with(&cfg).await;
+    // Spend the client's budget with wrong secrets.
+    let mut refused = None;
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let r = client_credentials(&h, ("svc", "wrong-secret")).await;
+        if retry_after(&r).is_some() {
+            refused = Some(started.elapsed());
+            break;
+        }
+    }
+    let held = refused.expect("the budget ran out");
+    assert!(
+        held >= std::time::Duration::from_millis(400),
+        "a refusal is held at least the delay: {held:?}"
+    );
+    // The right secret of another client is answered without the hold's
+    // cost (it is not refused); asserting only that it succeeds.
+    let r = client_credentials(&h, OTHER).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
