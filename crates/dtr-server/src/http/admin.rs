@@ -51,7 +51,9 @@ async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(AdminError::Unauthorized("admin bearer token required"))?;
-    if !admin_token_ok(&state, presented).map_err(|r| AdminError::Throttled(r.answered()))? {
+    // The bearer value is trimmed here, as the API always did; the
+    // console's form field is taken as typed.
+    if !admin_token_ok(&state, presented.trim()).map_err(|r| AdminError::Throttled(r.answered()))? {
         return Err(AdminError::Unauthorized("admin token rejected"));
     }
     Ok(next.run(req).await)
@@ -70,7 +72,7 @@ pub fn admin_token_ok(state: &AppState, presented: &str) -> Result<bool, crate::
     let held = state
         .throttle
         .check(Attempt::AdminToken, crate::throttle::source())?;
-    let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     let ok = ct_eq(&digest, &expected);
     held.record(if ok {
         Outcome::Success

@@ -169,17 +169,19 @@ fn login_page(state: &AppState, status: StatusCode, message: &str) -> Response {
 }
 
 async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
-    // Throttled per source address like the admin API (`throttle`).
-    if let Err(r) = super::admin::admin_token_ok(&state, p.get("token").unwrap_or_default()) {
-        let msg = "Too many wrong tokens. Wait a moment and try again.";
-        let page = login_page(&state, StatusCode::TOO_MANY_REQUESTS, msg);
-        return super::error::with_retry_after(page, r.answered());
-    }
+    // The admin API's check, throttled per source address (`throttle`).
+    let token_ok = match super::admin::admin_token_ok(&state, p.get("token").unwrap_or_default()) {
+        Ok(ok) => ok,
+        Err(r) => {
+            let msg = "Too many wrong tokens. Wait a moment and try again.";
+            let page = login_page(&state, StatusCode::TOO_MANY_REQUESTS, msg);
+            return super::error::with_retry_after(page, r.answered());
+        }
+    };
     let (Some(_), Some(expected)) = (key(&state), state.admin_token_sha256) else {
         return login_page(&state, StatusCode::FORBIDDEN, "");
     };
-    let presented: [u8; 32] = Sha256::digest(p.get("token").unwrap_or_default().as_bytes()).into();
-    if !ct_eq(&presented, &expected) {
+    if !token_ok {
         tracing::info!("review console sign-in refused");
         return login_page(&state, StatusCode::UNAUTHORIZED, "That token is not right.");
     }
