@@ -349,6 +349,20 @@ type VerifyOnce = tokio::sync::OnceCell<Result<bool, crate::password::Overloaded
 /// Shared verifications by client id and SHA-256 of the secret.
 type InFlight = std::sync::Mutex<HashMap<(String, [u8; 32]), Arc<VerifyOnce>>>;
 
+/// Whether `digest` is the SHA-256 of the secret last verified for
+/// `client_id` (compared in constant time).
+fn cache_holds(
+    verified: &RwLock<HashMap<String, [u8; 32]>>,
+    client_id: &str,
+    digest: &[u8; 32],
+) -> bool {
+    verified
+        .read()
+        .ok()
+        .and_then(|m| m.get(client_id).copied())
+        .is_some_and(|d| ct_eq(&d, digest))
+}
+
 /// How long a cached client is trusted before it is read again: a client
 /// registered, changed or deleted on another node is seen here within
 /// this time.
@@ -446,6 +460,44 @@ impl ClientRegistry {
         Ok(())
     }
 
+    /// Whether `secret` matches the generated secret's keyed hash of `c`,
+    /// or `None` when `c`'s secret is not a generated one (an Argon2 hash).
+    /// A keyed hash is checked in constant time, never on the Argon2 pool.
+    fn generated_match(&self, c: &ClientRecord, secret: &str) -> Option<bool> {
+        let stored = c
+            .secret_hash
+            .as_deref()
+            .filter(|h| crate::generated_secret::is_keyed(h))?;
+        Some(self.generated.verify(&c.client_id, secret, stored))
+    }
+
+    /// Runs the verification `once` shared by the requests presenting these
+    /// credentials (or waits for it when it is under way), and caches a
+    /// success before returning, so a request that waited on it finds it.
+    /// When the hash's turn comes the cache is asked first: a verification
+    /// that just finished elsewhere is not repeated.
+    async fn verify_shared(
+        &self,
+        once: &VerifyOnce,
+        c: &ClientRecord,
+        secret: &str,
+        digest: [u8; 32],
+        hashing: &crate::password::HashPool,
+    ) -> Result<bool, crate::password::Overloaded> {
+        let verified = self.verified.clone();
+        let id = c.client_id.clone();
+        let cached = move || cache_holds(&verified, &id, &digest);
+        let outcome = *once
+            .get_or_init(|| hashing.verify_unless(secret.to_owned(), c.secret_hash.clone(), cached))
+            .await;
+        if outcome == Ok(true) {
+            if let Ok(mut m) = self.verified.write() {
+                m.insert(c.client_id.clone(), digest);
+            }
+        }
+        outcome
+    }
+
     /// The client, when `presented` is a secret this node has already
     /// verified for it (a SHA-256 comparison in constant time), or a
     /// generated secret matching its keyed hash: a check without Argon2.
@@ -463,20 +515,11 @@ impl ClientRegistry {
         if !AuthMethod::parse(&c.auth_method).is_some_and(|r| same_kind(r, method)) {
             return None;
         }
-        // A generated secret's keyed hash is as cheap to check.
-        if let Some(stored) = c
-            .secret_hash
-            .as_deref()
-            .filter(|h| crate::generated_secret::is_keyed(h))
-        {
-            return self
-                .generated
-                .verify(client_id, secret, stored)
-                .then_some(c);
+        if let Some(ok) = self.generated_match(&c, secret) {
+            return ok.then_some(c);
         }
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let known = self.verified.read().ok()?.get(client_id).copied()?;
-        ct_eq(&known, &digest).then_some(c)
+        cache_holds(&self.verified, client_id, &digest).then_some(c)
     }
 
     /// [`ClientRegistry::already_verified`], after waiting for a
@@ -498,19 +541,9 @@ impl ClientRegistry {
                 .ok()
                 .and_then(|m| m.get(&(client_id.clone(), digest)).cloned());
             if let (Some(once), Some(c)) = (once, self.get(client_id)) {
-                // Waits for the verification under way (its outcome
-                // reaches the cache before it is done); should it not have
-                // started yet, this runs it: the same credentials, one hash.
-                let outcome = *once
-                    .get_or_init(|| {
-                        hashing.verify_unless(secret.clone(), c.secret_hash.clone(), || false)
-                    })
-                    .await;
-                if outcome == Ok(true) {
-                    if let Ok(mut m) = self.verified.write() {
-                        m.insert(client_id.clone(), digest);
-                    }
-                }
+                // Should it not have started yet, this runs it: the same
+                // credentials, one hash.
+                let _ = self.verify_shared(&once, &c, secret, digest, hashing).await;
             }
         }
         self.already_verified(presented)
@@ -549,59 +582,27 @@ impl ClientRegistry {
             // that chose the other. `none` and private_key_jwt stay exact.
             (Some(secret), Some(c)) if registered.is_some_and(|r| same_kind(r, method)) => {
                 // A secret the server generated: its keyed hash is checked
-                // here in constant time, never on the Argon2 pool. This
-                // answers a wrong secret faster than an unknown client id
-                // (which spends an Argon2 run below); that tells only that
-                // a registered id exists, and client ids are not secrets
-                // (RFC 6749 section 2.2), registered ones being 96 random
-                // bits besides.
-                if let Some(stored) = c
-                    .secret_hash
-                    .as_deref()
-                    .filter(|h| crate::generated_secret::is_keyed(h))
-                {
-                    return if self.generated.verify(client_id, secret, stored) {
-                        Ok(c)
-                    } else {
-                        Err(failed())
-                    };
+                // at once. This answers a wrong secret faster than an
+                // unknown client id (which spends an Argon2 run below); that
+                // tells only that a registered id exists, and client ids are
+                // not secrets (RFC 6749 section 2.2), registered ones being
+                // 96 random bits besides.
+                if let Some(ok) = self.generated_match(&c, secret) {
+                    return if ok { Ok(c) } else { Err(failed()) };
                 }
                 let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-                let verified = self.verified.clone();
-                let id = client_id.clone();
-                let already = move || {
-                    verified
-                        .read()
-                        .ok()
-                        .and_then(|m| m.get(&id).copied())
-                        .is_some_and(|d| ct_eq(&d, &digest))
-                };
-                if already() {
+                if cache_holds(&self.verified, client_id, &digest) {
                     return Ok(c);
                 }
                 // Concurrent requests with these credentials share one
-                // verification; `already` is asked again when the hash's
-                // turn comes, so a verification that just finished elsewhere
-                // is not repeated either.
+                // verification.
                 let key = (client_id.clone(), digest);
                 let once = self
                     .in_flight
                     .lock()
                     .map(|mut m| m.entry(key.clone()).or_default().clone())
                     .unwrap_or_default();
-                let again = already.clone();
-                let outcome = *once
-                    .get_or_init(|| {
-                        hashing.verify_unless(secret.clone(), c.secret_hash.clone(), again)
-                    })
-                    .await;
-                // Cached before the verification leaves `in_flight`, so a
-                // request that waited on it finds the outcome.
-                if outcome == Ok(true) {
-                    if let Ok(mut m) = self.verified.write() {
-                        m.insert(client_id.clone(), digest);
-                    }
-                }
+                let outcome = self.verify_shared(&once, &c, secret, digest, hashing).await;
                 if let Ok(mut m) = self.in_flight.lock() {
                     if m.get(&key).is_some_and(|o| Arc::ptr_eq(o, &once)) {
                         m.remove(&key);
