@@ -8,11 +8,12 @@
 
 use super::authorize::{s256, CodeData};
 use super::{
-    check_client, execute, invalid_grant, replayed, GrantContext, RefreshPlan, UserGrantRequest,
+    check_client, execute, invalid_grant, replayed, settle_consumed, GrantContext, RefreshPlan,
+    UserGrantRequest,
 };
 use crate::http::error::internal;
 use crate::state::AppState;
-use crate::store::{ClientRecord, Consumed};
+use crate::store::ClientRecord;
 use axum::response::Response;
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{ct_eq, AuthorizationCode, CodeVerifier};
@@ -141,24 +142,18 @@ pub async fn exchange(
     let outcome = request.plan(state)?;
     // Consuming the code is the last step, atomic: of two concurrent
     // exchanges one wins, the other is a replay.
-    match state
+    let consumed = state
         .store
         .use_authorization_code(&hash, now)
         .await
-        .map_err(internal)?
-    {
-        Consumed::Fresh(_) => {}
-        Consumed::Replayed(r) => {
-            return Err(replayed(
-                state,
-                &r.family_id,
-                &r.client_id,
-                "the authorization code",
-                now,
-            )
-            .await)
-        }
-        Consumed::Invalid => return Err(invalid_grant("the authorization code")),
-    }
+        .map_err(internal)?;
+    settle_consumed(
+        state,
+        consumed,
+        |r| (&r.family_id, &r.client_id),
+        "the authorization code",
+        now,
+    )
+    .await?;
     execute(state, request, outcome).await
 }

@@ -418,6 +418,28 @@ pub async fn replayed(
     }
 }
 
+/// The last step of a request that succeeds or defers: the atomic
+/// consumption of its single-use secret (a code, a refresh token). The
+/// first use goes on; a use that lost to a concurrent one is a replay and
+/// revokes what the secret's grant issued ([`replayed`]); anything else is
+/// `invalid_grant`. `family` names a record's token family and client.
+pub async fn settle_consumed<T>(
+    state: &AppState,
+    consumed: crate::store::Consumed<T>,
+    family: impl FnOnce(&T) -> (&str, &str),
+    what: &str,
+    now: i64,
+) -> Result<(), OAuthError> {
+    match consumed {
+        crate::store::Consumed::Fresh(_) => Ok(()),
+        crate::store::Consumed::Replayed(r) => {
+            let (family_id, client_id) = family(&r);
+            Err(replayed(state, family_id, client_id, what, now).await)
+        }
+        crate::store::Consumed::Invalid => Err(invalid_grant(what)),
+    }
+}
+
 /// Checks the client may run `grant_type` at all.
 pub fn check_client(client: &ClientRecord, grant_type: &str) -> Result<(), OAuthError> {
     if !client.is_active() {

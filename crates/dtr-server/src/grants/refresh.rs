@@ -6,12 +6,12 @@
 //! any grant (`grant_type = "refresh_token"` in a rule).
 
 use super::{
-    check_client, execute, invalid_grant, replayed, GrantContext, RefreshData, RefreshPlan,
-    UserGrantRequest,
+    check_client, execute, invalid_grant, replayed, settle_consumed, GrantContext, RefreshData,
+    RefreshPlan, UserGrantRequest,
 };
 use crate::http::error::internal;
 use crate::state::AppState;
-use crate::store::{ClientRecord, Consumed};
+use crate::store::ClientRecord;
 use axum::response::Response;
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{ct_eq, RefreshToken};
@@ -104,20 +104,19 @@ pub async fn refresh(
     let outcome = request.plan(state)?;
     // Rotation is the last step, atomic: of two concurrent uses one wins,
     // the other is a replay.
-    match state
+    let consumed = state
         .store
         .use_refresh_token(&hash, now)
         .await
-        .map_err(internal)?
-    {
-        Consumed::Fresh(_) => {}
-        Consumed::Replayed(r) => {
-            return Err(
-                replayed(state, &r.family_id, &r.client_id, "the refresh token", now).await,
-            );
-        }
-        Consumed::Invalid => return Err(invalid_grant("the refresh token")),
-    }
+        .map_err(internal)?;
+    settle_consumed(
+        state,
+        consumed,
+        |r| (&r.family_id, &r.client_id),
+        "the refresh token",
+        now,
+    )
+    .await?;
     execute(state, request, outcome).await
 }
 
