@@ -733,18 +733,15 @@ impl DeferralStore for PostgresStore {
 impl TokenStore for PostgresStore {
     async fn record_token(&self, t: &IssuedToken) -> StoreResult<()> {
         const INSERT: &str = "INSERT INTO access_tokens (jti, client_id, issued_at, expires_at, deferral_id) VALUES ($1, $2, $3, $4, $5)";
+        let row: [&(dyn ToSql + Sync); 5] = [
+            &t.jti,
+            &t.client_id,
+            &t.issued_at,
+            &t.expires_at,
+            &t.deferral_id,
+        ];
         if t.parents.is_empty() {
-            self.execute(
-                INSERT,
-                &[
-                    &t.jti,
-                    &t.client_id,
-                    &t.issued_at,
-                    &t.expires_at,
-                    &t.deferral_id,
-                ],
-            )
-            .await?;
+            self.execute(INSERT, &row).await?;
             return Ok(());
         }
         // An exchanged token and its links in one transaction: never a
@@ -759,18 +756,7 @@ impl TokenStore for PostgresStore {
             .await
             .map_err(db_err)?;
         }
-        tx.execute(
-            INSERT,
-            &[
-                &t.jti,
-                &t.client_id,
-                &t.issued_at,
-                &t.expires_at,
-                &t.deferral_id,
-            ],
-        )
-        .await
-        .map_err(db_err)?;
+        tx.execute(INSERT, &row).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)
     }
 
