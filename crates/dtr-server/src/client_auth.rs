@@ -176,7 +176,7 @@ pub async fn authenticate(
     headers: &axum::http::HeaderMap,
     params: &Params,
     endpoint: &str,
-) -> Result<Arc<ClientRecord>, OAuthError> {
+) -> Result<Arc<ClientRecord>, crate::error::Error> {
     let auth = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -195,7 +195,9 @@ pub async fn authenticate(
             verify_presented(state, &presented, endpoint),
             |r| match r {
                 Ok(_) => Outcome::Success,
-                Err(e) if e.error == ErrorCode::InvalidClient => Outcome::Failure,
+                Err(crate::error::Error::OAuth(e)) if e.error == ErrorCode::InvalidClient => {
+                    Outcome::Failure
+                }
                 Err(_) => Outcome::Undecided,
             },
         )
@@ -210,8 +212,7 @@ pub async fn authenticate(
             state
                 .clients
                 .ensure_fresh(state.store.as_ref(), presented.client_id())
-                .await
-                .map_err(crate::http::error::internal)?;
+                .await?;
             match state
                 .clients
                 .verified_or_in_flight(&presented, &state.hashing)
@@ -220,7 +221,8 @@ pub async fn authenticate(
                 Some(c) => Ok(c),
                 None => Err(
                     invalid_client("too many failed authentication attempts; retry later")
-                        .with_retry_after(refused.answered()),
+                        .with_retry_after(refused.answered())
+                        .into(),
                 ),
             }
         }
@@ -232,12 +234,11 @@ async fn verify_presented(
     state: &crate::state::AppState,
     presented: &Presented,
     endpoint: &str,
-) -> Result<Arc<ClientRecord>, OAuthError> {
+) -> Result<Arc<ClientRecord>, crate::error::Error> {
     state
         .clients
         .ensure_fresh(state.store.as_ref(), presented.client_id())
-        .await
-        .map_err(crate::http::error::internal)?;
+        .await?;
     let Presented::Assertion {
         client_id,
         assertion,
@@ -254,7 +255,7 @@ async fn verify_presented(
         .get(client_id)
         .ok_or_else(|| failed("unknown client"))?;
     if AuthMethod::parse(&client.auth_method) != Some(AuthMethod::PrivateKeyJwt) {
-        return Err(failed("client is not registered for private_key_jwt"));
+        return Err(failed("client is not registered for private_key_jwt").into());
     }
     // RFC 7523 section 3 point 3: the audience identifies this server. We
     // accept the issuer (draft-ietf-oauth-rfc7523bis prefers it), the token
@@ -290,7 +291,7 @@ async fn verify_presented(
                 }
             }
         }
-        (None, None) => return Err(failed("client has no keys")),
+        (None, None) => return Err(failed("client has no keys").into()),
     };
     let key = dtr_proto::secret::sha256_b64(&format!(
         "assertion\n{}\n{}",
@@ -299,10 +300,9 @@ async fn verify_presented(
     let fresh = state
         .store
         .use_once(&key, (verified.exp + 60) * 1000, now_ms)
-        .await
-        .map_err(crate::http::error::internal)?;
+        .await?;
     if !fresh {
-        return Err(failed("client assertion jti reused"));
+        return Err(failed("client assertion jti reused").into());
     }
     Ok(client)
 }
@@ -556,7 +556,7 @@ impl ClientRegistry {
         &self,
         presented: &Presented,
         hashing: &crate::password::HashPool,
-    ) -> Result<Arc<ClientRecord>, OAuthError> {
+    ) -> Result<Arc<ClientRecord>, crate::error::Error> {
         let failed = || invalid_client("client authentication failed");
         let (client_id, secret, method) = match presented {
             Presented::Basic { client_id, secret } => {
@@ -567,7 +567,7 @@ impl ClientRegistry {
             }
             Presented::None { client_id } => (client_id, None, AuthMethod::None),
             // Assertions need the store (single-use jti): see `authenticate`.
-            Presented::Assertion { .. } => return Err(failed()),
+            Presented::Assertion { .. } => return Err(failed().into()),
         };
         let client = self.get(client_id);
         let registered = client
@@ -575,7 +575,7 @@ impl ClientRegistry {
             .and_then(|c| AuthMethod::parse(&c.auth_method));
         match (secret, client) {
             (None, Some(c)) if registered == Some(AuthMethod::None) => Ok(c),
-            (None, _) => Err(failed()),
+            (None, _) => Err(failed().into()),
             // Either secret method is accepted for a client with a secret:
             // both carry the same secret over the same TLS channel (OAuth
             // 2.1 section 2.4.1), and refusing one would only break clients
@@ -588,7 +588,7 @@ impl ClientRegistry {
                 // not secrets (RFC 6749 section 2.2), registered ones being
                 // 96 random bits besides.
                 if let Some(ok) = self.generated_match(&c, secret) {
-                    return if ok { Ok(c) } else { Err(failed()) };
+                    return if ok { Ok(c) } else { Err(failed().into()) };
                 }
                 let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
                 if cache_holds(&self.verified, client_id, &digest) {
@@ -611,7 +611,7 @@ impl ClientRegistry {
                 if outcome.map_err(overloaded)? {
                     Ok(c)
                 } else {
-                    Err(failed())
+                    Err(failed().into())
                 }
             }
             (Some(secret), _) => {
@@ -620,7 +620,7 @@ impl ClientRegistry {
                     .verify(secret.clone(), None)
                     .await
                     .map_err(overloaded)?;
-                Err(failed())
+                Err(failed().into())
             }
         }
     }

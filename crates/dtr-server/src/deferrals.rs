@@ -3,11 +3,13 @@
 //! (DTR-10, DTR-24). Protocol decisions come from `dtr_proto::deferral`;
 //! this module sequences them with the store's conditional updates.
 
+use crate::error::Error;
+use crate::grants::StoredGrant;
 use crate::metrics::Resolution;
 use crate::policy::Action;
 use crate::state::AppState;
 use crate::store::{DeferralRecord, NewDeferral, PollUpdate, StoredHandle};
-use crate::tokens::{self, Grant};
+use crate::tokens::Grant;
 use dtr_proto::deferral::{decide_poll, escalates, is_too_fast, PollAnswer, PollDecision};
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{random_token, DeferralCode};
@@ -130,18 +132,14 @@ pub fn may_defer(
 }
 
 /// Creates a deferral and builds the deferred response (DTR-8, DTR-11).
-pub async fn create(state: &AppState, r: DeferRequest) -> Result<DeferredResponse, OAuthError> {
-    create_with_context(state, r, None).await
-}
-
-/// [`create`] for a grant that needs more than the request at redemption:
-/// `grant_context` (see [`crate::grants::GrantContext`]) is stored with the
-/// deferral and re-checked before the token is issued (DTR-23).
-pub async fn create_with_context(
+/// `grant` is what the originating grant needs at redemption; it is stored
+/// with the deferral and re-checked before the token is issued (DTR-23).
+pub async fn create(
     state: &AppState,
     r: DeferRequest,
-    grant_context: Option<serde_json::Value>,
-) -> Result<DeferredResponse, OAuthError> {
+    grant: &StoredGrant,
+) -> Result<DeferredResponse, Error> {
+    let grant_context = grant.to_stored()?;
     debug_assert!(r.opt_in.completion_mode.deferred && r.action.defers());
     let now = state.clock.now_ms();
     let d = &state.config.deferral;
@@ -196,11 +194,7 @@ pub async fn create_with_context(
         callback_not_before,
         grant_context,
     };
-    state
-        .store
-        .insert_deferral(&new)
-        .await
-        .map_err(crate::http::error::internal)?;
+    state.store.insert_deferral(&new).await?;
     info!(deferral = %new.id, client = %new.client_id, grant = %new.grant_type, scope = %new.scope, "deferral created");
     state
         .metrics
@@ -231,40 +225,32 @@ pub async fn poll(
     client_active: bool,
     code: &DeferralCode,
     proof_jkt: Option<&str>,
-) -> Result<TokenResponse, OAuthError> {
+) -> Result<TokenResponse, Error> {
     // A poll that loses a race (another poll or a decision changed the row
     // between our read and our conditional write) reads again; two rounds
     // always suffice because every transition out of `pending` is final
     // for the poll path.
     for _ in 0..3 {
         let now = state.clock.now_ms();
-        let record = state
-            .store
-            .deferral_by_code(&code.hash())
-            .await
-            .map_err(crate::http::error::internal)?;
+        let record = state.store.deferral_by_code(&code.hash()).await?;
         // DTR-17: an unknown code and another client's code take the same
         // path and get the same answer.
         let Some(rec) = record.filter(|r| r.client_id == client_id) else {
-            return Err(PollAnswer::Unknown.to_error());
+            return Err(PollAnswer::Unknown.to_error().into());
         };
         // DTR-13: a bound code is only ever answered to its key; anything
         // else is refused before any state is touched.
         check_binding(&rec, proof_jkt)?;
         let decision = decide_poll(&rec.poll_view(), now);
         if !client_active && !matches!(decision, PollDecision::Answer(_)) {
-            return Err(deny_lapsed(state, &rec, "client disabled", now).await?);
+            return Err(deny_lapsed(state, &rec, "client disabled", now)
+                .await?
+                .into());
         }
         match decision {
-            PollDecision::Answer(a) => return Err(a.to_error()),
+            PollDecision::Answer(a) => return Err(a.to_error().into()),
             PollDecision::Redeem { auto_approve } => {
-                if auto_approve
-                    && state
-                        .store
-                        .approve(&rec.id, &rec.scope, now)
-                        .await
-                        .map_err(crate::http::error::internal)?
-                {
+                if auto_approve && state.store.approve(&rec.id, &rec.scope, now).await? {
                     let _ = state.store.set_decided_by(&rec.id, "policy").await;
                     info!(deferral = %rec.id, "deferral approved by policy (approve_after)");
                     state
@@ -277,7 +263,7 @@ pub async fn poll(
                 }
             }
             PollDecision::StillPending => match record_pending_poll(state, &rec, now).await? {
-                Some(answer) => return Err(answer),
+                Some(answer) => return Err(answer.into()),
                 None => continue,
             },
         }
@@ -285,7 +271,8 @@ pub async fn poll(
     Err(OAuthError::with_description(
         ErrorCode::TemporarilyUnavailable,
         "deferral is changing; poll again",
-    ))
+    )
+    .into())
 }
 
 /// Denies a deferral whose preconditions lapsed before it was collected
@@ -297,13 +284,8 @@ async fn deny_lapsed(
     rec: &DeferralRecord,
     reason: &str,
     now: i64,
-) -> Result<OAuthError, OAuthError> {
-    if state
-        .store
-        .deny(&rec.id, reason, true, now)
-        .await
-        .map_err(crate::http::error::internal)?
-    {
+) -> Result<OAuthError, Error> {
+    if state.store.deny(&rec.id, reason, true, now).await? {
         info!(deferral = %rec.id, reason, "deferral denied: a precondition lapsed before redemption");
         state
             .metrics
@@ -318,50 +300,32 @@ async fn redeem(
     state: &AppState,
     rec: &DeferralRecord,
     now: i64,
-) -> Result<Option<TokenResponse>, OAuthError> {
+) -> Result<Option<TokenResponse>, Error> {
     // DTR-23: read the client fresh from the store, not from a cache: it
     // may have been disabled on another node since the deferral started.
-    let client = state
-        .store
-        .get_client(&rec.client_id)
-        .await
-        .map_err(crate::http::error::internal)?;
+    let client = state.store.get_client(&rec.client_id).await?;
     if !client.is_some_and(|c| c.is_active()) {
-        return Err(deny_lapsed(state, rec, "client disabled", now).await?);
+        return Err(deny_lapsed(state, rec, "client disabled", now)
+            .await?
+            .into());
     }
     // What the deferral stands for, read by its grant type; a context
     // that cannot be trusted denies rather than issuing unchecked.
-    let stored = match crate::grants::StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
+    let stored = match StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
         Ok(s) => s,
-        Err(reason) => return Err(deny_lapsed(state, rec, reason, now).await?),
+        Err(reason) => return Err(deny_lapsed(state, rec, reason, now).await?.into()),
     };
-    // DTR-23 for user grants: the user, their consent, the login session
-    // and the token family must all still hold; otherwise the deferral is
-    // denied and no token is issued.
-    if let crate::grants::StoredGrant::User(ctx) = &stored {
-        if let Some(reason) = ctx.stale_reason(state, now).await? {
-            return Err(deny_lapsed(state, rec, reason, now).await?);
-        }
+    // DTR-23: what the grant rests on (the user, their consent, the login
+    // session and the token family; an exchange's subject and actor
+    // tokens) must all still hold; otherwise the deferral is denied and no
+    // token is issued.
+    if let Some(reason) = stored.stale_reason(state, now).await? {
+        return Err(deny_lapsed(state, rec, reason, now).await?.into());
     }
-    // DTR-23 for token exchange: the subject and actor tokens must still
-    // be valid (not revoked, not expired).
-    let exchange = if stored == crate::grants::StoredGrant::Exchange {
-        match crate::grants::token_exchange::recheck(state, rec.grant_context.as_ref()).await {
-            Ok(extras) => Some(extras),
-            Err(reason) => return Err(deny_lapsed(state, rec, reason, now).await?),
-        }
-    } else {
-        None
-    };
-    if !state
-        .store
-        .redeem(&rec.id, now)
-        .await
-        .map_err(crate::http::error::internal)?
-    {
+    if !state.store.redeem(&rec.id, now).await? {
         return Ok(None);
     }
-    match issue_redeemed(state, rec, &stored, exchange.as_ref()).await {
+    match issue_redeemed(state, rec, &stored).await {
         Ok(token) => {
             info!(deferral = %rec.id, client = %rec.client_id, "deferral redeemed");
             state
@@ -392,15 +356,13 @@ async fn redeem(
 async fn issue_redeemed(
     state: &AppState,
     rec: &DeferralRecord,
-    stored: &crate::grants::StoredGrant,
-    exchange: Option<&tokens::TokenExtras>,
-) -> Result<TokenResponse, OAuthError> {
+    stored: &StoredGrant,
+) -> Result<TokenResponse, Error> {
     // Re-read for the granted scope written by the approval we raced with.
     let granted = state
         .store
         .deferral_by_id(&rec.id)
-        .await
-        .map_err(crate::http::error::internal)?
+        .await?
         .and_then(|r| r.granted_scope)
         .unwrap_or_else(|| rec.scope.clone());
     let grant = Grant {
@@ -412,15 +374,7 @@ async fn issue_redeemed(
         // DTR-20: DPoP-bound when the deferral was.
         dpop_jkt: rec.dpop_jkt.clone(),
     };
-    match (stored, exchange) {
-        // A user grant's response carries its refresh token.
-        (crate::grants::StoredGrant::User(ctx), _) => {
-            crate::grants::issue(state, &grant, ctx).await
-        }
-        // Token exchange: `act`, audience and `issued_token_type`.
-        (_, Some(extras)) => tokens::issue_extended(state, &grant, extras).await,
-        _ => tokens::issue(state, &grant).await,
-    }
+    stored.issue(state, &grant).await
 }
 
 /// Records a poll of a pending deferral and builds the pending answer:
@@ -430,7 +384,7 @@ async fn record_pending_poll(
     state: &AppState,
     rec: &DeferralRecord,
     now: i64,
-) -> Result<Option<OAuthError>, OAuthError> {
+) -> Result<Option<OAuthError>, Error> {
     let too_fast = is_too_fast(rec.last_polled_at, now, rec.interval_ms);
     let block = too_fast && escalates(rec.slow_down_count, state.config.deferral.slow_down_limit);
     let update = PollUpdate {
@@ -443,12 +397,7 @@ async fn record_pending_poll(
         interval_ms: rec.interval_ms,
         expires_at: rec.expires_at,
     };
-    if !state
-        .store
-        .record_poll(&update, now)
-        .await
-        .map_err(crate::http::error::internal)?
-    {
+    if !state.store.record_poll(&update, now).await? {
         return Ok(None);
     }
     if block {
@@ -499,22 +448,14 @@ pub async fn cancel(
     client_id: &str,
     code: &DeferralCode,
     proof_jkt: Option<&str>,
-) -> Result<bool, OAuthError> {
+) -> Result<bool, Error> {
     let now = state.clock.now_ms();
     let hash = code.hash();
-    let record = state
-        .store
-        .deferral_by_code(&hash)
-        .await
-        .map_err(crate::http::error::internal)?;
+    let record = state.store.deferral_by_code(&hash).await?;
     if let Some(rec) = record.filter(|r| r.client_id == client_id) {
         check_binding(&rec, proof_jkt)?;
     }
-    let done = state
-        .store
-        .cancel(&hash, client_id, now)
-        .await
-        .map_err(crate::http::error::internal)?;
+    let done = state.store.cancel(&hash, client_id, now).await?;
     if done {
         info!(client = %client_id, "deferral cancelled by the client");
         state.metrics.deferrals_resolved(Resolution::Cancelled, 1);
@@ -556,7 +497,7 @@ pub async fn page_decider(
     match StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
         Ok(StoredGrant::User(ctx)) => Ok(Some(ctx.username)),
         Ok(StoredGrant::Client) => owner_of(rec.client_id.clone()).await,
-        Ok(StoredGrant::Exchange) => {
+        Ok(StoredGrant::Exchange(_)) => {
             let Some(sub) = rec.subject.clone() else {
                 return Ok(None);
             };

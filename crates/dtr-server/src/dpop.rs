@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, HeaderValue};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use dtr_proto::dpop::{verify_proof, DpopError, ProofContext, VerifiedProof};
-use dtr_proto::OAuthError;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -91,7 +90,7 @@ pub async fn check(
     method: &str,
     path: &str,
     access_token: Option<&str>,
-) -> Result<Option<VerifiedProof>, OAuthError> {
+) -> Result<Option<VerifiedProof>, crate::error::Error> {
     let Some(proof) = proof_header(headers).map_err(|e| e.to_oauth())? else {
         return Ok(None);
     };
@@ -111,7 +110,7 @@ pub async fn check(
             .as_deref()
             .is_some_and(|n| nonce_ok(state, n))
     {
-        return Err(DpopError::NonceRequired.to_oauth());
+        return Err(DpopError::NonceRequired.to_oauth().into());
     }
     // Single use: remember the jti for as long as its iat is acceptable.
     let key = dtr_proto::secret::sha256_b64(&format!("dpop\n{}\n{}", verified.jkt, verified.jti));
@@ -119,10 +118,9 @@ pub async fn check(
     let fresh = state
         .store
         .use_once(&key, until_ms, state.clock.now_ms())
-        .await
-        .map_err(crate::http::error::internal)?;
+        .await?;
     if !fresh {
-        return Err(DpopError::Replayed.to_oauth());
+        return Err(DpopError::Replayed.to_oauth().into());
     }
     Ok(Some(verified))
 }

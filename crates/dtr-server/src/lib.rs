@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod deferrals;
 pub mod dpop;
+pub mod error;
 pub mod generated_secret;
 pub mod grants;
 pub mod http;

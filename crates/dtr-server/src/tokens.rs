@@ -5,7 +5,6 @@ use crate::state::AppState;
 use crate::store::IssuedToken;
 use dtr_proto::secret::random_token;
 use dtr_proto::token::TokenResponse;
-use dtr_proto::OAuthError;
 
 /// What a token is issued for, after every decision has been made.
 #[derive(Clone, Debug)]
@@ -26,7 +25,7 @@ pub struct Grant {
 }
 
 /// Signs and records an access token and builds the token response.
-pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAuthError> {
+pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, crate::error::Error> {
     issue_with_jti(state, grant).await.map(|(r, _)| r)
 }
 
@@ -35,7 +34,7 @@ pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, OAu
 pub async fn issue_with_jti(
     state: &AppState,
     grant: &Grant,
-) -> Result<(TokenResponse, String), OAuthError> {
+) -> Result<(TokenResponse, String), crate::error::Error> {
     issue_full(state, grant, &TokenExtras::default()).await
 }
 
@@ -63,7 +62,7 @@ pub async fn issue_extended(
     state: &AppState,
     grant: &Grant,
     extras: &TokenExtras,
-) -> Result<TokenResponse, OAuthError> {
+) -> Result<TokenResponse, crate::error::Error> {
     issue_full(state, grant, extras).await.map(|(r, _)| r)
 }
 
@@ -71,7 +70,7 @@ async fn issue_full(
     state: &AppState,
     grant: &Grant,
     extras: &TokenExtras,
-) -> Result<(TokenResponse, String), OAuthError> {
+) -> Result<(TokenResponse, String), crate::error::Error> {
     let now = state.clock.now_ms();
     let iat = now / 1000;
     let ttl = match extras.not_after {
@@ -121,8 +120,7 @@ async fn issue_full(
             deferral_id: grant.deferral_id.clone(),
             parents: extras.parents.clone(),
         })
-        .await
-        .map_err(crate::http::error::internal)?;
+        .await?;
     let response = TokenResponse {
         access_token,
         token_type: if grant.dpop_jkt.is_some() {
@@ -148,7 +146,7 @@ async fn issue_full(
 pub async fn verify_live(
     state: &AppState,
     token: &str,
-) -> Result<Option<serde_json::Value>, OAuthError> {
+) -> Result<Option<serde_json::Value>, crate::error::Error> {
     use serde_json::Value;
     let Some(claims) = state.signer.verify(token) else {
         return Ok(None);
@@ -161,12 +159,7 @@ pub async fn verify_live(
     {
         return Ok(None);
     }
-    if state
-        .store
-        .token_revoked(jti)
-        .await
-        .map_err(crate::http::error::internal)?
-    {
+    if state.store.token_revoked(jti).await? {
         return Ok(None);
     }
     Ok(Some(claims))

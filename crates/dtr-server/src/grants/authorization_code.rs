@@ -8,13 +8,12 @@
 
 use super::authorize::{s256, CodeData};
 use super::{
-    check_client, execute, invalid_grant, replayed, settle_consumed, GrantContext, RefreshPlan,
-    UserGrantRequest,
+    execute, invalid_grant, replayed, settle_consumed, GrantContext, GrantOutcome, GrantRequest,
+    RefreshPlan, StoredGrant,
 };
-use crate::http::error::internal;
+use crate::error::Error;
 use crate::state::AppState;
 use crate::store::ClientRecord;
-use axum::response::Response;
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{ct_eq, AuthorizationCode, CodeVerifier};
 use dtr_proto::token::DeferralOptIn;
@@ -40,25 +39,20 @@ pub async fn exchange(
     state: &AppState,
     client: &ClientRecord,
     x: CodeExchange,
-) -> Result<Response, OAuthError> {
-    check_client(client, dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE)?;
+) -> Result<GrantOutcome, Error> {
     let now = state.clock.now_ms();
     let hash = x.code.hash();
     // Read, not consumed: who presents the code and how is checked first.
-    let Some(rec) = state
-        .store
-        .authorization_code(&hash)
-        .await
-        .map_err(internal)?
-    else {
-        return Err(invalid_grant("the authorization code"));
+    let Some(rec) = state.store.authorization_code(&hash).await? else {
+        return Err(invalid_grant("the authorization code").into());
     };
     // Another client's code is answered like an unknown one, and changes
     // nothing.
     if rec.client_id != client.client_id {
-        return Err(invalid_grant("the authorization code"));
+        return Err(invalid_grant("the authorization code").into());
     }
-    let data: CodeData = serde_json::from_value(rec.grant_data.clone()).map_err(internal)?;
+    let data: CodeData =
+        serde_json::from_value(rec.grant_data.clone()).map_err(crate::error::Error::internal)?;
     let req = &data.request;
     // OAuth 2.1 section 4.1.3: the redirect URI must be the same when the
     // authorization request named it.
@@ -70,7 +64,8 @@ pub async fn exchange(
         return Err(OAuthError::with_description(
             ErrorCode::InvalidGrant,
             "redirect_uri does not match the authorization request",
-        ));
+        )
+        .into());
     }
     // RFC 7636 section 4.6.
     if !ct_eq(
@@ -80,7 +75,8 @@ pub async fn exchange(
         return Err(OAuthError::with_description(
             ErrorCode::InvalidGrant,
             "code_verifier does not match the code_challenge",
-        ));
+        )
+        .into());
     }
     // OAuth 2.1 section 4.1.2: a code used twice has leaked, and the tokens
     // its first use obtained are revoked. Only the client the code was
@@ -97,13 +93,13 @@ pub async fn exchange(
         .await);
     }
     if rec.expires_at <= now {
-        return Err(invalid_grant("the authorization code"));
+        return Err(invalid_grant("the authorization code").into());
     }
     // DTR-5: a hint on the authorization request binds the token request.
     if req.deferred_hint && !x.opt_in.completion_mode.deferred {
         return Err(OAuthError::invalid_request(
             "the authorization request carried completion_mode=deferred: the token request must carry it too",
-        ));
+        ).into());
     }
     let is_public = client.auth_method == "none";
     let context = GrantContext {
@@ -126,27 +122,24 @@ pub async fn exchange(
     // The user, consent and session must still hold now, too.
     if let Some(reason) = context.stale_reason(state, now).await? {
         info!(client = %client.client_id, reason, "authorization code refused");
-        return Err(invalid_grant("the authorization code"));
+        return Err(invalid_grant("the authorization code").into());
     }
-    let request = UserGrantRequest {
+    let request = GrantRequest {
         client,
         grant_type: dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
         scope: Scope::parse(&req.scope).unwrap_or_default(),
         authorization_details: req.authorization_details.clone(),
+        subject: context.username.clone(),
         opt_in: x.opt_in,
         dpop_jkt: x.dpop_jkt,
-        context,
+        grant: StoredGrant::User(context),
     };
     // Refusals the client can correct (no opt-in, no proof) come before
     // the code is spent.
     let outcome = request.plan(state)?;
     // Consuming the code is the last step, atomic: of two concurrent
     // exchanges one wins, the other is a replay.
-    let consumed = state
-        .store
-        .use_authorization_code(&hash, now)
-        .await
-        .map_err(internal)?;
+    let consumed = state.store.use_authorization_code(&hash, now).await?;
     settle_consumed(
         state,
         consumed,

@@ -4,7 +4,7 @@
 //! before the client and its redirect URI are known to be right), and the
 //! authorization code that ends it.
 
-use crate::http::error::internal;
+use crate::error::Error;
 use crate::session::SessionUser;
 use crate::state::AppState;
 use crate::store::{AuthorizationCodeRecord, AuthorizationRequestRecord, ClientRecord};
@@ -298,7 +298,7 @@ pub async fn store_request(
     state: &AppState,
     req: &AuthzRequest,
     pushed: bool,
-) -> Result<String, OAuthError> {
+) -> Result<String, crate::error::Error> {
     let handle = random_token(24);
     let now = state.clock.now_ms();
     let ttl = if pushed {
@@ -311,14 +311,13 @@ pub async fn store_request(
         .insert_authorization_request(&AuthorizationRequestRecord {
             id_hash: sha256_b64(&handle),
             client_id: req.client_id.clone(),
-            request: serde_json::to_value(req).map_err(internal)?,
+            request: serde_json::to_value(req).map_err(crate::error::Error::internal)?,
             pushed,
             created_at: now,
             expires_at: now + ttl,
             used_at: None,
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok(handle)
 }
 
@@ -326,12 +325,11 @@ pub async fn store_request(
 pub async fn load_request(
     state: &AppState,
     handle: &str,
-) -> Result<Option<(AuthzRequest, bool)>, OAuthError> {
+) -> Result<Option<(AuthzRequest, bool)>, crate::error::Error> {
     let rec = state
         .store
         .authorization_request(&sha256_b64(handle), state.clock.now_ms())
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok(rec.and_then(|r| {
         serde_json::from_value(r.request)
             .ok()
@@ -340,12 +338,12 @@ pub async fn load_request(
 }
 
 /// Consumes a stored request (single use, RFC 9126 section 4).
-pub async fn consume_request(state: &AppState, handle: &str) -> Result<bool, OAuthError> {
+pub async fn consume_request(state: &AppState, handle: &str) -> Result<bool, crate::error::Error> {
     state
         .store
         .consume_authorization_request(&sha256_b64(handle), state.clock.now_ms())
         .await
-        .map_err(internal)
+        .map_err(Error::from)
 }
 
 /// Issues an authorization code for a consented request; returns the
@@ -355,7 +353,7 @@ pub async fn issue_code(
     req: &AuthzRequest,
     user: &SessionUser,
     consent_id: &str,
-) -> Result<String, OAuthError> {
+) -> Result<String, crate::error::Error> {
     let code = AuthorizationCode::new(random_token(32));
     let now = state.clock.now_ms();
     let data = CodeData {
@@ -370,13 +368,12 @@ pub async fn issue_code(
             code_hash: code.hash(),
             client_id: req.client_id.clone(),
             family_id: format!("fam_{}", random_token(12)),
-            grant_data: serde_json::to_value(&data).map_err(internal)?,
+            grant_data: serde_json::to_value(&data).map_err(crate::error::Error::internal)?,
             created_at: now,
             expires_at: now + CODE_TTL_MS,
             used_at: None,
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     tracing::info!(client = %req.client_id, user = %user.username, "authorization code issued");
     Ok(redirect_with(
         state,

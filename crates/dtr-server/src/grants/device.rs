@@ -16,12 +16,12 @@
 //! is remembered with the device code (DTR-4) and the token request must
 //! carry `deferred` too, else `invalid_request` (DTR-5).
 
-use super::{check_client, execute, GrantContext, RefreshPlan, UserGrantRequest};
-use crate::http::error::internal;
+use super::pipeline::check_client;
+use super::{execute, GrantContext, GrantOutcome, GrantRequest, RefreshPlan, StoredGrant};
+use crate::error::Error;
 use crate::session::SessionUser;
 use crate::state::AppState;
 use crate::store::{ClientRecord, DeviceCodeRecord, NewDeviceCode};
-use axum::response::Response;
 use dtr_proto::device::{
     decide_device, DeviceAuthorizationRequest, DeviceAuthorizationResponse, DeviceDecision,
     UserCode, SLOW_DOWN_INCREMENT_MS,
@@ -92,7 +92,7 @@ pub async fn authorize(
     state: &AppState,
     client: &ClientRecord,
     req: DeviceAuthorizationRequest,
-) -> Result<DeviceAuthorizationResponse, OAuthError> {
+) -> Result<DeviceAuthorizationResponse, crate::error::Error> {
     check_client(client, GRANT_TYPE_DEVICE_CODE)?;
     let scope = super::scope_within_client(client, req.scope)?;
     let cfg = &state.config.device;
@@ -114,8 +114,7 @@ pub async fn authorize(
                 expires_at: now + cfg.expires_in as i64 * 1000,
                 interval_ms: cfg.interval as i64 * 1000,
             })
-            .await
-            .map_err(internal)?;
+            .await?;
         if inserted {
             info!(client = %client.client_id, "device authorization started");
             let verification_uri = format!("{}{}", state.issuer, dtr_proto::paths::DEVICE);
@@ -136,7 +135,8 @@ pub async fn authorize(
     Err(OAuthError::with_description(
         ErrorCode::TemporarilyUnavailable,
         "could not allocate a user code; try again",
-    ))
+    )
+    .into())
 }
 
 /// Why a user code entered on the page leads nowhere.
@@ -163,18 +163,12 @@ pub async fn lookup(
     state: &AppState,
     user: &SessionUser,
     input: &str,
-) -> Result<Result<(UserCode, DeviceCodeRecord), LookupError>, OAuthError> {
+) -> Result<Result<(UserCode, DeviceCodeRecord), LookupError>, crate::error::Error> {
     let cfg = &state.config.device;
     let window = cfg.failure_window as i64 * 1000;
     let now = state.clock.now_ms();
     for key in failure_keys(user) {
-        if state
-            .store
-            .user_code_failures(&key, window, now)
-            .await
-            .map_err(internal)?
-            >= cfg.max_user_code_failures
-        {
+        if state.store.user_code_failures(&key, window, now).await? >= cfg.max_user_code_failures {
             return Ok(Err(LookupError::TooManyAttempts));
         }
     }
@@ -182,8 +176,7 @@ pub async fn lookup(
         Some(code) => state
             .store
             .pending_device_code_by_user_code(&code.hash(), now)
-            .await
-            .map_err(internal)?
+            .await?
             .map(|rec| (code, rec)),
         None => None,
     };
@@ -196,8 +189,7 @@ pub async fn lookup(
                     state
                         .store
                         .count_user_code_failure(&key, window, now)
-                        .await
-                        .map_err(internal)?,
+                        .await?,
                 );
             }
             info!(user = %user.username, failures = worst, "wrong user code entered");
@@ -220,14 +212,13 @@ pub async fn decide_user_code(
     code: &UserCode,
     rec: &DeviceCodeRecord,
     approve: bool,
-) -> Result<bool, OAuthError> {
+) -> Result<bool, crate::error::Error> {
     let now = state.clock.now_ms();
     if approve {
         let previous = state
             .store
             .get_consent(&user.username, &rec.client_id)
-            .await
-            .map_err(internal)?;
+            .await?;
         let mut scope: Vec<String> = previous
             .map(|c| {
                 c.scope
@@ -253,8 +244,7 @@ pub async fn decide_user_code(
                 &super::new_consent_id(),
                 now,
             )
-            .await
-            .map_err(internal)?;
+            .await?;
     }
     let done = state
         .store
@@ -265,8 +255,7 @@ pub async fn decide_user_code(
             &user.session_id_hash,
             now,
         )
-        .await
-        .map_err(internal)?;
+        .await?;
     if done {
         info!(client = %rec.client_id, user = %user.username, approve, "device authorization decided");
     }
@@ -284,28 +273,23 @@ pub async fn token(
     device_code: &DeviceCode,
     opt_in: DeferralOptIn,
     dpop_jkt: Option<String>,
-) -> Result<Response, OAuthError> {
-    check_client(client, GRANT_TYPE_DEVICE_CODE)?;
+) -> Result<GrantOutcome, Error> {
     let hash = device_code.hash();
     // A request that loses a race (another request or the user changed
     // the row between our read and our conditional write) reads again.
     for _ in 0..3 {
         let now = state.clock.now_ms();
-        let rec = state
-            .store
-            .device_code_by_hash(&hash)
-            .await
-            .map_err(internal)?;
+        let rec = state.store.device_code_by_hash(&hash).await?;
         // Another client's code is answered like an unknown one.
         let Some(rec) = rec.filter(|r| r.client_id == client.client_id) else {
-            return Err(unknown_device_code());
+            return Err(unknown_device_code().into());
         };
         // DTR-5: the hint given at the device authorization endpoint binds
         // the token request.
         if rec.deferred_hint && !opt_in.completion_mode.deferred {
             return Err(OAuthError::invalid_request(
                 "the device authorization request carried completion_mode=deferred; the token request must carry it too",
-            ));
+            ).into());
         }
         let decision = decide_device(&rec.view(), now);
         match decision {
@@ -320,27 +304,29 @@ pub async fn token(
                 if !state
                     .store
                     .record_device_poll(&hash, rec.last_polled_at, interval, now)
-                    .await
-                    .map_err(internal)?
+                    .await?
                 {
                     continue;
                 }
                 return Err(decision
                     .to_error(rec.interval_ms)
-                    .unwrap_or_else(unknown_device_code));
+                    .unwrap_or_else(unknown_device_code)
+                    .into());
             }
             DeviceDecision::Collect => return collect(state, client, &rec, opt_in, dpop_jkt).await,
             other => {
                 return Err(other
                     .to_error(rec.interval_ms)
-                    .unwrap_or_else(unknown_device_code))
+                    .unwrap_or_else(unknown_device_code)
+                    .into())
             }
         }
     }
     Err(OAuthError::with_description(
         ErrorCode::TemporarilyUnavailable,
         "device code is changing; try again",
-    ))
+    )
+    .into())
 }
 
 /// The user approved: issue, refuse or defer by policy, exactly once.
@@ -350,7 +336,7 @@ async fn collect(
     rec: &DeviceCodeRecord,
     opt_in: DeferralOptIn,
     dpop_jkt: Option<String>,
-) -> Result<Response, OAuthError> {
+) -> Result<GrantOutcome, Error> {
     let username = rec.username.clone().ok_or_else(unknown_device_code)?;
     let scope = Scope::parse(&rec.scope).unwrap_or_default();
     // Refusals the client can fix must not spend the approval: the policy
@@ -370,25 +356,24 @@ async fn collect(
     let consent = state
         .store
         .get_consent(&username, &client.client_id)
-        .await
-        .map_err(internal)?;
+        .await?;
     let Some(consent) =
         consent.filter(|c| scope.is_subset(&Scope::parse(&c.scope).unwrap_or_default()))
     else {
         return Err(OAuthError::with_description(
             ErrorCode::AccessDenied,
             "the user's consent was revoked",
-        ));
+        )
+        .into());
     };
     // Exactly once: only the request that moves the code out of
     // `approved` goes on; every later one gets `invalid_grant`.
     if !state
         .store
         .redeem_device_code(&rec.device_code_hash, now)
-        .await
-        .map_err(internal)?
+        .await?
     {
-        return Err(unknown_device_code());
+        return Err(unknown_device_code().into());
     }
     let refresh = client
         .grant_types
@@ -405,21 +390,22 @@ async fn collect(
         });
     execute(
         state,
-        UserGrantRequest {
+        GrantRequest {
             client,
             grant_type: GRANT_TYPE_DEVICE_CODE,
             scope,
             authorization_details: None,
+            subject: username.clone(),
             opt_in,
             dpop_jkt,
-            context: GrantContext {
+            grant: StoredGrant::User(GrantContext {
                 username,
                 client_id: client.client_id.clone(),
                 session_id_hash: rec.session_id_hash.clone(),
                 consent_id: consent.id,
                 family_id: format!("fam_{}", random_token(12)),
                 refresh,
-            },
+            }),
         },
         outcome,
     )

@@ -12,17 +12,16 @@ pub mod authorization_code;
 pub mod authorize;
 pub mod client_credentials;
 pub mod device;
+pub mod pipeline;
 pub mod refresh;
 pub mod token_exchange;
 
 use crate::deferrals::{self, DeferRequest};
-use crate::http::error::{internal, json_no_store};
+use crate::error::Error;
 use crate::policy::{Action, PolicyRequest};
 use crate::state::AppState;
 use crate::store::{ClientRecord, RefreshTokenRecord, TokenFamilyRecord};
 use crate::tokens::{self, Grant};
-use axum::http::StatusCode;
-use axum::response::Response;
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{random_token, RefreshToken};
 use dtr_proto::token::{DeferralOptIn, TokenResponse};
@@ -87,28 +86,23 @@ impl GrantContext {
         &self,
         state: &AppState,
         now: i64,
-    ) -> Result<Option<&'static str>, OAuthError> {
+    ) -> Result<Option<&'static str>, Error> {
         let store = &state.store;
         if !store
             .get_user(&self.username)
-            .await
-            .map_err(internal)?
+            .await?
             .is_some_and(|u| u.is_active())
         {
             return Ok(Some("user disabled"));
         }
-        let consent = store
-            .get_consent(&self.username, &self.client_id)
-            .await
-            .map_err(internal)?;
+        let consent = store.get_consent(&self.username, &self.client_id).await?;
         if consent.is_none_or(|c| c.id != self.consent_id) {
             return Ok(Some("consent revoked"));
         }
         if let Some(h) = &self.session_id_hash {
             if !store
                 .session_by_hash(h)
-                .await
-                .map_err(internal)?
+                .await?
                 .is_some_and(|s| s.is_live(now))
             {
                 return Ok(Some("login session ended"));
@@ -116,8 +110,7 @@ impl GrantContext {
         }
         if store
             .get_family(&self.family_id)
-            .await
-            .map_err(internal)?
+            .await?
             .is_some_and(|f| f.revoked_at.is_some())
         {
             return Ok(Some("token family revoked"));
@@ -126,19 +119,19 @@ impl GrantContext {
     }
 }
 
-/// What a deferral stands for, read from its stored context by its grant
-/// type (not by the shape of the JSON): a context that is missing or does
-/// not decode fails closed, so no token is issued without the DTR-23
-/// re-checks its grant needs.
+/// What a deferral stands for: the grant's own context, typed. Stored as
+/// JSON with the deferral and read back by the deferral's grant type (not
+/// by the shape of the JSON): a context that is missing or does not decode
+/// fails closed ([`StoredGrant::of`]), so no token is issued without the
+/// DTR-23 re-checks its grant needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoredGrant {
     /// Client credentials: the client is the subject; nothing stored.
     Client,
     /// A user grant (authorization code, refresh, device): its context.
     User(GrantContext),
-    /// Token exchange: its context is read by
-    /// [`token_exchange::recheck`], which fails closed on its own.
-    Exchange,
+    /// Token exchange: its subject and actor tokens and claims.
+    Exchange(Box<token_exchange::ExchangeContext>),
 }
 
 impl StoredGrant {
@@ -154,8 +147,53 @@ impl StoredGrant {
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .map(Self::User)
                 .ok_or("grant context missing or unreadable"),
-            dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => Ok(Self::Exchange),
+            dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => {
+                token_exchange::ExchangeContext::from_grant_context(context)
+                    .map(|c| Self::Exchange(Box::new(c)))
+                    .ok_or("token exchange context missing or unreadable")
+            }
             _ => Err("unknown grant type"),
+        }
+    }
+
+    /// The stored form, read back by [`StoredGrant::of`].
+    pub fn to_stored(&self) -> Result<Option<serde_json::Value>, Error> {
+        match self {
+            Self::Client => Ok(None),
+            Self::User(ctx) => serde_json::to_value(ctx).map(Some).map_err(Error::internal),
+            Self::Exchange(ctx) => ctx
+                .to_grant_context()
+                .map(Some)
+                .ok_or_else(|| Error::internal("token exchange context does not encode")),
+        }
+    }
+
+    /// Why the grant no longer holds at redemption, if it does not
+    /// (DTR-23): for a user grant its user, consent, session and family;
+    /// for a token exchange its subject and actor tokens and the exchange
+    /// policy. A store failure is an error, never a reason: an outage must
+    /// not deny an approval.
+    pub async fn stale_reason(
+        &self,
+        state: &AppState,
+        now: i64,
+    ) -> Result<Option<&'static str>, Error> {
+        match self {
+            Self::Client => Ok(None),
+            Self::User(ctx) => ctx.stale_reason(state, now).await,
+            Self::Exchange(ctx) => token_exchange::recheck(state, ctx, now).await,
+        }
+    }
+
+    /// Issues the token this grant stands for: a user grant's response
+    /// carries its refresh token, an exchange's its `act`, audience and
+    /// `issued_token_type` (DTR-20 for redemptions: the originating
+    /// grant's own response).
+    pub async fn issue(&self, state: &AppState, grant: &Grant) -> Result<TokenResponse, Error> {
+        match self {
+            Self::Client => tokens::issue(state, grant).await,
+            Self::User(ctx) => issue(state, grant, ctx).await,
+            Self::Exchange(ctx) => tokens::issue_extended(state, grant, &ctx.extras()).await,
         }
     }
 }
@@ -171,7 +209,7 @@ pub async fn issue(
     state: &AppState,
     grant: &Grant,
     ctx: &GrantContext,
-) -> Result<TokenResponse, OAuthError> {
+) -> Result<TokenResponse, Error> {
     let now = state.clock.now_ms();
     let store = &state.store;
     store
@@ -182,25 +220,19 @@ pub async fn issue(
             created_at: now,
             revoked_at: None,
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     // A family revoked meanwhile (a replayed code) gets nothing more.
     if store
         .get_family(&ctx.family_id)
-        .await
-        .map_err(internal)?
+        .await?
         .is_some_and(|f| f.revoked_at.is_some())
     {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidGrant,
-            "the grant was revoked",
-        ));
+        return Err(
+            OAuthError::with_description(ErrorCode::InvalidGrant, "the grant was revoked").into(),
+        );
     }
     let (mut response, jti) = tokens::issue_with_jti(state, grant).await?;
-    store
-        .set_token_family(&jti, &ctx.family_id)
-        .await
-        .map_err(internal)?;
+    store.set_token_family(&jti, &ctx.family_id).await?;
     if let Some(plan) = &ctx.refresh {
         let token = RefreshToken::new(random_token(32));
         let data = RefreshData {
@@ -215,34 +247,49 @@ pub async fn issue(
                 token_hash: token.hash(),
                 family_id: ctx.family_id.clone(),
                 client_id: grant.client_id.clone(),
-                grant_data: serde_json::to_value(&data).map_err(internal)?,
+                grant_data: serde_json::to_value(&data).map_err(crate::error::Error::internal)?,
                 issued_at: now,
                 expires_at: now + state.config.tokens.refresh_token_ttl as i64 * 1000,
                 used_at: None,
             })
-            .await
-            .map_err(internal)?;
+            .await?;
         response.refresh_token = Some(token.secret().to_owned());
     }
     Ok(response)
 }
 
-/// A user grant's token request after its grant-specific checks.
-pub struct UserGrantRequest<'a> {
+/// A token request after its grant's own checks: what would be issued,
+/// to whom, and what issuance needs. Every grant builds one; the policy
+/// outcome ([`GrantRequest::plan`]) and its execution ([`execute`]) are
+/// the same for all.
+pub struct GrantRequest<'a> {
     /// The authenticated client.
     pub client: &'a ClientRecord,
-    /// `authorization_code` or `refresh_token`.
+    /// The grant type (`grant_type` of the request).
     pub grant_type: &'static str,
     /// The scope to grant.
     pub scope: Scope,
     /// RFC 9396 authorization details.
     pub authorization_details: Option<serde_json::Value>,
+    /// Subject of the token: the resource owner, the exchanged token's
+    /// subject, or the client itself.
+    pub subject: String,
     /// DTR opt-in.
     pub opt_in: DeferralOptIn,
     /// Thumbprint of the request's DPoP key.
     pub dpop_jkt: Option<String>,
-    /// What issuance needs.
-    pub context: GrantContext,
+    /// What issuance needs, stored with a deferral (DTR-23).
+    pub grant: StoredGrant,
+}
+
+/// What a token request comes to: a token now, or a deferral (DTR-8).
+/// Grants return this; the token endpoint renders it.
+#[derive(Clone, Debug)]
+pub enum GrantOutcome {
+    /// The token response (200).
+    Issued(TokenResponse),
+    /// The deferred response (DTR-8: 400 with the deferral code).
+    Deferred(dtr_proto::token::DeferredResponse),
 }
 
 /// What the policy makes of a token request, settled before the grant
@@ -323,7 +370,7 @@ pub fn check_binding_required(
     Ok(())
 }
 
-impl UserGrantRequest<'_> {
+impl GrantRequest<'_> {
     /// [`plan`] for this request.
     pub fn plan(&self, state: &AppState) -> Result<Outcome, OAuthError> {
         plan(
@@ -338,53 +385,44 @@ impl UserGrantRequest<'_> {
     }
 }
 
-/// Carries out a planned outcome of a user grant: the token (with its
-/// refresh token) or the deferral with its stored context (DTR-20, DTR-23).
+/// Carries out a planned outcome: the token (with what the grant adds to
+/// it) or the deferral with its stored context (DTR-20, DTR-23).
 pub async fn execute(
     state: &AppState,
-    r: UserGrantRequest<'_>,
+    r: GrantRequest<'_>,
     outcome: Outcome,
-) -> Result<Response, OAuthError> {
+) -> Result<GrantOutcome, Error> {
     match outcome {
         Outcome::Issue => {
             let grant = Grant {
                 client_id: r.client.client_id.clone(),
-                subject: r.context.username.clone(),
+                subject: r.subject,
                 scope: r.scope.to_string(),
                 authorization_details: r.authorization_details,
                 deferral_id: None,
                 dpop_jkt: r.dpop_jkt,
             };
-            let token = issue(state, &grant, &r.context).await?;
-            Ok(json_no_store(StatusCode::OK, &token))
+            Ok(GrantOutcome::Issued(r.grant.issue(state, &grant).await?))
         }
         Outcome::Defer(action) => {
-            let context = serde_json::to_value(&r.context).map_err(internal)?;
-            let deferred = deferrals::create_with_context(
+            let deferred = deferrals::create(
                 state,
                 DeferRequest {
                     client_id: r.client.client_id.clone(),
                     grant_type: r.grant_type.into(),
                     scope: r.scope,
                     authorization_details: r.authorization_details,
-                    subject: r.context.username.clone(),
+                    subject: r.subject,
                     action,
                     opt_in: r.opt_in,
                     dpop_jkt: r.dpop_jkt,
                 },
-                Some(context),
+                &r.grant,
             )
             .await?;
-            Ok(deferred_response(&deferred))
+            Ok(GrantOutcome::Deferred(deferred))
         }
     }
-}
-
-/// DTR-8: the deferred response is HTTP 400, JSON, no-store.
-pub fn deferred_response(deferred: &dtr_proto::token::DeferredResponse) -> Response {
-    let mut resp = json_no_store(StatusCode::BAD_REQUEST, deferred);
-    crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
-    resp
 }
 
 /// `invalid_grant` with one description for every reason a code or refresh
@@ -407,14 +445,14 @@ pub async fn replayed(
     client_id: &str,
     what: &str,
     now: i64,
-) -> OAuthError {
+) -> Error {
     match state.store.revoke_family(family_id, now).await {
         Ok(true) => {
             tracing::warn!(client = %client_id, "{what} presented again: the tokens of its grant revoked");
-            invalid_grant(what)
+            invalid_grant(what).into()
         }
-        Ok(false) => invalid_grant(what),
-        Err(e) => internal(e),
+        Ok(false) => invalid_grant(what).into(),
+        Err(e) => Error::from(e),
     }
 }
 
@@ -429,32 +467,15 @@ pub async fn settle_consumed<T>(
     family: impl FnOnce(&T) -> (&str, &str),
     what: &str,
     now: i64,
-) -> Result<(), OAuthError> {
+) -> Result<(), Error> {
     match consumed {
         crate::store::Consumed::Fresh(_) => Ok(()),
         crate::store::Consumed::Replayed(r) => {
             let (family_id, client_id) = family(&r);
             Err(replayed(state, family_id, client_id, what, now).await)
         }
-        crate::store::Consumed::Invalid => Err(invalid_grant(what)),
+        crate::store::Consumed::Invalid => Err(invalid_grant(what).into()),
     }
-}
-
-/// Checks the client may run `grant_type` at all.
-pub fn check_client(client: &ClientRecord, grant_type: &str) -> Result<(), OAuthError> {
-    if !client.is_active() {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidClient,
-            "client is disabled",
-        ));
-    }
-    if !client.grant_types.iter().any(|g| g == grant_type) {
-        return Err(OAuthError::with_description(
-            ErrorCode::UnauthorizedClient,
-            format!("client is not allowed to use the {grant_type} grant"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,13 +6,12 @@
 //! any grant (`grant_type = "refresh_token"` in a rule).
 
 use super::{
-    check_client, execute, invalid_grant, replayed, settle_consumed, GrantContext, RefreshData,
-    RefreshPlan, UserGrantRequest,
+    execute, invalid_grant, replayed, settle_consumed, GrantContext, GrantOutcome, GrantRequest,
+    RefreshData, RefreshPlan, StoredGrant,
 };
-use crate::http::error::internal;
+use crate::error::Error;
 use crate::state::AppState;
 use crate::store::ClientRecord;
-use axum::response::Response;
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{ct_eq, RefreshToken};
 use dtr_proto::token::DeferralOptIn;
@@ -27,27 +26,28 @@ pub async fn refresh(
     scope: Option<Scope>,
     opt_in: DeferralOptIn,
     dpop_jkt: Option<String>,
-) -> Result<Response, OAuthError> {
-    check_client(client, dtr_proto::GRANT_TYPE_REFRESH_TOKEN)?;
+) -> Result<GrantOutcome, Error> {
     let hash = token.hash();
-    let Some(stored) = state.store.refresh_token(&hash).await.map_err(internal)? else {
-        return Err(invalid_grant("the refresh token"));
+    let Some(stored) = state.store.refresh_token(&hash).await? else {
+        return Err(invalid_grant("the refresh token").into());
     };
     if stored.client_id != client.client_id {
-        return Err(invalid_grant("the refresh token"));
+        return Err(invalid_grant("the refresh token").into());
     }
-    let data: RefreshData = serde_json::from_value(stored.grant_data.clone()).map_err(internal)?;
+    let data: RefreshData =
+        serde_json::from_value(stored.grant_data.clone()).map_err(crate::error::Error::internal)?;
     // RFC 9449 section 5: checked before the token is consumed, so a
     // request without the key cannot burn it.
     if let Some(bound) = &data.dpop_jkt {
         match &dpop_jkt {
             Some(j) if ct_eq(j.as_bytes(), bound.as_bytes()) => {}
-            Some(_) => return Err(dtr_proto::dpop::DpopError::WrongKey.to_oauth()),
+            Some(_) => return Err(dtr_proto::dpop::DpopError::WrongKey.to_oauth().into()),
             None => {
                 return Err(OAuthError::with_description(
                     ErrorCode::InvalidDpopProof,
                     "this refresh token is DPoP-bound: send a DPoP proof of its key",
-                ))
+                )
+                .into())
             }
         }
     }
@@ -71,7 +71,8 @@ pub async fn refresh(
         return Err(OAuthError::with_description(
             ErrorCode::InvalidScope,
             "scope exceeds the original grant",
-        ));
+        )
+        .into());
     }
     let context = GrantContext {
         username: data.username.clone(),
@@ -87,16 +88,17 @@ pub async fn refresh(
     };
     if let Some(reason) = context.stale_reason(state, now).await? {
         info!(client = %client.client_id, reason, "refresh refused");
-        return Err(invalid_grant("the refresh token"));
+        return Err(invalid_grant("the refresh token").into());
     }
-    let request = UserGrantRequest {
+    let request = GrantRequest {
         client,
         grant_type: dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
         scope,
         authorization_details: data.authorization_details,
+        subject: context.username.clone(),
         opt_in,
         dpop_jkt,
-        context,
+        grant: StoredGrant::User(context),
     };
     // Every check, the policy's included, is settled before rotation: a
     // refused request (a widened scope, a missing opt-in) leaves the token
@@ -104,11 +106,7 @@ pub async fn refresh(
     let outcome = request.plan(state)?;
     // Rotation is the last step, atomic: of two concurrent uses one wins,
     // the other is a replay.
-    let consumed = state
-        .store
-        .use_refresh_token(&hash, now)
-        .await
-        .map_err(internal)?;
+    let consumed = state.store.use_refresh_token(&hash, now).await?;
     settle_consumed(
         state,
         consumed,
@@ -127,13 +125,8 @@ pub async fn revoke(
     state: &AppState,
     client_id: &str,
     token: &RefreshToken,
-) -> Result<bool, OAuthError> {
-    let Some(stored) = state
-        .store
-        .refresh_token(&token.hash())
-        .await
-        .map_err(internal)?
-    else {
+) -> Result<bool, crate::error::Error> {
+    let Some(stored) = state.store.refresh_token(&token.hash()).await? else {
         return Ok(false);
     };
     if stored.client_id != client_id {
@@ -143,7 +136,7 @@ pub async fn revoke(
         .store
         .revoke_family(&stored.family_id, state.clock.now_ms())
         .await
-        .map_err(internal)
+        .map_err(Error::from)
 }
 
 /// Whether `token` is one of `client_id`'s refresh tokens (used or not).
@@ -151,11 +144,7 @@ pub async fn refresh_token_of(
     state: &AppState,
     client_id: &str,
     token: &RefreshToken,
-) -> Result<bool, OAuthError> {
-    let stored = state
-        .store
-        .refresh_token(&token.hash())
-        .await
-        .map_err(internal)?;
+) -> Result<bool, crate::error::Error> {
+    let stored = state.store.refresh_token(&token.hash()).await?;
     Ok(stored.is_some_and(|s| s.client_id == client_id))
 }

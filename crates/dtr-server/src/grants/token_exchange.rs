@@ -24,15 +24,12 @@
 //! token, revoking its family or disabling its user makes every token
 //! exchanged from it, however many exchanges deep, inactive.
 
-use super::Outcome;
-use crate::deferrals::{self, DeferRequest};
-use crate::http::error::json_no_store;
+use super::{execute, GrantOutcome, GrantRequest, StoredGrant};
+use crate::error::Error;
 use crate::state::AppState;
 use crate::store::ClientRecord;
 use crate::token_policy::{audience_of, TokenParties, TokenPolicy};
-use crate::tokens::{self, Grant, TokenExtras};
-use axum::http::StatusCode;
-use axum::response::Response;
+use crate::tokens::{self, TokenExtras};
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::AccessToken;
 use dtr_proto::token::DeferralOptIn;
@@ -174,14 +171,14 @@ async fn validate(
     client_id: &str,
     token: &AccessToken,
     what: &str,
-) -> Result<OwnToken, OAuthError> {
+) -> Result<OwnToken, crate::error::Error> {
     let claims = tokens::verify_live(state, token.secret())
         .await?
         .ok_or_else(|| invalid_grant(what))?;
     let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
     let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
     let (Some(jti), Some(sub)) = (s("jti"), s("sub")) else {
-        return Err(invalid_grant(what));
+        return Err(invalid_grant(what).into());
     };
     let t = OwnToken {
         jti,
@@ -199,7 +196,7 @@ async fn validate(
         audience: audience_of(&claims),
     };
     if !policy.may_exchange(client_id, t.parties()) {
-        return Err(invalid_grant(what));
+        return Err(invalid_grant(what).into());
     }
     Ok(t)
 }
@@ -259,23 +256,7 @@ pub async fn exchange(
     req: TokenExchangeRequest,
     opt_in: DeferralOptIn,
     dpop_jkt: Option<String>,
-) -> Result<Response, OAuthError> {
-    if !client.is_active() {
-        return Err(OAuthError::with_description(
-            ErrorCode::InvalidClient,
-            "client is disabled",
-        ));
-    }
-    if !client
-        .grant_types
-        .iter()
-        .any(|g| g == GRANT_TYPE_TOKEN_EXCHANGE)
-    {
-        return Err(OAuthError::with_description(
-            ErrorCode::UnauthorizedClient,
-            "client is not allowed to use token exchange",
-        ));
-    }
+) -> Result<GrantOutcome, Error> {
     let policy = TokenPolicy::new(&state.config.resource_servers, &state.config.token_exchange);
     let cid = client.client_id.as_str();
     let subject = validate(state, &policy, cid, &req.subject_token, "subject_token").await?;
@@ -313,47 +294,18 @@ pub async fn exchange(
             .map(|a| a.audience.clone())
             .unwrap_or_default(),
     };
-    let outcome = super::plan(
-        state,
+    let request = GrantRequest {
         client,
-        GRANT_TYPE_TOKEN_EXCHANGE,
-        &scope,
-        subject.authorization_details.as_ref(),
-        &opt_in,
-        dpop_jkt.is_some(),
-    )?;
-    match outcome {
-        Outcome::Issue => {
-            let grant = Grant {
-                client_id: client.client_id.clone(),
-                subject: subject.sub.clone(),
-                scope: scope.to_string(),
-                authorization_details: subject.authorization_details.clone(),
-                deferral_id: None,
-                dpop_jkt,
-            };
-            let token = tokens::issue_extended(state, &grant, &ctx.extras()).await?;
-            Ok(json_no_store(StatusCode::OK, &token))
-        }
-        Outcome::Defer(action) => {
-            let deferred = deferrals::create_with_context(
-                state,
-                DeferRequest {
-                    client_id: client.client_id.clone(),
-                    grant_type: GRANT_TYPE_TOKEN_EXCHANGE.into(),
-                    scope,
-                    authorization_details: subject.authorization_details,
-                    subject: subject.sub,
-                    action,
-                    opt_in,
-                    dpop_jkt,
-                },
-                ctx.to_grant_context(),
-            )
-            .await?;
-            Ok(super::deferred_response(&deferred))
-        }
-    }
+        grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
+        scope,
+        authorization_details: subject.authorization_details,
+        subject: subject.sub,
+        opt_in,
+        dpop_jkt,
+        grant: StoredGrant::Exchange(Box::new(ctx)),
+    };
+    let outcome = request.plan(state)?;
+    execute(state, request, outcome).await
 }
 
 /// DTR-23 at redemption of a deferred exchange: the subject and actor
@@ -362,29 +314,29 @@ pub async fn exchange(
 /// token's extra claims, or why the deferral must be denied.
 pub async fn recheck(
     state: &AppState,
-    grant_context: Option<&Value>,
-) -> Result<TokenExtras, &'static str> {
-    let ctx = ExchangeContext::from_grant_context(grant_context)
-        .ok_or("token exchange context missing")?;
-    let now_s = state.clock.now_ms() / 1000;
+    ctx: &ExchangeContext,
+    now: i64,
+) -> Result<Option<&'static str>, Error> {
+    let now_s = now / 1000;
     let mut tokens = vec![(ctx.subject_jti.as_str(), ctx.subject_exp)];
     if let (Some(j), Some(e)) = (ctx.actor_jti.as_deref(), ctx.actor_exp) {
         tokens.push((j, e));
     }
     for (jti, exp) in tokens {
         if exp <= now_s {
-            return Err("subject or actor token expired before redemption");
+            return Ok(Some("subject or actor token expired before redemption"));
         }
-        // A storage error counts as "not valid": never issue unchecked.
-        if state.store.token_revoked(jti).await.unwrap_or(true) {
-            return Err("subject or actor token revoked before redemption");
+        // A storage error is an error: never issue unchecked, and never
+        // deny an approval because the database was away.
+        if state.store.token_revoked(jti).await? {
+            return Ok(Some("subject or actor token revoked before redemption"));
         }
     }
     let policy = TokenPolicy::new(&state.config.resource_servers, &state.config.token_exchange);
     if !ctx.allowed(&policy) {
-        return Err("token exchange no longer allowed for this client");
+        return Ok(Some("token exchange no longer allowed for this client"));
     }
-    Ok(ctx.extras())
+    Ok(None)
 }
 
 #[cfg(test)]

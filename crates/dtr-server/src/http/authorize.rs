@@ -3,7 +3,7 @@
 //! same shape, whether or not the request carried the DTR hint (DTR-4):
 //! a redirect with `code` (or `error`), `state` and `iss`.
 
-use super::error::{json_no_store, OAuthResponse};
+use super::error::json_no_store;
 use super::form::Form;
 use super::html::{escape, page};
 use crate::grants::authorize::{self as authz, AuthzError, AuthzRequest, REQUEST_URI_PREFIX};
@@ -286,24 +286,29 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(p):
 pub async fn par(State(state): State<AppState>, headers: HeaderMap, Form(p): Form) -> Response {
     match push(&state, &headers, &p).await {
         Ok(r) => r,
-        Err(e) => OAuthResponse(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
-async fn push(state: &AppState, headers: &HeaderMap, p: &Params) -> Result<Response, OAuthError> {
+async fn push(
+    state: &AppState,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Result<Response, crate::error::Error> {
     let client = crate::client_auth::authenticate(state, headers, p, dtr_proto::paths::PAR).await?;
     // RFC 9126 section 2.1: a request_uri cannot itself be pushed.
     if p.contains("request_uri") {
-        return Err(OAuthError::invalid_request(
-            "request_uri is not allowed in a pushed request",
-        ));
+        return Err(
+            OAuthError::invalid_request("request_uri is not allowed in a pushed request").into(),
+        );
     }
     let mut p = p.clone();
     if p.get("client_id").is_some_and(|c| c != client.client_id) {
         return Err(OAuthError::with_description(
             ErrorCode::InvalidRequest,
             "client_id differs from the authenticated client",
-        ));
+        )
+        .into());
     }
     if !p.contains("client_id") {
         let mut pairs: Vec<(String, String)> = p

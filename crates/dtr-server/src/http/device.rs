@@ -4,7 +4,7 @@
 //! value escaped; session-bound CSRF tokens on every POST; opening the
 //! page (even `verification_uri_complete`) decides nothing.
 
-use super::error::{json_no_store, OAuthResponse};
+use super::error::json_no_store;
 use super::form::Form;
 use super::html::{escape, page};
 use crate::client_auth;
@@ -36,7 +36,7 @@ pub async fn device_authorization(
     match result {
         // RFC 8628 section 3.2: 200 with JSON; the codes are credentials.
         Ok(r) => json_no_store(StatusCode::OK, &r),
-        Err(e) => OAuthResponse(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -78,11 +78,15 @@ pub fn too_many_requests(refused: crate::throttle::Refused) -> Response {
     with_retry_after(resp, refused.answered())
 }
 
-/// Logs an internal failure and turns it into `server_error` without
-/// detail: database messages never reach clients.
-pub fn internal(e: impl std::fmt::Display) -> OAuthError {
-    tracing::error!(error = %e, "internal error");
-    OAuthError::with_description(ErrorCode::ServerError, "internal error")
+/// A request's error as its response: a refusal as its OAuth error, a
+/// server fault logged here, once, in the request's span (with its request
+/// id), and answered `503 temporarily_unavailable` or `500 server_error`
+/// without detail (see [`crate::error`]).
+impl IntoResponse for crate::error::Error {
+    fn into_response(self) -> Response {
+        self.log();
+        OAuthResponse(self.to_oauth()).into_response()
+    }
 }
 
 /// Errors of the admin API: JSON `{"error", "error_description"}`.
@@ -179,13 +183,17 @@ mod tests {
     }
 
     #[test]
-    fn server_error_is_500_without_detail() {
-        let e = internal("secret database detail");
-        assert_eq!(e.error_description.as_deref(), Some("internal error"));
-        assert_eq!(
-            OAuthResponse(e).into_response().status(),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+    fn server_faults_are_500_or_503_without_detail() {
+        use crate::error::Error;
+        use crate::store::StoreError;
+        let r = Error::internal("secret detail").into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let r = Error::from(StoreError::Database("secret database detail".into())).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let r = Error::from(StoreError::Unavailable("connection refused".into())).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header(&r, header::RETRY_AFTER), Some("1"));
+        assert_eq!(header(&r, header::CACHE_CONTROL), Some("no-store"));
     }
 
     #[test]

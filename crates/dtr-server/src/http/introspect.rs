@@ -13,7 +13,7 @@
 //!   token is `{"active": false}`, exactly as an invalid one, so
 //!   introspection tells nothing about other clients' tokens.
 
-use super::error::{json_no_store, OAuthResponse};
+use super::error::json_no_store;
 use super::form::Form;
 use crate::client_auth;
 use crate::config::AuthMethod;
@@ -33,7 +33,7 @@ pub async fn introspect(
 ) -> Response {
     match handle(&state, &headers, &params).await {
         Ok(v) => json_no_store(StatusCode::OK, &v),
-        Err(e) => OAuthResponse(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -41,14 +41,15 @@ async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
-) -> Result<Value, OAuthError> {
+) -> Result<Value, crate::error::Error> {
     let client =
         client_auth::authenticate(state, headers, params, dtr_proto::paths::INTROSPECT).await?;
     if AuthMethod::parse(&client.auth_method).is_none_or(|m| m == AuthMethod::None) {
         return Err(OAuthError::with_description(
             ErrorCode::InvalidClient,
             "introspection needs client authentication; public clients may not introspect",
-        ));
+        )
+        .into());
     }
     let token = params.require("token")?;
     let inactive = json!({"active": false});

@@ -139,7 +139,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
     let rat = random_token(32);
     let record = registration::record(&client_id, &v, secret_hash, sha256_b64(&rat));
     if let Err(e) = state.store.upsert_client(&record).await {
-        return super::error::OAuthResponse(super::error::internal(e)).into_response();
+        return crate::error::Error::from(e).into_response();
     }
     state.clients.refresh(record);
     tracing::info!(client = %client_id, method = v.auth_method.as_str(), "client registered");
@@ -168,7 +168,7 @@ async fn managed(
         .store
         .get_client(client_id)
         .await
-        .map_err(|e| super::error::OAuthResponse(super::error::internal(e)).into_response())?;
+        .map_err(|e| crate::error::Error::from(e).into_response())?;
     match client {
         Some(c)
             if c.registration_token_hash
@@ -246,7 +246,7 @@ pub async fn update(
     );
     record.admin_disabled = existing.admin_disabled;
     if let Err(e) = state.store.upsert_client(&record).await {
-        return super::error::OAuthResponse(super::error::internal(e)).into_response();
+        return crate::error::Error::from(e).into_response();
     }
     state.clients.refresh(record.clone());
     tracing::info!(client = %client_id, "client registration updated");
@@ -270,6 +270,6 @@ pub async fn delete(
             super::error::no_store(&mut r);
             r
         }
-        Err(e) => super::error::OAuthResponse(super::error::internal(e)).into_response(),
+        Err(e) => crate::error::Error::from(e).into_response(),
     }
 }

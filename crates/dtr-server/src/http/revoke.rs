@@ -1,7 +1,6 @@
 //! `POST /revoke` (RFC 7009): access tokens, and deferral codes, whose
 //! revocation cancels the deferral (DTR-31..35).
 
-use super::error::OAuthResponse;
 use super::form::Form;
 use crate::client_auth;
 use crate::deferrals;
@@ -10,7 +9,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dtr_proto::secret::DeferralCode;
-use dtr_proto::OAuthError;
 
 /// The revocation endpoint.
 pub async fn revoke(
@@ -26,7 +24,7 @@ pub async fn revoke(
             super::error::no_store(&mut r);
             r
         }
-        Err(e) => OAuthResponse(e).into_response(),
+        Err(e) => e.into_response(),
     };
     crate::dpop::add_nonce(&state, resp.headers_mut());
     resp
@@ -36,7 +34,7 @@ async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
-) -> Result<(), OAuthError> {
+) -> Result<(), crate::error::Error> {
     let client =
         client_auth::authenticate(state, headers, params, dtr_proto::paths::REVOKE).await?;
     let token = params.require("token")?;
@@ -80,8 +78,7 @@ async fn handle(
                 state
                     .store
                     .revoke_token(jti, owner, state.clock.now_ms())
-                    .await
-                    .map_err(super::error::internal)?;
+                    .await?;
             }
         }
     }

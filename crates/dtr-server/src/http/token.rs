@@ -1,17 +1,18 @@
 //! `POST /token`: the originating grants, the deferred response and
-//! polling. The handler authenticates, parses, and hands over to the grant
-//! and deferral logic; it makes no protocol decision of its own.
+//! polling. The handler authenticates, parses, hands the request to the
+//! token pipeline ([`crate::grants::pipeline`]) and renders its outcome;
+//! it makes no protocol decision of its own.
 
-use super::error::{json_no_store, OAuthResponse};
+use super::error::json_no_store;
 use super::form::Form;
 use crate::client_auth;
-use crate::deferrals;
+use crate::error::Error;
+use crate::grants::GrantOutcome;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dtr_proto::token::TokenRequest;
-use dtr_proto::OAuthError;
 
 /// The token endpoint.
 pub async fn token(
@@ -20,8 +21,8 @@ pub async fn token(
     Form(params): Form,
 ) -> Response {
     let mut resp = match handle(&state, &headers, &params).await {
-        Ok(r) => r,
-        Err(e) => OAuthResponse(e).into_response(),
+        Ok(outcome) => render(&outcome),
+        Err(e) => e.into_response(),
     };
     crate::metrics::tag_grant(&mut resp, params.get("grant_type"));
     crate::dpop::add_nonce(&state, resp.headers_mut());
@@ -32,71 +33,24 @@ async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
-) -> Result<Response, OAuthError> {
+) -> Result<GrantOutcome, Error> {
     // DTR-16 step 1: authenticate the client first.
     let client = client_auth::authenticate(state, headers, params, dtr_proto::paths::TOKEN).await?;
     let request = TokenRequest::parse(params)?;
     // RFC 9449 section 5: a proof, when sent, must be valid whatever the grant.
     let proof = crate::dpop::check(state, headers, "POST", dtr_proto::paths::TOKEN, None).await?;
-    let jkt = proof.map(|p| p.jkt);
-    // Checks every grant needs, written once.
-    crate::grants::check_binding_required(&client, jkt.as_deref())?;
-    match request {
-        TokenRequest::Poll { deferral_code } => {
-            let token = deferrals::poll(
-                state,
-                &client.client_id,
-                client.is_active(),
-                &deferral_code,
-                jkt.as_deref(),
-            )
-            .await?;
-            Ok(json_no_store(StatusCode::OK, &token))
+    crate::grants::pipeline::answer(state, &client, request, proof.map(|p| p.jkt)).await
+}
+
+/// A token (200) or the deferred response (DTR-8: 400), both JSON and
+/// `no-store` (DTR-22).
+pub fn render(outcome: &GrantOutcome) -> Response {
+    match outcome {
+        GrantOutcome::Issued(token) => json_no_store(StatusCode::OK, token),
+        GrantOutcome::Deferred(deferred) => {
+            let mut resp = json_no_store(StatusCode::BAD_REQUEST, deferred);
+            crate::metrics::tag_outcome(&mut resp, deferred.error.clone());
+            resp
         }
-        TokenRequest::ClientCredentials {
-            scope,
-            authorization_details,
-            opt_in,
-        } => {
-            crate::grants::client_credentials::token(
-                state,
-                &client,
-                scope,
-                authorization_details,
-                opt_in,
-                jkt,
-            )
-            .await
-        }
-        TokenRequest::AuthorizationCode {
-            code,
-            redirect_uri,
-            code_verifier,
-            opt_in,
-        } => {
-            let x = crate::grants::authorization_code::CodeExchange {
-                code,
-                redirect_uri,
-                code_verifier,
-                opt_in,
-                dpop_jkt: jkt,
-            };
-            crate::grants::authorization_code::exchange(state, &client, x).await
-        }
-        TokenRequest::RefreshToken {
-            refresh_token,
-            scope,
-            opt_in,
-        } => {
-            crate::grants::refresh::refresh(state, &client, &refresh_token, scope, opt_in, jkt)
-                .await
-        }
-        TokenRequest::TokenExchange { exchange, opt_in } => {
-            crate::grants::token_exchange::exchange(state, &client, exchange, opt_in, jkt).await
-        }
-        TokenRequest::DeviceCode {
-            device_code,
-            opt_in,
-        } => crate::grants::device::token(state, &client, &device_code, opt_in, jkt).await,
     }
 }

@@ -22,6 +22,11 @@ use dtr_proto::deferral::{DeferralState, PollView};
 /// A storage failure. Never shown to clients (logged, answered `server_error`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached (connection refused or lost, no
+    /// pooled connection in time, the database busy past its timeout):
+    /// answered `503 temporarily_unavailable`, retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The database reported an error.
     #[error("database error: {0}")]
     Database(String),

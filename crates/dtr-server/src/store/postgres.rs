@@ -78,13 +78,27 @@ fn db_err(e: tokio_postgres::Error) -> StoreError {
     // The Display of a server error is only "db error": keep the server's
     // message and code so logs say what went wrong.
     match e.as_db_error() {
+        // SQLSTATE class 08 (connection exception) and 57P01..57P03
+        // (admin or crash shutdown, cannot connect now): the database is
+        // going away or not there yet.
+        Some(db) if is_unavailable_state(db.code().code()) => {
+            StoreError::Unavailable(format!("{} ({})", db.message(), db.code().code()))
+        }
         Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
-        None => StoreError::Database(e.to_string()),
+        // No answer from the server at all: the connection closed or the
+        // socket failed.
+        None => StoreError::Unavailable(e.to_string()),
     }
 }
 
+/// SQLSTATE codes that mean "the database is not available" rather than
+/// "this statement failed" (PostgreSQL Appendix A).
+fn is_unavailable_state(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Database(format!("no database connection: {e}"))
+    StoreError::Unavailable(format!("no database connection: {e}"))
 }
 
 /// Where a connection string points, without its password, for error

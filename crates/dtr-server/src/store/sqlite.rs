@@ -91,7 +91,14 @@ fn tune(conn: &Connection) -> StoreResult<()> {
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    match e.sqlite_error_code() {
+        // Still locked after the busy timeout: the database is there but
+        // cannot take this write now; retry later.
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 impl SqliteStore {
