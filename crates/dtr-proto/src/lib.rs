@@ -12,6 +12,7 @@ pub mod deferral;
 pub mod device;
 pub mod dpop;
 pub mod error;
+pub mod lifecycle;
 pub mod metadata;
 pub mod params;
 pub mod redirect_uri;

@@ -5,12 +5,15 @@
 
 use crate::error::Error;
 use crate::grants::StoredGrant;
-use crate::metrics::Resolution;
+use crate::lifecycle;
 use crate::policy::Action;
 use crate::state::AppState;
-use crate::store::{DeferralRecord, NewDeferral, PollUpdate, StoredHandle};
+use crate::store::{
+    DeferralRecord, NewDeferral, PollUpdate, StoreError, StoredHandle, TransitionWrite,
+};
 use crate::tokens::Grant;
 use dtr_proto::deferral::{decide_poll, escalates, is_too_fast, PollAnswer, PollDecision};
+use dtr_proto::lifecycle::Transition;
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{random_token, DeferralCode};
 use dtr_proto::token::{DeferralOptIn, DeferredResponse, TokenResponse};
@@ -250,12 +253,13 @@ pub async fn poll(
         match decision {
             PollDecision::Answer(a) => return Err(a.to_error().into()),
             PollDecision::Redeem { auto_approve } => {
-                if auto_approve && state.store.approve(&rec.id, &rec.scope, now).await? {
-                    let _ = state.store.set_decided_by(&rec.id, "policy").await;
-                    info!(deferral = %rec.id, "deferral approved by policy (approve_after)");
-                    state
-                        .metrics
-                        .deferral_resolved(Resolution::Approved, rec.created_at, now);
+                if auto_approve {
+                    // `approve_after` came due before the worker saw it.
+                    let w = TransitionWrite {
+                        decided_by: Some("policy".into()),
+                        ..TransitionWrite::new(Transition::AutoApprove, &rec.id)
+                    };
+                    lifecycle::apply(state, &w, now).await?;
                 }
                 match redeem(state, &rec, now).await? {
                     Some(token) => return Ok(token),
@@ -277,20 +281,19 @@ pub async fn poll(
 
 /// Denies a deferral whose preconditions lapsed before it was collected
 /// (DTR-23: client disabled, user, consent, session or subject token gone)
-/// and returns the poll's answer, `access_denied`. Only the request whose
-/// conditional update applied logs and counts the resolution.
+/// and returns the poll's answer, `access_denied`.
 async fn deny_lapsed(
     state: &AppState,
     rec: &DeferralRecord,
     reason: &str,
     now: i64,
 ) -> Result<OAuthError, Error> {
-    if state.store.deny(&rec.id, reason, true, now).await? {
-        info!(deferral = %rec.id, reason, "deferral denied: a precondition lapsed before redemption");
-        state
-            .metrics
-            .deferral_resolved(Resolution::Denied, rec.created_at, now);
-    }
+    let w = TransitionWrite {
+        decided_by: Some("policy".into()),
+        deny_reason: Some(reason.to_owned()),
+        ..TransitionWrite::new(Transition::Lapse, &rec.id)
+    };
+    lifecycle::apply(state, &w, now).await?;
     Ok(PollAnswer::Denied.to_error())
 }
 
@@ -322,22 +325,18 @@ async fn redeem(
     if let Some(reason) = stored.stale_reason(state, now).await? {
         return Err(deny_lapsed(state, rec, reason, now).await?.into());
     }
-    if !state.store.redeem(&rec.id, now).await? {
+    let redeem = TransitionWrite::new(Transition::Redeem, &rec.id);
+    if lifecycle::apply(state, &redeem, now).await?.is_none() {
         return Ok(None);
     }
     match issue_redeemed(state, rec, &stored).await {
-        Ok(token) => {
-            info!(deferral = %rec.id, client = %rec.client_id, "deferral redeemed");
-            state
-                .metrics
-                .deferral_resolved(Resolution::Redeemed, rec.created_at, now);
-            Ok(Some(token))
-        }
+        Ok(token) => Ok(Some(token)),
         Err(e) => {
             // The gate was passed but no token left: give the redemption
             // back, so the next poll collects the approval (exactly once
             // is about tokens delivered, and none was).
-            match state.store.release_redemption(&rec.id).await {
+            let release = TransitionWrite::new(Transition::Release, &rec.id);
+            match lifecycle::apply(state, &release, state.clock.now_ms()).await {
                 Ok(_) => {
                     warn!(deferral = %rec.id, "issuing a redeemed deferral failed: its approval stays collectable")
                 }
@@ -401,10 +400,13 @@ async fn record_pending_poll(
         return Ok(None);
     }
     if block {
-        info!(deferral = %rec.id, "polling escalated to invalid_request after repeated slow_down");
-        state
-            .metrics
-            .deferral_resolved(Resolution::Denied, rec.created_at, now);
+        // The poll's write applied the lifecycle's `block` (DTR-19).
+        let w = TransitionWrite {
+            decided_by: Some("policy".into()),
+            deny_reason: Some("polling faster than interval".into()),
+            ..TransitionWrite::new(Transition::Block, &rec.id)
+        };
+        lifecycle::applied(state, &w, rec.created_at, &rec.client_id, now);
         return Ok(Some(PollAnswer::PollingBlocked.to_error()));
     }
     if too_fast {
@@ -452,15 +454,16 @@ pub async fn cancel(
     let now = state.clock.now_ms();
     let hash = code.hash();
     let record = state.store.deferral_by_code(&hash).await?;
-    if let Some(rec) = record.filter(|r| r.client_id == client_id) {
-        check_binding(&rec, proof_jkt)?;
-    }
-    let done = state.store.cancel(&hash, client_id, now).await?;
-    if done {
-        info!(client = %client_id, "deferral cancelled by the client");
-        state.metrics.deferrals_resolved(Resolution::Cancelled, 1);
-    }
-    Ok(done)
+    // DTR-33: unknown and foreign codes change nothing, silently.
+    let Some(rec) = record.filter(|r| r.client_id == client_id) else {
+        return Ok(false);
+    };
+    check_binding(&rec, proof_jkt)?;
+    let w = TransitionWrite {
+        decided_by: Some(format!("client:{client_id}")),
+        ..TransitionWrite::new(Transition::Cancel, &rec.id)
+    };
+    Ok(lifecycle::apply(state, &w, now).await?.is_some())
 }
 
 /// The only user who may decide `rec` at its interaction page, or `None`
@@ -514,7 +517,7 @@ pub async fn page_decider(
 }
 
 /// Why a reviewer's action did not apply.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum DecisionError {
     /// No such deferral.
     NotFound,
@@ -522,14 +525,21 @@ pub enum DecisionError {
     NotPending(String),
     /// The request is invalid (400).
     Invalid(String),
+    /// The store failed: a server fault, never the reviewer's.
+    Store(StoreError),
+}
+
+impl From<StoreError> for DecisionError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
 }
 
 async fn load_pending(state: &AppState, id: &str) -> Result<DeferralRecord, DecisionError> {
     let rec = state
         .store
         .deferral_by_id(id)
-        .await
-        .map_err(|e| DecisionError::Invalid(format!("storage error: {e}")))?
+        .await?
         .ok_or(DecisionError::NotFound)?;
     let now = state.clock.now_ms();
     let s = rec.effective_state(now);
@@ -541,18 +551,24 @@ async fn load_pending(state: &AppState, id: &str) -> Result<DeferralRecord, Deci
     Ok(rec)
 }
 
-fn conflict_after_race(state: &AppState, rec: Option<DeferralRecord>) -> DecisionError {
-    match rec {
-        None => DecisionError::NotFound,
-        Some(r) => DecisionError::NotPending(format!(
+/// Why a decision that lost a race did not apply: the deferral as it is now.
+async fn conflict_after_race(state: &AppState, id: &str) -> DecisionError {
+    match state.store.deferral_by_id(id).await {
+        Err(e) => DecisionError::Store(e),
+        Ok(None) => DecisionError::NotFound,
+        Ok(Some(r)) => DecisionError::NotPending(format!(
             "deferral is {}, not pending",
             r.effective_state(state.clock.now_ms())
         )),
     }
 }
 
-async fn reload(state: &AppState, id: &str) -> Option<DeferralRecord> {
-    state.store.deferral_by_id(id).await.ok().flatten()
+async fn reload(state: &AppState, id: &str) -> Result<DeferralRecord, DecisionError> {
+    state
+        .store
+        .deferral_by_id(id)
+        .await?
+        .ok_or(DecisionError::NotFound)
 }
 
 /// Approves, optionally narrowing the scope to a subset (DTR-24).
@@ -576,22 +592,24 @@ pub async fn approve(
             s
         }
     };
-    let now = state.clock.now_ms();
-    if !state
-        .store
-        .approve(id, &granted.to_string(), now)
-        .await
-        .map_err(|e| DecisionError::Invalid(e.to_string()))?
+    let w = TransitionWrite {
+        decided_by: Some(by.to_owned()),
+        granted_scope: Some(granted.to_string()),
+        ..TransitionWrite::new(Transition::Approve, id)
+    };
+    decide(state, &w).await
+}
+
+/// Applies a reviewer's decision; the deferral as it stands after, or why
+/// it did not apply.
+async fn decide(state: &AppState, w: &TransitionWrite) -> Result<DeferralRecord, DecisionError> {
+    if lifecycle::apply(state, w, state.clock.now_ms())
+        .await?
+        .is_none()
     {
-        return Err(conflict_after_race(state, reload(state, id).await));
+        return Err(conflict_after_race(state, &w.id).await);
     }
-    let _ = state.store.set_decided_by(id, by).await;
-    info!(deferral = %id, by = %by, scope = %granted, "deferral approved");
-    state.callback_wake.notify_one();
-    state
-        .metrics
-        .deferral_resolved(Resolution::Approved, rec.created_at, now);
-    reload(state, id).await.ok_or(DecisionError::NotFound)
+    reload(state, &w.id).await
 }
 
 /// Denies a pending deferral.
@@ -601,24 +619,41 @@ pub async fn deny(
     reason: Option<&str>,
     by: &str,
 ) -> Result<DeferralRecord, DecisionError> {
-    let rec = load_pending(state, id).await?;
-    let now = state.clock.now_ms();
-    let reason = reason.unwrap_or("denied by reviewer");
-    if !state
-        .store
-        .deny(id, reason, false, now)
-        .await
-        .map_err(|e| DecisionError::Invalid(e.to_string()))?
-    {
-        return Err(conflict_after_race(state, reload(state, id).await));
-    }
-    let _ = state.store.set_decided_by(id, by).await;
-    info!(deferral = %id, by = %by, "deferral denied");
-    state.callback_wake.notify_one();
-    state
-        .metrics
-        .deferral_resolved(Resolution::Denied, rec.created_at, now);
-    reload(state, id).await.ok_or(DecisionError::NotFound)
+    load_pending(state, id).await?;
+    let w = TransitionWrite {
+        decided_by: Some(by.to_owned()),
+        deny_reason: Some(reason.unwrap_or("denied by reviewer").to_owned()),
+        ..TransitionWrite::new(Transition::Deny, id)
+    };
+    decide(state, &w).await
+}
+
+/// The user's decision at the interaction page of `rec`, reached through
+/// `handle` (DTR-11): the handle is consumed by the same update that
+/// records the decision, so it decides once. `false` when the deferral
+/// moved on meanwhile (decided, cancelled, expired, or the handle
+/// replaced).
+pub async fn decide_at_interaction(
+    state: &AppState,
+    rec: &DeferralRecord,
+    handle: &str,
+    approve: bool,
+    user: &str,
+) -> Result<bool, StoreError> {
+    let (transition, deny_reason) = if approve {
+        (Transition::Approve, None)
+    } else {
+        (Transition::Deny, Some("denied at interaction".to_owned()))
+    };
+    let w = TransitionWrite {
+        decided_by: Some(format!("user:{user}")),
+        deny_reason,
+        handle_hash: Some(interaction_handle_hash(handle)),
+        ..TransitionWrite::new(transition, &rec.id)
+    };
+    Ok(lifecycle::apply(state, &w, state.clock.now_ms())
+        .await?
+        .is_some())
 }
 
 /// A progress step: a short identifier, never personal data (DTR-10).
@@ -644,12 +679,11 @@ pub async fn progress(
     if !state
         .store
         .set_progress(id, Some(step), state.clock.now_ms())
-        .await
-        .map_err(|e| DecisionError::Invalid(e.to_string()))?
+        .await?
     {
-        return Err(conflict_after_race(state, reload(state, id).await));
+        return Err(conflict_after_race(state, id).await);
     }
-    reload(state, id).await.ok_or(DecisionError::NotFound)
+    reload(state, id).await
 }
 
 /// Switches a pending deferral to `interaction_required` with a fresh
@@ -665,12 +699,11 @@ pub async fn set_interaction(
     if !state
         .store
         .set_interaction(id, handle.as_ref(), state.clock.now_ms())
-        .await
-        .map_err(|e| DecisionError::Invalid(e.to_string()))?
+        .await?
     {
-        return Err(conflict_after_race(state, reload(state, id).await));
+        return Err(conflict_after_race(state, id).await);
     }
-    reload(state, id).await.ok_or(DecisionError::NotFound)
+    reload(state, id).await
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod generated_secret;
 pub mod grants;
 pub mod http;
 pub mod keys;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;

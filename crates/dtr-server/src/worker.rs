@@ -2,8 +2,8 @@
 //! expired ones, and prunes finished records (DTR-37). Every step is a
 //! single set-based conditional update, safe to run on several nodes.
 
-use crate::metrics::Resolution;
 use crate::state::AppState;
+use dtr_proto::lifecycle::Transition;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -45,18 +45,13 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = state.store.maintain(now).await {
             tracing::warn!(error = %e, "database maintenance failed");
         }
-        match state.store.approve_due(now).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(count = n, "deferrals approved by policy (approve_after)");
-                state.callback_wake.notify_one();
-                state.metrics.deferrals_resolved(Resolution::Approved, n);
+        // The lifecycle applies both sweeps with their side effects (log,
+        // metrics, callback wake-up); every node runs them, the table's
+        // from-states make the second runner a no-op.
+        for t in [Transition::AutoApprove, Transition::Expire] {
+            if let Err(e) = crate::lifecycle::apply_due(&state, t, now).await {
+                tracing::warn!(error = %e, transition = t.as_str(), "sweep failed");
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "approve_after sweep failed"),
-        }
-        match state.store.expire_due(now).await {
-            Ok(n) => state.metrics.deferrals_resolved(Resolution::Expired, n),
-            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
         // The pending gauge costs a scan of the pending rows: every
         // PENDING_GAUGE_ROUNDS ticks, not per scrape.

@@ -10,12 +10,122 @@
 mod pg;
 
 use dtr_proto::deferral::DeferralState;
+use dtr_proto::lifecycle::Transition;
 use dtr_server::store::{
     AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord,
     ConsoleSession, Consumed, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate,
     RefreshTokenRecord, SessionRecord, Store, StoredHandle, TokenFamilyRecord, UserRecord,
 };
+use dtr_server::store::{StoreResult, TransitionWrite};
 use std::sync::Arc;
+
+/// The transitions the contract was first written against, each now one
+/// row of the lifecycle table applied through `DeferralStore::transition`
+/// (the assertions stay as they were).
+#[async_trait::async_trait]
+trait Transitions {
+    async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool>;
+    async fn deny(
+        &self,
+        id: &str,
+        reason: &str,
+        from_approved: bool,
+        now: i64,
+    ) -> StoreResult<bool>;
+    async fn set_decided_by(&self, id: &str, by: &str) -> StoreResult<()>;
+    async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool>;
+    async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool>;
+    async fn resolve_interaction(
+        &self,
+        handle_hash: &str,
+        approve: bool,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    async fn approve_due(&self, now: i64) -> StoreResult<u64>;
+    async fn expire_due(&self, now: i64) -> StoreResult<u64>;
+}
+
+#[async_trait::async_trait]
+impl Transitions for Arc<dyn Store> {
+    async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool> {
+        let w = TransitionWrite {
+            granted_scope: Some(granted_scope.into()),
+            ..TransitionWrite::new(Transition::Approve, id)
+        };
+        Ok(self.transition(&w, now).await?.is_some())
+    }
+    async fn deny(
+        &self,
+        id: &str,
+        reason: &str,
+        from_approved: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let t = if from_approved {
+            Transition::Lapse
+        } else {
+            Transition::Deny
+        };
+        let w = TransitionWrite {
+            deny_reason: Some(reason.into()),
+            ..TransitionWrite::new(t, id)
+        };
+        Ok(self.transition(&w, now).await?.is_some())
+    }
+    async fn set_decided_by(&self, _id: &str, _by: &str) -> StoreResult<()> {
+        // Written by the decision's own update now.
+        Ok(())
+    }
+    async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let w = TransitionWrite::new(Transition::Redeem, id);
+        Ok(self.transition(&w, now).await?.is_some())
+    }
+    async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
+        let Some(d) = self.deferral_by_code(code_hash).await? else {
+            return Ok(false);
+        };
+        if d.client_id != client_id {
+            return Ok(false);
+        }
+        let w = TransitionWrite::new(Transition::Cancel, &d.id);
+        Ok(self.transition(&w, now).await?.is_some())
+    }
+    async fn resolve_interaction(
+        &self,
+        handle_hash: &str,
+        approve: bool,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let Some(d) = self.deferral_by_interaction(handle_hash).await? else {
+            return Ok(false);
+        };
+        let w = TransitionWrite {
+            decided_by: Some(by.into()),
+            deny_reason: (!approve).then(|| "denied at interaction".into()),
+            handle_hash: Some(handle_hash.into()),
+            ..TransitionWrite::new(
+                if approve {
+                    Transition::Approve
+                } else {
+                    Transition::Deny
+                },
+                &d.id,
+            )
+        };
+        Ok(self.transition(&w, now).await?.is_some())
+    }
+    async fn approve_due(&self, now: i64) -> StoreResult<u64> {
+        Ok(self
+            .transition_due(Transition::AutoApprove, now)
+            .await?
+            .len() as u64)
+    }
+    async fn expire_due(&self, now: i64) -> StoreResult<u64> {
+        Ok(self.transition_due(Transition::Expire, now).await?.len() as u64)
+    }
+}
 
 /// "Now" of the tests: times are parameters (STYLE.md), never the wall clock.
 const T0: i64 = 1_800_000_000_000;

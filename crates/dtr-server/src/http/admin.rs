@@ -143,11 +143,7 @@ async fn list(
     let rows = state
         .store
         .list_deferrals(&filter, state.clock.now_ms())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "listing deferrals failed");
-            AdminError::Internal
-        })?;
+        .await?;
     let out: Vec<Value> = rows.iter().map(|d| deferral_json(&state, d)).collect();
     Ok(json_no_store(StatusCode::OK, &out))
 }
@@ -159,8 +155,7 @@ async fn show(
     let d = state
         .store
         .deferral_by_id(&id)
-        .await
-        .map_err(|_| AdminError::Internal)?
+        .await?
         .ok_or(AdminError::NotFound)?;
     Ok(json_no_store(StatusCode::OK, &deferral_json(&state, &d)))
 }
@@ -183,6 +178,7 @@ fn decided(
         Err(DecisionError::NotFound) => Err(AdminError::NotFound),
         Err(DecisionError::NotPending(m)) => Err(AdminError::Conflict(m)),
         Err(DecisionError::Invalid(m)) => Err(AdminError::BadRequest(m)),
+        Err(DecisionError::Store(e)) => Err(e.into()),
     }
 }
 
@@ -285,11 +281,7 @@ fn client_json(c: &crate::store::ClientRecord) -> Value {
 }
 
 async fn list_clients(State(state): State<AppState>) -> Result<Response, AdminError> {
-    let all = state
-        .store
-        .list_clients()
-        .await
-        .map_err(|_| AdminError::Internal)?;
+    let all = state.store.list_clients().await?;
     Ok(json_no_store(
         StatusCode::OK,
         &all.iter().map(client_json).collect::<Vec<_>>(),
@@ -304,16 +296,14 @@ async fn set_disabled(
     if !state
         .store
         .set_client_admin_disabled(client_id, disabled)
-        .await
-        .map_err(|_| AdminError::Internal)?
+        .await?
     {
         return Err(AdminError::NotFound);
     }
     let c = state
         .store
         .get_client(client_id)
-        .await
-        .map_err(|_| AdminError::Internal)?
+        .await?
         .ok_or(AdminError::NotFound)?;
     tracing::info!(client = %client_id, disabled, "client state changed by admin");
     state.clients.refresh(c.clone());

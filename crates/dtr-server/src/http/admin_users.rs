@@ -45,17 +45,12 @@ async fn known(state: &AppState, username: &str) -> Result<UserRecord, AdminErro
     state
         .store
         .get_user(username)
-        .await
-        .map_err(|_| AdminError::Internal)?
+        .await?
         .ok_or(AdminError::NotFound)
 }
 
 async fn list(State(state): State<AppState>) -> Result<Response, AdminError> {
-    let all = state
-        .store
-        .list_users()
-        .await
-        .map_err(|_| AdminError::Internal)?;
+    let all = state.store.list_users().await?;
     Ok(json_no_store(
         StatusCode::OK,
         &all.iter().map(user_json).collect::<Vec<_>>(),
@@ -70,8 +65,7 @@ async fn set_disabled(
     if !state
         .store
         .set_user_admin_disabled(username, disabled)
-        .await
-        .map_err(|_| AdminError::Internal)?
+        .await?
     {
         return Err(AdminError::NotFound);
     }
@@ -101,11 +95,7 @@ async fn consents(
     Path(username): Path<String>,
 ) -> Result<Response, AdminError> {
     known(&state, &username).await?;
-    let all = state
-        .store
-        .list_consents(&username)
-        .await
-        .map_err(|_| AdminError::Internal)?;
+    let all = state.store.list_consents(&username).await?;
     Ok(json_no_store(
         StatusCode::OK,
         &all.iter().map(consent_json).collect::<Vec<_>>(),
@@ -116,12 +106,7 @@ async fn revoke_consent(
     State(state): State<AppState>,
     Path((username, client_id)): Path<(String, String)>,
 ) -> Result<Response, AdminError> {
-    if !state
-        .store
-        .revoke_consent(&username, &client_id)
-        .await
-        .map_err(|_| AdminError::Internal)?
-    {
+    if !state.store.revoke_consent(&username, &client_id).await? {
         return Err(AdminError::NotFound);
     }
     tracing::info!(user = %username, client = %client_id, "consent revoked");
@@ -136,8 +121,7 @@ async fn end_sessions(
     let n = state
         .store
         .end_user_sessions(&username, state.clock.now_ms())
-        .await
-        .map_err(|_| AdminError::Internal)?;
+        .await?;
     tracing::info!(user = %username, ended = n, "sessions ended");
     Ok(json_no_store(StatusCode::OK, &json!({ "ended": n })))
 }

@@ -103,12 +103,23 @@ pub enum AdminError {
     /// 429: too many wrong admin tokens from this source; retry after
     /// this many seconds (RFC 6585 section 4).
     Throttled(u64),
-    /// 500.
-    Internal,
+    /// A server fault: logged where answered, 503 when the database is
+    /// unreachable, else 500, never with detail (see [`crate::error`]).
+    Fault(crate::error::Error),
+}
+
+impl From<crate::store::StoreError> for AdminError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Fault(e.into())
+    }
 }
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
+        if let Self::Fault(e) = self {
+            // The OAuth error JSON of a fault is the admin API's shape too.
+            return e.into_response();
+        }
         let retry_after = match &self {
             Self::Throttled(secs) => Some(*secs),
             _ => None,
@@ -127,11 +138,7 @@ impl IntoResponse for AdminError {
                 "slow_down",
                 "too many failed authentication attempts; retry later".to_owned(),
             ),
-            Self::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal error".to_owned(),
-            ),
+            Self::Fault(_) => unreachable!("answered above"),
         };
         let mut resp = json_no_store(
             status,

@@ -164,28 +164,8 @@ pub async fn decide(
         }
     };
     let user = &session_user.username;
-    let now = state.clock.now_ms();
-    match state
-        .store
-        .resolve_interaction(
-            &crate::deferrals::interaction_handle_hash(&handle),
-            approve,
-            &format!("user:{user}"),
-            now,
-        )
-        .await
-    {
+    match crate::deferrals::decide_at_interaction(&state, &d, &handle, approve, user).await {
         Ok(true) => {
-            tracing::info!(user = %user, approve, "deferral decided at interaction page");
-            state.callback_wake.notify_one();
-            state.metrics.deferrals_resolved(
-                if approve {
-                    crate::metrics::Resolution::Approved
-                } else {
-                    crate::metrics::Resolution::Denied
-                },
-                1,
-            );
             let (title, text) = if approve {
                 (
                     "Approved",

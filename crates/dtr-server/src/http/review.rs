@@ -517,6 +517,7 @@ async fn act(
         Err(DecisionError::NotPending(m) | DecisionError::Invalid(m)) => {
             redirect(&format!("{back}?error={}", urlencode(&m)))
         }
+        Err(DecisionError::Store(e)) => crate::error::Error::from(e).into_response(),
     }
 }
 

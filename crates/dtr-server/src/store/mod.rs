@@ -11,6 +11,7 @@ pub mod console;
 pub mod device;
 pub mod postgres;
 pub mod sqlite;
+pub mod transitions;
 
 pub use accounts::*;
 pub use console::{ConsoleSession, ConsoleStore};
@@ -18,6 +19,7 @@ pub use device::{DeviceCodeRecord, DeviceStore, NewDeviceCode};
 
 use async_trait::async_trait;
 use dtr_proto::deferral::{DeferralState, PollView};
+use dtr_proto::lifecycle::Transition;
 
 /// A storage failure. Never shown to clients (logged, answered `server_error`).
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +184,9 @@ pub struct DeferralRecord {
     pub progress: Option<String>,
     /// Reviewer's reason for a denial (never sent to the client).
     pub deny_reason: Option<String>,
+    /// Who decided (`admin`, `user:alice`, `policy`), written with the
+    /// decision.
+    pub decided_by: Option<String>,
     /// Created (ms).
     pub created_at: i64,
     /// Expires (ms).
@@ -261,6 +266,51 @@ impl PollUpdate {
     }
 }
 
+/// One transition to apply (see [`DeferralStore::transition`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransitionWrite {
+    /// The transition.
+    pub transition: Transition,
+    /// The deferral.
+    pub id: String,
+    /// Who decided (`admin`, `user:alice`, `policy`), for transitions that
+    /// record it.
+    pub decided_by: Option<String>,
+    /// The scope granted by an approval (`None`: as requested; DTR-24).
+    pub granted_scope: Option<String>,
+    /// Why it was denied (never sent to the client).
+    pub deny_reason: Option<String>,
+    /// Apply only while the deferral holds this interaction handle (by its
+    /// SHA-256): a decision at the interaction page consumes the handle
+    /// it was made through (DTR-11).
+    pub handle_hash: Option<String>,
+}
+
+impl TransitionWrite {
+    /// `transition` of deferral `id`, with nothing else recorded.
+    pub fn new(transition: Transition, id: &str) -> Self {
+        Self {
+            transition,
+            id: id.to_owned(),
+            decided_by: None,
+            granted_scope: None,
+            deny_reason: None,
+            handle_hash: None,
+        }
+    }
+}
+
+/// A deferral a transition changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transitioned {
+    /// Its id.
+    pub id: String,
+    /// When it was created (ms), for the resolution-time metric.
+    pub created_at: i64,
+    /// Its client.
+    pub client_id: String,
+}
+
 /// Filter of the admin listing.
 #[derive(Clone, Debug, Default)]
 pub struct DeferralFilter {
@@ -338,28 +388,13 @@ pub trait DeferralStore: Send + Sync {
     /// that poll was answered as pending, as it would have been a
     /// moment earlier.
     async fn record_poll(&self, u: &PollUpdate, now: i64) -> StoreResult<bool>;
-    /// `pending → approved` unless expired; `granted_scope` is the final scope.
-    async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool>;
-    /// `pending|approved → denied` (approved only for consent staleness, DTR-23).
-    async fn deny(
-        &self,
-        id: &str,
-        reason: &str,
-        from_approved: bool,
-        now: i64,
-    ) -> StoreResult<bool>;
-    /// Records who decided (`admin`, `user:alice`, `policy`); audit only.
-    async fn set_decided_by(&self, id: &str, decided_by: &str) -> StoreResult<()>;
-    /// `approved → redeemed` unless expired: the exactly-once gate (DTR-21).
-    async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool>;
-    /// `redeemed → approved`: gives a redemption back when the token it
-    /// gated could not be issued (a store failure after the gate), so the
-    /// next poll collects the approval instead of losing it. Nothing was
-    /// delivered, so exactly once still holds (DTR-21).
-    async fn release_redemption(&self, id: &str) -> StoreResult<bool>;
-    /// `pending|approved → cancelled` for the owning client, unless expired
-    /// (DTR-32, DTR-34).
-    async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool>;
+    /// Applies one transition of the lifecycle table
+    /// ([`dtr_proto::lifecycle::TABLE`]) to one deferral: one conditional
+    /// update built from the table's row ([`transitions::update`]), with
+    /// the decision and `decided_by` in the same write and the callback
+    /// queued or suppressed in the same transaction. `None` when it did
+    /// not apply (another transition won, or the state or time forbids).
+    async fn transition(&self, w: &TransitionWrite, now: i64) -> StoreResult<Option<Transitioned>>;
     /// Sets the progress step of a pending deferral.
     async fn set_progress(&self, id: &str, step: Option<&str>, now: i64) -> StoreResult<bool>;
     /// Sets (`Some`) or clears (`None`) the interaction handle of a pending deferral.
@@ -369,20 +404,10 @@ pub trait DeferralStore: Send + Sync {
         handle: Option<&StoredHandle>,
         now: i64,
     ) -> StoreResult<bool>;
-    /// Consumes an interaction handle (by its SHA-256) with the user's
-    /// decision: approve (`granted_scope`) or deny; the handle is
-    /// single-use (DTR-11).
-    async fn resolve_interaction(
-        &self,
-        handle_hash: &str,
-        approve: bool,
-        decided_by: &str,
-        now: i64,
-    ) -> StoreResult<bool>;
-    /// Approves every `approve_after` deferral that is due; returns how many.
-    async fn approve_due(&self, now: i64) -> StoreResult<u64>;
-    /// Marks undecided or uncollected deferrals past their lifetime expired.
-    async fn expire_due(&self, now: i64) -> StoreResult<u64>;
+    /// Applies `auto_approve` (deferrals whose approval time came) or
+    /// `expire` (deferrals whose lifetime ended) to every deferral due at
+    /// `now`, as [`DeferralStore::transition`] does for one.
+    async fn transition_due(&self, t: Transition, now: i64) -> StoreResult<Vec<Transitioned>>;
     /// Deletes finished deferrals whose lifetime ended before `before` (DTR-37).
     async fn prune_deferrals(&self, before: i64) -> StoreResult<u64>;
     /// Pending (undecided, unexpired at `now`) deferrals per client, for

@@ -9,6 +9,7 @@
 //! read followed by a write anywhere. Hot statements are prepared once per
 //! pooled connection, so a poll costs one round trip per statement.
 
+use super::transitions::{self, Dialect, Slot, Target};
 use super::*;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
@@ -35,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_pending_by_client.sql"),
     include_str!("../../migrations/postgres/0009_token_exchange.sql"),
     include_str!("../../migrations/postgres/0010_client_owner.sql"),
+    include_str!("../../migrations/postgres/0011_lifecycle.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes
@@ -129,6 +131,76 @@ fn describe(c: &tokio_postgres::Config) -> String {
         },
         c.get_dbname().unwrap_or("(default database)")
     )
+}
+
+/// A poll's write (see `record_poll`), without an escalation.
+const POLL: &str =
+    "UPDATE deferrals SET last_polled_at = $2, slow_down_count = $3, polling_blocked = $4 \
+     WHERE id = $1 AND state = 'pending' AND expires_at > $7 \
+     AND last_polled_at IS NOT DISTINCT FROM $5 AND slow_down_count = $6";
+
+/// A poll's write with an escalation: the deferral is denied and its
+/// callback queued ([`transitions::PG_ENQUEUE`]) in one statement.
+const POLL_BLOCK: &str =     "WITH t AS (UPDATE deferrals SET last_polled_at = $2, slow_down_count = $3, polling_blocked = $4, \
+     state = 'denied', deny_reason = 'polling faster than interval', resolved_at = $2, decided_by = 'policy', \
+     interaction_handle = NULL, interaction_handle_sealed = NULL \
+     WHERE id = $1 AND state = 'pending' AND expires_at > $7 \
+     AND last_polled_at IS NOT DISTINCT FROM $5 AND slow_down_count = $6 \
+     RETURNING id, client_id, resolved_at, callback_not_before, code_sealed), \
+     cb AS (INSERT INTO callbacks (deferral_id, endpoint, state, created_at, next_attempt_at) \
+     SELECT t.id, c.notification_endpoint, 'pending', t.resolved_at, \
+     GREATEST(t.resolved_at, COALESCE(t.callback_not_before, 0)) \
+     FROM t JOIN clients c ON c.client_id = t.client_id \
+     WHERE t.code_sealed IS NOT NULL AND c.notification_endpoint IS NOT NULL \
+     ON CONFLICT (deferral_id) DO NOTHING) \
+     SELECT 1 FROM t";
+
+/// The values a transition's placeholders are bound to.
+struct SlotValues {
+    id: String,
+    now: i64,
+    decided_by: Option<String>,
+    granted_scope: Option<String>,
+    deny_reason: Option<String>,
+    handle: Option<String>,
+}
+
+impl SlotValues {
+    fn of(w: &TransitionWrite, now: i64) -> Self {
+        Self {
+            id: w.id.clone(),
+            now,
+            decided_by: w.decided_by.clone(),
+            granted_scope: w.granted_scope.clone(),
+            deny_reason: w.deny_reason.clone(),
+            handle: w.handle_hash.clone(),
+        }
+    }
+
+    /// The parameters in the order of `slots`.
+    fn params(&self, slots: &[Slot]) -> Vec<&(dyn ToSql + Sync)> {
+        slots
+            .iter()
+            .map(|s| -> &(dyn ToSql + Sync) {
+                match s {
+                    Slot::Id => &self.id,
+                    Slot::Now => &self.now,
+                    Slot::DecidedBy => &self.decided_by,
+                    Slot::GrantedScope => &self.granted_scope,
+                    Slot::DenyReason => &self.deny_reason,
+                    Slot::Handle => &self.handle,
+                }
+            })
+            .collect()
+    }
+}
+
+fn transitioned_from_row(row: &Row) -> StoreResult<Transitioned> {
+    Ok(Transitioned {
+        id: row.try_get(0).map_err(db_err)?,
+        created_at: row.try_get(1).map_err(db_err)?,
+        client_id: row.try_get(2).map_err(db_err)?,
+    })
 }
 
 /// Runs one prepared statement on a connection of `pool` and returns the
@@ -293,7 +365,7 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> StoreResult<()> {
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
-     interaction_handle_sealed";
+     interaction_handle_sealed, decided_by";
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
@@ -328,6 +400,7 @@ fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
         },
         progress: row.try_get(9).map_err(db_err)?,
         deny_reason: row.try_get(10).map_err(db_err)?,
+        decided_by: row.try_get(23).map_err(db_err)?,
         created_at: row.try_get(11).map_err(db_err)?,
         expires_at: row.try_get(12).map_err(db_err)?,
         interval_ms: row.try_get(13).map_err(db_err)?,
@@ -548,14 +621,11 @@ impl DeferralStore for PostgresStore {
             Some(p) if u.is_plain() => p,
             _ => &self.pool,
         };
+        // An escalation is the lifecycle's `block` (DTR-19): a decision,
+        // so the client's callback is queued in the same statement.
         let n = execute_on(
             pool,
-            "UPDATE deferrals SET last_polled_at = $2, slow_down_count = $3, polling_blocked = $4, \
-             state = CASE WHEN $4 THEN 'denied' ELSE state END, \
-             deny_reason = CASE WHEN $4 THEN 'polling faster than interval' ELSE deny_reason END, \
-             resolved_at = CASE WHEN $4 THEN $2 ELSE resolved_at END \
-             WHERE id = $1 AND state = 'pending' AND expires_at > $7 \
-             AND last_polled_at IS NOT DISTINCT FROM $5 AND slow_down_count = $6",
+            if u.block { POLL_BLOCK } else { POLL },
             &[
                 &u.id,
                 &u.polled_at,
@@ -570,82 +640,19 @@ impl DeferralStore for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool> {
-        let n = self
-            .execute(
-                "UPDATE deferrals SET state = 'approved', granted_scope = $2, resolved_at = $3, \
-                 interaction_handle = NULL, interaction_handle_sealed = NULL WHERE id = $1 AND state = 'pending' AND expires_at > $3",
-                &[&id, &granted_scope, &now],
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
-    async fn deny(
-        &self,
-        id: &str,
-        reason: &str,
-        from_approved: bool,
-        now: i64,
-    ) -> StoreResult<bool> {
-        let n = self
-            .execute(
-                "UPDATE deferrals SET state = 'denied', deny_reason = $2, resolved_at = $3, \
-                 interaction_handle = NULL, interaction_handle_sealed = NULL WHERE id = $1 AND expires_at > $3 \
-                 AND (state = 'pending' OR ($4 AND state = 'approved'))",
-                &[&id, &reason, &now, &from_approved],
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
-    async fn set_decided_by(&self, id: &str, decided_by: &str) -> StoreResult<()> {
-        self.execute(
-            "UPDATE deferrals SET decided_by = $2 WHERE id = $1",
-            &[&id, &decided_by],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool> {
-        // DTR-21: the single gate of token issuance on a poll. Concurrent
-        // updates of the row queue on its lock; the ones after the winner
-        // re-check `state = 'approved'` on the new row version and change
-        // nothing, whichever node they run on.
-        let n = self
-            .execute(
-                "UPDATE deferrals SET state = 'redeemed', redeemed_at = $2, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
-                 WHERE id = $1 AND state = 'approved' AND expires_at > $2",
-                &[&id, &now],
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
-    async fn release_redemption(&self, id: &str) -> StoreResult<bool> {
-        let n = self
-            .execute(
-                "UPDATE deferrals SET state = 'approved', redeemed_at = NULL \
-                 WHERE id = $1 AND state = 'redeemed'",
-                &[&id],
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
-    async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
-        // DTR-32, DTR-34: an approved but uncollected resolution becomes
-        // cancelled too, so no node ever issues a token for it.
-        let n = self
-            .execute(
-                "UPDATE deferrals SET state = 'cancelled', resolved_at = $3, interaction_handle = NULL, interaction_handle_sealed = NULL, \
-                 notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
-                 WHERE code_hash = $1 AND client_id = $2 AND state IN ('pending', 'approved') AND expires_at > $3",
-                &[&code_hash, &client_id, &now],
-            )
-            .await?;
-        Ok(n == 1)
+    async fn transition(&self, w: &TransitionWrite, now: i64) -> StoreResult<Option<Transitioned>> {
+        let stmt = transitions::update(
+            w.transition,
+            Dialect::Postgres,
+            Target::One {
+                handle: w.handle_hash.is_some(),
+            },
+        );
+        let values = SlotValues::of(w, now);
+        let params = values.params(&stmt.slots);
+        // One statement: the update and its callback effect commit together.
+        let row = self.query_opt(&stmt.sql, &params).await?;
+        row.as_ref().map(transitioned_from_row).transpose()
     }
 
     async fn set_progress(&self, id: &str, step: Option<&str>, now: i64) -> StoreResult<bool> {
@@ -675,47 +682,20 @@ impl DeferralStore for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn resolve_interaction(
-        &self,
-        handle_hash: &str,
-        approve: bool,
-        decided_by: &str,
-        now: i64,
-    ) -> StoreResult<bool> {
-        // Single use (DTR-11): the handle is cleared in the same update
-        // that records the decision.
-        let n = self
-            .execute(
-                "UPDATE deferrals SET state = CASE WHEN $2 THEN 'approved' ELSE 'denied' END, \
-                 granted_scope = CASE WHEN $2 THEN scope ELSE NULL END, \
-                 deny_reason = CASE WHEN $2 THEN NULL ELSE 'denied at interaction' END, \
-                 decided_by = $3, resolved_at = $4, interaction_handle = NULL, interaction_handle_sealed = NULL \
-                 WHERE interaction_handle = $1 AND state = 'pending' AND expires_at > $4",
-                &[&handle_hash, &approve, &decided_by, &now],
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
-    async fn approve_due(&self, now: i64) -> StoreResult<u64> {
-        // Every node's worker runs this; the `state = 'pending'` condition
-        // makes the second runner a no-op for rows the first one took.
-        self.execute(
-            "UPDATE deferrals SET state = 'approved', granted_scope = scope, resolved_at = $1, \
-             decided_by = 'policy' WHERE state = 'pending' AND auto_approve_at IS NOT NULL \
-             AND auto_approve_at <= $1 AND expires_at > $1",
-            &[&now],
-        )
-        .await
-    }
-
-    async fn expire_due(&self, now: i64) -> StoreResult<u64> {
-        self.execute(
-            "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, interaction_handle_sealed = NULL, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
-             WHERE state IN ('pending', 'approved') AND expires_at <= $1",
-            &[&now],
-        )
-        .await
+    async fn transition_due(&self, t: Transition, now: i64) -> StoreResult<Vec<Transitioned>> {
+        // Every node's worker runs this; the table's from-states make the
+        // second runner a no-op for rows the first one took.
+        let stmt = transitions::update(t, Dialect::Postgres, Target::Due);
+        let w = TransitionWrite {
+            decided_by: Some("policy".into()),
+            ..TransitionWrite::new(t, "")
+        };
+        let values = SlotValues::of(&w, now);
+        let params = values.params(&stmt.slots);
+        let c = self.client().await?;
+        let st = c.prepare_cached(&stmt.sql).await.map_err(db_err)?;
+        let rows = c.query(&st, &params).await.map_err(db_err)?;
+        rows.iter().map(transitioned_from_row).collect()
     }
 
     async fn prune_deferrals(&self, before: i64) -> StoreResult<u64> {

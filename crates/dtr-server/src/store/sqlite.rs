@@ -8,8 +8,10 @@
 //! deferral was last polled (`poll_ledger`): a SQLite database serves one
 //! node, and that write was most of a poll's cost.
 
+use super::transitions::{self, Dialect, Slot, Target};
 use super::*;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use dtr_proto::lifecycle::CallbackEffect;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_pending_by_client.sql"),
     include_str!("../../migrations/sqlite/0009_token_exchange.sql"),
     include_str!("../../migrations/sqlite/0010_client_owner.sql"),
+    include_str!("../../migrations/sqlite/0011_lifecycle.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
@@ -65,9 +68,53 @@ pub struct SqliteStore {
 /// `auto_approve_at`, 30 ms at 200,000 pending and most of the poll
 /// benchmark's p99 when it ran. The partial index on `auto_approve_at`
 /// holds only the deferrals that have one.
-const APPROVE_DUE: &str = "UPDATE deferrals SET state = 'approved', granted_scope = scope, \
-     resolved_at = ?1, decided_by = 'policy' WHERE +state = 'pending' \
-     AND auto_approve_at IS NOT NULL AND auto_approve_at <= ?1 AND +expires_at > ?1";
+/// The values of a transition's placeholders, in order.
+fn slot_values(slots: &[Slot], w: &TransitionWrite, now: i64) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    slots
+        .iter()
+        .map(|s| match s {
+            Slot::Id => Value::Text(w.id.clone()),
+            Slot::Now => Value::Integer(now),
+            Slot::DecidedBy => text(&w.decided_by),
+            Slot::GrantedScope => text(&w.granted_scope),
+            Slot::DenyReason => text(&w.deny_reason),
+            Slot::Handle => text(&w.handle_hash),
+        })
+        .collect()
+}
+
+fn transitioned_from_row(row: &Row<'_>) -> rusqlite::Result<Transitioned> {
+    Ok(Transitioned {
+        id: row.get(0)?,
+        created_at: row.get(1)?,
+        client_id: row.get(2)?,
+    })
+}
+
+/// A transition's effect on the deferral's callback, in its transaction
+/// (the table's `callback` column).
+fn apply_callback_effect(
+    db: &Connection,
+    effect: CallbackEffect,
+    id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    match effect {
+        CallbackEffect::None => Ok(()),
+        CallbackEffect::Enqueue => db
+            .prepare_cached(transitions::SQLITE_ENQUEUE)
+            .and_then(|mut st| st.execute([id]))
+            .map(drop)
+            .map_err(db_err),
+        CallbackEffect::Suppress => db
+            .prepare_cached(transitions::SQLITE_SUPPRESS)
+            .and_then(|mut st| st.execute(params![id, now]))
+            .map(drop)
+            .map_err(db_err),
+    }
+}
 
 /// Read-only connections of a file database.
 const READERS: usize = 4;
@@ -299,7 +346,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
-     interaction_handle_sealed";
+     interaction_handle_sealed, decided_by";
 
 fn corrupt(col: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -335,6 +382,7 @@ fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
         },
         progress: row.get(9)?,
         deny_reason: row.get(10)?,
+        decided_by: row.get(23)?,
         created_at: row.get(11)?,
         expires_at: row.get(12)?,
         interval_ms: row.get(13)?,
@@ -611,13 +659,17 @@ impl DeferralStore for SqliteStore {
                 if u.is_plain() {
                     return Ok(true);
                 }
-                let n = self
-                    .writer()?
+                let mut db = self.writer()?;
+                let tx = db.transaction().map_err(db_err)?;
+                let n = tx
                     .prepare_cached(
                         "UPDATE deferrals SET last_polled_at = ?2, slow_down_count = ?3, polling_blocked = ?4, \
                          state = CASE WHEN ?4 THEN 'denied' ELSE state END, \
                          deny_reason = CASE WHEN ?4 THEN 'polling faster than interval' ELSE deny_reason END, \
-                         resolved_at = CASE WHEN ?4 THEN ?2 ELSE resolved_at END \
+                         resolved_at = CASE WHEN ?4 THEN ?2 ELSE resolved_at END, \
+                         decided_by = CASE WHEN ?4 THEN 'policy' ELSE decided_by END, \
+                         interaction_handle = CASE WHEN ?4 THEN NULL ELSE interaction_handle END, \
+                         interaction_handle_sealed = CASE WHEN ?4 THEN NULL ELSE interaction_handle_sealed END \
                          WHERE id = ?1 AND state = 'pending' AND expires_at > ?6 AND slow_down_count = ?5",
                     )
                     .and_then(|mut st| {
@@ -631,107 +683,43 @@ impl DeferralStore for SqliteStore {
                         ])
                     })
                     .map_err(db_err)?;
+                // An escalation is the lifecycle's `block` (DTR-19): a
+                // decision, so the client's callback is queued with it.
+                if n == 1 && u.block {
+                    apply_callback_effect(&tx, Transition::Block.rule().callback, &u.id, now)?;
+                }
+                tx.commit().map_err(db_err)?;
                 Ok(n == 1)
             },
         )
     }
 
-    async fn approve(&self, id: &str, granted_scope: &str, now: i64) -> StoreResult<bool> {
-        let (id, scope) = (id.to_owned(), granted_scope.to_owned());
-        self.with(move |db| {
-            let n = db
-                .execute(
-                    "UPDATE deferrals SET state = 'approved', granted_scope = ?2, resolved_at = ?3, \
-                     interaction_handle = NULL, interaction_handle_sealed = NULL WHERE id = ?1 AND state = 'pending' AND expires_at > ?3",
-                    params![id, scope, now],
-                )
-                .map_err(db_err)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn deny(
-        &self,
-        id: &str,
-        reason: &str,
-        from_approved: bool,
-        now: i64,
-    ) -> StoreResult<bool> {
-        let (id, reason) = (id.to_owned(), reason.to_owned());
-        self.with(move |db| {
-            let n = db
-                .execute(
-                    "UPDATE deferrals SET state = 'denied', deny_reason = ?2, resolved_at = ?3, \
-                     interaction_handle = NULL, interaction_handle_sealed = NULL WHERE id = ?1 AND expires_at > ?3 \
-                     AND (state = 'pending' OR (?4 AND state = 'approved'))",
-                    params![id, reason, now, from_approved],
-                )
-                .map_err(db_err)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn set_decided_by(&self, id: &str, decided_by: &str) -> StoreResult<()> {
-        let (id, by) = (id.to_owned(), decided_by.to_owned());
-        self.with(move |db| {
-            db.execute(
-                "UPDATE deferrals SET decided_by = ?2 WHERE id = ?1",
-                params![id, by],
-            )
-            .map_err(db_err)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn redeem(&self, id: &str, now: i64) -> StoreResult<bool> {
-        let id = id.to_owned();
+    async fn transition(&self, w: &TransitionWrite, now: i64) -> StoreResult<Option<Transitioned>> {
+        let stmt = transitions::update(
+            w.transition,
+            Dialect::Sqlite,
+            Target::One {
+                handle: w.handle_hash.is_some(),
+            },
+        );
+        let values = slot_values(&stmt.slots, w, now);
+        let effect = w.transition.rule().callback;
+        // Short single-row writes on the writer, on the calling thread
+        // (see `with_hot`): the redemption gate is on every successful poll.
         self.with_hot(move |db| {
-            // DTR-21: the single gate of token issuance on a poll. Only the
-            // caller that moves the row out of 'approved' issues a token.
-            let n = db
-                .prepare_cached(
-                    "UPDATE deferrals SET state = 'redeemed', redeemed_at = ?2, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
-                     WHERE id = ?1 AND state = 'approved' AND expires_at > ?2",
-                )
-                .and_then(|mut st| st.execute(params![id, now]))
+            let tx = db.transaction().map_err(db_err)?;
+            let done = tx
+                .prepare_cached(&stmt.sql)
+                .and_then(|mut st| {
+                    st.query_row(params_from_iter(values.iter()), transitioned_from_row)
+                        .optional()
+                })
                 .map_err(db_err)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn release_redemption(&self, id: &str) -> StoreResult<bool> {
-        let id = id.to_owned();
-        self.with(move |db| {
-            let n = db
-                .execute(
-                    "UPDATE deferrals SET state = 'approved', redeemed_at = NULL \
-                     WHERE id = ?1 AND state = 'redeemed'",
-                    params![id],
-                )
-                .map_err(db_err)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn cancel(&self, code_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
-        let (h, c) = (code_hash.to_owned(), client_id.to_owned());
-        self.with(move |db| {
-            // DTR-32, DTR-34: an approved but uncollected resolution becomes
-            // cancelled too, so no token is ever issued for it.
-            let n = db
-                .execute(
-                    "UPDATE deferrals SET state = 'cancelled', resolved_at = ?3, interaction_handle = NULL, interaction_handle_sealed = NULL, \
-                     notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
-                     WHERE code_hash = ?1 AND client_id = ?2 AND state IN ('pending', 'approved') AND expires_at > ?3",
-                    params![h, c, now],
-                )
-                .map_err(db_err)?;
-            Ok(n == 1)
+            if let Some(d) = &done {
+                apply_callback_effect(&tx, effect, &d.id, now)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(done)
         })
         .await
     }
@@ -771,50 +759,28 @@ impl DeferralStore for SqliteStore {
         .await
     }
 
-    async fn resolve_interaction(
-        &self,
-        handle_hash: &str,
-        approve: bool,
-        decided_by: &str,
-        now: i64,
-    ) -> StoreResult<bool> {
-        let (h, by) = (handle_hash.to_owned(), decided_by.to_owned());
+    async fn transition_due(&self, t: Transition, now: i64) -> StoreResult<Vec<Transitioned>> {
+        let stmt = transitions::update(t, Dialect::Sqlite, Target::Due);
+        let w = TransitionWrite {
+            decided_by: Some("policy".into()),
+            ..TransitionWrite::new(t, "")
+        };
+        let values = slot_values(&stmt.slots, &w, now);
+        let effect = t.rule().callback;
         self.with(move |db| {
-            // Single use (DTR-11): the handle is cleared in the same update
-            // that records the decision.
-            let n = db
-                .execute(
-                    "UPDATE deferrals SET state = CASE WHEN ?2 THEN 'approved' ELSE 'denied' END, \
-                     granted_scope = CASE WHEN ?2 THEN scope ELSE NULL END, \
-                     deny_reason = CASE WHEN ?2 THEN NULL ELSE 'denied at interaction' END, \
-                     decided_by = ?3, resolved_at = ?4, interaction_handle = NULL, interaction_handle_sealed = NULL \
-                     WHERE interaction_handle = ?1 AND state = 'pending' AND expires_at > ?4",
-                    params![h, approve, by, now],
-                )
+            let tx = db.transaction().map_err(db_err)?;
+            let done = tx
+                .prepare_cached(&stmt.sql)
+                .and_then(|mut st| {
+                    st.query_map(params_from_iter(values.iter()), transitioned_from_row)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
                 .map_err(db_err)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn approve_due(&self, now: i64) -> StoreResult<u64> {
-        self.with(move |db| {
-            let n = db.execute(APPROVE_DUE, [now]).map_err(db_err)?;
-            Ok(n as u64)
-        })
-        .await
-    }
-
-    async fn expire_due(&self, now: i64) -> StoreResult<u64> {
-        self.with(move |db| {
-            let n = db
-                .execute(
-                    "UPDATE deferrals SET state = 'expired', interaction_handle = NULL, interaction_handle_sealed = NULL, notification_token_hash = NULL, code_sealed = NULL, notification_token_sealed = NULL \
-                     WHERE state IN ('pending', 'approved') AND expires_at <= ?1",
-                    [now],
-                )
-                .map_err(db_err)?;
-            Ok(n as u64)
+            for d in &done {
+                apply_callback_effect(&tx, effect, &d.id, now)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(done)
         })
         .await
     }
@@ -1111,10 +1077,12 @@ mod tests {
     use super::*;
 
     /// The plan of a worker statement, as SQLite explains it.
-    fn plan(db: &Connection, sql: &str) -> String {
+    fn plan(db: &Connection, sql: &str, params: usize) -> String {
         let mut st = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let rows = st
-            .query_map([0_i64], |r| r.get::<_, String>(3))
+            .query_map(params_from_iter(vec![0_i64; params]), |r| {
+                r.get::<_, String>(3)
+            })
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
@@ -1125,7 +1093,8 @@ mod tests {
     fn approve_due_walks_only_the_deferrals_with_an_approval_time() {
         let store = SqliteStore::in_memory().unwrap();
         let db = store.conn.lock().unwrap();
-        let p = plan(&db, APPROVE_DUE);
+        let stmt = transitions::update(Transition::AutoApprove, Dialect::Sqlite, Target::Due);
+        let p = plan(&db, &stmt.sql, stmt.slots.len());
         assert!(p.contains("deferrals_auto_approve"), "plan: {p}");
     }
 }
