@@ -264,6 +264,70 @@ mod suite {
         s.ping().await.unwrap();
     }
 
+    /// Every transition from every state, applied by the store, agrees
+    /// with the lifecycle table's pure rule (`dtr_proto::lifecycle::apply`):
+    /// the store holds no rule of its own.
+    pub async fn transitions_follow_the_table(s: Arc<dyn Store>) {
+        use dtr_proto::lifecycle::{apply, Timing};
+        let states = [
+            DeferralState::Pending,
+            DeferralState::Approved,
+            DeferralState::Denied,
+            DeferralState::Cancelled,
+            DeferralState::Expired,
+            DeferralState::Redeemed,
+        ];
+        for t in Transition::ALL {
+            for from in states {
+                let id = format!("{}-{}", t.as_str(), from);
+                let mut d = new_deferral(&id, "svc", T0);
+                // Due for `auto_approve`, so the sweep can take it.
+                d.auto_approve_at = Some(T0);
+                s.insert_deferral(&d).await.unwrap();
+                let w = |t| TransitionWrite::new(t, &id);
+                let reach = match from {
+                    DeferralState::Pending => vec![],
+                    DeferralState::Approved => vec![Transition::Approve],
+                    DeferralState::Denied => vec![Transition::Deny],
+                    DeferralState::Cancelled => vec![Transition::Cancel],
+                    DeferralState::Redeemed => vec![Transition::Approve, Transition::Redeem],
+                    DeferralState::Expired => vec![],
+                };
+                for step in reach {
+                    assert!(
+                        s.transition(&w(step), T0 + 1).await.unwrap().is_some(),
+                        "{id}"
+                    );
+                }
+                if from == DeferralState::Expired {
+                    assert!(s
+                        .transition_due(Transition::Expire, T0 + LIFE)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .any(|x| x.id == id));
+                }
+                let now = match t.rule().timing {
+                    Timing::Expired => T0 + LIFE + 1,
+                    _ => T0 + 2,
+                };
+                let expected = apply(t, from, T0 + LIFE, now);
+                let applied = match t {
+                    Transition::AutoApprove | Transition::Expire => s
+                        .transition_due(t, now)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .any(|x| x.id == id),
+                    _ => s.transition(&w(t), now).await.unwrap().is_some(),
+                };
+                assert_eq!(applied, expected.is_ok(), "{t:?} from {from}");
+                let after = s.deferral_by_id(&id).await.unwrap().unwrap().state;
+                assert_eq!(after, expected.unwrap_or(from), "{t:?} from {from}");
+            }
+        }
+    }
+
     pub async fn approve_applies_once(s: Arc<dyn Store>) {
         insert(&s, "a").await;
         assert!(s.approve("a", "read", T0 + 1).await.unwrap());
@@ -1447,6 +1511,7 @@ macro_rules! backends {
 
 backends!(
     insert_and_lookup,
+    transitions_follow_the_table,
     console_sessions_end_at_logout_and_expiry,
     approve_applies_once,
     deny_from_pending_and_only_explicitly_from_approved,
