@@ -72,7 +72,16 @@ pub async fn current_user(state: &AppState, headers: &HeaderMap) -> Option<Sessi
     }
     let id_hash = sha256_b64(id);
     let now = state.clock.now_ms();
-    let session = state.store.session_by_hash(&id_hash).await.ok().flatten()?;
+    // A store failure reads as "not signed in" to the page, but is logged
+    // as the fault it is (the page then asks to sign in, which fails with
+    // a 503 of its own while the database is away).
+    let session = match state.store.session_by_hash(&id_hash).await {
+        Ok(s) => s?,
+        Err(e) => {
+            tracing::error!(error = %e, "session lookup failed");
+            return None;
+        }
+    };
     if !session.is_live(now) {
         return None;
     }

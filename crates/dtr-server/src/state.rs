@@ -234,15 +234,21 @@ impl AppState {
         &self,
         username: &str,
         password: &str,
-    ) -> Result<Result<bool, crate::password::Overloaded>, crate::throttle::Refused> {
+    ) -> Result<Result<bool, SignInFault>, crate::throttle::Refused> {
         use crate::throttle::{Attempt, Outcome};
         let verify = async {
-            let user = self.store.get_user(username).await.ok().flatten();
+            // A store failure is a fault, never "wrong password".
+            let user = self
+                .store
+                .get_user(username)
+                .await
+                .map_err(SignInFault::Store)?;
             let active = user.as_ref().is_some_and(|u| u.is_active());
             let ok = self
                 .hashing
                 .verify(password.to_owned(), user.map(|u| u.password_hash))
-                .await?;
+                .await
+                .map_err(|_| SignInFault::Overloaded)?;
             Ok(ok && active)
         };
         self.throttle
@@ -258,6 +264,17 @@ impl AppState {
             )
             .await
     }
+}
+
+/// Why a sign-in could not be checked: the server, not the password.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInFault {
+    /// The password hashing queue is full (shed, retry in a moment).
+    #[error("the password hashing queue is full")]
+    Overloaded,
+    /// The store failed.
+    #[error(transparent)]
+    Store(crate::store::StoreError),
 }
 
 /// Writes the configured users to the store (passwords hashed, the stored

@@ -159,7 +159,10 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(p): F
             );
             return super::error::with_retry_after(page, secs);
         }
-        Ok(Err(crate::password::Overloaded)) => {
+        Ok(Err(fault)) => {
+            if let crate::state::SignInFault::Store(e) = &fault {
+                tracing::error!(error = %e, "sign-in could not be checked");
+            }
             let page = form_page(
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
