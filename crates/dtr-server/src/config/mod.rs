@@ -12,6 +12,7 @@ mod callbacks;
 mod clients;
 mod database;
 mod deferral;
+mod device;
 mod dpop;
 mod http;
 mod registration;
@@ -25,6 +26,7 @@ pub use self::callbacks::CallbacksConfig;
 pub use self::clients::{AuthMethod, ClientConfig, StaticClient};
 pub use self::database::DatabaseUrl;
 pub use self::deferral::DeferralConfig;
+pub use self::device::DeviceConfig;
 pub use self::dpop::DpopConfig;
 pub use self::http::HttpConfig;
 pub use self::registration::RegistrationConfig;
@@ -85,7 +87,7 @@ pub struct ConfigFile {
     pub registration: RegistrationConfig,
     /// Device authorization grant (RFC 8628).
     #[serde(default)]
-    pub device: crate::grants::device::DeviceConfig,
+    pub device: DeviceConfig,
     /// Throttling of failed authentication and of registration, and the
     /// bound of the password hashing queue.
     #[serde(default)]
@@ -148,7 +150,7 @@ pub struct Config {
     /// Registration settings.
     pub registration: RegistrationConfig,
     /// Device grant settings.
-    pub device: crate::grants::device::DeviceConfig,
+    pub device: DeviceConfig,
     /// Throttling and the hashing queue bound.
     pub throttle: ThrottleConfig,
     /// Resource servers (`[[resource_servers]]`).
