@@ -17,6 +17,7 @@ mod dpop;
 mod http;
 mod registration;
 mod throttle;
+mod token_policy;
 mod tokens;
 mod urls;
 mod users;
@@ -31,6 +32,7 @@ pub use self::dpop::DpopConfig;
 pub use self::http::HttpConfig;
 pub use self::registration::RegistrationConfig;
 pub use self::throttle::ThrottleConfig;
+pub use self::token_policy::{ResourceServerConfig, TokenExchangeRule};
 pub use self::tokens::TokensConfig;
 pub use self::urls::validate_https_or_dev;
 pub use self::users::UserConfig;
@@ -97,13 +99,13 @@ pub struct ConfigFile {
     /// client it introspects with (see [`crate::token_policy`]). None by
     /// default: then no exchange may name a target.
     #[serde(default)]
-    pub resource_servers: Vec<crate::token_policy::ResourceServerConfig>,
+    pub resource_servers: Vec<ResourceServerConfig>,
     /// `[[token_exchange]]`: which client may exchange the tokens of which
     /// clients (`subject_clients`, `"*"` for any), for which resource
     /// servers (`audiences`). Without a rule a client exchanges only its
     /// own tokens and those addressed to it, and names no target.
     #[serde(default)]
-    pub token_exchange: Vec<crate::token_policy::TokenExchangeRule>,
+    pub token_exchange: Vec<TokenExchangeRule>,
     /// Connection limits of the HTTP listener.
     #[serde(default)]
     pub http: HttpConfig,
@@ -154,9 +156,9 @@ pub struct Config {
     /// Throttling and the hashing queue bound.
     pub throttle: ThrottleConfig,
     /// Resource servers (`[[resource_servers]]`).
-    pub resource_servers: Vec<crate::token_policy::ResourceServerConfig>,
+    pub resource_servers: Vec<ResourceServerConfig>,
     /// Token exchange rules (`[[token_exchange]]`).
-    pub token_exchange: Vec<crate::token_policy::TokenExchangeRule>,
+    pub token_exchange: Vec<TokenExchangeRule>,
     /// Connection limits.
     pub http: HttpConfig,
 }
@@ -330,7 +332,7 @@ impl ConfigFile {
             policy.push(rule);
         }
 
-        crate::token_policy::validate(&self.resource_servers, &self.token_exchange, &clients)?;
+        token_policy::validate(&self.resource_servers, &self.token_exchange, &clients)?;
 
         Ok(Config {
             issuer,
