@@ -15,6 +15,7 @@ mod deferral;
 mod device;
 mod dpop;
 mod http;
+mod policy;
 mod registration;
 mod throttle;
 mod token_policy;
@@ -30,6 +31,7 @@ pub use self::deferral::DeferralConfig;
 pub use self::device::DeviceConfig;
 pub use self::dpop::DpopConfig;
 pub use self::http::HttpConfig;
+pub use self::policy::RuleConfig;
 pub use self::registration::RegistrationConfig;
 pub use self::throttle::ThrottleConfig;
 pub use self::token_policy::{ResourceServerConfig, TokenExchangeRule};
@@ -37,8 +39,7 @@ pub use self::tokens::TokensConfig;
 pub use self::urls::validate_https_or_dev;
 pub use self::users::UserConfig;
 
-use crate::policy::{Rule, RuleConfig};
-use dtr_proto::scope::Scope;
+use crate::policy::Rule;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -306,31 +307,7 @@ impl ConfigFile {
         let clients = clients::validate_clients(self.clients, &self.users, self.dev_mode)?;
         users::validate_users(&self.users)?;
 
-        let mut policy = Vec::new();
-        for (i, r) in self.policy.iter().enumerate() {
-            let rule = Rule::from_config(r)
-                .map_err(|m| ConfigError(format!("config key `policy[{i}].{m}")))?;
-            if let Some(g) = &r.grant_type {
-                if !SUPPORTED_GRANT_TYPES.contains(&g.as_str()) {
-                    return Err(err(
-                        &format!("policy[{i}].grant_type"),
-                        format!("unsupported grant type '{g}'"),
-                    ));
-                }
-            }
-            for (j, s) in r.scope_any.iter().enumerate() {
-                if Scope::parse(s)
-                    .map(|p| p.iter().count() != 1)
-                    .unwrap_or(true)
-                {
-                    return Err(err(
-                        &format!("policy[{i}].scope_any[{j}]"),
-                        "must be one scope token",
-                    ));
-                }
-            }
-            policy.push(rule);
-        }
+        let policy = policy::validate_policy(&self.policy)?;
 
         token_policy::validate(&self.resource_servers, &self.token_exchange, &clients)?;
 
