@@ -2,14 +2,14 @@
 //! deferred for a decision (DTR-3: deferring is the server's choice).
 //! First matching rule wins; no match means `allow` (DESIGN.md).
 //! Conditions on RFC 9396 `authorization_details` fields live in
-//! [`details`].
+//! [`details`]. The rules as written (`[[policy]]`) and the checks of
+//! their keys are configuration ([`crate::config::RuleConfig`]); this
+//! module evaluates the validated [`Rule`]s.
 
 pub mod details;
 
 use details::{DetailsMatch, Outcome};
 use dtr_proto::scope::Scope;
-use serde::Deserialize;
-use std::collections::BTreeMap;
 
 /// What a rule does with a matching request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,34 +37,6 @@ impl Action {
     }
 }
 
-/// One `[[policy]]` table of the configuration.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Matches when the request asks any of these scopes.
-    #[serde(default)]
-    pub scope_any: Vec<String>,
-    /// Matches only this client.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// Matches only this grant type.
-    #[serde(default)]
-    pub grant_type: Option<String>,
-    /// Matches when an RFC 9396 authorization detail has this `type`.
-    #[serde(default)]
-    pub authorization_details_type: Option<String>,
-    /// Conditions on fields of one authorization detail (of
-    /// `authorization_details_type` when set), all of which must hold:
-    /// `{ "instructedAmount.amount" = { gt = 10000 } }`; see [`details`].
-    #[serde(default)]
-    pub authorization_details_match: Option<BTreeMap<String, serde_json::Value>>,
-    /// `review | interaction | deny | allow | approve_after`.
-    pub action: String,
-    /// Seconds until an `approve_after` deferral approves itself.
-    #[serde(default)]
-    pub approve_after_seconds: Option<u64>,
-}
-
 /// A validated rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
@@ -77,39 +49,24 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Validates a configured rule; the error names the offending key.
-    pub fn from_config(c: &RuleConfig) -> Result<Self, String> {
-        let action = match (c.action.as_str(), c.approve_after_seconds) {
-            ("allow", None) => Action::Allow,
-            ("deny", None) => Action::Deny,
-            ("review", None) => Action::Review,
-            ("interaction", None) => Action::Interaction,
-            ("approve_after", Some(s)) => Action::ApproveAfter(s),
-            ("approve_after", None) => {
-                return Err("approve_after_seconds: required with action = \"approve_after\"".into())
-            }
-            ("allow" | "deny" | "review" | "interaction", Some(_)) => {
-                return Err("approve_after_seconds: only allowed with action = \"approve_after\"".into())
-            }
-            (other, _) => {
-                return Err(format!(
-                    "action: unknown action '{other}' (expected review, interaction, deny, allow or approve_after)"
-                ))
-            }
-        };
-        let details_match = c
-            .authorization_details_match
-            .as_ref()
-            .map(DetailsMatch::from_config)
-            .transpose()?;
-        Ok(Self {
-            scope_any: c.scope_any.clone(),
-            client_id: c.client_id.clone(),
-            grant_type: c.grant_type.clone(),
-            authorization_details_type: c.authorization_details_type.clone(),
+    /// A rule of validated parts; the configuration builds them from a
+    /// `[[policy]]` table (`RuleConfig::compile` in [`crate::config`]).
+    pub fn new(
+        scope_any: Vec<String>,
+        client_id: Option<String>,
+        grant_type: Option<String>,
+        authorization_details_type: Option<String>,
+        details_match: Option<DetailsMatch>,
+        action: Action,
+    ) -> Self {
+        Self {
+            scope_any,
+            client_id,
+            grant_type,
+            authorization_details_type,
             details_match,
             action,
-        })
+        }
     }
 
     fn matches(&self, r: &PolicyRequest<'_>) -> bool {
@@ -185,6 +142,8 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RuleConfig;
+    use serde::Deserialize;
 
     fn rule(action: &str, scopes: &[&str]) -> RuleConfig {
         RuleConfig {
@@ -225,8 +184,8 @@ mod tests {
     #[test]
     fn first_match_wins_and_default_allows() {
         let p = Policy::new(vec![
-            Rule::from_config(&rule("deny", &["admin"])).unwrap(),
-            Rule::from_config(&rule("review", &["payments", "admin"])).unwrap(),
+            rule("deny", &["admin"]).compile().unwrap(),
+            rule("review", &["payments", "admin"]).compile().unwrap(),
         ]);
         assert_eq!(eval(&p, "svc", "read payments", &[]), Action::Review);
         assert_eq!(eval(&p, "svc", "admin payments", &[]), Action::Deny);
@@ -238,7 +197,7 @@ mod tests {
         let mut c = rule("interaction", &[]);
         c.client_id = Some("agent".into());
         c.authorization_details_type = Some("payment_initiation".into());
-        let p = Policy::new(vec![Rule::from_config(&c).unwrap()]);
+        let p = Policy::new(vec![c.compile().unwrap()]);
         assert_eq!(
             eval(&p, "agent", "read", &["payment_initiation"]),
             Action::Interaction
@@ -258,7 +217,7 @@ mod tests {
         let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
         f.policy
             .iter()
-            .map(Rule::from_config)
+            .map(RuleConfig::compile)
             .collect::<Result<Vec<_>, _>>()
             .map(Policy::new)
     }
@@ -351,15 +310,11 @@ action = "review"
     #[test]
     fn approve_after_needs_seconds() {
         let mut c = rule("approve_after", &["x"]);
-        assert!(Rule::from_config(&c)
-            .unwrap_err()
-            .contains("approve_after_seconds"));
+        assert!(c.compile().unwrap_err().contains("approve_after_seconds"));
         c.approve_after_seconds = Some(2);
-        assert_eq!(
-            Rule::from_config(&c).map(|r| r.action),
-            Ok(Action::ApproveAfter(2))
-        );
-        assert!(Rule::from_config(&rule("bogus", &[]))
+        assert_eq!(c.compile().map(|r| r.action), Ok(Action::ApproveAfter(2)));
+        assert!(rule("bogus", &[])
+            .compile()
             .unwrap_err()
             .starts_with("action"));
     }

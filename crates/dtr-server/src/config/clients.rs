@@ -1,0 +1,333 @@
+//! `[[clients]]`: statically configured clients as written
+//! ([`ClientConfig`]), their authentication methods ([`AuthMethod`]) and
+//! their validated form ([`StaticClient`]).
+
+use super::urls::validate_https_or_dev;
+use super::{err, ConfigError, UserConfig, SUPPORTED_GRANT_TYPES};
+use dtr_proto::scope::Scope;
+use serde::Deserialize;
+use std::collections::HashSet;
+
+/// One `[[clients]]` table.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client identifier.
+    pub client_id: String,
+    /// Secret of a confidential client; absent for public clients.
+    pub client_secret: Option<String>,
+    /// `client_secret_basic | client_secret_post | private_key_jwt | none`.
+    pub token_endpoint_auth_method: Option<String>,
+    /// Grants the client may use; the polling grant is implied.
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+    /// Scopes the client may ask for.
+    #[serde(default)]
+    pub scope: String,
+    /// Registered redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Public keys for `private_key_jwt`.
+    #[serde(default)]
+    pub jwks: Option<toml::Value>,
+    /// Or where the client publishes them (https; fetched SSRF-safely).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Callback endpoint (DTR-25); empty means none.
+    #[serde(default)]
+    pub deferred_client_notification_endpoint: Option<String>,
+    /// Whether the client may obtain tokens.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Every token and deferral of this client must be DPoP-bound (DTR-14).
+    #[serde(default)]
+    pub require_dpop: bool,
+    /// RFC 9126 section 6: authorization requests must come through `/par`.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
+    /// The user this client acts for (an agent's principal): a configured
+    /// `[[users]]` username. It decides, at the interaction page, the
+    /// deferrals of this client that concern no other user (client
+    /// credentials, token exchange of the client's own tokens). Without
+    /// an owner only admins decide those (DESIGN.md).
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "token_endpoint_auth_method",
+                &self.token_endpoint_auth_method,
+            )
+            .field("grant_types", &self.grant_types)
+            .field("scope", &self.scope)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+pub(super) fn default_grant_types() -> Vec<String> {
+    vec![dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS.to_owned()]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Client authentication methods at the token endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// HTTP Basic (RFC 6749 section 2.3.1).
+    ClientSecretBasic,
+    /// Secret in the form body.
+    ClientSecretPost,
+    /// Signed JWT assertion (RFC 7523).
+    PrivateKeyJwt,
+    /// Public client.
+    None,
+}
+
+impl AuthMethod {
+    /// Parses a `token_endpoint_auth_method` value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "client_secret_basic" => Self::ClientSecretBasic,
+            "client_secret_post" => Self::ClientSecretPost,
+            "private_key_jwt" => Self::PrivateKeyJwt,
+            "none" => Self::None,
+            _ => return None,
+        })
+    }
+
+    /// The registered name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::None => "none",
+        }
+    }
+}
+
+/// A validated client.
+#[derive(Clone)]
+pub struct StaticClient {
+    /// Identifier.
+    pub client_id: String,
+    /// Secret in clear, only until it is hashed at start-up.
+    pub client_secret: Option<String>,
+    /// Authentication method.
+    pub auth_method: AuthMethod,
+    /// Allowed grant types.
+    pub grant_types: Vec<String>,
+    /// Allowed scope.
+    pub scope: Scope,
+    /// Redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// JWKS (JSON) for `private_key_jwt`.
+    pub jwks: Option<serde_json::Value>,
+    /// URL of the client's JWKS.
+    pub jwks_uri: Option<String>,
+    /// Callback endpoint (DTR-25).
+    pub notification_endpoint: Option<String>,
+    /// Enabled in configuration.
+    pub enabled: bool,
+    /// DPoP required (RFC 9449 `dpop_bound_access_tokens`).
+    pub require_dpop: bool,
+    /// Pushed authorization requests required (RFC 9126 section 6).
+    pub require_par: bool,
+    /// The user this client acts for (`[[clients]] owner`).
+    pub owner: Option<String>,
+}
+
+impl std::fmt::Debug for StaticClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticClient")
+            .field("client_id", &self.client_id)
+            .field("auth_method", &self.auth_method)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks the `[[clients]]` tables (each error names the key) and turns them
+/// into [`StaticClient`]s. An `owner` must be one of `users`.
+pub(super) fn validate_clients(
+    configured: Vec<ClientConfig>,
+    users: &[UserConfig],
+    dev_mode: bool,
+) -> Result<Vec<StaticClient>, ConfigError> {
+    let usernames: HashSet<String> = users.iter().map(|u| u.username.clone()).collect();
+    let mut seen = HashSet::new();
+    let mut clients = Vec::new();
+    for (i, c) in configured.into_iter().enumerate() {
+        let key = |k: &str| format!("clients[{i}].{k}");
+        if c.client_id.is_empty()
+            || !c
+                .client_id
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b':')
+        {
+            return Err(err(
+                &key("client_id"),
+                "must be non-empty printable ASCII without ':'",
+            ));
+        }
+        if !seen.insert(c.client_id.clone()) {
+            return Err(err(
+                &key("client_id"),
+                format!("duplicate client '{}'", c.client_id),
+            ));
+        }
+        let method_raw = c.token_endpoint_auth_method.clone().unwrap_or_else(|| {
+            if c.client_secret.is_some() {
+                "client_secret_basic"
+            } else {
+                "none"
+            }
+            .to_owned()
+        });
+        let auth_method = AuthMethod::parse(&method_raw).ok_or_else(|| {
+            err(
+                &key("token_endpoint_auth_method"),
+                format!("unknown method '{method_raw}'"),
+            )
+        })?;
+        match (auth_method, c.client_secret.as_deref()) {
+            (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, None) => {
+                return Err(err(
+                    &key("client_secret"),
+                    "required with a client_secret_* method",
+                ))
+            }
+            (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, Some(s))
+                if s.len() < 8 =>
+            {
+                return Err(err(&key("client_secret"), "must be at least 8 characters"))
+            }
+            (AuthMethod::None | AuthMethod::PrivateKeyJwt, Some(_)) => {
+                return Err(err(
+                    &key("client_secret"),
+                    format!("not allowed with method '{method_raw}'"),
+                ))
+            }
+            (AuthMethod::PrivateKeyJwt, None) if c.jwks.is_none() && c.jwks_uri.is_none() => {
+                return Err(err(
+                    &key("jwks"),
+                    "required with private_key_jwt (or jwks_uri)",
+                ))
+            }
+            _ => {}
+        }
+        for g in &c.grant_types {
+            if !SUPPORTED_GRANT_TYPES.contains(&g.as_str()) {
+                return Err(err(
+                    &key("grant_types"),
+                    format!("unsupported grant type '{g}'"),
+                ));
+            }
+        }
+        let scope = Scope::parse(&c.scope).map_err(|e| err(&key("scope"), e))?;
+        if c.jwks.is_some() && c.jwks_uri.is_some() {
+            return Err(err(
+                &key("jwks_uri"),
+                "jwks and jwks_uri must not both be set (RFC 7591 section 2)",
+            ));
+        }
+        let jwks = match c.jwks {
+            None => None,
+            Some(v) => {
+                let j = serde_json::to_value(v).map_err(|e| err(&key("jwks"), e))?;
+                if !j.get("keys").is_some_and(|k| k.is_array()) {
+                    return Err(err(&key("jwks"), "must be a table with a `keys` array"));
+                }
+                Some(j)
+            }
+        };
+        let jwks_uri = match c.jwks_uri.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(u) => {
+                Some(validate_https_or_dev(&u, dev_mode).map_err(|m| err(&key("jwks_uri"), m))?)
+            }
+        };
+        let notification_endpoint = match c
+            .deferred_client_notification_endpoint
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(u) => Some(
+                validate_https_or_dev(&u, dev_mode)
+                    .map_err(|m| err(&key("deferred_client_notification_endpoint"), m))?,
+            ),
+        };
+        // The same rule as a registration's (RFC 9700 section 4.1,
+        // RFC 8252 sections 7.1 and 7.3), whatever `dev_mode` says: a
+        // dangerous redirect is dangerous in development too.
+        for (j, r) in c.redirect_uris.iter().enumerate() {
+            dtr_proto::redirect_uri::check(r)
+                .map_err(|e| err(&format!("clients[{i}].redirect_uris[{j}]"), e))?;
+        }
+        // An owner decides for the client: it must be someone who can
+        // sign in, never a name a user could later take.
+        if let Some(o) = &c.owner {
+            if !usernames.contains(o) {
+                return Err(err(
+                    &key("owner"),
+                    format!("'{o}' is not a configured user"),
+                ));
+            }
+        }
+        clients.push(StaticClient {
+            client_id: c.client_id,
+            client_secret: c.client_secret,
+            auth_method,
+            grant_types: c.grant_types,
+            scope,
+            redirect_uris: c.redirect_uris,
+            jwks,
+            jwks_uri,
+            notification_endpoint,
+            enabled: c.enabled,
+            require_dpop: c.require_dpop,
+            require_par: c.require_pushed_authorization_requests,
+            owner: c.owner,
+        });
+    }
+    Ok(clients)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{msg, validate};
+
+    #[test]
+    fn configured_redirect_uris_obey_the_registration_rule() {
+        let client = |uri: &str| {
+            format!("[[clients]]\nclient_id = \"a\"\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"https://ok.example/cb\", \"{uri}\"]")
+        };
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "http://app.example/cb",
+            "https://u@app.example/cb",
+            "https://app.example/cb#f",
+            "myapp:/cb",
+        ] {
+            assert!(
+                msg(&client(bad)).contains("clients[0].redirect_uris[1]"),
+                "{bad}"
+            );
+        }
+        for good in ["http://127.0.0.1:9/cb", "com.example.app:/cb"] {
+            assert!(validate(&client(good)).is_ok(), "{good}");
+        }
+    }
+}

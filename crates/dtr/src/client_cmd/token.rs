@@ -1,0 +1,143 @@
+//! `dtr token`: runs a grant, optionally deferred, saves or prints the
+//! deferral, and waits for the result (with callbacks when asked).
+
+use super::connection::{client_auth, discover};
+use super::output::{print_json, print_token, report_error, report_failure, resumable};
+use super::state::save_state;
+use super::wait::wait;
+use super::{Grant, TokenArgs, OK, USAGE};
+use dtr_client::{
+    CallbackReceiver, ClientCredentialsRequest, NotificationToken, Poller, SystemClock,
+    TokenResult, CALLBACK_PATH,
+};
+use dtr_proto::secret::MIN_NOTIFICATION_TOKEN_LEN;
+
+/// Runs `dtr token`.
+pub async fn token(args: TokenArgs) -> u8 {
+    let auth = match client_auth(&args.conn) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let notification_token = match args.notification_token {
+        // DTR-12: refuse locally what the server would refuse anyway, with
+        // a message naming the flag.
+        Some(t) if t.len() < MIN_NOTIFICATION_TOKEN_LEN => {
+            eprintln!(
+                "error: --notification-token must be at least {MIN_NOTIFICATION_TOKEN_LEN} characters (128 bits)"
+            );
+            return USAGE;
+        }
+        t => t.map(NotificationToken::new),
+    };
+    let authorization_details = match args.authorization_details.as_deref() {
+        None => None,
+        Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(v @ serde_json::Value::Array(_)) => Some(v),
+            _ => {
+                eprintln!("error: --authorization-details must be a JSON array (RFC 9396)");
+                return USAGE;
+            }
+        },
+    };
+    if args.no_wait && args.conn.dpop {
+        // The deferral would be bound to a key that dies with this process.
+        eprintln!("error: --no-wait with --dpop would lose the key the deferral is bound to; use --dpop-key FILE");
+        return USAGE;
+    }
+    if args.no_wait && args.callback_listen.is_some() {
+        eprintln!(
+            "error: --callback-listen with --no-wait: the receiver would stop with this process"
+        );
+        return USAGE;
+    }
+    if let Some(path) = &args.state {
+        // Never overwrite a saved deferral that may still be pending.
+        if path.exists() {
+            eprintln!(
+                "error: --state {}: the file exists (it may hold a pending deferral); resume it with `dtr poll --state`, or remove it",
+                path.display()
+            );
+            return USAGE;
+        }
+    }
+    let callbacks = match args.callback_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().unwrap_or(addr);
+                eprintln!(
+                    "callback receiver listening on http://{bound}{CALLBACK_PATH} (the client's deferred_client_notification_endpoint must point here)"
+                );
+                Some((listener, CallbackReceiver::new()))
+            }
+            Err(e) => {
+                eprintln!("error: --callback-listen {addr}: cannot listen: {e}");
+                return USAGE;
+            }
+        },
+    };
+    // DTR-12: one fresh 160-bit token per request authenticates the
+    // callbacks of this deferral only.
+    let notification_token = match (&callbacks, notification_token) {
+        (Some(_), None) => Some(NotificationToken::generate()),
+        (_, t) => t,
+    };
+    let client = match discover(&args.conn, auth).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = match args.grant {
+        Grant::ClientCredentials => {
+            let req = ClientCredentialsRequest {
+                scope: args.scope,
+                deferred: args.deferred,
+                notification_token: notification_token.clone(),
+                authorization_details,
+            };
+            client.client_credentials(&req).await
+        }
+        Grant::Device => crate::device_cmd::run(&client, args.scope, args.deferred).await,
+    };
+    match result {
+        Ok(TokenResult::Token(t)) => print_token(&t),
+        Ok(TokenResult::Error(e)) => report_failure(&e),
+        Ok(TokenResult::Deferred(d)) => {
+            if let Some(path) = &args.state {
+                match save_state(path, &d) {
+                    Ok(()) => eprintln!(
+                        "saved the deferral to {} (resume with `dtr poll --state`)",
+                        path.display()
+                    ),
+                    Err(e) => {
+                        // The code is printed below either way, so the
+                        // deferral is not lost.
+                        eprintln!("error: --state {}: cannot write: {e}", path.display());
+                        print_json(&resumable(&d));
+                        return USAGE;
+                    }
+                }
+            }
+            if args.no_wait {
+                print_json(&resumable(&d));
+                if let Some(jkt) = &d.dpop_jkt {
+                    eprintln!("the deferral is DPoP-bound: poll or cancel it with the same --dpop-key (and --dpop-jkt {jkt})");
+                }
+                return OK;
+            }
+            let mut poller = Poller::new(&client, SystemClock, &d);
+            let mut serving = None;
+            if let (Some((listener, receiver)), Some(token)) = (callbacks, notification_token) {
+                poller = poller.with_waker(receiver.register(&d, token));
+                serving = Some(tokio::spawn(async move {
+                    receiver.serve(listener, std::future::pending()).await
+                }));
+            }
+            let code = wait(poller, &d, args.state.as_deref(), true).await;
+            if let Some(task) = serving {
+                task.abort();
+            }
+            code
+        }
+        Err(e) => report_error(&e, &args.conn.issuer),
+    }
+}
