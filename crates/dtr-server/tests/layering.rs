@@ -555,7 +555,6 @@ fn config_imports_only_leaf_modules() {
 }
 
 #[test]
-#[ignore = "grants, deferrals, client_auth, dpop and tokens still import http::error; enabled when the token pipeline lands"]
 fn only_http_imports_http() {
     let g = graph();
     let offenders: Vec<_> = g
@@ -570,7 +569,7 @@ fn only_http_imports_http() {
 }
 
 #[test]
-#[ignore = "state, http, grants, deferrals, client_auth and their neighbours still form one cycle; enabled when the reshaping lands"]
+#[ignore = "one cycle remains: state holds the client registry, DPoP replay cache and throttles whose functions take AppState (client_auth, dpop, throttle, state)"]
 fn no_module_cycles() {
     let g = graph();
     let found = cycles(&g);

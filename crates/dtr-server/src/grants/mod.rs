@@ -11,6 +11,7 @@
 pub mod authorization_code;
 pub mod authorize;
 pub mod client_credentials;
+pub mod deferred;
 pub mod device;
 pub mod pipeline;
 pub mod refresh;
@@ -417,7 +418,7 @@ pub async fn execute(
                     opt_in: r.opt_in,
                     dpop_jkt: r.dpop_jkt,
                 },
-                &r.grant,
+                r.grant.to_stored()?,
             )
             .await?;
             Ok(GrantOutcome::Deferred(deferred))

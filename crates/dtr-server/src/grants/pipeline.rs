@@ -17,7 +17,6 @@
 //!    consumption of its single-use secret last.
 
 use super::GrantOutcome;
-use crate::deferrals;
 use crate::error::Error;
 use crate::state::AppState;
 use crate::store::ClientRecord;
@@ -35,7 +34,7 @@ pub async fn answer(
     super::check_binding_required(client, dpop_jkt.as_deref())?;
     let grant_type = match &request {
         TokenRequest::Poll { deferral_code } => {
-            let token = deferrals::poll(
+            let token = super::deferred::poll(
                 state,
                 &client.client_id,
                 client.is_active(),

@@ -4,7 +4,7 @@
 //! is a CSRF-protected POST of the user's session, and the handle is
 //! consumed by it (single use). The handle lives no longer than its
 //! deferral, and only the user the request is about decides it
-//! ([`crate::deferrals::page_decider`]): anyone else signed in gets a 403
+//! ([`crate::grants::deferred::page_decider`]): anyone else signed in gets a 403
 //! page and the handle stays usable for that user; a deferral about no
 //! user is left to admins. The handle is stored only as its SHA-256.
 
@@ -28,7 +28,7 @@ fn gone() -> Response {
 /// Whether `username` may decide `d` here; otherwise the 403 page that
 /// says who does. Changes nothing, so the handle stays usable.
 async fn may_decide(state: &AppState, d: &DeferralRecord, username: &str) -> Result<(), Response> {
-    let decider = crate::deferrals::page_decider(state, d).await;
+    let decider = crate::grants::deferred::page_decider(state, d).await;
     if matches!(&decider, Ok(who) if who.as_deref() != Some(username)) {
         tracing::info!(deferral = %d.id, user = %username, "interaction page refused: not this user's to decide");
     }

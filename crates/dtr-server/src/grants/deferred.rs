@@ -1,0 +1,299 @@
+//! The deferred grant (`urn:ietf:params:oauth:grant-type:deferred`):
+//! polling a deferral (DTR-15..23). A poll reads the deferral, decides
+//! with the pure `dtr_proto::deferral::decide_poll`, and applies what it
+//! decided through the lifecycle ([`crate::lifecycle`]): a recorded poll,
+//! `slow_down` (DTR-19), a denial when a precondition lapsed (DTR-23), or
+//! the redemption (DTR-21) followed by the originating grant's own token
+//! response (DTR-20), issued by [`StoredGrant::issue`]. It is a grant like
+//! the others; creating a deferral, cancelling it and deciding it are
+//! [`crate::deferrals`].
+
+use super::StoredGrant;
+use crate::deferrals::{check_binding, interaction_uri_of};
+use crate::error::Error;
+use crate::lifecycle;
+use crate::state::AppState;
+use crate::store::{DeferralRecord, PollUpdate, TransitionWrite};
+
+use crate::tokens::Grant;
+use dtr_proto::deferral::{decide_poll, escalates, is_too_fast, PollAnswer, PollDecision};
+use dtr_proto::lifecycle::Transition;
+use dtr_proto::secret::DeferralCode;
+use dtr_proto::token::TokenResponse;
+use dtr_proto::{ErrorCode, OAuthError};
+use tracing::{error, warn};
+
+/// Answers a poll by the authenticated client (DTR-16 order).
+/// `client_active` is the client's enabled state as authentication saw it;
+/// a disabled client never gets a token and its open deferrals are denied
+/// (DTR-23).
+/// `proof_jkt` is the thumbprint of the request's valid DPoP proof, if any.
+pub async fn poll(
+    state: &AppState,
+    client_id: &str,
+    client_active: bool,
+    code: &DeferralCode,
+    proof_jkt: Option<&str>,
+) -> Result<TokenResponse, Error> {
+    // A poll that loses a race (another poll or a decision changed the row
+    // between our read and our conditional write) reads again; two rounds
+    // always suffice because every transition out of `pending` is final
+    // for the poll path.
+    for _ in 0..3 {
+        let now = state.clock.now_ms();
+        let record = state.store.deferral_by_code(&code.hash()).await?;
+        // DTR-17: an unknown code and another client's code take the same
+        // path and get the same answer.
+        let Some(rec) = record.filter(|r| r.client_id == client_id) else {
+            return Err(PollAnswer::Unknown.to_error().into());
+        };
+        // DTR-13: a bound code is only ever answered to its key; anything
+        // else is refused before any state is touched.
+        check_binding(&rec, proof_jkt)?;
+        let decision = decide_poll(&rec.poll_view(), now);
+        if !client_active && !matches!(decision, PollDecision::Answer(_)) {
+            return Err(deny_lapsed(state, &rec, "client disabled", now)
+                .await?
+                .into());
+        }
+        match decision {
+            PollDecision::Answer(a) => return Err(a.to_error().into()),
+            PollDecision::Redeem { auto_approve } => {
+                if auto_approve {
+                    // `approve_after` came due before the worker saw it.
+                    let w = TransitionWrite {
+                        decided_by: Some("policy".into()),
+                        ..TransitionWrite::new(Transition::AutoApprove, &rec.id)
+                    };
+                    lifecycle::apply(state, &w, now).await?;
+                }
+                match redeem(state, &rec, now).await? {
+                    Some(token) => return Ok(token),
+                    None => continue,
+                }
+            }
+            PollDecision::StillPending => match record_pending_poll(state, &rec, now).await? {
+                Some(answer) => return Err(answer.into()),
+                None => continue,
+            },
+        }
+    }
+    Err(OAuthError::with_description(
+        ErrorCode::TemporarilyUnavailable,
+        "deferral is changing; poll again",
+    )
+    .into())
+}
+
+/// Denies a deferral whose preconditions lapsed before it was collected
+/// (DTR-23: client disabled, user, consent, session or subject token gone)
+/// and returns the poll's answer, `access_denied`.
+async fn deny_lapsed(
+    state: &AppState,
+    rec: &DeferralRecord,
+    reason: &str,
+    now: i64,
+) -> Result<OAuthError, Error> {
+    let w = TransitionWrite {
+        decided_by: Some("policy".into()),
+        deny_reason: Some(reason.to_owned()),
+        ..TransitionWrite::new(Transition::Lapse, &rec.id)
+    };
+    lifecycle::apply(state, &w, now).await?;
+    Ok(PollAnswer::Denied.to_error())
+}
+
+/// Redeems an approved deferral: re-checks consent (DTR-23), then passes
+/// the exactly-once gate (DTR-21). `None` when another request won.
+async fn redeem(
+    state: &AppState,
+    rec: &DeferralRecord,
+    now: i64,
+) -> Result<Option<TokenResponse>, Error> {
+    // DTR-23: read the client fresh from the store, not from a cache: it
+    // may have been disabled on another node since the deferral started.
+    let client = state.store.get_client(&rec.client_id).await?;
+    if !client.is_some_and(|c| c.is_active()) {
+        return Err(deny_lapsed(state, rec, "client disabled", now)
+            .await?
+            .into());
+    }
+    // What the deferral stands for, read by its grant type; a context
+    // that cannot be trusted denies rather than issuing unchecked.
+    let stored = match StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
+        Ok(s) => s,
+        Err(reason) => return Err(deny_lapsed(state, rec, reason, now).await?.into()),
+    };
+    // DTR-23: what the grant rests on (the user, their consent, the login
+    // session and the token family; an exchange's subject and actor
+    // tokens) must all still hold; otherwise the deferral is denied and no
+    // token is issued.
+    if let Some(reason) = stored.stale_reason(state, now).await? {
+        return Err(deny_lapsed(state, rec, reason, now).await?.into());
+    }
+    let redeem = TransitionWrite::new(Transition::Redeem, &rec.id);
+    if lifecycle::apply(state, &redeem, now).await?.is_none() {
+        return Ok(None);
+    }
+    match issue_redeemed(state, rec, &stored).await {
+        Ok(token) => Ok(Some(token)),
+        Err(e) => {
+            // The gate was passed but no token left: give the redemption
+            // back, so the next poll collects the approval (exactly once
+            // is about tokens delivered, and none was).
+            let release = TransitionWrite::new(Transition::Release, &rec.id);
+            match lifecycle::apply(state, &release, state.clock.now_ms()).await {
+                Ok(_) => {
+                    warn!(deferral = %rec.id, "issuing a redeemed deferral failed: its approval stays collectable")
+                }
+                Err(re) => {
+                    error!(deferral = %rec.id, error = %re, "issuing a redeemed deferral failed and the redemption could not be released")
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The token of a deferral that passed the exactly-once gate: the
+/// originating grant's own response (DTR-20), with the granted (possibly
+/// narrowed, DTR-24) scope.
+async fn issue_redeemed(
+    state: &AppState,
+    rec: &DeferralRecord,
+    stored: &StoredGrant,
+) -> Result<TokenResponse, Error> {
+    // Re-read for the granted scope written by the approval we raced with.
+    let granted = state
+        .store
+        .deferral_by_id(&rec.id)
+        .await?
+        .and_then(|r| r.granted_scope)
+        .unwrap_or_else(|| rec.scope.clone());
+    let grant = Grant {
+        client_id: rec.client_id.clone(),
+        subject: rec.subject.clone().unwrap_or_else(|| rec.client_id.clone()),
+        scope: granted,
+        authorization_details: rec.authorization_details.clone(),
+        deferral_id: Some(rec.id.clone()),
+        // DTR-20: DPoP-bound when the deferral was.
+        dpop_jkt: rec.dpop_jkt.clone(),
+    };
+    stored.issue(state, &grant).await
+}
+
+/// Records a poll of a pending deferral and builds the pending answer:
+/// `slow_down` (DTR-19), escalation to `invalid_request`, or the pending
+/// state with progress (DTR-10, DTR-18). `None` when the row moved on.
+async fn record_pending_poll(
+    state: &AppState,
+    rec: &DeferralRecord,
+    now: i64,
+) -> Result<Option<OAuthError>, Error> {
+    let too_fast = is_too_fast(rec.last_polled_at, now, rec.interval_ms);
+    let block = too_fast && escalates(rec.slow_down_count, state.config.deferral.slow_down_limit);
+    let update = PollUpdate {
+        id: rec.id.clone(),
+        expected_last_polled_at: rec.last_polled_at,
+        expected_slow_down_count: rec.slow_down_count,
+        polled_at: now,
+        slow_down_count: rec.slow_down_count + u32::from(too_fast && !block),
+        block,
+        interval_ms: rec.interval_ms,
+        expires_at: rec.expires_at,
+    };
+    if !state.store.record_poll(&update, now).await? {
+        return Ok(None);
+    }
+    if block {
+        // The poll's write applied the lifecycle's `block` (DTR-19).
+        let w = TransitionWrite {
+            decided_by: Some("policy".into()),
+            deny_reason: Some("polling faster than interval".into()),
+            ..TransitionWrite::new(Transition::Block, &rec.id)
+        };
+        lifecycle::applied(state, &w, rec.created_at, &rec.client_id, now);
+        return Ok(Some(PollAnswer::PollingBlocked.to_error()));
+    }
+    if too_fast {
+        state.metrics.slow_down(&rec.client_id);
+        return Ok(Some(OAuthError::with_description(
+            ErrorCode::SlowDown,
+            format!(
+                "poll at most every {} seconds; add 5 seconds to your interval",
+                rec.interval_ms / 1000
+            ),
+        )));
+    }
+    Ok(Some(pending_answer(state, rec)))
+}
+
+/// `interaction_required` with its URI, or `authorization_pending` with
+/// the progress step (DTR-10, DTR-18).
+fn pending_answer(state: &AppState, rec: &DeferralRecord) -> OAuthError {
+    let description = rec.progress.as_ref().map(|s| format!("step={s}"));
+    match interaction_uri_of(state, rec) {
+        Some(uri) => OAuthError {
+            error: ErrorCode::InteractionRequired,
+            error_description: description,
+            interaction_uri: Some(uri),
+            retry_after: None,
+        },
+        None => OAuthError {
+            error: ErrorCode::AuthorizationPending,
+            error_description: description,
+            interaction_uri: None,
+            retry_after: None,
+        },
+    }
+}
+
+/// The only user who may decide `rec` at its interaction page, or `None`
+/// when nobody may there and only admins decide it (console or admin API).
+///
+/// An interaction page speaks for the user the request is about, so it is
+/// that user who decides:
+/// - a user grant (authorization code, refresh, device): its resource
+///   owner, the user of the stored grant context;
+/// - a token exchange: the subject token's user; when the subject token is
+///   a client's own, that client's `owner`;
+/// - client credentials: the client's `owner` (the user it acts for).
+///
+/// A subject that names both a user and a client is ambiguous (a user's
+/// `sub` is the username, a client's its `client_id`) and left to admins:
+/// closed by default. Clients and users are read fresh from the store, so
+/// a changed owner applies at once.
+pub async fn page_decider(
+    state: &AppState,
+    rec: &DeferralRecord,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let owner_of = |client_id: String| async move {
+        Ok::<_, crate::store::StoreError>(
+            state
+                .store
+                .get_client(&client_id)
+                .await?
+                .and_then(|c| c.owner),
+        )
+    };
+    // Read by grant type (StoredGrant): a user grant whose context does
+    // not decode has nobody to decide it here.
+    use crate::grants::StoredGrant;
+    match StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
+        Ok(StoredGrant::User(ctx)) => Ok(Some(ctx.username)),
+        Ok(StoredGrant::Client) => owner_of(rec.client_id.clone()).await,
+        Ok(StoredGrant::Exchange(_)) => {
+            let Some(sub) = rec.subject.clone() else {
+                return Ok(None);
+            };
+            let is_user = state.store.get_user(&sub).await?.is_some();
+            let is_client = state.store.get_client(&sub).await?.is_some();
+            match (is_user, is_client) {
+                (true, false) => Ok(Some(sub)),
+                (false, true) => owner_of(sub).await,
+                _ => Ok(None),
+            }
+        }
+        Err(_) => Ok(None),
+    }
+}
