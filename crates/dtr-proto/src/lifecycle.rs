@@ -8,8 +8,8 @@
 //! ```text
 //!            approve / auto_approve              redeem (DTR-21)
 //!   pending ───────────────────────> approved ─────────────────> redeemed
-//!      │  deny / block (DTR-19)         │   <─────────────────
-//!      │  lapse (DTR-23)                │       release (issuance failed)
+//!      │  deny / block (DTR-19)         │   (with the token's records,
+//!      │  lapse (DTR-23)                │    in one transaction)
 //!      ├──────────> denied <────────────┤ lapse (DTR-23)
 //!      ├──────────> cancelled <─────────┤ cancel (DTR-32, DTR-34)
 //!      └──────────> expired <───────────┘ expire (past expires_in)
@@ -39,10 +39,6 @@ pub enum Transition {
     Lapse,
     /// The exactly-once gate of token issuance (DTR-21).
     Redeem,
-    /// Gives a redemption back when its token could not be issued (a store
-    /// failure after the gate): nothing was delivered, so the approval
-    /// stays collectable and exactly-once still holds.
-    Release,
     /// The client revoked its deferral code (DTR-32, DTR-34).
     Cancel,
     /// The lifetime ended before a decision was collected.
@@ -58,8 +54,6 @@ pub enum Cleared {
     /// The sealed code and notification token kept for the callback and
     /// the token's hash (DTR-29: dropped once no callback can follow).
     CallbackSecrets,
-    /// The redemption time (a released redemption).
-    Redemption,
 }
 
 /// What a transition does to the client's callback (DTR-26..28).
@@ -81,8 +75,6 @@ pub enum Timing {
     Unexpired,
     /// Only at or after `expires_at` (the sweeper).
     Expired,
-    /// Either: a release gives back what this very request took.
-    Any,
 }
 
 /// One row of the table.
@@ -180,17 +172,6 @@ pub const TABLE: &[Rule] = &[
         callback: CallbackEffect::Suppress,
     },
     Rule {
-        transition: Transition::Release,
-        from: &[Redeemed],
-        to: Approved,
-        timing: Timing::Any,
-        clears: &[Cleared::Redemption],
-        resolves: false,
-        redeems: false,
-        records_decider: false,
-        callback: CallbackEffect::None,
-    },
-    Rule {
         transition: Transition::Cancel,
         from: &[Pending, Approved],
         to: Cancelled,
@@ -216,14 +197,13 @@ pub const TABLE: &[Rule] = &[
 
 impl Transition {
     /// Every transition.
-    pub const ALL: [Transition; 9] = [
+    pub const ALL: [Transition; 8] = [
         Self::Approve,
         Self::AutoApprove,
         Self::Deny,
         Self::Block,
         Self::Lapse,
         Self::Redeem,
-        Self::Release,
         Self::Cancel,
         Self::Expire,
     ];
@@ -242,7 +222,6 @@ impl Transition {
             Self::Block => "block",
             Self::Lapse => "lapse",
             Self::Redeem => "redeem",
-            Self::Release => "release",
             Self::Cancel => "cancel",
             Self::Expire => "expire",
         }
@@ -274,7 +253,6 @@ pub fn apply(
     let timely = match rule.timing {
         Timing::Unexpired => now < expires_at,
         Timing::Expired => now >= expires_at,
-        Timing::Any => true,
     };
     if !timely {
         return Err(Refused::Timing);
@@ -302,12 +280,11 @@ mod tests {
 
     #[test]
     fn final_states_are_final() {
-        // Nothing leaves denied, cancelled or expired; only a release
-        // leaves redeemed, back to approved (nothing was delivered).
+        // Nothing leaves denied, cancelled, expired or redeemed.
         for r in TABLE {
             for s in r.from {
                 assert!(
-                    matches!(s, Pending | Approved) || (r.transition == Transition::Release),
+                    matches!(s, Pending | Approved),
                     "{:?} leaves {s}",
                     r.transition
                 );
@@ -339,7 +316,7 @@ mod tests {
     #[test]
     fn timing() {
         // Decisions, redemption and cancellation only while alive
-        // (DTR-21, DTR-34); expiry only after; a release either way.
+        // (DTR-21, DTR-34); expiry only after.
         assert_eq!(
             apply(Transition::Approve, Pending, 10, 10),
             Err(Refused::Timing)
@@ -357,7 +334,6 @@ mod tests {
             Err(Refused::Timing)
         );
         assert_eq!(apply(Transition::Expire, Approved, 10, 10), Ok(Expired));
-        assert_eq!(apply(Transition::Release, Redeemed, 10, 11), Ok(Approved));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use crate::metrics::Resolution;
 use crate::state::AppState;
-use crate::store::{StoreError, TransitionWrite, Transitioned};
+use crate::store::{Issuance, Recorded, StoreError, TransitionWrite, Transitioned};
 use dtr_proto::lifecycle::{CallbackEffect, Transition};
 use tracing::info;
 
@@ -29,11 +29,11 @@ pub fn resolution(t: Transition) -> Option<Resolution> {
         Transition::Redeem => Some(Resolution::Redeemed),
         Transition::Cancel => Some(Resolution::Cancelled),
         Transition::Expire => Some(Resolution::Expired),
-        Transition::Release => None,
     }
 }
 
-/// Applies `w` at `now`; `Some` when it applied (this request won), with
+/// Applies `w` at `now` (every transition but a redemption, which writes
+/// its token with it: [`redeem`]); `Some` when it applied (this request won), with
 /// its side effects done. `None` when the deferral's state or time does
 /// not allow it (another transition came first): nothing happened.
 pub async fn apply(
@@ -46,6 +46,23 @@ pub async fn apply(
         effects(state, w.transition, d, w, now);
     }
     Ok(done)
+}
+
+/// Redeems deferral `id` (DTR-21) and records the token it issues in the
+/// same transaction ([`crate::store::IssuanceStore`]); the redemption's
+/// side effects when it was written.
+pub async fn redeem(
+    state: &AppState,
+    id: &str,
+    issuance: &Issuance,
+    now: i64,
+) -> Result<Recorded, StoreError> {
+    let w = TransitionWrite::new(Transition::Redeem, id);
+    let recorded = state.store.record_issuance(Some(&w), issuance, now).await?;
+    if let Recorded::Written(Some(d)) = &recorded {
+        effects(state, Transition::Redeem, d, &w, now);
+    }
+    Ok(recorded)
 }
 
 /// Applies `auto_approve` or `expire` to every deferral due at `now` (the
@@ -106,9 +123,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_transition_but_a_release_is_counted() {
+    fn every_transition_is_counted() {
         for t in Transition::ALL {
-            assert_eq!(resolution(t).is_none(), t == Transition::Release, "{t:?}");
+            assert!(resolution(t).is_some(), "{t:?}");
         }
     }
 }

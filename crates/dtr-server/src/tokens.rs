@@ -24,20 +24,6 @@ pub struct Grant {
     pub dpop_jkt: Option<String>,
 }
 
-/// Signs and records an access token and builds the token response.
-pub async fn issue(state: &AppState, grant: &Grant) -> Result<TokenResponse, crate::error::Error> {
-    issue_with_jti(state, grant).await.map(|(r, _)| r)
-}
-
-/// [`issue`], also returning the token's `jti` so that a grant can link
-/// it to its token family (RFC 9700 section 4.14: reuse revokes them all).
-pub async fn issue_with_jti(
-    state: &AppState,
-    grant: &Grant,
-) -> Result<(TokenResponse, String), crate::error::Error> {
-    issue_full(state, grant, &TokenExtras::default()).await
-}
-
 /// Claims and response members that only some grants add.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenExtras {
@@ -57,20 +43,20 @@ pub struct TokenExtras {
     pub parents: Vec<String>,
 }
 
-/// [`issue`] with grant-specific extras (token exchange).
-pub async fn issue_extended(
-    state: &AppState,
-    grant: &Grant,
-    extras: &TokenExtras,
-) -> Result<TokenResponse, crate::error::Error> {
-    issue_full(state, grant, extras).await.map(|(r, _)| r)
+/// An access token signed but not yet recorded: the response and the
+/// record that makes it valid. Nothing is handed out before the record is
+/// written (see [`crate::store::IssuanceStore`]).
+#[derive(Clone, Debug)]
+pub struct Minted {
+    /// The token response.
+    pub response: TokenResponse,
+    /// What revocation and introspection know it by.
+    pub record: IssuedToken,
 }
 
-async fn issue_full(
-    state: &AppState,
-    grant: &Grant,
-    extras: &TokenExtras,
-) -> Result<(TokenResponse, String), crate::error::Error> {
+/// Signs an access token for `grant` (RFC 9068) with the `extras` of its
+/// grant type; writes nothing.
+pub fn mint(state: &AppState, grant: &Grant, extras: &TokenExtras) -> Minted {
     let now = state.clock.now_ms();
     let iat = now / 1000;
     let ttl = match extras.not_after {
@@ -110,17 +96,14 @@ async fn issue_full(
         many => claims["aud"] = serde_json::json!(many),
     }
     let access_token = state.signer.sign(&claims);
-    state
-        .store
-        .record_token(&IssuedToken {
-            jti: jti.clone(),
-            client_id: grant.client_id.clone(),
-            issued_at: now,
-            expires_at: now + ttl as i64 * 1000,
-            deferral_id: grant.deferral_id.clone(),
-            parents: extras.parents.clone(),
-        })
-        .await?;
+    let record = IssuedToken {
+        jti,
+        client_id: grant.client_id.clone(),
+        issued_at: now,
+        expires_at: now + ttl as i64 * 1000,
+        deferral_id: grant.deferral_id.clone(),
+        parents: extras.parents.clone(),
+    };
     let response = TokenResponse {
         access_token,
         token_type: if grant.dpop_jkt.is_some() {
@@ -135,7 +118,7 @@ async fn issue_full(
         issued_token_type: extras.issued_token_type.clone(),
         authorization_details: grant.authorization_details.clone(),
     };
-    Ok((response, jti))
+    Minted { response, record }
 }
 
 /// Verifies one of this server's access tokens as every consumer must

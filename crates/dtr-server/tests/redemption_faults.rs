@@ -1,7 +1,8 @@
 //! A store failure after the exactly-once gate (DTR-21) never loses an
-//! approval: the poll that passed the gate but could not issue gets a
-//! server error, the redemption is given back, and the next poll collects
-//! the token, exactly once. The failure is real: a trigger in the SQLite
+//! approval: the poll that passed the gate but could not record its token
+//! gets a server error, the redemption rolls back with the token's
+//! records (one transaction), and the next poll collects the token,
+//! exactly once. The failure is real: a trigger in the SQLite
 //! file refuses the access token's row while it is installed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -13,7 +13,7 @@ use crate::deferrals::{check_binding, interaction_uri_of};
 use crate::error::Error;
 use crate::lifecycle;
 use crate::state::AppState;
-use crate::store::{DeferralRecord, PollUpdate, TransitionWrite};
+use crate::store::{DeferralRecord, PollUpdate, Recorded, TransitionWrite};
 
 use crate::tokens::Grant;
 use dtr_proto::deferral::{decide_poll, escalates, is_too_fast, PollAnswer, PollDecision};
@@ -21,7 +21,6 @@ use dtr_proto::lifecycle::Transition;
 use dtr_proto::secret::DeferralCode;
 use dtr_proto::token::TokenResponse;
 use dtr_proto::{ErrorCode, OAuthError};
-use tracing::{error, warn};
 
 /// Answers a poll by the authenticated client (DTR-16 order).
 /// `client_active` is the client's enabled state as authentication saw it;
@@ -131,45 +130,18 @@ async fn redeem(
     if let Some(reason) = stored.stale_reason(state, now).await? {
         return Err(deny_lapsed(state, rec, reason, now).await?.into());
     }
-    let redeem = TransitionWrite::new(Transition::Redeem, &rec.id);
-    if lifecycle::apply(state, &redeem, now).await?.is_none() {
-        return Ok(None);
-    }
-    match issue_redeemed(state, rec, &stored).await {
-        Ok(token) => Ok(Some(token)),
-        Err(e) => {
-            // The gate was passed but no token left: give the redemption
-            // back, so the next poll collects the approval (exactly once
-            // is about tokens delivered, and none was).
-            let release = TransitionWrite::new(Transition::Release, &rec.id);
-            match lifecycle::apply(state, &release, state.clock.now_ms()).await {
-                Ok(_) => {
-                    warn!(deferral = %rec.id, "issuing a redeemed deferral failed: its approval stays collectable")
-                }
-                Err(re) => {
-                    error!(deferral = %rec.id, error = %re, "issuing a redeemed deferral failed and the redemption could not be released")
-                }
-            }
-            Err(e)
-        }
-    }
-}
-
-/// The token of a deferral that passed the exactly-once gate: the
-/// originating grant's own response (DTR-20), with the granted (possibly
-/// narrowed, DTR-24) scope.
-async fn issue_redeemed(
-    state: &AppState,
-    rec: &DeferralRecord,
-    stored: &StoredGrant,
-) -> Result<TokenResponse, Error> {
-    // Re-read for the granted scope written by the approval we raced with.
-    let granted = state
-        .store
-        .deferral_by_id(&rec.id)
-        .await?
-        .and_then(|r| r.granted_scope)
-        .unwrap_or_else(|| rec.scope.clone());
+    // The granted (possibly narrowed, DTR-24) scope: as read, unless the
+    // approval is the `approve_after` this poll just applied, or lost to a
+    // reviewer's narrowing meanwhile: then as written.
+    let granted = match &rec.granted_scope {
+        Some(g) => g.clone(),
+        None => state
+            .store
+            .deferral_by_id(&rec.id)
+            .await?
+            .and_then(|r| r.granted_scope)
+            .unwrap_or_else(|| rec.scope.clone()),
+    };
     let grant = Grant {
         client_id: rec.client_id.clone(),
         subject: rec.subject.clone().unwrap_or_else(|| rec.client_id.clone()),
@@ -179,7 +151,18 @@ async fn issue_redeemed(
         // DTR-20: DPoP-bound when the deferral was.
         dpop_jkt: rec.dpop_jkt.clone(),
     };
-    stored.issue(state, &grant).await
+    // The originating grant's own response (DTR-20), signed first and
+    // recorded with the redemption in one transaction (DTR-21): a failure
+    // anywhere leaves the deferral approved for the next poll, and no
+    // token exists that was not handed out with its redemption.
+    let (token, issuance) = stored.mint(state, &grant)?;
+    match lifecycle::redeem(state, &rec.id, &issuance, now).await? {
+        Recorded::Written(_) => Ok(Some(token)),
+        Recorded::NotRedeemed => Ok(None),
+        Recorded::FamilyRevoked => Err(deny_lapsed(state, rec, "token family revoked", now)
+            .await?
+            .into()),
+    }
 }
 
 /// Records a poll of a pending deferral and builds the pending answer:

@@ -21,7 +21,7 @@ use crate::deferrals::{self, DeferRequest};
 use crate::error::Error;
 use crate::policy::{Action, PolicyRequest};
 use crate::state::AppState;
-use crate::store::{ClientRecord, RefreshTokenRecord, TokenFamilyRecord};
+use crate::store::{ClientRecord, Issuance, Recorded, RefreshTokenRecord, TokenFamilyRecord};
 use crate::tokens::{self, Grant};
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{random_token, RefreshToken};
@@ -186,15 +186,84 @@ impl StoredGrant {
         }
     }
 
-    /// Issues the token this grant stands for: a user grant's response
-    /// carries its refresh token, an exchange's its `act`, audience and
-    /// `issued_token_type` (DTR-20 for redemptions: the originating
-    /// grant's own response).
+    /// Signs the token this grant stands for and builds everything its
+    /// issuance writes, writing nothing: a user grant's response carries
+    /// its refresh token (of the grant's family), an exchange's its `act`,
+    /// audience and `issued_token_type` (DTR-20 for redemptions: the
+    /// originating grant's own response).
+    pub fn mint(
+        &self,
+        state: &AppState,
+        grant: &Grant,
+    ) -> Result<(TokenResponse, Issuance), Error> {
+        let extras = match self {
+            Self::Exchange(ctx) => ctx.extras(),
+            _ => tokens::TokenExtras::default(),
+        };
+        let minted = tokens::mint(state, grant, &extras);
+        let mut response = minted.response;
+        let mut issuance = Issuance {
+            token: minted.record,
+            family: None,
+            refresh: None,
+        };
+        if let Self::User(ctx) = self {
+            let now = state.clock.now_ms();
+            issuance.family = Some(TokenFamilyRecord {
+                family_id: ctx.family_id.clone(),
+                client_id: grant.client_id.clone(),
+                username: ctx.username.clone(),
+                created_at: now,
+                revoked_at: None,
+            });
+            if let Some(plan) = &ctx.refresh {
+                let token = RefreshToken::new(random_token(32));
+                let data = RefreshData {
+                    username: ctx.username.clone(),
+                    consent_id: ctx.consent_id.clone(),
+                    scope: plan.scope.clone().unwrap_or_else(|| grant.scope.clone()),
+                    authorization_details: grant.authorization_details.clone(),
+                    dpop_jkt: plan.dpop_jkt.clone(),
+                };
+                issuance.refresh = Some(RefreshTokenRecord {
+                    token_hash: token.hash(),
+                    family_id: ctx.family_id.clone(),
+                    client_id: grant.client_id.clone(),
+                    grant_data: serde_json::to_value(&data).map_err(Error::internal)?,
+                    issued_at: now,
+                    expires_at: now + state.config.tokens.refresh_token_ttl as i64 * 1000,
+                    used_at: None,
+                });
+                response.refresh_token = Some(token.secret().to_owned());
+            }
+        }
+        Ok((response, issuance))
+    }
+
+    /// Issues the token this grant stands for now (no deferral): mints it
+    /// and records it with its family and refresh token in one
+    /// transaction.
     pub async fn issue(&self, state: &AppState, grant: &Grant) -> Result<TokenResponse, Error> {
-        match self {
-            Self::Client => tokens::issue(state, grant).await,
-            Self::User(ctx) => issue(state, grant, ctx).await,
-            Self::Exchange(ctx) => tokens::issue_extended(state, grant, &ctx.extras()).await,
+        let (response, issuance) = self.mint(state, grant)?;
+        if issuance.family.is_none() && issuance.refresh.is_none() {
+            // A lone token (client credentials, an exchange): one insert,
+            // which the store may batch with other nodes' (SQLite's
+            // group commit).
+            state.store.record_token(&issuance.token).await?;
+            return Ok(response);
+        }
+        match state
+            .store
+            .record_issuance(None, &issuance, state.clock.now_ms())
+            .await?
+        {
+            Recorded::Written(_) => Ok(response),
+            // A family revoked meanwhile (a replayed code) gets nothing more.
+            Recorded::FamilyRevoked | Recorded::NotRedeemed => Err(OAuthError::with_description(
+                ErrorCode::InvalidGrant,
+                "the grant was revoked",
+            )
+            .into()),
         }
     }
 }
@@ -202,61 +271,6 @@ impl StoredGrant {
 /// A new consent id.
 pub fn new_consent_id() -> String {
     format!("cns_{}", random_token(12))
-}
-
-/// Issues the access token of a user grant, links it to its family and,
-/// when planned, a rotated refresh token of the same family.
-pub async fn issue(
-    state: &AppState,
-    grant: &Grant,
-    ctx: &GrantContext,
-) -> Result<TokenResponse, Error> {
-    let now = state.clock.now_ms();
-    let store = &state.store;
-    store
-        .insert_family(&TokenFamilyRecord {
-            family_id: ctx.family_id.clone(),
-            client_id: grant.client_id.clone(),
-            username: ctx.username.clone(),
-            created_at: now,
-            revoked_at: None,
-        })
-        .await?;
-    // A family revoked meanwhile (a replayed code) gets nothing more.
-    if store
-        .get_family(&ctx.family_id)
-        .await?
-        .is_some_and(|f| f.revoked_at.is_some())
-    {
-        return Err(
-            OAuthError::with_description(ErrorCode::InvalidGrant, "the grant was revoked").into(),
-        );
-    }
-    let (mut response, jti) = tokens::issue_with_jti(state, grant).await?;
-    store.set_token_family(&jti, &ctx.family_id).await?;
-    if let Some(plan) = &ctx.refresh {
-        let token = RefreshToken::new(random_token(32));
-        let data = RefreshData {
-            username: ctx.username.clone(),
-            consent_id: ctx.consent_id.clone(),
-            scope: plan.scope.clone().unwrap_or_else(|| grant.scope.clone()),
-            authorization_details: grant.authorization_details.clone(),
-            dpop_jkt: plan.dpop_jkt.clone(),
-        };
-        store
-            .insert_refresh_token(&RefreshTokenRecord {
-                token_hash: token.hash(),
-                family_id: ctx.family_id.clone(),
-                client_id: grant.client_id.clone(),
-                grant_data: serde_json::to_value(&data).map_err(crate::error::Error::internal)?,
-                issued_at: now,
-                expires_at: now + state.config.tokens.refresh_token_ttl as i64 * 1000,
-                used_at: None,
-            })
-            .await?;
-        response.refresh_token = Some(token.secret().to_owned());
-    }
-    Ok(response)
 }
 
 /// A token request after its grant's own checks: what would be issued,

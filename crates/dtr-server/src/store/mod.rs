@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod console;
 pub mod device;
+pub mod issuance;
 pub mod postgres;
 pub mod sqlite;
 pub mod transitions;
@@ -16,6 +17,7 @@ pub mod transitions;
 pub use accounts::*;
 pub use console::{ConsoleSession, ConsoleStore};
 pub use device::{DeviceCodeRecord, DeviceStore, NewDeviceCode};
+pub use issuance::{Issuance, IssuanceStore, Recorded};
 
 use async_trait::async_trait;
 use dtr_proto::deferral::{DeferralState, PollView};
@@ -547,6 +549,7 @@ pub trait Store:
     + AccountStore
     + DeviceStore
     + ConsoleStore
+    + IssuanceStore
     + 'static
 {
     /// Cheap round trip for `/healthz`.

@@ -22,6 +22,7 @@ mod accounts;
 mod console;
 /// Device codes of RFC 8628.
 mod device;
+mod issuance;
 
 /// Migrations in order, in step with `migrations/sqlite/` (same numbers,
 /// same meaning); applied ones never change (migrations/README.md).

@@ -24,6 +24,7 @@ mod console;
 mod device;
 /// Inserts of concurrent requests committed together.
 mod group_commit;
+mod issuance;
 /// The last poll of each pending deferral, in memory.
 mod poll_ledger;
 

@@ -74,7 +74,6 @@ fn columns(c: Cleared) -> &'static [&'static str] {
             "code_sealed",
             "notification_token_sealed",
         ],
-        Cleared::Redemption => &["redeemed_at"],
     }
 }
 
@@ -139,7 +138,6 @@ pub fn update(t: Transition, dialect: Dialect, target: Target) -> Statement {
             conditions.push(format!("{hint}expires_at > {}", b.bind(Slot::Now)));
         }
         Timing::Expired => conditions.push(format!("expires_at <= {}", b.bind(Slot::Now))),
-        Timing::Any => {}
     }
     if let Target::One { handle: true } = target {
         conditions.push(format!("interaction_handle = {}", b.bind(Slot::Handle)));
@@ -264,17 +262,6 @@ mod tests {
                 Slot::DenyReason
             ]
         );
-
-        // A release has no timing and sets nothing but the state.
-        let s = update(
-            Transition::Release,
-            Dialect::Sqlite,
-            Target::One { handle: false },
-        );
-        assert!(s.sql.starts_with(
-            "UPDATE deferrals SET state = 'approved', redeemed_at = NULL WHERE id = ?1 AND state IN ('redeemed') RETURNING"
-        ), "{}", s.sql);
-        assert_eq!(s.slots, vec![Slot::Id]);
     }
 
     #[test]

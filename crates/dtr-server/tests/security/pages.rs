@@ -2,7 +2,7 @@
 
 use super::common::*;
 use axum::http::StatusCode;
-use dtr_server::tokens::{self, Grant};
+use dtr_server::tokens::Grant;
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -99,20 +99,21 @@ async fn another_user_cannot_decide_a_token_exchange_about_alice() {
     // The reported attack: bob approved, at the interaction page, the
     // exchange of alice's token, and the poll returned `sub: alice`.
     let h = harness_with(PAGES).await;
-    let alice_token = tokens::issue(
-        &h.state,
-        &Grant {
-            client_id: "svc".into(),
-            subject: "alice".into(),
-            scope: "read".into(),
-            authorization_details: None,
-            deferral_id: None,
-            dpop_jkt: None,
-        },
-    )
-    .await
-    .unwrap()
-    .access_token;
+    let alice_token = dtr_server::grants::StoredGrant::Client
+        .issue(
+            &h.state,
+            &Grant {
+                client_id: "svc".into(),
+                subject: "alice".into(),
+                scope: "read".into(),
+                authorization_details: None,
+                deferral_id: None,
+                dpop_jkt: None,
+            },
+        )
+        .await
+        .unwrap()
+        .access_token;
     let broker = ("broker", "broker-secret");
     let r = h
         .post(
