@@ -225,6 +225,18 @@ impl AppState {
         })))
     }
 
+    /// What DPoP checks at this server's endpoints read (see
+    /// [`crate::dpop`]).
+    pub fn dpop(&self) -> crate::dpop::Verifier<'_> {
+        crate::dpop::Verifier {
+            config: &self.config.dpop,
+            nonce_key: &self.dpop_nonce_key,
+            issuer: &self.issuer,
+            clock: self.clock.as_ref(),
+            store: self.store.as_ref(),
+        }
+    }
+
     /// Verifies a user's password against the store; unknown and disabled
     /// users fail, and take as long. Throttled per user and source address
     /// (see [`crate::throttle`]): over budget is refused without hashing,

@@ -26,7 +26,7 @@ pub async fn revoke(
         }
         Err(e) => e.into_response(),
     };
-    crate::dpop::add_nonce(&state, resp.headers_mut());
+    state.dpop().add_nonce(resp.headers_mut());
     resp
 }
 
@@ -57,8 +57,10 @@ async fn handle(
         // DTR-32..34: cancel if it is this client's live deferral; anything
         // else changes nothing and is answered the same.
         // DTR-13, DTR-31: a bound code needs a proof of its key.
-        let proof =
-            crate::dpop::check(state, headers, "POST", dtr_proto::paths::REVOKE, None).await?;
+        let proof = state
+            .dpop()
+            .check(headers, "POST", dtr_proto::paths::REVOKE, None)
+            .await?;
         let jkt = proof.map(|p| p.jkt);
         deferrals::cancel(
             state,

@@ -25,7 +25,7 @@ pub async fn token(
         Err(e) => e.into_response(),
     };
     crate::metrics::tag_grant(&mut resp, params.get("grant_type"));
-    crate::dpop::add_nonce(&state, resp.headers_mut());
+    state.dpop().add_nonce(resp.headers_mut());
     resp
 }
 
@@ -38,7 +38,10 @@ async fn handle(
     let client = client_auth::authenticate(state, headers, params, dtr_proto::paths::TOKEN).await?;
     let request = TokenRequest::parse(params)?;
     // RFC 9449 section 5: a proof, when sent, must be valid whatever the grant.
-    let proof = crate::dpop::check(state, headers, "POST", dtr_proto::paths::TOKEN, None).await?;
+    let proof = state
+        .dpop()
+        .check(headers, "POST", dtr_proto::paths::TOKEN, None)
+        .await?;
     crate::grants::pipeline::answer(state, &client, request, proof.map(|p| p.jkt)).await
 }
 
