@@ -225,6 +225,21 @@ impl AppState {
         })))
     }
 
+    /// What authenticating the client of a request reads (see
+    /// [`crate::client_auth`]).
+    pub fn client_auth(&self) -> crate::client_auth::Authenticator<'_> {
+        crate::client_auth::Authenticator {
+            clients: &self.clients,
+            store: self.store.as_ref(),
+            hashing: &self.hashing,
+            throttle: &self.throttle,
+            issuer: &self.issuer,
+            clock: self.clock.as_ref(),
+            outbound: &self.outbound,
+            jwks_cache: &self.jwks_cache,
+        }
+    }
+
     /// What DPoP checks at this server's endpoints read (see
     /// [`crate::dpop`]).
     pub fn dpop(&self) -> crate::dpop::Verifier<'_> {

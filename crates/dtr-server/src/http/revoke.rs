@@ -2,7 +2,6 @@
 //! revocation cancels the deferral (DTR-31..35).
 
 use super::form::Form;
-use crate::client_auth;
 use crate::deferrals;
 use crate::state::AppState;
 use axum::extract::State;
@@ -35,8 +34,10 @@ async fn handle(
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
 ) -> Result<(), crate::error::Error> {
-    let client =
-        client_auth::authenticate(state, headers, params, dtr_proto::paths::REVOKE).await?;
+    let client = state
+        .client_auth()
+        .authenticate(headers, params, dtr_proto::paths::REVOKE)
+        .await?;
     let token = params.require("token")?;
     // The hint only orders the search (RFC 7009 section 2.1); an unknown
     // hint is no error. Our access tokens are JWTs, deferral codes are not,

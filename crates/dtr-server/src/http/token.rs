@@ -5,7 +5,6 @@
 
 use super::error::json_no_store;
 use super::form::Form;
-use crate::client_auth;
 use crate::error::Error;
 use crate::grants::GrantOutcome;
 use crate::state::AppState;
@@ -35,7 +34,10 @@ async fn handle(
     params: &dtr_proto::params::Params,
 ) -> Result<GrantOutcome, Error> {
     // DTR-16 step 1: authenticate the client first.
-    let client = client_auth::authenticate(state, headers, params, dtr_proto::paths::TOKEN).await?;
+    let client = state
+        .client_auth()
+        .authenticate(headers, params, dtr_proto::paths::TOKEN)
+        .await?;
     let request = TokenRequest::parse(params)?;
     // RFC 9449 section 5: a proof, when sent, must be valid whatever the grant.
     let proof = state
