@@ -7,8 +7,12 @@
 //! remembered as the SHA-256 of the secret, compared in constant time, so
 //! the slow hash runs once per client and process, not once per request.
 
+use crate::clock::Clock;
 use crate::config::AuthMethod;
+use crate::outbound::{JwksCache, SafeHttp};
+use crate::password::HashPool;
 use crate::store::{ClientRecord, Store};
+use crate::throttle::Throttle;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dtr_proto::params::Params;
@@ -168,143 +172,169 @@ pub fn presented(authorization: Option<&str>, p: &Params) -> Result<Presented, O
     })
 }
 
-/// Authenticates the client of a request at `endpoint` (a path of
-/// [`dtr_proto::paths`]): secrets through the registry, assertions with
-/// the client's keys and a single-use `jti` kept in the store.
-pub async fn authenticate(
-    state: &crate::state::AppState,
-    headers: &axum::http::HeaderMap,
-    params: &Params,
-    endpoint: &str,
-) -> Result<Arc<ClientRecord>, crate::error::Error> {
-    let auth = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let presented = presented(auth, params)?;
-    // Failed authentication is throttled per client id and source address
-    // (see `throttle` for the budgets and why the answer is
-    // `invalid_client` with `Retry-After`).
-    use crate::throttle::{Attempt, Outcome};
-    let attempt = Attempt::Client(presented.client_id());
-    let from = crate::throttle::source();
-    let verified = state
-        .throttle
-        .guard(
-            attempt,
-            from,
-            verify_presented(state, &presented, endpoint),
-            |r| match r {
-                Ok(_) => Outcome::Success,
-                Err(crate::error::Error::OAuth(e)) if e.error == ErrorCode::InvalidClient => {
-                    Outcome::Failure
-                }
-                Err(_) => Outcome::Undecided,
-            },
-        )
-        .await;
-    match verified {
-        Ok(result) => result,
-        Err(refused) => {
-            // Credentials this node already verified (or is verifying for
-            // a concurrent request) cost no hash: let them through, so wrong
-            // secrets sent under a client's id do not lock the real client
-            // out, nor does a burst of its own first requests.
-            state
-                .clients
-                .ensure_fresh(state.store.as_ref(), presented.client_id())
-                .await?;
-            match state
-                .clients
-                .verified_or_in_flight(&presented, &state.hashing)
-                .await
-            {
-                Some(c) => Ok(c),
-                None => Err(
-                    invalid_client("too many failed authentication attempts; retry later")
-                        .with_retry_after(refused.answered())
-                        .into(),
-                ),
-            }
-        }
-    }
+/// What authenticating the client of a request reads: the registry, the
+/// store (the registry's freshness, single use of assertion `jti`s), the
+/// hashing pool, the throttle, the issuer (the audiences an assertion may
+/// name), the clock, and the key sets of clients that publish a
+/// `jwks_uri` with the SSRF-safe client that fetches them. The state hands
+/// one out ([`crate::state::AppState::client_auth`]).
+#[derive(Clone, Copy)]
+pub struct Authenticator<'a> {
+    /// The registry of clients.
+    pub clients: &'a ClientRegistry,
+    /// The database.
+    pub store: &'a dyn Store,
+    /// The password hashing threads and their bounded queue.
+    pub hashing: &'a HashPool,
+    /// Budgets of failed authentication.
+    pub throttle: &'a Throttle,
+    /// The issuer identifier, without a trailing slash.
+    pub issuer: &'a str,
+    /// The clock.
+    pub clock: &'a dyn Clock,
+    /// SSRF-safe client for URLs that clients chose (DTR-28).
+    pub outbound: &'a SafeHttp,
+    /// Clients' key sets fetched from their `jwks_uri`.
+    pub jwks_cache: &'a JwksCache,
 }
 
-/// [`authenticate`] without the throttle.
-async fn verify_presented(
-    state: &crate::state::AppState,
-    presented: &Presented,
-    endpoint: &str,
-) -> Result<Arc<ClientRecord>, crate::error::Error> {
-    state
-        .clients
-        .ensure_fresh(state.store.as_ref(), presented.client_id())
-        .await?;
-    let Presented::Assertion {
-        client_id,
-        assertion,
-    } = presented
-    else {
-        return state.clients.authenticate(presented, &state.hashing).await;
-    };
-    let failed = |why: &str| {
-        tracing::info!(client = %client_id, reason = why, "client assertion refused");
-        invalid_client("client authentication failed")
-    };
-    let client = state
-        .clients
-        .get(client_id)
-        .ok_or_else(|| failed("unknown client"))?;
-    if AuthMethod::parse(&client.auth_method) != Some(AuthMethod::PrivateKeyJwt) {
-        return Err(failed("client is not registered for private_key_jwt").into());
-    }
-    // RFC 7523 section 3 point 3: the audience identifies this server. We
-    // accept the issuer (draft-ietf-oauth-rfc7523bis prefers it), the token
-    // endpoint URL (what clients send today) and the URL of the endpoint
-    // being called (RFC 9126 section 2 names the PAR endpoint's; revocation
-    // and introspection take the same assertions), alone or in an array of
-    // only these (see `client_assertion::verify`).
-    let audiences = vec![
-        state.issuer.clone(),
-        format!("{}{}", state.issuer, dtr_proto::paths::TOKEN),
-        format!("{}{}", state.issuer, endpoint),
-    ];
-    let now_ms = state.clock.now_ms();
-    let verify = |jwks: &serde_json::Value| {
-        crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000)
-    };
-    let verified = match (&client.jwks, &client.jwks_uri) {
-        (Some(jwks), _) => verify(jwks).map_err(|e| failed(&e))?,
-        (None, Some(uri)) => {
-            // Keys published by the client, fetched SSRF-safely and cached;
-            // a failure may be a rotation, so try once with a fresh copy.
-            let fetch = |refresh| state.jwks_cache.get(&state.outbound, uri, refresh);
-            let jwks = fetch(false)
-                .await
-                .map_err(|e| failed(&format!("jwks_uri: {e}")))?;
-            match verify(&jwks) {
-                Ok(v) => v,
-                Err(_) => {
-                    let jwks = fetch(true)
-                        .await
-                        .map_err(|e| failed(&format!("jwks_uri: {e}")))?;
-                    verify(&jwks).map_err(|e| failed(&e))?
+impl Authenticator<'_> {
+    /// Authenticates the client of a request at `endpoint` (a path of
+    /// [`dtr_proto::paths`]): secrets through the registry, assertions with
+    /// the client's keys and a single-use `jti` kept in the store.
+    pub async fn authenticate(
+        &self,
+        headers: &axum::http::HeaderMap,
+        params: &Params,
+        endpoint: &str,
+    ) -> Result<Arc<ClientRecord>, crate::error::Error> {
+        let auth = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let presented = presented(auth, params)?;
+        // Failed authentication is throttled per client id and source address
+        // (see `throttle` for the budgets and why the answer is
+        // `invalid_client` with `Retry-After`).
+        use crate::throttle::{Attempt, Outcome};
+        let attempt = Attempt::Client(presented.client_id());
+        let from = crate::throttle::source();
+        let verified = self
+            .throttle
+            .guard(
+                attempt,
+                from,
+                self.verify_presented(&presented, endpoint),
+                |r| match r {
+                    Ok(_) => Outcome::Success,
+                    Err(crate::error::Error::OAuth(e)) if e.error == ErrorCode::InvalidClient => {
+                        Outcome::Failure
+                    }
+                    Err(_) => Outcome::Undecided,
+                },
+            )
+            .await;
+        match verified {
+            Ok(result) => result,
+            Err(refused) => {
+                // Credentials this node already verified (or is verifying for
+                // a concurrent request) cost no hash: let them through, so
+                // wrong secrets sent under a client's id do not lock the real
+                // client out, nor does a burst of its own first requests.
+                self.clients
+                    .ensure_fresh(self.store, presented.client_id())
+                    .await?;
+                match self
+                    .clients
+                    .verified_or_in_flight(&presented, self.hashing)
+                    .await
+                {
+                    Some(c) => Ok(c),
+                    None => Err(invalid_client(
+                        "too many failed authentication attempts; retry later",
+                    )
+                    .with_retry_after(refused.answered())
+                    .into()),
                 }
             }
         }
-        (None, None) => return Err(failed("client has no keys").into()),
-    };
-    let key = dtr_proto::secret::sha256_b64(&format!(
-        "assertion\n{}\n{}",
-        verified.client_id, verified.jti
-    ));
-    let fresh = state
-        .store
-        .use_once(&key, (verified.exp + 60) * 1000, now_ms)
-        .await?;
-    if !fresh {
-        return Err(failed("client assertion jti reused").into());
     }
-    Ok(client)
+
+    /// [`Self::authenticate`] without the throttle.
+    async fn verify_presented(
+        &self,
+        presented: &Presented,
+        endpoint: &str,
+    ) -> Result<Arc<ClientRecord>, crate::error::Error> {
+        self.clients
+            .ensure_fresh(self.store, presented.client_id())
+            .await?;
+        let Presented::Assertion {
+            client_id,
+            assertion,
+        } = presented
+        else {
+            return self.clients.authenticate(presented, self.hashing).await;
+        };
+        let failed = |why: &str| {
+            tracing::info!(client = %client_id, reason = why, "client assertion refused");
+            invalid_client("client authentication failed")
+        };
+        let client = self
+            .clients
+            .get(client_id)
+            .ok_or_else(|| failed("unknown client"))?;
+        if AuthMethod::parse(&client.auth_method) != Some(AuthMethod::PrivateKeyJwt) {
+            return Err(failed("client is not registered for private_key_jwt").into());
+        }
+        // RFC 7523 section 3 point 3: the audience identifies this server. We
+        // accept the issuer (draft-ietf-oauth-rfc7523bis prefers it), the
+        // token endpoint URL (what clients send today) and the URL of the
+        // endpoint being called (RFC 9126 section 2 names the PAR endpoint's;
+        // revocation and introspection take the same assertions), alone or in
+        // an array of only these (see `client_assertion::verify`).
+        let audiences = vec![
+            self.issuer.to_owned(),
+            format!("{}{}", self.issuer, dtr_proto::paths::TOKEN),
+            format!("{}{}", self.issuer, endpoint),
+        ];
+        let now_ms = self.clock.now_ms();
+        let verify = |jwks: &serde_json::Value| {
+            crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000)
+        };
+        let verified = match (&client.jwks, &client.jwks_uri) {
+            (Some(jwks), _) => verify(jwks).map_err(|e| failed(&e))?,
+            (None, Some(uri)) => {
+                // Keys published by the client, fetched SSRF-safely and cached;
+                // a failure may be a rotation, so try once with a fresh copy.
+                let fetch = |refresh| self.jwks_cache.get(self.outbound, uri, refresh);
+                let jwks = fetch(false)
+                    .await
+                    .map_err(|e| failed(&format!("jwks_uri: {e}")))?;
+                match verify(&jwks) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        let jwks = fetch(true)
+                            .await
+                            .map_err(|e| failed(&format!("jwks_uri: {e}")))?;
+                        verify(&jwks).map_err(|e| failed(&e))?
+                    }
+                }
+            }
+            (None, None) => return Err(failed("client has no keys").into()),
+        };
+        let key = dtr_proto::secret::sha256_b64(&format!(
+            "assertion\n{}\n{}",
+            verified.client_id, verified.jti
+        ));
+        let fresh = self
+            .store
+            .use_once(&key, (verified.exp + 60) * 1000, now_ms)
+            .await?;
+        if !fresh {
+            return Err(failed("client assertion jti reused").into());
+        }
+        Ok(client)
+    }
 }
 
 /// Whether a presented method satisfies the registered one.

@@ -4,7 +4,9 @@
 //! (section 11.1), the latter in the store so it holds across restarts
 //! and nodes.
 
-use crate::state::AppState;
+use crate::clock::Clock;
+use crate::config::DpopConfig;
+use crate::store::Store;
 use axum::http::{HeaderMap, HeaderValue};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -42,30 +44,86 @@ fn nonce_for_slot(key: &[u8; 32], slot: i64) -> String {
     URL_SAFE_NO_PAD.encode(raw)
 }
 
-/// The nonce to hand out now.
-pub fn current_nonce(state: &AppState) -> String {
-    nonce_for_slot(
-        &state.dpop_nonce_key,
-        state.clock.now_ms() / 1000 / NONCE_SLOT_SECS,
-    )
+/// What the checks of proofs and nonces at this server's endpoints read:
+/// the `[dpop]` configuration, the nonce key, the issuer (proofs name its
+/// URLs), the clock and the store (single use of `jti`). The state hands
+/// one out ([`crate::state::AppState::dpop`]).
+#[derive(Clone, Copy)]
+pub struct Verifier<'a> {
+    /// The `[dpop]` section of the configuration.
+    pub config: &'a DpopConfig,
+    /// The key of server nonces ([`nonce_key`]).
+    pub nonce_key: &'a [u8; 32],
+    /// The issuer identifier, without a trailing slash.
+    pub issuer: &'a str,
+    /// The clock.
+    pub clock: &'a dyn Clock,
+    /// The store, where used `jti`s are remembered.
+    pub store: &'a dyn Store,
 }
 
-fn nonce_ok(state: &AppState, nonce: &str) -> bool {
-    let slot = state.clock.now_ms() / 1000 / NONCE_SLOT_SECS;
-    [slot, slot - 1].iter().any(|s| {
-        dtr_proto::secret::ct_eq(
-            nonce_for_slot(&state.dpop_nonce_key, *s).as_bytes(),
-            nonce.as_bytes(),
-        )
-    })
-}
+impl Verifier<'_> {
+    /// The nonce to hand out now.
+    pub fn current_nonce(&self) -> String {
+        nonce_for_slot(self.nonce_key, self.clock.now_ms() / 1000 / NONCE_SLOT_SECS)
+    }
 
-/// Adds a fresh `DPoP-Nonce` to a response when nonces are on.
-pub fn add_nonce(state: &AppState, headers: &mut HeaderMap) {
-    if state.config.dpop.nonce {
-        if let Ok(v) = HeaderValue::from_str(&current_nonce(state)) {
-            headers.insert(DPOP_NONCE_HEADER, v);
+    fn nonce_ok(&self, nonce: &str) -> bool {
+        let slot = self.clock.now_ms() / 1000 / NONCE_SLOT_SECS;
+        [slot, slot - 1].iter().any(|s| {
+            dtr_proto::secret::ct_eq(
+                nonce_for_slot(self.nonce_key, *s).as_bytes(),
+                nonce.as_bytes(),
+            )
+        })
+    }
+
+    /// Adds a fresh `DPoP-Nonce` to a response when nonces are on.
+    pub fn add_nonce(&self, headers: &mut HeaderMap) {
+        if self.config.nonce {
+            if let Ok(v) = HeaderValue::from_str(&self.current_nonce()) {
+                headers.insert(DPOP_NONCE_HEADER, v);
+            }
         }
+    }
+
+    /// Validates the request's proof, if any, for `method` on `path` of this
+    /// issuer. `access_token` is given at resource endpoints (check of `ath`).
+    pub async fn check(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        access_token: Option<&str>,
+    ) -> Result<Option<VerifiedProof>, crate::error::Error> {
+        let Some(proof) = proof_header(headers).map_err(|e| e.to_oauth())? else {
+            return Ok(None);
+        };
+        let url = format!("{}{}", self.issuer, path);
+        let window = self.config.iat_window as i64;
+        let ctx = ProofContext {
+            method,
+            url: &url,
+            now: self.clock.now_ms() / 1000,
+            iat_window: window,
+            access_token,
+        };
+        let verified = verify_proof(proof, &ctx).map_err(|e| e.to_oauth())?;
+        if self.config.nonce && !verified.nonce.as_deref().is_some_and(|n| self.nonce_ok(n)) {
+            return Err(DpopError::NonceRequired.to_oauth().into());
+        }
+        // Single use: remember the jti for as long as its iat is acceptable.
+        let key =
+            dtr_proto::secret::sha256_b64(&format!("dpop\n{}\n{}", verified.jkt, verified.jti));
+        let until_ms = (verified.iat + window + 1) * 1000;
+        let fresh = self
+            .store
+            .use_once(&key, until_ms, self.clock.now_ms())
+            .await?;
+        if !fresh {
+            return Err(DpopError::Replayed.to_oauth().into());
+        }
+        Ok(Some(verified))
     }
 }
 
@@ -80,49 +138,6 @@ pub fn proof_header(headers: &HeaderMap) -> Result<Option<&str>, DpopError> {
     first
         .map(|v| v.to_str().map_err(|_| DpopError::Malformed))
         .transpose()
-}
-
-/// Validates the request's proof, if any, for `method` on `path` of this
-/// issuer. `access_token` is given at resource endpoints (check of `ath`).
-pub async fn check(
-    state: &AppState,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-    access_token: Option<&str>,
-) -> Result<Option<VerifiedProof>, crate::error::Error> {
-    let Some(proof) = proof_header(headers).map_err(|e| e.to_oauth())? else {
-        return Ok(None);
-    };
-    let url = format!("{}{}", state.issuer, path);
-    let window = state.config.dpop.iat_window as i64;
-    let ctx = ProofContext {
-        method,
-        url: &url,
-        now: state.clock.now_ms() / 1000,
-        iat_window: window,
-        access_token,
-    };
-    let verified = verify_proof(proof, &ctx).map_err(|e| e.to_oauth())?;
-    if state.config.dpop.nonce
-        && !verified
-            .nonce
-            .as_deref()
-            .is_some_and(|n| nonce_ok(state, n))
-    {
-        return Err(DpopError::NonceRequired.to_oauth().into());
-    }
-    // Single use: remember the jti for as long as its iat is acceptable.
-    let key = dtr_proto::secret::sha256_b64(&format!("dpop\n{}\n{}", verified.jkt, verified.jti));
-    let until_ms = (verified.iat + window + 1) * 1000;
-    let fresh = state
-        .store
-        .use_once(&key, until_ms, state.clock.now_ms())
-        .await?;
-    if !fresh {
-        return Err(DpopError::Replayed.to_oauth().into());
-    }
-    Ok(Some(verified))
 }
 
 #[cfg(test)]

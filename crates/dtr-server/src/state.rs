@@ -225,6 +225,33 @@ impl AppState {
         })))
     }
 
+    /// What authenticating the client of a request reads (see
+    /// [`crate::client_auth`]).
+    pub fn client_auth(&self) -> crate::client_auth::Authenticator<'_> {
+        crate::client_auth::Authenticator {
+            clients: &self.clients,
+            store: self.store.as_ref(),
+            hashing: &self.hashing,
+            throttle: &self.throttle,
+            issuer: &self.issuer,
+            clock: self.clock.as_ref(),
+            outbound: &self.outbound,
+            jwks_cache: &self.jwks_cache,
+        }
+    }
+
+    /// What DPoP checks at this server's endpoints read (see
+    /// [`crate::dpop`]).
+    pub fn dpop(&self) -> crate::dpop::Verifier<'_> {
+        crate::dpop::Verifier {
+            config: &self.config.dpop,
+            nonce_key: &self.dpop_nonce_key,
+            issuer: &self.issuer,
+            clock: self.clock.as_ref(),
+            store: self.store.as_ref(),
+        }
+    }
+
     /// Verifies a user's password against the store; unknown and disabled
     /// users fail, and take as long. Throttled per user and source address
     /// (see [`crate::throttle`]): over budget is refused without hashing,

@@ -55,9 +55,6 @@
 
 use crate::clock::Clock;
 use crate::config::ThrottleConfig;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
@@ -65,8 +62,9 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,37 +78,18 @@ tokio::task_local! {
     static REFUSED: std::cell::Cell<bool>;
 }
 
-/// Layer of every route: remembers the request's peer address (from
-/// `ConnectInfo`, which `serve` provides) for the duration of the request,
-/// so the checks deep inside client authentication need no plumbing
-/// through every handler. Requests without `ConnectInfo` (the router
-/// driven directly) count as one unknown source.
-///
-/// A request answered with a throttle's refusal is held for
-/// `throttle.refusal_delay_ms` before its answer leaves (a tarpit): cheap
-/// as a refusal is, a closed loop of guesses would otherwise get one as
-/// fast as the server can answer and fill its cores with them, and the
-/// legitimate requests queue behind (benchmark row 7).
-pub async fn remember_source(
-    State(state): State<crate::state::AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let addr = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let (resp, refused) = REFUSED
+/// Runs `request` (the rest of a request's handling) with `addr` as its
+/// source address, so the checks deep inside client authentication need
+/// no plumbing through every handler; see [`source`]. Returns its output
+/// and whether it was answered with a throttle's refusal (see
+/// [`Refused::answered`]), which the caller holds in its tarpit.
+pub async fn with_source<T>(addr: Option<IpAddr>, request: impl Future<Output = T>) -> (T, bool) {
+    REFUSED
         .scope(std::cell::Cell::new(false), async {
-            let resp = SOURCE.scope(addr, next.run(req)).await;
-            (resp, REFUSED.with(std::cell::Cell::get))
+            let out = SOURCE.scope(addr, request).await;
+            (out, REFUSED.with(std::cell::Cell::get))
         })
-        .await;
-    let delay = state.config.throttle.refusal_delay_ms;
-    if refused && delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    resp
+        .await
 }
 
 /// The source address of the request being handled, if known.
@@ -164,7 +143,8 @@ pub struct Refused {
 impl Refused {
     /// Whole seconds for `Retry-After`, rounded up and at least 1.
     /// Marks the request being handled as answered with this refusal (it
-    /// is then held by the tarpit of [`remember_source`]) and returns the
+    /// is then held by the tarpit of
+    /// [`crate::http::throttle_source::remember_source`]) and returns the
     /// seconds for its `Retry-After`. Every answer of a refusal goes
     /// through here; a refusal overruled (credentials this node already
     /// verified) is not answered and holds nothing.

@@ -569,7 +569,6 @@ fn only_http_imports_http() {
 }
 
 #[test]
-#[ignore = "one cycle remains: state holds the client registry, DPoP replay cache and throttles whose functions take AppState (client_auth, dpop, throttle, state)"]
 fn no_module_cycles() {
     let g = graph();
     let found = cycles(&g);

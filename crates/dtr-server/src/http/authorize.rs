@@ -295,7 +295,10 @@ async fn push(
     headers: &HeaderMap,
     p: &Params,
 ) -> Result<Response, crate::error::Error> {
-    let client = crate::client_auth::authenticate(state, headers, p, dtr_proto::paths::PAR).await?;
+    let client = state
+        .client_auth()
+        .authenticate(headers, p, dtr_proto::paths::PAR)
+        .await?;
     // RFC 9126 section 2.1: a request_uri cannot itself be pushed.
     if p.contains("request_uri") {
         return Err(

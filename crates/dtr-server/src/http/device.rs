@@ -7,7 +7,6 @@
 use super::error::json_no_store;
 use super::form::Form;
 use super::html::{escape, page};
-use crate::client_auth;
 use crate::grants::device::{self, LookupError};
 use crate::session::{self, SessionUser};
 use crate::state::AppState;
@@ -26,9 +25,10 @@ pub async fn device_authorization(
     Form(params): Form,
 ) -> Response {
     let result = async {
-        let client =
-            client_auth::authenticate(&state, &headers, &params, paths::DEVICE_AUTHORIZATION)
-                .await?;
+        let client = state
+            .client_auth()
+            .authenticate(&headers, &params, paths::DEVICE_AUTHORIZATION)
+            .await?;
         let req = DeviceAuthorizationRequest::parse(&params)?;
         device::authorize(&state, &client, req).await
     }

@@ -15,7 +15,6 @@
 
 use super::error::json_no_store;
 use super::form::Form;
-use crate::client_auth;
 use crate::config::AuthMethod;
 use crate::state::AppState;
 use crate::token_policy::{audience_of, TokenParties, TokenPolicy};
@@ -42,8 +41,10 @@ async fn handle(
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
 ) -> Result<Value, crate::error::Error> {
-    let client =
-        client_auth::authenticate(state, headers, params, dtr_proto::paths::INTROSPECT).await?;
+    let client = state
+        .client_auth()
+        .authenticate(headers, params, dtr_proto::paths::INTROSPECT)
+        .await?;
     if AuthMethod::parse(&client.auth_method).is_none_or(|m| m == AuthMethod::None) {
         return Err(OAuthError::with_description(
             ErrorCode::InvalidClient,

@@ -19,6 +19,7 @@ pub mod register;
 pub mod review;
 pub mod revoke;
 pub mod server;
+pub mod throttle_source;
 pub mod token;
 
 use crate::state::AppState;
@@ -63,7 +64,7 @@ pub fn app(state: AppState) -> Router {
         // The source address the throttles key on.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::throttle::remember_source,
+            throttle_source::remember_source,
         ))
         // Bodies bounded in size and time, refused as OAuth JSON errors.
         .layer(axum::middleware::from_fn_with_state(

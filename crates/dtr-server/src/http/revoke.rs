@@ -2,7 +2,6 @@
 //! revocation cancels the deferral (DTR-31..35).
 
 use super::form::Form;
-use crate::client_auth;
 use crate::deferrals;
 use crate::state::AppState;
 use axum::extract::State;
@@ -26,7 +25,7 @@ pub async fn revoke(
         }
         Err(e) => e.into_response(),
     };
-    crate::dpop::add_nonce(&state, resp.headers_mut());
+    state.dpop().add_nonce(resp.headers_mut());
     resp
 }
 
@@ -35,8 +34,10 @@ async fn handle(
     headers: &HeaderMap,
     params: &dtr_proto::params::Params,
 ) -> Result<(), crate::error::Error> {
-    let client =
-        client_auth::authenticate(state, headers, params, dtr_proto::paths::REVOKE).await?;
+    let client = state
+        .client_auth()
+        .authenticate(headers, params, dtr_proto::paths::REVOKE)
+        .await?;
     let token = params.require("token")?;
     // The hint only orders the search (RFC 7009 section 2.1); an unknown
     // hint is no error. Our access tokens are JWTs, deferral codes are not,
@@ -57,8 +58,10 @@ async fn handle(
         // DTR-32..34: cancel if it is this client's live deferral; anything
         // else changes nothing and is answered the same.
         // DTR-13, DTR-31: a bound code needs a proof of its key.
-        let proof =
-            crate::dpop::check(state, headers, "POST", dtr_proto::paths::REVOKE, None).await?;
+        let proof = state
+            .dpop()
+            .check(headers, "POST", dtr_proto::paths::REVOKE, None)
+            .await?;
         let jkt = proof.map(|p| p.jkt);
         deferrals::cancel(
             state,

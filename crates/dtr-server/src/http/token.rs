@@ -5,7 +5,6 @@
 
 use super::error::json_no_store;
 use super::form::Form;
-use crate::client_auth;
 use crate::error::Error;
 use crate::grants::GrantOutcome;
 use crate::state::AppState;
@@ -25,7 +24,7 @@ pub async fn token(
         Err(e) => e.into_response(),
     };
     crate::metrics::tag_grant(&mut resp, params.get("grant_type"));
-    crate::dpop::add_nonce(&state, resp.headers_mut());
+    state.dpop().add_nonce(resp.headers_mut());
     resp
 }
 
@@ -35,10 +34,16 @@ async fn handle(
     params: &dtr_proto::params::Params,
 ) -> Result<GrantOutcome, Error> {
     // DTR-16 step 1: authenticate the client first.
-    let client = client_auth::authenticate(state, headers, params, dtr_proto::paths::TOKEN).await?;
+    let client = state
+        .client_auth()
+        .authenticate(headers, params, dtr_proto::paths::TOKEN)
+        .await?;
     let request = TokenRequest::parse(params)?;
     // RFC 9449 section 5: a proof, when sent, must be valid whatever the grant.
-    let proof = crate::dpop::check(state, headers, "POST", dtr_proto::paths::TOKEN, None).await?;
+    let proof = state
+        .dpop()
+        .check(headers, "POST", dtr_proto::paths::TOKEN, None)
+        .await?;
     crate::grants::pipeline::answer(state, &client, request, proof.map(|p| p.jkt)).await
 }
 
