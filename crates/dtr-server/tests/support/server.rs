@@ -1,7 +1,7 @@
 //! A real server on a free loopback port for end-to-end tests: the
-//! configuration as TOML text, SQLite in the given file, the whole HTTP
-//! stack and the background tasks. `stop()` drains it like SIGTERM; a
-//! dropped handle stops it too.
+//! configuration as TOML text, SQLite in the given file (or any database
+//! URL, `start_on`), the whole HTTP stack and the background tasks.
+//! `stop()` drains it like SIGTERM; a dropped handle stops it too.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use dtr_server::clock::{Clock, SystemClock};
@@ -47,9 +47,16 @@ pub async fn start(config: &str, db: &Path) -> Running {
 
 /// Starts a server with `config` on `clock`.
 pub async fn start_with_clock(config: &str, db: &Path, clock: Arc<dyn Clock>) -> Running {
+    start_on(config, &format!("sqlite://{}", db.display()), clock).await
+}
+
+/// Starts a server with `config` on the database at `database` (a
+/// `sqlite://` or `postgres://` URL, as the `database` key takes it):
+/// several servers on one PostgreSQL database are the nodes of a cluster.
+pub async fn start_on(config: &str, database: &str, clock: Arc<dyn Clock>) -> Running {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", db.display())),
+        database: Some(database.to_owned()),
         issuer: None,
     };
     let config = ConfigFile::parse(config)
