@@ -21,7 +21,7 @@
 //! runs a private cluster of its own (`initdb` in a temporary directory,
 //! on a free port, run as the `postgres` user), so it needs root and
 //! PostgreSQL 15's server binaries. The tests are `#[ignore]`d for that
-//! reason and `.ci/run` runs the first explicitly with `--ignored`; there
+//! reason and `.ci/run` runs both explicitly with `--ignored`; there
 //! it fails rather than skips when anything it needs is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -926,21 +926,15 @@ async fn postgres_outage_under_load_loses_nothing() {
 }
 
 /// The narrowest window of a poll: the deferral has passed the
-/// exactly-once gate (`approved` -> `redeemed` committed) and the token's
-/// row is being written when PostgreSQL goes down. No token left the
-/// server, so the approval must still be collectable afterwards, once.
+/// exactly-once gate (`approved` -> `redeemed`, not yet committed) and the
+/// token's row is being written when PostgreSQL goes down. No token left
+/// the server, so the approval must still be collectable afterwards, once.
 /// The window is held open deterministically: a trigger makes the token's
-/// insert sleep, and PostgreSQL is stopped while it sleeps.
-///
-/// Fails today, so `.ci/run` leaves it out: the redemption is committed on
-/// its own before the token's row, and when the database dies in between,
-/// `grants::deferred::redeem` cannot give the redemption back (that needs
-/// the database too), so the deferral stays `redeemed` with no token
-/// issued and the approval is lost. Run it with
-/// `cargo test -p dtr-server --test postgres_outage -- --ignored --exact
-/// postgres_crash_between_redemption_and_token_keeps_the_approval`.
+/// insert sleep, and PostgreSQL is stopped while it sleeps. It holds
+/// because the redemption and the token's rows are one transaction
+/// (`IssuanceStore::record_issuance`): the crash rolls both back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known failure (an approval is lost when PostgreSQL dies between the redemption and the token's row); needs root and PostgreSQL 15"]
+#[ignore = "needs root and PostgreSQL 15's server binaries; .ci/run runs it with --ignored"]
 async fn postgres_crash_between_redemption_and_token_keeps_the_approval() {
     let pg = PrivatePg::create();
     for statement in [
@@ -1032,7 +1026,9 @@ async fn postgres_crash_between_redemption_and_token_keeps_the_approval() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(state, "redeemed", "the gate was passed");
+    // The redemption and the token's row are one transaction: until it
+    // commits, nobody sees the deferral redeemed.
+    assert_eq!(state, "approved", "the redemption is not visible before its token");
     drop(probe);
 
     pg.stop_immediately();
