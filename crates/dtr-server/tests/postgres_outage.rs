@@ -1028,7 +1028,10 @@ async fn postgres_crash_between_redemption_and_token_keeps_the_approval() {
         .get(0);
     // The redemption and the token's row are one transaction: until it
     // commits, nobody sees the deferral redeemed.
-    assert_eq!(state, "approved", "the redemption is not visible before its token");
+    assert_eq!(
+        state, "approved",
+        "the redemption is not visible before its token"
+    );
     drop(probe);
 
     pg.stop_immediately();

@@ -2,8 +2,10 @@
 //! conditional update takes the row lock, so of two nodes redeeming the
 //! same deferral the second waits and then finds it no longer approved.
 
+use super::deferrals::{transitioned_from_row, SlotValues};
 use super::*;
 use crate::store::issuance::{Issuance, IssuanceStore, Recorded};
+use crate::store::transitions::{self, Dialect, Target};
 
 #[async_trait]
 impl IssuanceStore for PostgresStore {

@@ -1,7 +1,10 @@
 //! [`IssuanceStore`] on SQLite: one transaction on the writer.
 
+use super::deferrals::{apply_callback_effect, slot_values, transitioned_from_row};
 use super::*;
 use crate::store::issuance::{Issuance, IssuanceStore, Recorded};
+use crate::store::transitions::{self, Dialect, Target};
+use rusqlite::params_from_iter;
 
 #[async_trait]
 impl IssuanceStore for SqliteStore {
