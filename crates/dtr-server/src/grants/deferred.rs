@@ -38,7 +38,7 @@ pub async fn poll(
     // between our read and our conditional write) reads again; two rounds
     // always suffice because every transition out of `pending` is final
     // for the poll path.
-    for _ in 0..3 {
+    super::until_settled("deferral is changing; poll again", || async {
         let now = state.clock.now_ms();
         let record = state.store.deferral_by_code(&code.hash()).await?;
         // DTR-17: an unknown code and another client's code take the same
@@ -56,7 +56,7 @@ pub async fn poll(
                 .into());
         }
         match decision {
-            PollDecision::Answer(a) => return Err(a.to_error().into()),
+            PollDecision::Answer(a) => Err(a.to_error().into()),
             PollDecision::Redeem { auto_approve } => {
                 if auto_approve {
                     // `approve_after` came due before the worker saw it.
@@ -66,22 +66,15 @@ pub async fn poll(
                     };
                     lifecycle::apply(state, &w, now).await?;
                 }
-                match redeem(state, &rec, now).await? {
-                    Some(token) => return Ok(token),
-                    None => continue,
-                }
+                redeem(state, &rec, now).await
             }
             PollDecision::StillPending => match record_pending_poll(state, &rec, now).await? {
-                Some(answer) => return Err(answer.into()),
-                None => continue,
+                Some(answer) => Err(answer.into()),
+                None => Ok(None),
             },
         }
-    }
-    Err(OAuthError::with_description(
-        ErrorCode::TemporarilyUnavailable,
-        "deferral is changing; poll again",
-    )
-    .into())
+    })
+    .await
 }
 
 /// Denies a deferral whose preconditions lapsed before it was collected

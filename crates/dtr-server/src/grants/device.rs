@@ -223,7 +223,7 @@ pub async fn token(
     let hash = device_code.hash();
     // A request that loses a race (another request or the user changed
     // the row between our read and our conditional write) reads again.
-    for _ in 0..3 {
+    super::until_settled("device code is changing; try again", || async {
         let now = state.clock.now_ms();
         let rec = state.store.device_code_by_hash(&hash).await?;
         // Another client's code is answered like an unknown one.
@@ -252,27 +252,25 @@ pub async fn token(
                     .record_device_poll(&hash, rec.last_polled_at, interval, now)
                     .await?
                 {
-                    continue;
+                    return Ok(None);
                 }
-                return Err(decision
-                    .to_error(rec.interval_ms)
-                    .unwrap_or_else(unknown_device_code)
-                    .into());
-            }
-            DeviceDecision::Collect => return collect(state, client, &rec, opt_in, dpop_jkt).await,
-            other => {
-                return Err(other
+                Err(decision
                     .to_error(rec.interval_ms)
                     .unwrap_or_else(unknown_device_code)
                     .into())
             }
+            DeviceDecision::Collect => {
+                collect(state, client, &rec, opt_in.clone(), dpop_jkt.clone())
+                    .await
+                    .map(Some)
+            }
+            other => Err(other
+                .to_error(rec.interval_ms)
+                .unwrap_or_else(unknown_device_code)
+                .into()),
         }
-    }
-    Err(OAuthError::with_description(
-        ErrorCode::TemporarilyUnavailable,
-        "device code is changing; try again",
-    )
-    .into())
+    })
+    .await
 }
 
 /// The user approved: issue, refuse or defer by policy, exactly once.

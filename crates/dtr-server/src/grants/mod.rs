@@ -440,6 +440,26 @@ pub async fn execute(
     }
 }
 
+/// Runs a read-decide-write step until it settles: `Ok(None)` means its
+/// conditional write lost a race (another request changed the row between
+/// the read and the write), so it reads again. Every grant that polls a
+/// row (the deferred grant, the device grant) runs its step here. Two
+/// rounds suffice when every transition the step races with is final for
+/// it; the third is slack, and after it the client is told to retry
+/// (`busy`, `temporarily_unavailable`).
+pub async fn until_settled<T, F, Fut>(busy: &'static str, mut step: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, Error>>,
+{
+    for _ in 0..3 {
+        if let Some(done) = step().await? {
+            return Ok(done);
+        }
+    }
+    Err(OAuthError::with_description(ErrorCode::TemporarilyUnavailable, busy).into())
+}
+
 /// `invalid_grant` with one description for every reason a code or refresh
 /// token is not accepted, so that the answer tells an attacker nothing.
 pub fn invalid_grant(what: &str) -> OAuthError {
