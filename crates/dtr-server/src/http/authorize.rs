@@ -35,9 +35,9 @@ fn failed(state: &AppState, e: &AuthzError) -> Response {
     }
 }
 
-fn server_error() -> Response {
+fn server_error(e: impl Into<crate::error::Error>) -> Response {
     page(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        super::error::fault_status(e),
         "Error",
         "<p>Something went wrong. Try again.</p>",
     )
@@ -74,7 +74,7 @@ pub async fn authorize(
             let found = match uri.strip_prefix(REQUEST_URI_PREFIX) {
                 Some(h) => match authz::load_request(&state, h).await {
                     Ok(r) => r.map(|(req, pushed)| (req, pushed, h.to_owned())),
-                    Err(_) => return server_error(),
+                    Err(e) => return server_error(e),
                 },
                 None => None,
             };
@@ -111,7 +111,7 @@ pub async fn authorize(
         .await
     {
         Ok(c) => c,
-        Err(_) => return server_error(),
+        Err(e) => return server_error(e),
     };
     // A standing consent covers a later request within its scope; requests
     // with authorization details are transaction-specific and always ask.
@@ -129,14 +129,14 @@ pub async fn authorize(
         }
         return match authz::issue_code(&state, &req, &user, &c.id).await {
             Ok(loc) => session::see_other(&loc),
-            Err(_) => server_error(),
+            Err(e) => server_error(e),
         };
     }
     let handle = match pushed_handle {
         Some(h) => h,
         None => match authz::store_request(&state, &req, false).await {
             Ok(h) => h,
-            Err(_) => return server_error(),
+            Err(e) => return server_error(e),
         },
     };
     consent_page(&state, &user, &req, &handle, client_rec.as_ref()).await
@@ -226,7 +226,7 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(p):
     let req = match authz::load_request(&state, handle).await {
         Ok(Some((req, _))) => req,
         Ok(None) => return error_page("This request was already answered or has expired."),
-        Err(_) => return server_error(),
+        Err(e) => return server_error(e),
     };
     let approve = match p.get("decision") {
         Some("approve") => true,
@@ -272,12 +272,12 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(p):
         .await
     {
         Ok(c) => c,
-        Err(_) => return server_error(),
+        Err(e) => return server_error(e),
     };
     tracing::info!(client = %req.client_id, user = %user.username, "consent given");
     match authz::issue_code(&state, &req, &user, &consent.id).await {
         Ok(loc) => session::see_other(&loc),
-        Err(_) => server_error(),
+        Err(e) => server_error(e),
     }
 }
 

@@ -163,9 +163,9 @@ fn lookup_failed(state: &AppState, user: &SessionUser, e: LookupError) -> Respon
     }
 }
 
-fn server_error() -> Response {
+fn server_error(e: impl Into<crate::error::Error>) -> Response {
     message_page(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        super::error::fault_status(e),
         "Something went wrong",
         "Please try again later.",
     )
@@ -225,7 +225,7 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, Form(p): 
     let (code, rec) = match device::lookup(&state, &user, input).await {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => return lookup_failed(&state, &user, e),
-        Err(_) => return server_error(),
+        Err(e) => return server_error(e),
     };
     let Some(approve) = approve else {
         return confirm_page(&state, &user, &code, &rec).await;
@@ -246,7 +246,7 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, Form(p): 
             "Code already used",
             "This code was already used or has expired. Start again on your device.",
         ),
-        Err(_) => server_error(),
+        Err(e) => server_error(e),
     }
 }
 

@@ -89,6 +89,17 @@ impl IntoResponse for crate::error::Error {
     }
 }
 
+/// The status of an HTML page answering a server fault, which it logs
+/// (once, here): 503 when the database is unreachable, else 500.
+pub fn fault_status(e: impl Into<crate::error::Error>) -> StatusCode {
+    let e = e.into();
+    e.log();
+    match e.to_oauth().error {
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// Errors of the admin API: JSON `{"error", "error_description"}`.
 #[derive(Debug)]
 pub enum AdminError {

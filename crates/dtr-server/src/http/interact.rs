@@ -45,9 +45,8 @@ async fn may_decide(state: &AppState, d: &DeferralRecord, username: &str) -> Res
             "<p>This request concerns no user who could decide it here: an administrator decides it.</p>",
         )),
         Err(e) => {
-            tracing::error!(error = %e, "interaction page: cannot tell who decides");
             Err(page(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                super::error::fault_status(e),
                 "Error",
                 "<p>Something went wrong. Try again.</p>",
             ))
@@ -181,13 +180,10 @@ pub async fn decide(
             )
         }
         Ok(false) => gone(),
-        Err(e) => {
-            tracing::error!(error = %e, "interaction decision failed");
-            page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Error",
-                "<p>Something went wrong. Try again.</p>",
-            )
-        }
+        Err(e) => page(
+            super::error::fault_status(e),
+            "Error",
+            "<p>Something went wrong. Try again.</p>",
+        ),
     }
 }

@@ -194,9 +194,8 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
         expires_at: now + SESSION_SECS * 1000,
     };
     if let Err(e) = state.store.insert_console_session(&session).await {
-        tracing::error!(error = %e, "review console: storing the session failed");
         return page(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            super::error::fault_status(e),
             "Error",
             "<p>Something went wrong. Try again.</p>",
         );
@@ -228,9 +227,8 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(p): Form
             .delete_console_session(&sha256_b64(&rv.session_id))
             .await
         {
-            tracing::error!(error = %e, "review console: ending the session failed");
             return page(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                super::error::fault_status(e),
                 "Error",
                 "<p>Signing out failed. Try again.</p>",
             );
@@ -299,9 +297,8 @@ async fn list(
     let rows = match state.store.list_deferrals(&filter, now).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, "review console listing failed");
             return page(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                super::error::fault_status(e),
                 "Error",
                 "<p>The list could not be read.</p>",
             );
@@ -371,9 +368,8 @@ async fn show(
             )
         }
         Err(e) => {
-            tracing::error!(error = %e, "review console read failed");
             return page(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                super::error::fault_status(e),
                 "Error",
                 "<p>The deferral could not be read.</p>",
             );
@@ -469,13 +465,7 @@ async fn act(
                         "<p>No such deferral.</p>",
                     )
                 }
-                Err(_) => {
-                    return page(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Error",
-                        "<p>Try again.</p>",
-                    )
-                }
+                Err(e) => return page(super::error::fault_status(e), "Error", "<p>Try again.</p>"),
             };
             let requested = Scope::parse(&requested).unwrap_or_default();
             let kept: Vec<&str> = requested
