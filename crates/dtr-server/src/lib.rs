@@ -8,6 +8,7 @@
 //! [`metrics`] (Prometheus).
 //! Protocol types and pure rules live in `dtr-proto`.
 
+pub mod approvers;
 pub mod callbacks;
 pub mod client_assertion;
 pub mod client_auth;
