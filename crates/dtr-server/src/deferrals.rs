@@ -4,6 +4,7 @@
 //! [`crate::lifecycle`]. Polling is the deferred grant,
 //! `grants::deferred`; this module knows nothing of grants.
 
+use crate::approvers::{self, Actor, Approver, Parties, Venue};
 use crate::error::Error;
 use crate::lifecycle;
 use crate::policy::Action;
@@ -31,6 +32,8 @@ pub struct DeferRequest {
     pub subject: String,
     /// The policy's action (one that defers).
     pub action: Action,
+    /// Who may decide it (the rule's approvers and approvals required).
+    pub routing: crate::policy::Routing,
     /// The client's opt-in (must include `deferred`, DTR-2).
     pub opt_in: DeferralOptIn,
     /// Thumbprint of the DPoP key of the request, which the code is bound to (DTR-13).
@@ -192,6 +195,8 @@ pub async fn create(
         notification_token_sealed,
         callback_not_before,
         grant_context,
+        approvers: r.routing.approvers.iter().map(|a| a.to_string()).collect(),
+        approvals_required: r.routing.approvals_required,
     };
     state.store.insert_deferral(&new).await?;
     info!(deferral = %new.id, client = %new.client_id, grant = %new.grant_type, scope = %new.scope, "deferral created");
@@ -246,6 +251,8 @@ pub enum DecisionError {
     NotPending(String),
     /// The request is invalid (400).
     Invalid(String),
+    /// The actor may not decide this deferral (403); nothing changed.
+    Forbidden,
     /// The store failed: a server fault, never the reviewer's.
     Store(StoreError),
 }
@@ -270,6 +277,73 @@ async fn load_pending(state: &AppState, id: &str) -> Result<DeferralRecord, Deci
         )));
     }
     Ok(rec)
+}
+
+/// A pending deferral `actor` may decide through the admin API or the
+/// console ([`crate::approvers::may_decide`], venue `Review`).
+async fn load_decidable(
+    state: &AppState,
+    id: &str,
+    actor: &Actor,
+) -> Result<DeferralRecord, DecisionError> {
+    let rec = load_pending(state, id).await?;
+    if !may_review(state, &rec, actor).await? {
+        return Err(DecisionError::Forbidden);
+    }
+    Ok(rec)
+}
+
+/// Whether `actor` may see and decide `rec` through the admin API or the
+/// console: admins always, reviewers as one of its approvers.
+pub async fn may_review(
+    state: &AppState,
+    rec: &DeferralRecord,
+    actor: &Actor,
+) -> Result<bool, StoreError> {
+    if actor.is_admin() {
+        return Ok(true);
+    }
+    let approvers = routed_approvers(rec);
+    if approvers.is_empty() || !actor.is_reviewer() {
+        return Ok(false);
+    }
+    let parties = parties(state, rec).await?;
+    Ok(approvers::may_decide(
+        actor,
+        &approvers,
+        &parties,
+        Venue::Review,
+        None,
+    ))
+}
+
+/// The approvers a deferral was routed to when it was created (its rule's
+/// `approvers`); entries that no longer parse are dropped (closed).
+pub fn routed_approvers(rec: &DeferralRecord) -> Vec<Approver> {
+    rec.approvers
+        .iter()
+        .filter_map(|a| Approver::parse(a).ok())
+        .collect()
+}
+
+/// The users `subject` and `owner` name for `rec`: its subject when that
+/// is a user (and not also a client's id: ambiguous, so nobody), and its
+/// client's owner, read fresh from the store.
+pub async fn parties(state: &AppState, rec: &DeferralRecord) -> Result<Parties, StoreError> {
+    let subject = match &rec.subject {
+        Some(s) if *s != rec.client_id => {
+            let is_user = state.store.get_user(s).await?.is_some();
+            let is_client = state.store.get_client(s).await?.is_some();
+            (is_user && !is_client).then(|| s.clone())
+        }
+        _ => None,
+    };
+    let owner = state
+        .store
+        .get_client(&rec.client_id)
+        .await?
+        .and_then(|c| c.owner);
+    Ok(Parties { subject, owner })
 }
 
 /// Why a decision that lost a race did not apply: the deferral as it is now.
@@ -297,9 +371,9 @@ pub async fn approve(
     state: &AppState,
     id: &str,
     scope: Option<&str>,
-    by: &str,
+    actor: &Actor,
 ) -> Result<DeferralRecord, DecisionError> {
-    let rec = load_pending(state, id).await?;
+    let rec = load_decidable(state, id, actor).await?;
     let requested = Scope::parse(&rec.scope).unwrap_or_default();
     let granted = match scope {
         None => requested,
@@ -314,7 +388,7 @@ pub async fn approve(
         }
     };
     let w = TransitionWrite {
-        decided_by: Some(by.to_owned()),
+        decided_by: Some(actor.by()),
         granted_scope: Some(granted.to_string()),
         ..TransitionWrite::new(Transition::Approve, id)
     };
@@ -338,11 +412,11 @@ pub async fn deny(
     state: &AppState,
     id: &str,
     reason: Option<&str>,
-    by: &str,
+    actor: &Actor,
 ) -> Result<DeferralRecord, DecisionError> {
-    load_pending(state, id).await?;
+    load_decidable(state, id, actor).await?;
     let w = TransitionWrite {
-        decided_by: Some(by.to_owned()),
+        decided_by: Some(actor.by()),
         deny_reason: Some(reason.unwrap_or("denied by reviewer").to_owned()),
         ..TransitionWrite::new(Transition::Deny, id)
     };
@@ -390,13 +464,14 @@ pub async fn progress(
     state: &AppState,
     id: &str,
     step: &str,
+    actor: &Actor,
 ) -> Result<DeferralRecord, DecisionError> {
     if !valid_step(step) {
         return Err(DecisionError::Invalid(
             "step must be 1-64 characters of A-Z a-z 0-9 _ - . (an identifier, never personal data)".into(),
         ));
     }
-    load_pending(state, id).await?;
+    load_decidable(state, id, actor).await?;
     if !state
         .store
         .set_progress(id, Some(step), state.clock.now_ms())
@@ -414,8 +489,9 @@ pub async fn set_interaction(
     state: &AppState,
     id: &str,
     required: bool,
+    actor: &Actor,
 ) -> Result<DeferralRecord, DecisionError> {
-    load_pending(state, id).await?;
+    load_decidable(state, id, actor).await?;
     let handle = required.then(|| new_interaction_handle(state, id).1);
     if !state
         .store

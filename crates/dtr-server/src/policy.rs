@@ -40,6 +40,7 @@ impl Action {
 /// A validated rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
+    routing: Routing,
     scope_any: Vec<String>,
     client_id: Option<String>,
     grant_type: Option<String>,
@@ -48,7 +49,33 @@ pub struct Rule {
     action: Action,
 }
 
+/// Who decides what a rule defers: its `approvers` (empty: admins, and
+/// the interaction page's default decider) and how many distinct ones
+/// must approve (`approvals_required`, four eyes at 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routing {
+    /// The rule's approvers.
+    pub approvers: Vec<crate::approvers::Approver>,
+    /// Distinct approvals needed; at least 1.
+    pub approvals_required: u32,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            approvers: Vec::new(),
+            approvals_required: 1,
+        }
+    }
+}
+
 impl Rule {
+    /// The rule with its routing (`approvers`, `approvals_required`).
+    pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
+    }
+
     /// A rule of validated parts; the configuration builds them from a
     /// `[[policy]]` table (`RuleConfig::compile` in [`crate::config`]).
     pub fn new(
@@ -60,6 +87,7 @@ impl Rule {
         action: Action,
     ) -> Self {
         Self {
+            routing: Routing::default(),
             scope_any,
             client_id,
             grant_type,
@@ -131,11 +159,17 @@ impl Policy {
 
     /// The action of the first matching rule, `Allow` when none matches.
     pub fn evaluate(&self, r: &PolicyRequest<'_>) -> Action {
+        self.decide(r).0
+    }
+
+    /// The first matching rule's action and who decides what it defers
+    /// (its routing); no match allows, with no routing.
+    pub fn decide(&self, r: &PolicyRequest<'_>) -> (Action, Routing) {
         self.rules
             .iter()
             .find(|rule| rule.matches(r))
-            .map(|rule| rule.action)
-            .unwrap_or(Action::Allow)
+            .map(|rule| (rule.action, rule.routing.clone()))
+            .unwrap_or((Action::Allow, Routing::default()))
     }
 }
 

@@ -151,6 +151,8 @@ fn new_deferral(id: &str, client: &str, created_at: i64) -> NewDeferral {
         notification_token_sealed: None,
         callback_not_before: None,
         grant_context: None,
+        approvers: vec![],
+        approvals_required: 1,
     }
 }
 

@@ -6,8 +6,9 @@
 //! they are.
 
 use super::{err, ConfigError, SUPPORTED_GRANT_TYPES};
+use crate::approvers::Approver;
 use crate::policy::details::DetailsMatch;
-use crate::policy::{Action, Rule};
+use crate::policy::{Action, Routing, Rule};
 use dtr_proto::scope::Scope;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -39,6 +40,13 @@ pub struct RuleConfig {
     /// Seconds until an `approve_after` deferral approves itself.
     #[serde(default)]
     pub approve_after_seconds: Option<u64>,
+    /// Who may decide what this rule defers: `group:<name>`,
+    /// `user:<name>`, `subject`, `owner`; admins always may.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed (four eyes: 2); default 1.
+    #[serde(default)]
+    pub approvals_required: Option<u32>,
 }
 
 impl RuleConfig {
@@ -68,6 +76,7 @@ impl RuleConfig {
             .as_ref()
             .map(DetailsMatch::from_config)
             .transpose()?;
+        let routing = self.routing(action)?;
         Ok(Rule::new(
             self.scope_any.clone(),
             self.client_id.clone(),
@@ -75,7 +84,49 @@ impl RuleConfig {
             self.authorization_details_type.clone(),
             details_match,
             action,
-        ))
+        )
+        .with_routing(routing))
+    }
+
+    /// `approvers` and `approvals_required`, checked: approvers only on
+    /// rules a person decides (`review`, `interaction`), at least one
+    /// approval, and more than one only where more than one person can
+    /// approve (not `subject` or `owner` alone: one user each).
+    fn routing(&self, action: Action) -> Result<Routing, String> {
+        let approvers = self
+            .approvers
+            .iter()
+            .map(|a| Approver::parse(a).map_err(|e| format!("approvers: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let required = self.approvals_required.unwrap_or(1);
+        let decided_by_people = matches!(action, Action::Review | Action::Interaction);
+        if !decided_by_people && (!approvers.is_empty() || self.approvals_required.is_some()) {
+            return Err(format!(
+                "{}: only on rules a person decides (action = \"review\" or \"interaction\")",
+                if approvers.is_empty() {
+                    "approvals_required"
+                } else {
+                    "approvers"
+                }
+            ));
+        }
+        if required == 0 {
+            return Err("approvals_required: at least 1".into());
+        }
+        let single_person = !approvers.is_empty()
+            && approvers
+                .iter()
+                .all(|a| matches!(a, Approver::Subject | Approver::Owner));
+        if required > 1 && single_person {
+            return Err(
+                "approvals_required: more than 1 needs approvers that are more than the subject or owner alone"
+                    .into(),
+            );
+        }
+        Ok(Routing {
+            approvers,
+            approvals_required: required,
+        })
     }
 }
 

@@ -19,7 +19,7 @@ pub mod token_exchange;
 
 use crate::deferrals::{self, DeferRequest};
 use crate::error::Error;
-use crate::policy::{Action, PolicyRequest};
+use crate::policy::{Action, PolicyRequest, Routing};
 use crate::state::AppState;
 use crate::store::{ClientRecord, Issuance, Recorded, RefreshTokenRecord, TokenFamilyRecord};
 use crate::tokens::{self, Grant};
@@ -311,12 +311,13 @@ pub enum GrantOutcome {
 /// consumes anything (a code, a refresh token), so that a refusal the
 /// client can correct (no opt-in, no proof, DTR-2, DTR-14) leaves what it
 /// presented usable for the corrected retry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Issue the token now.
     Issue,
-    /// Defer it; the policy action says who or what decides.
-    Defer(Action),
+    /// Defer it; the policy action says who or what decides, the routing
+    /// which people may (the rule's `approvers`, `approvals_required`).
+    Defer(Action, Routing),
 }
 
 /// Asks the policy about a request and applies the gates before any
@@ -331,7 +332,7 @@ pub fn plan(
     opt_in: &DeferralOptIn,
     has_proof: bool,
 ) -> Result<Outcome, OAuthError> {
-    let action = state.policy.evaluate(&PolicyRequest {
+    let (action, routing) = state.policy.decide(&PolicyRequest {
         client_id: &client.client_id,
         grant_type,
         scope,
@@ -345,7 +346,7 @@ pub fn plan(
         )),
         deferring => {
             deferrals::may_defer(state, client, opt_in, has_proof)?;
-            Ok(Outcome::Defer(deferring))
+            Ok(Outcome::Defer(deferring, routing))
         }
     }
 }
@@ -419,7 +420,7 @@ pub async fn execute(
             };
             Ok(GrantOutcome::Issued(r.grant.issue(state, &grant).await?))
         }
-        Outcome::Defer(action) => {
+        Outcome::Defer(action, routing) => {
             let deferred = deferrals::create(
                 state,
                 DeferRequest {
@@ -429,6 +430,7 @@ pub async fn execute(
                     authorization_details: r.authorization_details,
                     subject: r.subject,
                     action,
+                    routing,
                     opt_in: r.opt_in,
                     dpop_jkt: r.dpop_jkt,
                 },

@@ -2,12 +2,13 @@
 //! deferrals by their opaque id (never the code), and disable clients.
 
 use super::error::{json_no_store, AdminError};
+use crate::approvers::Actor;
 use crate::clock::rfc3339;
 use crate::deferrals::{self, DecisionError};
 use crate::state::AppState;
 use crate::store::{DeferralFilter, DeferralRecord};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -37,7 +38,7 @@ pub fn router(state: AppState) -> Router<AppState> {
 /// Checks `Authorization: Bearer <admin.token>` in constant time.
 async fn require_admin(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, AdminError> {
     if state.admin_token_sha256.is_none() {
@@ -56,6 +57,8 @@ async fn require_admin(
     if !admin_token_ok(&state, presented.trim()).map_err(|r| AdminError::Throttled(r.answered()))? {
         return Err(AdminError::Unauthorized("admin token rejected"));
     }
+    // Who acts, for the decisions' audit trail and routing.
+    req.extensions_mut().insert(Actor::AdminToken);
     Ok(next.run(req).await)
 }
 
@@ -178,6 +181,7 @@ fn decided(
         Err(DecisionError::NotFound) => Err(AdminError::NotFound),
         Err(DecisionError::NotPending(m)) => Err(AdminError::Conflict(m)),
         Err(DecisionError::Invalid(m)) => Err(AdminError::BadRequest(m)),
+        Err(DecisionError::Forbidden) => Err(AdminError::Forbidden),
         Err(DecisionError::Store(e)) => Err(e.into()),
     }
 }
@@ -190,13 +194,14 @@ struct ApproveBody {
 
 async fn approve(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Response, AdminError> {
     let b: ApproveBody = body(&b)?;
     decided(
         &state,
-        deferrals::approve(&state, &id, b.scope.as_deref(), "admin").await,
+        deferrals::approve(&state, &id, b.scope.as_deref(), &actor).await,
     )
 }
 
@@ -208,6 +213,7 @@ struct DenyBody {
 
 async fn deny(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Response, AdminError> {
@@ -219,7 +225,7 @@ async fn deny(
     }
     decided(
         &state,
-        deferrals::deny(&state, &id, b.reason.as_deref(), "admin").await,
+        deferrals::deny(&state, &id, b.reason.as_deref(), &actor).await,
     )
 }
 
@@ -231,6 +237,7 @@ struct ProgressBody {
 
 async fn progress(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Response, AdminError> {
@@ -238,7 +245,10 @@ async fn progress(
     let step = b
         .step
         .ok_or_else(|| AdminError::BadRequest("missing member 'step'".into()))?;
-    decided(&state, deferrals::progress(&state, &id, &step).await)
+    decided(
+        &state,
+        deferrals::progress(&state, &id, &step, &actor).await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -260,13 +270,14 @@ fn yes() -> bool {
 
 async fn interaction(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Response, AdminError> {
     let b: InteractionBody = body(&b)?;
     decided(
         &state,
-        deferrals::set_interaction(&state, &id, b.required).await,
+        deferrals::set_interaction(&state, &id, b.required, &actor).await,
     )
 }
 

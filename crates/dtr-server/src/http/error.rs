@@ -107,6 +107,9 @@ pub enum AdminError {
     BadRequest(String),
     /// 401: missing or wrong admin token.
     Unauthorized(&'static str),
+    /// 403: authenticated, but not allowed this (a reviewer at an
+    /// admin-only endpoint, or not an approver of the deferral).
+    Forbidden,
     /// 404.
     NotFound,
     /// 409: the deferral is not pending.
@@ -144,6 +147,11 @@ impl IntoResponse for AdminError {
                 "no such resource".to_owned(),
             ),
             Self::Conflict(d) => (StatusCode::CONFLICT, "conflict", d),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "not allowed for this identity".to_owned(),
+            ),
             Self::Throttled(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "slow_down",

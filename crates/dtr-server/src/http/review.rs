@@ -454,6 +454,8 @@ async fn act(
             "<p>The form was stale. Go back and reload.</p>",
         );
     }
+    // The console signs in with the admin token: it acts as the admin.
+    let actor = crate::approvers::Actor::AdminToken;
     let result = match action.as_str() {
         "approve" => {
             let requested = match state.store.deferral_by_id(&id).await {
@@ -477,20 +479,20 @@ async fn act(
                     "tick at least one scope, or deny the request".into(),
                 ))
             } else {
-                deferrals::approve(&state, &id, Some(&kept.join(" ")), "review")
+                deferrals::approve(&state, &id, Some(&kept.join(" ")), &actor)
                     .await
                     .map(|_| "approved")
             }
         }
-        "deny" => deferrals::deny(&state, &id, p.get("reason"), "review")
+        "deny" => deferrals::deny(&state, &id, p.get("reason"), &actor)
             .await
             .map(|_| "denied"),
-        "progress" => deferrals::progress(&state, &id, p.get("step").unwrap_or_default())
+        "progress" => deferrals::progress(&state, &id, p.get("step").unwrap_or_default(), &actor)
             .await
             .map(|_| "step reported"),
         "interaction" => {
             let required = p.get("required") != Some("false");
-            deferrals::set_interaction(&state, &id, required)
+            deferrals::set_interaction(&state, &id, required, &actor)
                 .await
                 .map(|_| "interaction updated")
         }
@@ -507,6 +509,11 @@ async fn act(
         Err(DecisionError::NotPending(m) | DecisionError::Invalid(m)) => {
             redirect(&format!("{back}?error={}", urlencode(&m)))
         }
+        Err(DecisionError::Forbidden) => page(
+            StatusCode::FORBIDDEN,
+            "Not yours to decide",
+            "<p>You are not an approver of this deferral.</p>",
+        ),
         Err(DecisionError::Store(e)) => crate::error::Error::from(e).into_response(),
     }
 }

@@ -159,6 +159,10 @@ pub struct NewDeferral {
     /// What the originating grant needs at redemption (user, session,
     /// consent, refresh token family), re-checked then (DTR-23).
     pub grant_context: Option<serde_json::Value>,
+    /// Who may decide it (the rule's `approvers`).
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed (the rule's `approvals_required`).
+    pub approvals_required: u32,
 }
 
 /// A stored deferral.
@@ -189,6 +193,11 @@ pub struct DeferralRecord {
     /// Who decided (`admin`, `user:alice`, `policy`), written with the
     /// decision.
     pub decided_by: Option<String>,
+    /// Who may decide it (its rule's `approvers`, as written there);
+    /// empty: admins, and the default decider at its interaction page.
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed (its rule's `approvals_required`).
+    pub approvals_required: u32,
     /// Created (ms).
     pub created_at: i64,
     /// Expires (ms).

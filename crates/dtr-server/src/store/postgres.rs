@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0009_token_exchange.sql"),
     include_str!("../../migrations/postgres/0010_client_owner.sql"),
     include_str!("../../migrations/postgres/0011_lifecycle.sql"),
+    include_str!("../../migrations/postgres/0012_approvers.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_token_exchange.sql"),
     include_str!("../../migrations/sqlite/0010_client_owner.sql"),
     include_str!("../../migrations/sqlite/0011_lifecycle.sql"),
+    include_str!("../../migrations/sqlite/0012_approvers.sql"),
 ];
 
 /// SQLite implementation of [`Store`].

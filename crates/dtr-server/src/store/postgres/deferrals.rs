@@ -8,7 +8,7 @@ use crate::store::transitions::{self, Dialect, Slot, Target};
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
-     interaction_handle_sealed, decided_by";
+     interaction_handle_sealed, decided_by, approvers, approvals_required";
 
 fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
     let state: String = row.try_get(7).map_err(db_err)?;
@@ -34,6 +34,14 @@ fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
         progress: row.try_get(9).map_err(db_err)?,
         deny_reason: row.try_get(10).map_err(db_err)?,
         decided_by: row.try_get(23).map_err(db_err)?,
+        approvers: row
+            .try_get::<_, String>(24)
+            .map_err(db_err)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        approvals_required: u32::try_from(row.try_get::<_, i32>(25).map_err(db_err)?)
+            .map_err(|e| StoreError::Corrupt(format!("approvals_required: {e}")))?,
         created_at: row.try_get(11).map_err(db_err)?,
         expires_at: row.try_get(12).map_err(db_err)?,
         interval_ms: row.try_get(13).map_err(db_err)?,
@@ -132,8 +140,8 @@ impl DeferralStore for PostgresStore {
             "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
              state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
              notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context, \
-             interaction_handle_sealed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+             interaction_handle_sealed, approvers, approvals_required) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
             &[
                 &d.id,
                 &d.code_hash,
@@ -154,6 +162,8 @@ impl DeferralStore for PostgresStore {
                 &d.callback_not_before,
                 &d.grant_context,
                 &d.interaction_handle.as_ref().map(|h| &h.sealed),
+                &d.approvers.join(" "),
+                &(d.approvals_required.min(i32::MAX as u32) as i32),
             ],
         )
         .await?;

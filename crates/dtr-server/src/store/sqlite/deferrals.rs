@@ -10,7 +10,7 @@ use rusqlite::params_from_iter;
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
-     interaction_handle_sealed, decided_by";
+     interaction_handle_sealed, decided_by, approvers, approvals_required";
 
 fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
     let state: String = row.get(7)?;
@@ -30,6 +30,12 @@ fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
         progress: row.get(9)?,
         deny_reason: row.get(10)?,
         decided_by: row.get(23)?,
+        approvers: row
+            .get::<_, String>(24)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        approvals_required: row.get(25)?,
         created_at: row.get(11)?,
         expires_at: row.get(12)?,
         interval_ms: row.get(13)?,
@@ -123,8 +129,8 @@ impl DeferralStore for SqliteStore {
                 "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
                  state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
                  notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context, \
-                 interaction_handle_sealed) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                 interaction_handle_sealed, approvers, approvals_required) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             )?
             .execute(params![
                 d.id,
@@ -145,7 +151,9 @@ impl DeferralStore for SqliteStore {
                 d.notification_token_sealed,
                 d.callback_not_before,
                 ctx,
-                d.interaction_handle.as_ref().map(|h| &h.sealed)
+                d.interaction_handle.as_ref().map(|h| &h.sealed),
+                d.approvers.join(" "),
+                d.approvals_required
             ])
             .map(|_| ())
         };

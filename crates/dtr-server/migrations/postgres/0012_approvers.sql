@@ -1,0 +1,26 @@
+-- Routing and four eyes: who may decide a deferral (its rule's
+-- `approvers`, space-separated as written there; empty: admins and the
+-- interaction page's default decider) and how many distinct approvals it
+-- needs; the approvals given so far; and the append-only event log of
+-- each deferral (the audit trail).
+ALTER TABLE deferrals ADD COLUMN approvers TEXT NOT NULL DEFAULT '';
+ALTER TABLE deferrals ADD COLUMN approvals_required INTEGER NOT NULL DEFAULT 1;
+
+CREATE TABLE deferral_approvals (
+    deferral_id TEXT NOT NULL,
+    approver    TEXT NOT NULL,       -- a username, or 'admin' for the admin token
+    at          BIGINT NOT NULL,
+    scope       TEXT NOT NULL,       -- what this approver allowed (DTR-24)
+    PRIMARY KEY (deferral_id, approver)
+);
+
+CREATE TABLE deferral_events (
+    seq         BIGSERIAL PRIMARY KEY,
+    deferral_id TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    actor       TEXT,
+    at          BIGINT NOT NULL,
+    detail      JSONB
+);
+CREATE INDEX deferral_events_by_deferral ON deferral_events (deferral_id, seq);
+CREATE INDEX deferral_events_by_time ON deferral_events (at);
