@@ -102,9 +102,24 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Milliseconds since the epoch of an RFC 3339 time (`humantime`'s
+/// parser: `2026-12-02T10:00:00Z`, with fractions); `None` when it is not
+/// one.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    i64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        let ms = 1_764_669_600_000;
+        assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
 
     #[tokio::test]
     async fn manual_sleep_ends_only_when_advanced_past_its_deadline() {

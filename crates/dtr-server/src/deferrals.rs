@@ -9,7 +9,9 @@ use crate::error::Error;
 use crate::lifecycle;
 use crate::policy::Action;
 use crate::state::AppState;
-use crate::store::{DeferralRecord, NewDeferral, StoreError, StoredHandle, TransitionWrite};
+use crate::store::{
+    Approval, DeferralRecord, NewDeferral, StoreError, StoredHandle, TransitionWrite,
+};
 use dtr_proto::lifecycle::Transition;
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{random_token, DeferralCode};
@@ -203,6 +205,24 @@ pub async fn create(
     state
         .metrics
         .deferral_created(&new.client_id, &new.grant_type);
+    let mut detail = serde_json::json!({
+        "grant_type": new.grant_type,
+        "scope": new.scope,
+        "interaction_required": new.interaction_handle.is_some(),
+    });
+    if !new.approvers.is_empty() {
+        detail["approvers"] = serde_json::json!(new.approvers);
+        detail["approvals_required"] = new.approvals_required.into();
+    }
+    lifecycle::record_event(
+        state,
+        &new.id,
+        "created",
+        Some(&new.client_id),
+        Some(detail),
+        now,
+    )
+    .await;
     let interaction_uri = handle.map(|h| interaction_uri(state, &h));
     Ok(DeferredResponse {
         error: if interaction_uri.is_some() {
@@ -387,12 +407,81 @@ pub async fn approve(
             s
         }
     };
-    let w = TransitionWrite {
-        decided_by: Some(actor.by()),
-        granted_scope: Some(granted.to_string()),
-        ..TransitionWrite::new(Transition::Approve, id)
+    approve_as(state, &rec, &granted, actor, None).await?;
+    reload(state, id).await
+}
+
+/// One approval of `rec` by `actor`, allowing `granted` (the requested
+/// scope or narrower, DTR-24), through the admin API, the console or the
+/// interaction page (`handle`: the handle it was reached by, consumed by
+/// the decision, DTR-11). Under `approvals_required` = n > 1 (four eyes)
+/// it is recorded, once per approver (a second one is a conflict), and the
+/// n-th distinct approval approves with what every approver allowed (the
+/// intersection: narrowings compose, a plain approval keeps earlier
+/// ones).
+async fn approve_as(
+    state: &AppState,
+    rec: &DeferralRecord,
+    granted: &Scope,
+    actor: &Actor,
+    handle: Option<&str>,
+) -> Result<(), DecisionError> {
+    let now = state.clock.now_ms();
+    let by = actor.by();
+    let final_scope = if rec.approvals_required > 1 {
+        let approval = Approval {
+            deferral_id: rec.id.clone(),
+            by: by.clone(),
+            at: now,
+            scope: granted.to_string(),
+        };
+        if !state.store.add_approval(&approval, now).await? {
+            let mine = state.store.approvals(&rec.id).await?;
+            if mine.iter().any(|a| a.by == by) {
+                return Err(DecisionError::NotPending(format!(
+                    "{by} already approved this deferral; it needs {} distinct approvers",
+                    rec.approvals_required
+                )));
+            }
+            return Err(conflict_after_race(state, &rec.id).await);
+        }
+        let detail = serde_json::json!({ "scope": approval.scope });
+        lifecycle::record_event(state, &rec.id, "approval", Some(&by), Some(detail), now).await;
+        let approvals = state.store.approvals(&rec.id).await?;
+        if (approvals.len() as u64) < u64::from(rec.approvals_required) {
+            return Ok(());
+        }
+        composed_scope(&approvals)
+    } else {
+        granted.clone()
     };
-    decide(state, &w).await
+    let w = TransitionWrite {
+        decided_by: Some(by),
+        granted_scope: Some(final_scope.to_string()),
+        handle_hash: handle.map(interaction_handle_hash),
+        ..TransitionWrite::new(Transition::Approve, &rec.id)
+    };
+    if lifecycle::apply(state, &w, now).await?.is_none() {
+        return Err(conflict_after_race(state, &rec.id).await);
+    }
+    Ok(())
+}
+
+/// What every approver allowed: the intersection of their scopes.
+pub fn composed_scope(approvals: &[Approval]) -> Scope {
+    let mut scopes = approvals
+        .iter()
+        .map(|a| Scope::parse(&a.scope).unwrap_or_default());
+    let first = scopes.next().unwrap_or_default();
+    scopes.fold(first, |acc, s| {
+        Scope::parse(
+            &acc.iter()
+                .filter(|x| s.contains(x))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+        .unwrap_or_default()
+    })
 }
 
 /// Applies a reviewer's decision; the deferral as it stands after, or why
@@ -433,22 +522,60 @@ pub async fn decide_at_interaction(
     rec: &DeferralRecord,
     handle: &str,
     approve: bool,
-    user: &str,
-) -> Result<bool, StoreError> {
-    let (transition, deny_reason) = if approve {
-        (Transition::Approve, None)
-    } else {
-        (Transition::Deny, Some("denied at interaction".to_owned()))
-    };
+    actor: &Actor,
+) -> Result<bool, DecisionError> {
+    if approve {
+        let requested = Scope::parse(&rec.scope).unwrap_or_default();
+        return match approve_as(state, rec, &requested, actor, Some(handle)).await {
+            Ok(()) => Ok(true),
+            Err(DecisionError::NotPending(_) | DecisionError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        };
+    }
     let w = TransitionWrite {
-        decided_by: Some(format!("user:{user}")),
-        deny_reason,
+        decided_by: Some(actor.by()),
+        deny_reason: Some("denied at interaction".to_owned()),
         handle_hash: Some(interaction_handle_hash(handle)),
-        ..TransitionWrite::new(transition, &rec.id)
+        ..TransitionWrite::new(Transition::Deny, &rec.id)
     };
     Ok(lifecycle::apply(state, &w, state.clock.now_ms())
         .await?
         .is_some())
+}
+
+/// The signed-in user at an interaction page as an [`Actor`], with the
+/// roles and groups routing needs, read fresh from the store.
+pub async fn user_actor(state: &AppState, username: &str) -> Result<Actor, StoreError> {
+    let _user = state.store.get_user(username).await?;
+    Ok(Actor::User(approvers::UserActor {
+        username: username.to_owned(),
+        roles: Vec::new(),
+        groups: Vec::new(),
+    }))
+}
+
+/// Whether `actor` may decide `rec` at its interaction page: as one of its
+/// approvers, or, when its rule names none, as the user it is about
+/// (`page_default`, see `grants::deferred::page_decider`).
+pub async fn may_decide_at_page(
+    state: &AppState,
+    rec: &DeferralRecord,
+    actor: &Actor,
+    page_default: Option<&str>,
+) -> Result<bool, StoreError> {
+    let routed = routed_approvers(rec);
+    let parties = if routed.is_empty() {
+        Parties::default()
+    } else {
+        parties(state, rec).await?
+    };
+    Ok(approvers::may_decide(
+        actor,
+        &routed,
+        &parties,
+        Venue::InteractionPage,
+        page_default,
+    ))
 }
 
 /// A progress step: a short identifier, never personal data (DTR-10).
@@ -479,6 +606,15 @@ pub async fn progress(
     {
         return Err(conflict_after_race(state, id).await);
     }
+    lifecycle::record_event(
+        state,
+        id,
+        "progress",
+        Some(&actor.by()),
+        Some(serde_json::json!({ "step": step })),
+        state.clock.now_ms(),
+    )
+    .await;
     reload(state, id).await
 }
 
@@ -500,6 +636,15 @@ pub async fn set_interaction(
     {
         return Err(conflict_after_race(state, id).await);
     }
+    lifecycle::record_event(
+        state,
+        id,
+        "interaction",
+        Some(&actor.by()),
+        Some(serde_json::json!({ "required": required })),
+        state.clock.now_ms(),
+    )
+    .await;
     reload(state, id).await
 }
 

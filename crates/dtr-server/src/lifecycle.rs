@@ -17,7 +17,7 @@
 
 use crate::metrics::Resolution;
 use crate::state::AppState;
-use crate::store::{Issuance, Recorded, StoreError, TransitionWrite, Transitioned};
+use crate::store::{DeferralEvent, Issuance, Recorded, StoreError, TransitionWrite, Transitioned};
 use dtr_proto::lifecycle::{CallbackEffect, Transition};
 use tracing::info;
 
@@ -43,7 +43,7 @@ pub async fn apply(
 ) -> Result<Option<Transitioned>, StoreError> {
     let done = state.store.transition(w, now).await?;
     if let Some(d) = &done {
-        effects(state, w.transition, d, w, now);
+        effects(state, w.transition, d, w, now).await;
     }
     Ok(done)
 }
@@ -60,7 +60,7 @@ pub async fn redeem(
     let w = TransitionWrite::new(Transition::Redeem, id);
     let recorded = state.store.record_issuance(Some(&w), issuance, now).await?;
     if let Recorded::Written(Some(d)) = &recorded {
-        effects(state, Transition::Redeem, d, &w, now);
+        effects(state, Transition::Redeem, d, &w, now).await;
     }
     Ok(recorded)
 }
@@ -74,7 +74,7 @@ pub async fn apply_due(state: &AppState, t: Transition, now: i64) -> Result<usiz
         ..TransitionWrite::new(t, "")
     };
     for d in &done {
-        effects(state, t, d, &w, now);
+        effects(state, t, d, &w, now).await;
     }
     Ok(done.len())
 }
@@ -82,17 +82,60 @@ pub async fn apply_due(state: &AppState, t: Transition, now: i64) -> Result<usiz
 /// The side effects of a transition the store applied as part of a
 /// compound write of its own (the poll's compare-and-set that escalates to
 /// `block`, DTR-19).
-pub fn applied(state: &AppState, w: &TransitionWrite, created_at: i64, client_id: &str, now: i64) {
+pub async fn applied(
+    state: &AppState,
+    w: &TransitionWrite,
+    created_at: i64,
+    client_id: &str,
+    now: i64,
+) {
     let d = Transitioned {
         id: w.id.clone(),
         created_at,
         client_id: client_id.to_owned(),
     };
-    effects(state, w.transition, &d, w, now);
+    effects(state, w.transition, &d, w, now).await;
+}
+
+/// The name of a transition in the event log: what happened to the
+/// deferral.
+pub fn event_kind(t: Transition) -> &'static str {
+    match t {
+        Transition::Approve | Transition::AutoApprove => "approved",
+        Transition::Deny => "denied",
+        Transition::Block => "polling_blocked",
+        Transition::Lapse => "lapsed",
+        Transition::Redeem => "redeemed",
+        Transition::Cancel => "cancelled",
+        Transition::Expire => "expired",
+    }
+}
+
+/// Appends an event to a deferral's log (the audit trail). The log must
+/// not undo what it records: a failure is logged as the fault it is and
+/// the caller's transition stands.
+pub async fn record_event(
+    state: &AppState,
+    id: &str,
+    kind: &str,
+    by: Option<&str>,
+    detail: Option<serde_json::Value>,
+    now: i64,
+) {
+    let e = DeferralEvent {
+        deferral_id: id.to_owned(),
+        kind: kind.to_owned(),
+        by: by.map(str::to_owned),
+        at: now,
+        detail,
+    };
+    if let Err(err) = state.store.append_event(&e).await {
+        tracing::error!(deferral = %id, kind, error = %err, "appending to the deferral's event log failed");
+    }
 }
 
 /// The side effects of an applied transition, in one place.
-fn effects(state: &AppState, t: Transition, d: &Transitioned, w: &TransitionWrite, now: i64) {
+async fn effects(state: &AppState, t: Transition, d: &Transitioned, w: &TransitionWrite, now: i64) {
     let by = w.decided_by.as_deref().unwrap_or("-");
     match t {
         // Every poll that succeeds redeems: debug would drown the log, but
@@ -116,6 +159,26 @@ fn effects(state: &AppState, t: Transition, d: &Transitioned, w: &TransitionWrit
     if t.rule().callback == CallbackEffect::Enqueue {
         state.callback_wake.notify_one();
     }
+    let mut detail = serde_json::Map::new();
+    if let Some(scope) = &w.granted_scope {
+        detail.insert("scope".into(), scope.clone().into());
+    }
+    if let Some(reason) = &w.deny_reason {
+        detail.insert("reason".into(), reason.clone().into());
+    }
+    let by = match t {
+        Transition::Cancel | Transition::Redeem => Some(d.client_id.as_str()),
+        _ => w.decided_by.as_deref(),
+    };
+    record_event(
+        state,
+        &d.id,
+        event_kind(t),
+        by,
+        (!detail.is_empty()).then_some(serde_json::Value::Object(detail)),
+        now,
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -330,6 +330,76 @@ mod suite {
         }
     }
 
+    /// Four eyes: an approval counts once per approver, only while the
+    /// deferral is pending and alive; the event log is append-only and
+    /// ordered, and goes with its deferral when that is pruned.
+    pub async fn approvals_and_events(s: Arc<dyn Store>) {
+        use dtr_server::store::{Approval, DeferralEvent};
+        insert(&s, "fe").await;
+        let a = |by: &str, at: i64, scope: &str| Approval {
+            deferral_id: "fe".into(),
+            by: by.into(),
+            at,
+            scope: scope.into(),
+        };
+        assert!(s
+            .add_approval(&a("admin", T0 + 1, "read"), T0 + 1)
+            .await
+            .unwrap());
+        assert!(!s
+            .add_approval(&a("admin", T0 + 2, "read"), T0 + 2)
+            .await
+            .unwrap());
+        assert!(s
+            .add_approval(&a("carol", T0 + 3, "read payments"), T0 + 3)
+            .await
+            .unwrap());
+        let got = s.approvals("fe").await.unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|x| (x.by.as_str(), x.scope.as_str()))
+                .collect::<Vec<_>>(),
+            [("admin", "read"), ("carol", "read payments")]
+        );
+        // Not after its lifetime, nor once decided.
+        assert!(!s
+            .add_approval(&a("dave", T0 + LIFE, "read"), T0 + LIFE)
+            .await
+            .unwrap());
+        assert!(s.approve("fe", "read", T0 + 4).await.unwrap());
+        assert!(!s
+            .add_approval(&a("erin", T0 + 5, "read"), T0 + 5)
+            .await
+            .unwrap());
+
+        for (i, kind) in ["created", "approval", "approved"].iter().enumerate() {
+            s.append_event(&DeferralEvent {
+                deferral_id: "fe".into(),
+                kind: (*kind).into(),
+                by: Some("admin".into()),
+                at: T0 + i as i64,
+                detail: (i == 1).then(|| serde_json::json!({"scope": "read"})),
+            })
+            .await
+            .unwrap();
+        }
+        let events = s.events("fe").await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["created", "approval", "approved"]
+        );
+        assert_eq!(events[1].detail, Some(serde_json::json!({"scope": "read"})));
+        assert_eq!(s.events_since(T0 + 1, 10).await.unwrap().len(), 2);
+        assert_eq!(s.events_since(T0, 1).await.unwrap().len(), 1);
+        // Pruned with the deferral (DTR-37).
+        s.transition_due(Transition::Expire, T0 + LIFE)
+            .await
+            .unwrap();
+        s.prune_deferrals(T0 + 10 * LIFE).await.unwrap();
+        assert!(s.approvals("fe").await.unwrap().is_empty());
+        assert!(s.events("fe").await.unwrap().is_empty());
+    }
+
     pub async fn approve_applies_once(s: Arc<dyn Store>) {
         insert(&s, "a").await;
         assert!(s.approve("a", "read", T0 + 1).await.unwrap());
@@ -1514,6 +1584,7 @@ macro_rules! backends {
 backends!(
     insert_and_lookup,
     transitions_follow_the_table,
+    approvals_and_events,
     console_sessions_end_at_logout_and_expiry,
     approve_applies_once,
     deny_from_pending_and_only_explicitly_from_approved,

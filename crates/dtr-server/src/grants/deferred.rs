@@ -188,7 +188,7 @@ async fn record_pending_poll(
             deny_reason: Some("polling faster than interval".into()),
             ..TransitionWrite::new(Transition::Block, &rec.id)
         };
-        lifecycle::applied(state, &w, rec.created_at, &rec.client_id, now);
+        lifecycle::applied(state, &w, rec.created_at, &rec.client_id, now).await;
         return Ok(Some(PollAnswer::PollingBlocked.to_error()));
     }
     if too_fast {

@@ -6,7 +6,7 @@ use crate::approvers::Actor;
 use crate::clock::rfc3339;
 use crate::deferrals::{self, DecisionError};
 use crate::state::AppState;
-use crate::store::{DeferralFilter, DeferralRecord};
+use crate::store::{DeferralEvent, DeferralFilter, DeferralRecord};
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -24,6 +24,8 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/deferrals", get(list))
         .route("/admin/deferrals/{id}", get(show))
+        .route("/admin/deferrals/{id}/events", get(events))
+        .route("/admin/events", get(events_since))
         .route("/admin/deferrals/{id}/approve", post(approve))
         .route("/admin/deferrals/{id}/deny", post(deny))
         .route("/admin/deferrals/{id}/progress", post(progress))
@@ -120,7 +122,106 @@ pub fn deferral_json(state: &AppState, d: &DeferralRecord) -> Value {
     if let Some(t) = d.redeemed_at {
         v["redeemed_at"] = rfc3339(t).into();
     }
+    if let Some(by) = &d.decided_by {
+        v["decided_by"] = by.clone().into();
+    }
+    if !d.approvers.is_empty() {
+        v["approvers"] = json!(d.approvers);
+    }
+    v["approvals_required"] = d.approvals_required.into();
     v
+}
+
+/// [`deferral_json`] with the approvals so far (four eyes).
+async fn deferral_with_approvals(
+    state: &AppState,
+    d: &DeferralRecord,
+) -> Result<Value, AdminError> {
+    let mut v = deferral_json(state, d);
+    let approvals = state.store.approvals(&d.id).await?;
+    v["approvals"] = approvals
+        .iter()
+        .map(|a| json!({"by": a.by, "at": rfc3339(a.at), "scope": a.scope}))
+        .collect();
+    Ok(v)
+}
+
+/// One event of a deferral's log as JSON: `type`, `by`, `at` and its
+/// details.
+fn event_json(e: &DeferralEvent) -> Value {
+    let mut v = json!({
+        "deferral_id": e.deferral_id,
+        "type": e.kind,
+        "by": e.by,
+        "at": rfc3339(e.at),
+    });
+    if let Some(Value::Object(detail)) = &e.detail {
+        for (k, x) in detail {
+            if !matches!(k.as_str(), "deferral_id" | "type" | "by" | "at") {
+                v[k] = x.clone();
+            }
+        }
+    }
+    v
+}
+
+/// `GET /admin/deferrals/{id}/events`: the deferral's audit trail, oldest
+/// first, for those who may review it.
+async fn events(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    let d = state
+        .store
+        .deferral_by_id(&id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    if !deferrals::may_review(&state, &d, &actor).await? {
+        return Err(AdminError::NotFound);
+    }
+    let all = state.store.events(&id).await?;
+    Ok(json_no_store(
+        StatusCode::OK,
+        &all.iter().map(event_json).collect::<Vec<_>>(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /admin/events?since=<RFC 3339>`: every deferral's events from
+/// then on, oldest first (admins; the export behind `dtr admin events`).
+async fn events_since(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, AdminError> {
+    if !actor.is_admin() {
+        return Err(AdminError::Forbidden);
+    }
+    let since = match q.since.as_deref() {
+        None => 0,
+        Some(s) => chrono_ms(s).ok_or_else(|| {
+            AdminError::BadRequest(format!("since: '{s}' is not an RFC 3339 time"))
+        })?,
+    };
+    let all = state
+        .store
+        .events_since(since, q.limit.unwrap_or(1000).clamp(1, 10_000))
+        .await?;
+    Ok(json_no_store(
+        StatusCode::OK,
+        &all.iter().map(event_json).collect::<Vec<_>>(),
+    ))
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+fn chrono_ms(s: &str) -> Option<i64> {
+    crate::clock::parse_rfc3339(s)
 }
 
 #[derive(Deserialize)]
@@ -160,7 +261,10 @@ async fn show(
         .deferral_by_id(&id)
         .await?
         .ok_or(AdminError::NotFound)?;
-    Ok(json_no_store(StatusCode::OK, &deferral_json(&state, &d)))
+    Ok(json_no_store(
+        StatusCode::OK,
+        &deferral_with_approvals(&state, &d).await?,
+    ))
 }
 
 /// Parses an optional JSON body; empty means `{}`. Unknown members are
@@ -172,12 +276,15 @@ fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, AdminErr
     serde_json::from_slice(b).map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-fn decided(
+async fn decided(
     state: &AppState,
     r: Result<DeferralRecord, DecisionError>,
 ) -> Result<Response, AdminError> {
     match r {
-        Ok(d) => Ok(json_no_store(StatusCode::OK, &deferral_json(state, &d))),
+        Ok(d) => Ok(json_no_store(
+            StatusCode::OK,
+            &deferral_with_approvals(state, &d).await?,
+        )),
         Err(DecisionError::NotFound) => Err(AdminError::NotFound),
         Err(DecisionError::NotPending(m)) => Err(AdminError::Conflict(m)),
         Err(DecisionError::Invalid(m)) => Err(AdminError::BadRequest(m)),
@@ -203,6 +310,7 @@ async fn approve(
         &state,
         deferrals::approve(&state, &id, b.scope.as_deref(), &actor).await,
     )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -227,6 +335,7 @@ async fn deny(
         &state,
         deferrals::deny(&state, &id, b.reason.as_deref(), &actor).await,
     )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -249,6 +358,7 @@ async fn progress(
         &state,
         deferrals::progress(&state, &id, &step, &actor).await,
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -279,6 +389,7 @@ async fn interaction(
         &state,
         deferrals::set_interaction(&state, &id, b.required, &actor).await,
     )
+    .await
 }
 
 fn client_json(c: &crate::store::ClientRecord) -> Value {

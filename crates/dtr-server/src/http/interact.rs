@@ -10,6 +10,7 @@
 
 use super::form::Form;
 use super::html::{escape, page};
+use crate::approvers::Actor;
 use crate::session;
 use crate::state::AppState;
 use crate::store::DeferralRecord;
@@ -25,32 +26,44 @@ fn gone() -> Response {
     )
 }
 
-/// Whether `username` may decide `d` here; otherwise the 403 page that
-/// says who does. Changes nothing, so the handle stays usable.
-async fn may_decide(state: &AppState, d: &DeferralRecord, username: &str) -> Result<(), Response> {
-    let decider = crate::grants::deferred::page_decider(state, d).await;
-    if matches!(&decider, Ok(who) if who.as_deref() != Some(username)) {
-        tracing::info!(deferral = %d.id, user = %username, "interaction page refused: not this user's to decide");
-    }
-    match decider {
-        Ok(Some(u)) if u == username => Ok(()),
-        Ok(Some(_)) => Err(page(
-            StatusCode::FORBIDDEN,
-            "Not yours",
-            "<p>This request concerns another account. Sign in as that user to decide it.</p>",
-        )),
-        Ok(None) => Err(page(
-            StatusCode::FORBIDDEN,
-            "Decided by an administrator",
-            "<p>This request concerns no user who could decide it here: an administrator decides it.</p>",
-        )),
-        Err(e) => {
-            Err(page(
-                super::error::fault_status(e),
-                "Error",
-                "<p>Something went wrong. Try again.</p>",
-            ))
+/// The signed-in user as the actor deciding `d` here, if they may;
+/// otherwise the 403 page that says who does. Changes nothing, so the
+/// handle stays usable for the right user.
+async fn may_decide(
+    state: &AppState,
+    d: &DeferralRecord,
+    username: &str,
+) -> Result<Actor, Response> {
+    let decided = async {
+        let actor = crate::deferrals::user_actor(state, username).await?;
+        let page_default = crate::grants::deferred::page_decider(state, d).await?;
+        let ok =
+            crate::deferrals::may_decide_at_page(state, d, &actor, page_default.as_deref()).await?;
+        Ok::<_, crate::store::StoreError>((actor, ok, page_default))
+    };
+    match decided.await {
+        Ok((actor, true, _)) => Ok(actor),
+        Ok((_, false, page_default)) => {
+            tracing::info!(deferral = %d.id, user = %username, "interaction page refused: not this user's to decide");
+            Err(if d.approvers.is_empty() && page_default.is_none() {
+                page(
+                    StatusCode::FORBIDDEN,
+                    "Decided by an administrator",
+                    "<p>This request concerns no user who could decide it here: an administrator decides it.</p>",
+                )
+            } else {
+                page(
+                    StatusCode::FORBIDDEN,
+                    "Not yours",
+                    "<p>This request concerns another account, or is decided by other people. Sign in as one of them to decide it.</p>",
+                )
+            })
         }
+        Err(e) => Err(page(
+            super::error::fault_status(e),
+            "Error",
+            "<p>Something went wrong. Try again.</p>",
+        )),
     }
 }
 
@@ -148,9 +161,10 @@ pub async fn decide(
             "<p>The form was not sent from this site.</p>",
         );
     }
-    if let Err(refused) = may_decide(&state, &d, &session_user.username).await {
-        return refused;
-    }
+    let actor = match may_decide(&state, &d, &session_user.username).await {
+        Ok(actor) => actor,
+        Err(refused) => return refused,
+    };
     let approve = match p.get("decision") {
         Some("approve") => true,
         Some("deny") => false,
@@ -162,10 +176,14 @@ pub async fn decide(
             )
         }
     };
-    let user = &session_user.username;
-    match crate::deferrals::decide_at_interaction(&state, &d, &handle, approve, user).await {
+    match crate::deferrals::decide_at_interaction(&state, &d, &handle, approve, &actor).await {
         Ok(true) => {
-            let (title, text) = if approve {
+            let (title, text) = if approve && d.approvals_required > 1 {
+                (
+                    "Approval recorded",
+                    "Your approval is recorded; the request needs more approvers before the application receives access.",
+                )
+            } else if approve {
                 (
                     "Approved",
                     "The application will receive access when it next asks.",
@@ -180,10 +198,24 @@ pub async fn decide(
             )
         }
         Ok(false) => gone(),
-        Err(e) => page(
+        Err(crate::deferrals::DecisionError::Store(e)) => page(
             super::error::fault_status(e),
             "Error",
             "<p>Something went wrong. Try again.</p>",
         ),
+        Err(crate::deferrals::DecisionError::Forbidden) => page(
+            StatusCode::FORBIDDEN,
+            "Not yours",
+            "<p>You are not one of the people who decide this request.</p>",
+        ),
+        Err(
+            crate::deferrals::DecisionError::NotPending(m)
+            | crate::deferrals::DecisionError::Invalid(m),
+        ) => page(
+            StatusCode::CONFLICT,
+            "Not applied",
+            &format!("<p>{}</p>", escape(&m)),
+        ),
+        Err(crate::deferrals::DecisionError::NotFound) => gone(),
     }
 }

@@ -311,6 +311,36 @@ impl TransitionWrite {
     }
 }
 
+/// One approver's approval under `approvals_required` (four eyes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    /// The deferral.
+    pub deferral_id: String,
+    /// Who approved: a username, or `admin` for the admin token.
+    pub by: String,
+    /// When (ms).
+    pub at: i64,
+    /// The scope this approver allowed (the requested one, or narrower).
+    pub scope: String,
+}
+
+/// One entry of a deferral's event log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeferralEvent {
+    /// The deferral.
+    pub deferral_id: String,
+    /// `created`, `approval`, `approved`, `denied`, `cancelled`,
+    /// `expired`, `redeemed`, `progress`, `interaction`, ...
+    pub kind: String,
+    /// Who: a username, `admin`, `policy`, or the client.
+    pub by: Option<String>,
+    /// When (ms).
+    pub at: i64,
+    /// What else there is to say (scope granted, reason, step), as a JSON
+    /// object; never a secret.
+    pub detail: Option<serde_json::Value>,
+}
+
 /// A deferral a transition changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transitioned {
@@ -421,6 +451,19 @@ pub trait DeferralStore: Send + Sync {
     async fn transition_due(&self, t: Transition, now: i64) -> StoreResult<Vec<Transitioned>>;
     /// Deletes finished deferrals whose lifetime ended before `before` (DTR-37).
     async fn prune_deferrals(&self, before: i64) -> StoreResult<u64>;
+    /// Records `approver`'s approval of a pending, unexpired deferral
+    /// with the scope they allowed (four eyes); `false` when they already
+    /// approved it or it is no longer pending: an approval counts once.
+    async fn add_approval(&self, a: &Approval, now: i64) -> StoreResult<bool>;
+    /// The approvals of a deferral so far, oldest first.
+    async fn approvals(&self, id: &str) -> StoreResult<Vec<Approval>>;
+    /// Appends to a deferral's event log (the audit trail, append-only).
+    async fn append_event(&self, e: &DeferralEvent) -> StoreResult<()>;
+    /// A deferral's events, oldest first.
+    async fn events(&self, id: &str) -> StoreResult<Vec<DeferralEvent>>;
+    /// Every deferral's events at or after `since` (ms), oldest first, at
+    /// most `limit`.
+    async fn events_since(&self, since: i64, limit: u32) -> StoreResult<Vec<DeferralEvent>>;
     /// Pending (undecided, unexpired at `now`) deferrals per client, for
     /// the `dtr_deferrals_pending` gauge. Called by the background worker
     /// every few seconds, never on a request path.

@@ -315,12 +315,91 @@ impl DeferralStore for PostgresStore {
     }
 
     async fn prune_deferrals(&self, before: i64) -> StoreResult<u64> {
+        let n = self
+            .prune_batched(
+                "DELETE FROM deferrals WHERE id IN (SELECT id FROM deferrals WHERE expires_at < $1 \
+                 AND state IN ('expired', 'redeemed', 'denied', 'cancelled') LIMIT $2)",
+                before,
+            )
+            .await?;
+        // Their approvals and event log go with them (DTR-37).
+        self.execute(
+            "DELETE FROM deferral_approvals a WHERE NOT EXISTS (SELECT 1 FROM deferrals d WHERE d.id = a.deferral_id)",
+            &[],
+        )
+        .await?;
         self.prune_batched(
-            "DELETE FROM deferrals WHERE id IN (SELECT id FROM deferrals WHERE expires_at < $1 \
-             AND state IN ('expired', 'redeemed', 'denied', 'cancelled') LIMIT $2)",
+            "DELETE FROM deferral_events WHERE seq IN (SELECT e.seq FROM deferral_events e WHERE e.at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM deferrals d WHERE d.id = e.deferral_id) LIMIT $2)",
             before,
         )
-        .await
+        .await?;
+        Ok(n)
+    }
+
+    async fn add_approval(&self, a: &Approval, now: i64) -> StoreResult<bool> {
+        // Only while pending and alive; the key makes it count once.
+        let n = self
+            .execute(
+                "INSERT INTO deferral_approvals (deferral_id, approver, at, scope) \
+                 SELECT id, $2, $3, $4 FROM deferrals WHERE id = $1 AND state = 'pending' AND expires_at > $5 \
+                 ON CONFLICT (deferral_id, approver) DO NOTHING",
+                &[&a.deferral_id, &a.by, &a.at, &a.scope, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn approvals(&self, id: &str) -> StoreResult<Vec<Approval>> {
+        let rows = self
+            .query(
+                "SELECT deferral_id, approver, at, scope FROM deferral_approvals \
+                 WHERE deferral_id = $1 ORDER BY at, approver",
+                &[&id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Approval {
+                    deferral_id: r.try_get(0).map_err(db_err)?,
+                    by: r.try_get(1).map_err(db_err)?,
+                    at: r.try_get(2).map_err(db_err)?,
+                    scope: r.try_get(3).map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn append_event(&self, e: &DeferralEvent) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO deferral_events (deferral_id, type, actor, at, detail) VALUES ($1, $2, $3, $4, $5)",
+            &[&e.deferral_id, &e.kind, &e.by, &e.at, &e.detail],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn events(&self, id: &str) -> StoreResult<Vec<DeferralEvent>> {
+        let rows = self
+            .query(
+                "SELECT deferral_id, type, actor, at, detail FROM deferral_events \
+                 WHERE deferral_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_since(&self, since: i64, limit: u32) -> StoreResult<Vec<DeferralEvent>> {
+        let limit = i64::from(limit.max(1));
+        let rows = self
+            .query(
+                "SELECT deferral_id, type, actor, at, detail FROM deferral_events \
+                 WHERE at >= $1 ORDER BY seq LIMIT $2",
+                &[&since, &limit],
+            )
+            .await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn count_pending_by_client(&self, now: i64) -> StoreResult<Vec<(String, u64)>> {
@@ -337,4 +416,14 @@ impl DeferralStore for PostgresStore {
         })
         .collect()
     }
+}
+
+fn event_from_row(r: &Row) -> StoreResult<DeferralEvent> {
+    Ok(DeferralEvent {
+        deferral_id: r.try_get(0).map_err(db_err)?,
+        kind: r.try_get(1).map_err(db_err)?,
+        by: r.try_get(2).map_err(db_err)?,
+        at: r.try_get(3).map_err(db_err)?,
+        detail: r.try_get(4).map_err(db_err)?,
+    })
 }

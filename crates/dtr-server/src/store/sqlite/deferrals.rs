@@ -381,7 +381,103 @@ impl DeferralStore for SqliteStore {
                     [before],
                 )
                 .map_err(db_err)?;
+            // Their approvals and event log go with them (DTR-37).
+            db.execute(
+                "DELETE FROM deferral_approvals WHERE deferral_id NOT IN (SELECT id FROM deferrals)",
+                [],
+            )
+            .map_err(db_err)?;
+            db.execute(
+                "DELETE FROM deferral_events WHERE at < ?1 AND deferral_id NOT IN (SELECT id FROM deferrals)",
+                [before],
+            )
+            .map_err(db_err)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn add_approval(&self, a: &Approval, now: i64) -> StoreResult<bool> {
+        let a = a.clone();
+        self.with_hot(move |db| {
+            // Only while pending and alive; the key makes it count once.
+            let n = db
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO deferral_approvals (deferral_id, approver, at, scope) \
+                     SELECT id, ?2, ?3, ?4 FROM deferrals WHERE id = ?1 AND state = 'pending' AND expires_at > ?5",
+                )
+                .and_then(|mut st| st.execute(params![a.deferral_id, a.by, a.at, a.scope, now]))
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn approvals(&self, id: &str) -> StoreResult<Vec<Approval>> {
+        let id = id.to_owned();
+        self.with_read(move |db| {
+            let mut st = db
+                .prepare_cached(
+                    "SELECT deferral_id, approver, at, scope FROM deferral_approvals \
+                     WHERE deferral_id = ?1 ORDER BY at, approver",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([id], |r| {
+                    Ok(Approval {
+                        deferral_id: r.get(0)?,
+                        by: r.get(1)?,
+                        at: r.get(2)?,
+                        scope: r.get(3)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn append_event(&self, e: &DeferralEvent) -> StoreResult<()> {
+        let e = e.clone();
+        let detail = e.detail.as_ref().map(to_json).transpose()?;
+        self.with_hot(move |db| {
+            db.prepare_cached(
+                "INSERT INTO deferral_events (deferral_id, type, actor, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| st.execute(params![e.deferral_id, e.kind, e.by, e.at, detail]))
+            .map(drop)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn events(&self, id: &str) -> StoreResult<Vec<DeferralEvent>> {
+        let id = id.to_owned();
+        self.with_scan(move |db| {
+            let mut st = db
+                .prepare_cached(
+                    "SELECT deferral_id, type, actor, at, detail FROM deferral_events \
+                     WHERE deferral_id = ?1 ORDER BY seq",
+                )
+                .map_err(db_err)?;
+            let rows = st.query_map([id], event_from_row).map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn events_since(&self, since: i64, limit: u32) -> StoreResult<Vec<DeferralEvent>> {
+        self.with_scan(move |db| {
+            let mut st = db
+                .prepare_cached(
+                    "SELECT deferral_id, type, actor, at, detail FROM deferral_events \
+                     WHERE at >= ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![since, limit.max(1)], event_from_row)
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
         .await
     }
@@ -401,6 +497,16 @@ impl DeferralStore for SqliteStore {
         })
         .await
     }
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<DeferralEvent> {
+    Ok(DeferralEvent {
+        deferral_id: r.get(0)?,
+        kind: r.get(1)?,
+        by: r.get(2)?,
+        at: r.get(3)?,
+        detail: json_opt(r, 4)?,
+    })
 }
 
 #[cfg(test)]

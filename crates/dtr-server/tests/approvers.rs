@@ -1,0 +1,254 @@
+//! Who decides: routing by `[[policy]] approvers`, four eyes by
+//! `approvals_required`, narrowings that compose, and the audit trail at
+//! `GET /admin/deferrals/{id}/events`, through the admin API and the
+//! interaction page (DESIGN.md, "Contract for the next capabilities").
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use serde_json::json;
+
+const ISSUER: &str = "http://127.0.0.1:8080";
+
+/// `svc` acts for olga; `payments` needs two distinct approvers among
+/// olga (the owner) and carol, at the interaction page or by an admin;
+/// `identity` is olga's alone to decide at the page.
+const ROUTED: &str = r#"
+issuer = "http://127.0.0.1:8080"
+[deferral]
+expires_in = 600
+interval = 5
+[admin]
+token = "test-admin-token-0123456789abcdefghij"
+[[clients]]
+client_id = "svc"
+client_secret = "svc-secret"
+scope = "read payments identity"
+owner = "olga"
+[[users]]
+username = "olga"
+password = "olga-password"
+[[users]]
+username = "carol"
+password = "carol-password"
+[[users]]
+username = "mallory"
+password = "mallory-password"
+[[policy]]
+scope_any = ["payments"]
+action = "interaction"
+approvers = ["owner", "user:carol"]
+approvals_required = 2
+[[policy]]
+scope_any = ["identity"]
+action = "interaction"
+approvers = ["owner"]
+"#;
+
+async fn interaction_path(h: &Harness, code: &str) -> String {
+    let r = h.poll(code).await;
+    assert_eq!(r.error(), "interaction_required", "{}", r.text);
+    r.json["interaction_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches(ISSUER)
+        .to_owned()
+}
+
+/// `user` signs in and sends `decision` at `path`: (page, decision) statuses.
+async fn decide_at_page(
+    h: &Harness,
+    path: &str,
+    user: &str,
+    decision: &str,
+) -> (StatusCode, StatusCode) {
+    let cookie = h.sign_in(user, &format!("{user}-password")).await;
+    let page = h.get_with_cookie(path, &cookie).await;
+    let csrf = if page.status == StatusCode::OK {
+        hidden_field(&page.text, "csrf")
+    } else {
+        let other = h.get_with_cookie("/device", &cookie).await;
+        hidden_field(&other.text, "csrf")
+    };
+    let decided = h
+        .post_with_cookie(path, &cookie, &[("csrf", &csrf), ("decision", decision)])
+        .await;
+    (page.status, decided.status)
+}
+
+#[tokio::test]
+async fn four_eyes_needs_two_distinct_approvers_and_narrowings_compose() {
+    let h = harness_with(ROUTED).await;
+    let code = h.defer("read payments").await;
+    let path = interaction_path(&h, &code).await;
+    let id = h.newest_id().await;
+
+    // The first approval (an admin, narrowing to `payments`) is recorded;
+    // the deferral stays pending with its approvals listed.
+    let r = h
+        .admin(
+            "POST",
+            &format!("/admin/deferrals/{id}/approve"),
+            Some(json!({"scope": "payments"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "pending");
+    assert_eq!(r.json["approvals"][0]["by"], "admin");
+    assert_eq!(r.json["approvals_required"], 2);
+    // The same approver again counts once: 409, nothing changes.
+    let again = h
+        .admin("POST", &format!("/admin/deferrals/{id}/approve"), None)
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    let shown = h
+        .admin("GET", &format!("/admin/deferrals/{id}"), None)
+        .await;
+    assert_eq!(shown.json["state"], "pending");
+    assert_eq!(shown.json["approvals"].as_array().unwrap().len(), 1);
+
+    // Someone who is not an approver is refused at the page, and the
+    // handle stays usable.
+    let (_, refused) = decide_at_page(&h, &path, "mallory", "approve").await;
+    assert_eq!(refused, StatusCode::FORBIDDEN);
+
+    // The owner's plain approval is the second: approved, with what both
+    // allowed (the admin's narrowing stands).
+    let (page, decided) = decide_at_page(&h, &path, "olga", "approve").await;
+    assert_eq!((page, decided), (StatusCode::OK, StatusCode::OK));
+    let shown = h
+        .admin("GET", &format!("/admin/deferrals/{id}"), None)
+        .await;
+    assert_eq!(shown.json["state"], "approved", "{}", shown.text);
+    assert_eq!(shown.json["granted_scope"], "payments");
+    assert_eq!(shown.json["decided_by"], "olga");
+    assert_eq!(shown.json["approvals"].as_array().unwrap().len(), 2);
+
+    // A third approval after the second: 409, the decision stands.
+    let third = h
+        .admin("POST", &format!("/admin/deferrals/{id}/approve"), None)
+        .await;
+    assert_eq!(third.status, StatusCode::CONFLICT);
+
+    let token = h.poll(&code).await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text);
+    assert_eq!(token.json["scope"], "payments");
+
+    // The audit trail, oldest first.
+    let events = h
+        .admin("GET", &format!("/admin/deferrals/{id}/events"), None)
+        .await;
+    assert_eq!(events.status, StatusCode::OK, "{}", events.text);
+    let kinds: Vec<&str> = events
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "approval", "approval", "approved", "redeemed"],
+        "{}",
+        events.text
+    );
+    let e = &events.json[1];
+    assert_eq!(
+        (e["by"].as_str(), e["scope"].as_str()),
+        (Some("admin"), Some("payments"))
+    );
+    assert!(e["at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(events.json[2]["by"], "olga");
+}
+
+#[tokio::test]
+async fn one_denial_denies_under_four_eyes() {
+    let h = harness_with(ROUTED).await;
+    let code = h.defer("payments").await;
+    let path = interaction_path(&h, &code).await;
+    let id = h.newest_id().await;
+    let r = h
+        .admin("POST", &format!("/admin/deferrals/{id}/approve"), None)
+        .await;
+    assert_eq!(r.json["state"], "pending");
+    let (_, decided) = decide_at_page(&h, &path, "olga", "deny").await;
+    assert_eq!(decided, StatusCode::OK);
+    assert_eq!(h.poll(&code).await.error(), "access_denied");
+}
+
+#[tokio::test]
+async fn a_narrowing_that_widens_is_refused() {
+    let h = harness_with(ROUTED).await;
+    h.defer("payments").await;
+    let id = h.newest_id().await;
+    let r = h
+        .admin(
+            "POST",
+            &format!("/admin/deferrals/{id}/approve"),
+            Some(json!({"scope": "read payments"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let shown = h
+        .admin("GET", &format!("/admin/deferrals/{id}"), None)
+        .await;
+    assert_eq!(shown.json["approvals"], json!([]));
+}
+
+#[tokio::test]
+async fn the_owner_decides_alone_where_the_rule_says_so_and_nobody_else() {
+    let h = harness_with(ROUTED).await;
+    let code = h.defer("identity").await;
+    let path = interaction_path(&h, &code).await;
+    let (_, refused) = decide_at_page(&h, &path, "carol", "approve").await;
+    assert_eq!(refused, StatusCode::FORBIDDEN);
+    let (_, decided) = decide_at_page(&h, &path, "olga", "approve").await;
+    assert_eq!(decided, StatusCode::OK);
+    assert_eq!(h.poll(&code).await.status, StatusCode::OK);
+}
+
+#[test]
+fn start_up_refuses_routing_that_cannot_work() {
+    use dtr_server::config::{ConfigFile, Overrides};
+    let base = r#"
+[[clients]]
+client_id = "svc"
+client_secret = "svc-secret"
+scope = "payments"
+"#;
+    for (rule, key) in [
+        (
+            "action = \"deny\"\napprovers = [\"group:fraud\"]",
+            "approvers",
+        ),
+        (
+            "action = \"approve_after\"\napprove_after_seconds = 5\napprovals_required = 2",
+            "approvals_required",
+        ),
+        (
+            "action = \"review\"\napprovers = [\"subject\"]\napprovals_required = 2",
+            "approvals_required",
+        ),
+        (
+            "action = \"review\"\napprovers = [\"owner\"]\napprovals_required = 2",
+            "approvals_required",
+        ),
+        (
+            "action = \"review\"\napprovals_required = 0",
+            "approvals_required",
+        ),
+        (
+            "action = \"review\"\napprovers = [\"role:admin\"]",
+            "approvers",
+        ),
+    ] {
+        let text = format!("{base}[[policy]]\nscope_any = [\"payments\"]\n{rule}\n");
+        let e = ConfigFile::parse(&text)
+            .and_then(|f| f.validate(&Overrides::default()))
+            .expect_err(&text)
+            .0;
+        assert!(e.contains(key), "{e} (for {rule})");
+    }
+}
