@@ -156,6 +156,26 @@ impl AdminClient {
             .await
     }
 
+    /// `GET /admin/deferrals/{id}/events`: the deferral's audit trail,
+    /// oldest first.
+    pub async fn events(&self, id: &str) -> Result<Vec<Value>, AdminError> {
+        let v = self
+            .send(Method::GET, self.url(&["deferrals", id, "events"]), None)
+            .await?;
+        array(v)
+    }
+
+    /// `GET /admin/events?since=<RFC 3339>`: every deferral's events from
+    /// `since` on, oldest first (admins only).
+    pub async fn events_since(&self, since: Option<&str>) -> Result<Vec<Value>, AdminError> {
+        let mut url = self.url(&["events"]);
+        if let Some(s) = since {
+            url.query_pairs_mut().append_pair("since", s);
+        }
+        let v = self.send(Method::GET, url, None).await?;
+        array(v)
+    }
+
     /// `POST /admin/deferrals/{id}/approve`, optionally narrowing the scope
     /// (DTR-24: a scope that is not a subset is refused with 400).
     pub async fn approve(&self, id: &str, scope: Option<&str>) -> Result<Value, AdminError> {
@@ -241,6 +261,17 @@ impl AdminClient {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| AdminError::UnexpectedBody(format!("not JSON ({e}): {}", snippet(&bytes))))
+    }
+}
+
+/// A JSON array answer, or the error that it was not one.
+fn array(v: Value) -> Result<Vec<Value>, AdminError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(AdminError::UnexpectedBody(format!(
+            "expected a JSON array, got {}",
+            snippet(other.to_string().as_bytes())
+        ))),
     }
 }
 

@@ -82,6 +82,15 @@ enum AdminCommand {
         /// The deferral's id.
         id: String,
     },
+    /// Export the audit trail as JSON lines, oldest first: one deferral's
+    /// events, or every deferral's since a time.
+    Events {
+        /// Only this deferral's events.
+        id: Option<String>,
+        /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Disable a client: its pending deferrals can no longer be redeemed (DTR-23).
     ClientDisable {
         /// The client identifier.
@@ -110,7 +119,24 @@ pub async fn run(args: AdminArgs) -> u8 {
             return USAGE;
         }
     };
+    if let AdminCommand::Events { id, since } = &args.command {
+        let events = match id {
+            Some(id) => admin.events(id).await,
+            None => admin.events_since(since.as_deref()).await,
+        };
+        return match events {
+            Ok(items) => {
+                // JSON lines: one event per line, for log pipelines.
+                for e in items {
+                    println!("{e}");
+                }
+                OK
+            }
+            Err(e) => report(&e, &args.command),
+        };
+    }
     let (result, table) = match &args.command {
+        AdminCommand::Events { .. } => unreachable!("answered above"),
         AdminCommand::List {
             state,
             client_id,
@@ -185,8 +211,13 @@ fn report(e: &AdminError, command: &AdminCommand) -> u8 {
                 | AdminCommand::Approve { id, .. }
                 | AdminCommand::Deny { id, .. }
                 | AdminCommand::Progress { id, .. }
-                | AdminCommand::Interaction { id } => format!("no deferral '{}'", safe(id)),
-                AdminCommand::List { .. } => "the admin API is not available at --url".into(),
+                | AdminCommand::Interaction { id }
+                | AdminCommand::Events { id: Some(id), .. } => {
+                    format!("no deferral '{}'", safe(id))
+                }
+                AdminCommand::List { .. } | AdminCommand::Events { id: None, .. } => {
+                    "the admin API is not available at --url".into()
+                }
             };
             eprintln!("error: not found (HTTP 404): {what}");
             FAILED

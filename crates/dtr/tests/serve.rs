@@ -234,5 +234,36 @@ async fn demo_runs_without_configuration() {
         .show(&id)
         .await
         .is_ok());
+    // The audit trail as JSON lines: one deferral's, and everyone's since
+    // a time.
+    for args in [
+        vec!["events", id.as_str()],
+        vec!["events", "--since", "2000-01-01T00:00:00Z"],
+    ] {
+        let out = Command::new(DTR)
+            .current_dir(dir.path())
+            .args(["admin", "--url", &server.issuer])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kinds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).unwrap();
+                e["type"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert!(
+            kinds
+                .windows(3)
+                .any(|w| w == ["created", "approved", "redeemed"]),
+            "{args:?}: {kinds:?}"
+        );
+    }
     assert_eq!(server.sigterm(), 0);
 }
