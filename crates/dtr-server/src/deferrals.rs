@@ -391,9 +391,15 @@ pub async fn approve(
     state: &AppState,
     id: &str,
     scope: Option<&str>,
+    approved_until: Option<i64>,
     actor: &Actor,
 ) -> Result<DeferralRecord, DecisionError> {
     let rec = load_decidable(state, id, actor).await?;
+    if approved_until.is_some_and(|t| t <= state.clock.now_ms()) {
+        return Err(DecisionError::Invalid(
+            "approved_until must be in the future".into(),
+        ));
+    }
     let requested = Scope::parse(&rec.scope).unwrap_or_default();
     let granted = match scope {
         None => requested,
@@ -407,7 +413,7 @@ pub async fn approve(
             s
         }
     };
-    approve_as(state, &rec, &granted, actor, None).await?;
+    approve_as(state, &rec, &granted, approved_until, actor, None).await?;
     reload(state, id).await
 }
 
@@ -423,17 +429,19 @@ async fn approve_as(
     state: &AppState,
     rec: &DeferralRecord,
     granted: &Scope,
+    approved_until: Option<i64>,
     actor: &Actor,
     handle: Option<&str>,
 ) -> Result<(), DecisionError> {
     let now = state.clock.now_ms();
     let by = actor.by();
-    let final_scope = if rec.approvals_required > 1 {
+    let (final_scope, final_until) = if rec.approvals_required > 1 {
         let approval = Approval {
             deferral_id: rec.id.clone(),
             by: by.clone(),
             at: now,
             scope: granted.to_string(),
+            approved_until,
         };
         if !state.store.add_approval(&approval, now).await? {
             let mine = state.store.approvals(&rec.id).await?;
@@ -451,13 +459,16 @@ async fn approve_as(
         if (approvals.len() as u64) < u64::from(rec.approvals_required) {
             return Ok(());
         }
-        composed_scope(&approvals)
+        // The earliest limit any approver set.
+        let until = approvals.iter().filter_map(|a| a.approved_until).min();
+        (composed_scope(&approvals), until)
     } else {
-        granted.clone()
+        (granted.clone(), approved_until)
     };
     let w = TransitionWrite {
         decided_by: Some(by),
         granted_scope: Some(final_scope.to_string()),
+        approved_until: final_until,
         handle_hash: handle.map(interaction_handle_hash),
         ..TransitionWrite::new(Transition::Approve, &rec.id)
     };
@@ -526,7 +537,7 @@ pub async fn decide_at_interaction(
 ) -> Result<bool, DecisionError> {
     if approve {
         let requested = Scope::parse(&rec.scope).unwrap_or_default();
-        return match approve_as(state, rec, &requested, actor, Some(handle)).await {
+        return match approve_as(state, rec, &requested, None, actor, Some(handle)).await {
             Ok(()) => Ok(true),
             Err(DecisionError::NotPending(_) | DecisionError::NotFound) => Ok(false),
             Err(e) => Err(e),

@@ -22,6 +22,9 @@ pub struct Grant {
     pub deferral_id: Option<String>,
     /// DPoP key thumbprint the token is bound to (RFC 9449 section 6).
     pub dpop_jkt: Option<String>,
+    /// The approval's `approved_until` (seconds since the epoch): the
+    /// token, and a refresh token issued with it, never outlive it.
+    pub not_after: Option<i64>,
 }
 
 /// Claims and response members that only some grants add.
@@ -59,7 +62,11 @@ pub struct Minted {
 pub fn mint(state: &AppState, grant: &Grant, extras: &TokenExtras) -> Minted {
     let now = state.clock.now_ms();
     let iat = now / 1000;
-    let ttl = match extras.not_after {
+    let not_after = match (extras.not_after, grant.not_after) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let ttl = match not_after {
         Some(t) => state
             .config
             .tokens

@@ -252,3 +252,40 @@ scope = "payments"
         assert!(e.contains(key), "{e} (for {rule})");
     }
 }
+
+#[tokio::test]
+async fn an_approval_until_a_time_caps_the_token() {
+    let h = harness_with(ROUTED).await;
+    let code = h.defer("identity").await;
+    let id = h.newest_id().await;
+    // Ten minutes from the server's clock (the harness starts it at a
+    // fixed time): the token lives at most that long, not its hour.
+    let shown = h
+        .admin("GET", &format!("/admin/deferrals/{id}"), None)
+        .await;
+    let created =
+        dtr_server::clock::parse_rfc3339(shown.json["created_at"].as_str().unwrap()).unwrap();
+    let until = dtr_server::clock::rfc3339(created + 600_000);
+    let past = dtr_server::clock::rfc3339(created - 1_000);
+    let r = h
+        .admin(
+            "POST",
+            &format!("/admin/deferrals/{id}/approve"),
+            Some(json!({"approved_until": past})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = h
+        .admin(
+            "POST",
+            &format!("/admin/deferrals/{id}/approve"),
+            Some(json!({"approved_until": until})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["approved_until"], until.as_str());
+    let token = h.poll(&code).await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text);
+    let expires_in = token.json["expires_in"].as_i64().unwrap();
+    assert!((1..=600).contains(&expires_in), "{}", token.text);
+}

@@ -341,6 +341,7 @@ mod suite {
             by: by.into(),
             at,
             scope: scope.into(),
+            approved_until: (by == "carol").then_some(T0 + 100),
         };
         assert!(s
             .add_approval(&a("admin", T0 + 1, "read"), T0 + 1)
@@ -361,6 +362,7 @@ mod suite {
                 .collect::<Vec<_>>(),
             [("admin", "read"), ("carol", "read payments")]
         );
+        assert_eq!(got[1].approved_until, Some(T0 + 100));
         // Not after its lifetime, nor once decided.
         assert!(!s
             .add_approval(&a("dave", T0 + LIFE, "read"), T0 + LIFE)

@@ -5,12 +5,15 @@
 -- each deferral (the audit trail).
 ALTER TABLE deferrals ADD COLUMN approvers TEXT NOT NULL DEFAULT '';
 ALTER TABLE deferrals ADD COLUMN approvals_required INTEGER NOT NULL DEFAULT 1;
+-- An approval's `approved_until` (ms): the token never outlives it.
+ALTER TABLE deferrals ADD COLUMN approved_until INTEGER;
 
 CREATE TABLE deferral_approvals (
     deferral_id TEXT NOT NULL,
     approver    TEXT NOT NULL,       -- a username, or 'admin' for the admin token
     at          INTEGER NOT NULL,
     scope       TEXT NOT NULL,       -- what this approver allowed (DTR-24)
+    approved_until INTEGER,         -- and until when, if they limited it
     PRIMARY KEY (deferral_id, approver)
 );
 

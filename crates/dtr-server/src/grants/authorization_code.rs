@@ -133,6 +133,7 @@ pub async fn exchange(
         opt_in: x.opt_in,
         dpop_jkt: x.dpop_jkt,
         grant: StoredGrant::User(context),
+        not_after: None,
     };
     // Refusals the client can correct (no opt-in, no proof) come before
     // the code is spent.

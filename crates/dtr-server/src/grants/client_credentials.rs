@@ -28,6 +28,7 @@ pub async fn token(
         opt_in,
         dpop_jkt,
         grant: StoredGrant::Client,
+        not_after: None,
     };
     let outcome = request.plan(state)?;
     execute(state, request, outcome).await

@@ -143,6 +143,8 @@ async fn redeem(
         deferral_id: Some(rec.id.clone()),
         // DTR-20: DPoP-bound when the deferral was.
         dpop_jkt: rec.dpop_jkt.clone(),
+        // The approval's `approved_until`.
+        not_after: rec.approved_until.map(|ms| ms / 1000),
     };
     // The originating grant's own response (DTR-20), signed first and
     // recorded with the redemption in one transaction (DTR-21): a failure

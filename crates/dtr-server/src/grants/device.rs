@@ -350,6 +350,7 @@ async fn collect(
                 family_id: format!("fam_{}", random_token(12)),
                 refresh,
             }),
+            not_after: None,
         },
         outcome,
     )

@@ -77,6 +77,10 @@ pub struct RefreshData {
     /// DPoP key the token is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<String>,
+    /// The approval's `approved_until` (seconds): nothing refreshed from
+    /// this token outlives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
 }
 
 impl GrantContext {
@@ -224,14 +228,18 @@ impl StoredGrant {
                     scope: plan.scope.clone().unwrap_or_else(|| grant.scope.clone()),
                     authorization_details: grant.authorization_details.clone(),
                     dpop_jkt: plan.dpop_jkt.clone(),
+                    not_after: grant.not_after,
                 };
+                let ttl_end = now + state.config.tokens.refresh_token_ttl as i64 * 1000;
                 issuance.refresh = Some(RefreshTokenRecord {
                     token_hash: token.hash(),
                     family_id: ctx.family_id.clone(),
                     client_id: grant.client_id.clone(),
                     grant_data: serde_json::to_value(&data).map_err(Error::internal)?,
                     issued_at: now,
-                    expires_at: now + state.config.tokens.refresh_token_ttl as i64 * 1000,
+                    expires_at: grant
+                        .not_after
+                        .map_or(ttl_end, |t| ttl_end.min(t.saturating_mul(1000))),
                     used_at: None,
                 });
                 response.refresh_token = Some(token.secret().to_owned());
@@ -295,6 +303,9 @@ pub struct GrantRequest<'a> {
     pub dpop_jkt: Option<String>,
     /// What issuance needs, stored with a deferral (DTR-23).
     pub grant: StoredGrant,
+    /// The token never outlives this (seconds): a refresh of a grant
+    /// approved until then.
+    pub not_after: Option<i64>,
 }
 
 /// What a token request comes to: a token now, or a deferral (DTR-8).
@@ -417,6 +428,7 @@ pub async fn execute(
                 authorization_details: r.authorization_details,
                 deferral_id: None,
                 dpop_jkt: r.dpop_jkt,
+                not_after: r.not_after,
             };
             Ok(GrantOutcome::Issued(r.grant.issue(state, &grant).await?))
         }

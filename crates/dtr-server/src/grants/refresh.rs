@@ -99,6 +99,8 @@ pub async fn refresh(
         opt_in,
         dpop_jkt,
         grant: StoredGrant::User(context),
+        // An approval's `approved_until` holds for every refresh after it.
+        not_after: data.not_after,
     };
     // Every check, the policy's included, is settled before rotation: a
     // refused request (a widened scope, a missing opt-in) leaves the token

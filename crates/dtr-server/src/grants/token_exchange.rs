@@ -303,6 +303,7 @@ pub async fn exchange(
         opt_in,
         dpop_jkt,
         grant: StoredGrant::Exchange(Box::new(ctx)),
+        not_after: None,
     };
     let outcome = request.plan(state)?;
     execute(state, request, outcome).await

@@ -125,6 +125,9 @@ pub fn deferral_json(state: &AppState, d: &DeferralRecord) -> Value {
     if let Some(by) = &d.decided_by {
         v["decided_by"] = by.clone().into();
     }
+    if let Some(t) = d.approved_until {
+        v["approved_until"] = rfc3339(t).into();
+    }
     if !d.approvers.is_empty() {
         v["approvers"] = json!(d.approvers);
     }
@@ -141,7 +144,13 @@ async fn deferral_with_approvals(
     let approvals = state.store.approvals(&d.id).await?;
     v["approvals"] = approvals
         .iter()
-        .map(|a| json!({"by": a.by, "at": rfc3339(a.at), "scope": a.scope}))
+        .map(|a| {
+            let mut j = json!({"by": a.by, "at": rfc3339(a.at), "scope": a.scope});
+            if let Some(t) = a.approved_until {
+                j["approved_until"] = rfc3339(t).into();
+            }
+            j
+        })
         .collect();
     Ok(v)
 }
@@ -297,6 +306,8 @@ async fn decided(
 #[serde(deny_unknown_fields)]
 struct ApproveBody {
     scope: Option<String>,
+    /// RFC 3339: the token (and any refresh of it) never outlives it.
+    approved_until: Option<String>,
 }
 
 async fn approve(
@@ -306,9 +317,18 @@ async fn approve(
     b: Bytes,
 ) -> Result<Response, AdminError> {
     let b: ApproveBody = body(&b)?;
+    let until = b
+        .approved_until
+        .as_deref()
+        .map(|t| {
+            chrono_ms(t).ok_or_else(|| {
+                AdminError::BadRequest(format!("approved_until: '{t}' is not an RFC 3339 time"))
+            })
+        })
+        .transpose()?;
     decided(
         &state,
-        deferrals::approve(&state, &id, b.scope.as_deref(), &actor).await,
+        deferrals::approve(&state, &id, b.scope.as_deref(), until, &actor).await,
     )
     .await
 }

@@ -479,7 +479,7 @@ async fn act(
                     "tick at least one scope, or deny the request".into(),
                 ))
             } else {
-                deferrals::approve(&state, &id, Some(&kept.join(" ")), &actor)
+                deferrals::approve(&state, &id, Some(&kept.join(" ")), None, &actor)
                     .await
                     .map(|_| "approved")
             }

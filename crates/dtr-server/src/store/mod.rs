@@ -198,6 +198,8 @@ pub struct DeferralRecord {
     pub approvers: Vec<String>,
     /// Distinct approvals needed (its rule's `approvals_required`).
     pub approvals_required: u32,
+    /// The approval's `approved_until` (ms): the token never outlives it.
+    pub approved_until: Option<i64>,
     /// Created (ms).
     pub created_at: i64,
     /// Expires (ms).
@@ -289,6 +291,8 @@ pub struct TransitionWrite {
     pub decided_by: Option<String>,
     /// The scope granted by an approval (`None`: as requested; DTR-24).
     pub granted_scope: Option<String>,
+    /// Until when an approval grants (ms): the token never outlives it.
+    pub approved_until: Option<i64>,
     /// Why it was denied (never sent to the client).
     pub deny_reason: Option<String>,
     /// Apply only while the deferral holds this interaction handle (by its
@@ -305,6 +309,7 @@ impl TransitionWrite {
             id: id.to_owned(),
             decided_by: None,
             granted_scope: None,
+            approved_until: None,
             deny_reason: None,
             handle_hash: None,
         }
@@ -322,6 +327,8 @@ pub struct Approval {
     pub at: i64,
     /// The scope this approver allowed (the requested one, or narrower).
     pub scope: String,
+    /// Until when this approver allowed it (ms), if they limited it.
+    pub approved_until: Option<i64>,
 }
 
 /// One entry of a deferral's event log.

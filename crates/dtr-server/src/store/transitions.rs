@@ -42,6 +42,8 @@ pub enum Slot {
     DecidedBy,
     /// The granted scope (`NULL` keeps the requested scope).
     GrantedScope,
+    /// Until when the approval grants (ms), or `NULL`.
+    ApprovedUntil,
     /// The denial reason.
     DenyReason,
     /// SHA-256 of the presented interaction handle.
@@ -159,6 +161,7 @@ pub fn update(t: Transition, dialect: Dialect, target: Target) -> Statement {
             "granted_scope = COALESCE({}, scope)",
             b.bind(Slot::GrantedScope)
         ));
+        sets.push(format!("approved_until = {}", b.bind(Slot::ApprovedUntil)));
     }
     if rule.to == dtr_proto::deferral::DeferralState::Denied {
         sets.push(format!("deny_reason = {}", b.bind(Slot::DenyReason)));

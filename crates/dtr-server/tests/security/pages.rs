@@ -109,6 +109,7 @@ async fn another_user_cannot_decide_a_token_exchange_about_alice() {
                 authorization_details: None,
                 deferral_id: None,
                 dpop_jkt: None,
+                not_after: None,
             },
         )
         .await

@@ -8,7 +8,7 @@ use crate::store::transitions::{self, Dialect, Slot, Target};
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
-     interaction_handle_sealed, decided_by, approvers, approvals_required";
+     interaction_handle_sealed, decided_by, approvers, approvals_required, approved_until";
 
 fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
     let state: String = row.try_get(7).map_err(db_err)?;
@@ -42,6 +42,7 @@ fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
             .collect(),
         approvals_required: u32::try_from(row.try_get::<_, i32>(25).map_err(db_err)?)
             .map_err(|e| StoreError::Corrupt(format!("approvals_required: {e}")))?,
+        approved_until: row.try_get(26).map_err(db_err)?,
         created_at: row.try_get(11).map_err(db_err)?,
         expires_at: row.try_get(12).map_err(db_err)?,
         interval_ms: row.try_get(13).map_err(db_err)?,
@@ -91,6 +92,7 @@ pub(super) struct SlotValues {
     now: i64,
     decided_by: Option<String>,
     granted_scope: Option<String>,
+    approved_until: Option<i64>,
     deny_reason: Option<String>,
     handle: Option<String>,
 }
@@ -102,6 +104,7 @@ impl SlotValues {
             now,
             decided_by: w.decided_by.clone(),
             granted_scope: w.granted_scope.clone(),
+            approved_until: w.approved_until,
             deny_reason: w.deny_reason.clone(),
             handle: w.handle_hash.clone(),
         }
@@ -117,6 +120,7 @@ impl SlotValues {
                     Slot::Now => &self.now,
                     Slot::DecidedBy => &self.decided_by,
                     Slot::GrantedScope => &self.granted_scope,
+                    Slot::ApprovedUntil => &self.approved_until,
                     Slot::DenyReason => &self.deny_reason,
                     Slot::Handle => &self.handle,
                 }
@@ -341,10 +345,10 @@ impl DeferralStore for PostgresStore {
         // Only while pending and alive; the key makes it count once.
         let n = self
             .execute(
-                "INSERT INTO deferral_approvals (deferral_id, approver, at, scope) \
-                 SELECT id, $2, $3, $4 FROM deferrals WHERE id = $1 AND state = 'pending' AND expires_at > $5 \
+                "INSERT INTO deferral_approvals (deferral_id, approver, at, scope, approved_until) \
+                 SELECT id, $2, $3, $4, $6 FROM deferrals WHERE id = $1 AND state = 'pending' AND expires_at > $5 \
                  ON CONFLICT (deferral_id, approver) DO NOTHING",
-                &[&a.deferral_id, &a.by, &a.at, &a.scope, &now],
+                &[&a.deferral_id, &a.by, &a.at, &a.scope, &now, &a.approved_until],
             )
             .await?;
         Ok(n == 1)
@@ -353,7 +357,7 @@ impl DeferralStore for PostgresStore {
     async fn approvals(&self, id: &str) -> StoreResult<Vec<Approval>> {
         let rows = self
             .query(
-                "SELECT deferral_id, approver, at, scope FROM deferral_approvals \
+                "SELECT deferral_id, approver, at, scope, approved_until FROM deferral_approvals \
                  WHERE deferral_id = $1 ORDER BY at, approver",
                 &[&id],
             )
@@ -365,6 +369,7 @@ impl DeferralStore for PostgresStore {
                     by: r.try_get(1).map_err(db_err)?,
                     at: r.try_get(2).map_err(db_err)?,
                     scope: r.try_get(3).map_err(db_err)?,
+                    approved_until: r.try_get(4).map_err(db_err)?,
                 })
             })
             .collect()
