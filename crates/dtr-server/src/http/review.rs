@@ -190,6 +190,7 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
     let session = ConsoleSession {
         id_hash: sha256_b64(&session_id),
         admin_fingerprint: admin_fingerprint(&session_id, &expected),
+        username: None,
         created_at: now,
         expires_at: now + SESSION_SECS * 1000,
     };
