@@ -219,6 +219,39 @@ impl AdminClient {
         self.post_client(client_id, "enable").await
     }
 
+    /// `POST /admin/users/{username}/tokens` (admin only): a new personal
+    /// API token, `{"id", "token"}`; the token is shown this once.
+    pub async fn create_token(&self, username: &str) -> Result<Value, AdminError> {
+        self.post(&["users", username, "tokens"], json!({})).await
+    }
+
+    /// `GET /admin/users/{username}/tokens` (admin only): `[{id,
+    /// created_at, revoked_at?}]`, never the tokens themselves.
+    pub async fn list_tokens(&self, username: &str) -> Result<Vec<Value>, AdminError> {
+        match self
+            .send(Method::GET, self.url(&["users", username, "tokens"]), None)
+            .await?
+        {
+            Value::Array(items) => Ok(items),
+            other => Err(AdminError::UnexpectedBody(format!(
+                "expected a JSON array, got {}",
+                snippet(other.to_string().as_bytes())
+            ))),
+        }
+    }
+
+    /// `DELETE /admin/users/{username}/tokens/{id}` (admin only): revoked
+    /// at once on every node.
+    pub async fn revoke_token(&self, username: &str, id: &str) -> Result<(), AdminError> {
+        self.send(
+            Method::DELETE,
+            self.url(&["users", username, "tokens", id]),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn post_client(&self, client_id: &str, action: &str) -> Result<Value, AdminError> {
         self.post(&["clients", client_id, action], json!({})).await
     }

@@ -112,6 +112,24 @@ secret_type!(
     DeviceCode
 );
 
+secret_type!(
+    /// A user's personal API token of the admin API: [`PERSONAL_TOKEN_PREFIX`]
+    /// and 256 random bits, base64url. Shown once; stored only as its
+    /// SHA-256.
+    PersonalToken
+);
+
+/// The prefix of every [`PersonalToken`], so that a leaked one is
+/// recognisable (secret scanners, logs under review).
+pub const PERSONAL_TOKEN_PREFIX: &str = "dtrp_";
+
+impl PersonalToken {
+    /// A fresh token from the OS CSPRNG.
+    pub fn generate() -> Self {
+        Self(format!("{PERSONAL_TOKEN_PREFIX}{}", random_token(32)))
+    }
+}
+
 impl DeviceCode {
     /// A fresh device code from the OS CSPRNG (RFC 8628 section 5.2).
     pub fn generate() -> Self {
@@ -163,6 +181,15 @@ mod tests {
         let c = DeferralCode::new("abc-secret");
         assert_eq!(format!("{c:?}"), "DeferralCode([redacted])");
         assert!(!format!("{:?}", ClientSecret::new("pw")).contains("pw"));
+    }
+
+    #[test]
+    fn personal_tokens_are_prefixed_256_bit_and_redacted() {
+        let t = PersonalToken::generate();
+        let body = t.secret().strip_prefix(PERSONAL_TOKEN_PREFIX).unwrap_or("");
+        assert_eq!(body.len(), 43, "256 bits, base64url");
+        assert_ne!(t, PersonalToken::generate());
+        assert_eq!(format!("{t:?}"), "PersonalToken([redacted])");
     }
 
     #[test]

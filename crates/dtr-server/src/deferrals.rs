@@ -557,12 +557,15 @@ pub async fn decide_at_interaction(
 /// The signed-in user at an interaction page as an [`Actor`], with the
 /// roles and groups routing needs, read fresh from the store.
 pub async fn user_actor(state: &AppState, username: &str) -> Result<Actor, StoreError> {
-    let _user = state.store.get_user(username).await?;
-    Ok(Actor::User(approvers::UserActor {
-        username: username.to_owned(),
-        roles: Vec::new(),
-        groups: Vec::new(),
-    }))
+    Ok(match state.store.get_user(username).await? {
+        Some(u) => crate::identity::user_actor(&u),
+        // Signed in, but gone since: a name with no role and no group.
+        None => Actor::User(approvers::UserActor {
+            username: username.to_owned(),
+            roles: Vec::new(),
+            groups: Vec::new(),
+        }),
+    })
 }
 
 /// Whether `actor` may decide `rec` at its interaction page: as one of its

@@ -20,6 +20,7 @@ pub mod error;
 pub mod generated_secret;
 pub mod grants;
 pub mod http;
+pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod logging;

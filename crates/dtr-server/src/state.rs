@@ -305,8 +305,10 @@ pub enum SignInFault {
 }
 
 /// Writes the configured users to the store (passwords hashed, the stored
-/// hash kept when it still matches so a restart does not rehash), and
-/// disables stored users the configuration no longer lists. An admin's
+/// hash kept when it still matches so a restart does not rehash; roles,
+/// groups and claims as configured), and disables stored users the
+/// configuration no longer lists (their personal tokens and console
+/// sessions then authenticate nobody). An admin's
 /// `admin_disabled` is kept either way (DTR-23).
 async fn sync_users(
     store: &dyn crate::store::Store,
@@ -338,6 +340,10 @@ async fn sync_users(
                 password_hash,
                 enabled: true,
                 admin_disabled: false,
+                roles: u.roles.clone(),
+                groups: u.groups.clone(),
+                name: u.name.clone(),
+                email: u.email.clone(),
             })
             .await
             .map_err(|x| x.to_string())?;

@@ -15,6 +15,7 @@ use dtr_server::store::{
     AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord,
     ConsoleSession, Consumed, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate,
     RefreshTokenRecord, SessionRecord, Store, StoredHandle, TokenFamilyRecord, UserRecord,
+    UserTokenRecord,
 };
 use dtr_server::store::{StoreResult, TransitionWrite};
 use std::sync::Arc;
@@ -942,6 +943,7 @@ mod suite {
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             enabled: true,
             admin_disabled: false,
+            ..UserRecord::default()
         })
         .await
         .unwrap();
@@ -1225,6 +1227,7 @@ mod suite {
             password_hash: "h1".into(),
             enabled: true,
             admin_disabled: false,
+            ..UserRecord::default()
         };
         s.upsert_user(&u).await.unwrap();
         assert!(s.set_user_admin_disabled("alice", true).await.unwrap());
@@ -1364,6 +1367,7 @@ mod suite {
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             enabled: true,
             admin_disabled: false,
+            ..UserRecord::default()
         })
         .await
         .unwrap();
@@ -1502,6 +1506,7 @@ mod suite {
         let session = |id: &str, expires_at: i64| ConsoleSession {
             id_hash: format!("hash-of-{id}"),
             admin_fingerprint: format!("fp-{id}"),
+            username: None,
             created_at: T0,
             expires_at,
         };
@@ -1547,6 +1552,125 @@ mod suite {
             .is_some());
         assert_eq!(s.prune_console_sessions(T0 + 11).await.unwrap(), 0);
     }
+
+    pub async fn users_keep_roles_groups_and_claims(s: Arc<dyn Store>) {
+        let u = UserRecord {
+            username: "carol".into(),
+            password_hash: "h1".into(),
+            enabled: true,
+            roles: vec!["reviewer".into(), "admin".into()],
+            groups: vec!["fraud".into(), "kyc".into()],
+            name: Some("Carol Example".into()),
+            email: Some("carol@example.com".into()),
+            ..UserRecord::default()
+        };
+        s.upsert_user(&u).await.unwrap();
+        assert_eq!(s.get_user("carol").await.unwrap().unwrap(), u);
+        // A restart with another configuration replaces them; the admin
+        // override stays.
+        assert!(s.set_user_admin_disabled("carol", true).await.unwrap());
+        let changed = UserRecord {
+            roles: vec![],
+            groups: vec!["kyc".into()],
+            name: None,
+            email: None,
+            ..u.clone()
+        };
+        s.upsert_user(&changed).await.unwrap();
+        let got = s.get_user("carol").await.unwrap().unwrap();
+        assert!(got.roles.is_empty() && got.name.is_none() && got.email.is_none());
+        assert_eq!(got.groups, vec!["kyc".to_owned()]);
+        assert!(got.admin_disabled);
+        assert_eq!(s.list_users().await.unwrap(), vec![got]);
+    }
+
+    pub async fn user_tokens_by_hash_and_revoked_once(s: Arc<dyn Store>) {
+        let t = |id: &str, user: &str, at: i64| UserTokenRecord {
+            id: id.into(),
+            username: user.into(),
+            token_hash: format!("hash-of-{id}"),
+            created_at: at,
+            revoked_at: None,
+        };
+        s.insert_user_token(&t("t1", "carol", T0)).await.unwrap();
+        s.insert_user_token(&t("t2", "carol", T0 + 1))
+            .await
+            .unwrap();
+        s.insert_user_token(&t("t3", "dave", T0)).await.unwrap();
+        // The hash is unique: a second token with it is refused.
+        assert!(s
+            .insert_user_token(&UserTokenRecord {
+                id: "t4".into(),
+                ..t("t1", "dave", T0)
+            })
+            .await
+            .is_err());
+        assert_eq!(
+            s.user_token_by_hash("hash-of-t1").await.unwrap(),
+            Some(t("t1", "carol", T0))
+        );
+        assert!(s.user_token_by_hash("t1").await.unwrap().is_none());
+        let ids = |v: Vec<UserTokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s.list_user_tokens("carol").await.unwrap()),
+            ["t1", "t2"]
+        );
+        assert!(s.list_user_tokens("nobody").await.unwrap().is_empty());
+
+        // Revocation: only by its own user's name; a second one keeps the
+        // first time.
+        assert!(!s.revoke_user_token("dave", "t1", T0 + 5).await.unwrap());
+        assert!(!s.revoke_user_token("carol", "nope", T0 + 5).await.unwrap());
+        assert!(s.revoke_user_token("carol", "t1", T0 + 5).await.unwrap());
+        assert!(s.revoke_user_token("carol", "t1", T0 + 9).await.unwrap());
+        let got = s.user_token_by_hash("hash-of-t1").await.unwrap().unwrap();
+        assert_eq!(got.revoked_at, Some(T0 + 5));
+        assert!(s
+            .user_token_by_hash("hash-of-t2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none());
+        // The hash stays out of Debug output.
+        assert!(!format!("{got:?}").contains("hash-of-t1"));
+    }
+
+    pub async fn console_sessions_of_a_user(s: Arc<dyn Store>) {
+        let session = |id: &str, user: Option<&str>| ConsoleSession {
+            id_hash: format!("hash-of-{id}"),
+            admin_fingerprint: if user.is_some() {
+                String::new()
+            } else {
+                format!("fp-{id}")
+            },
+            username: user.map(str::to_owned),
+            created_at: T0,
+            expires_at: T0 + LIFE,
+        };
+        for (id, user) in [
+            ("a", Some("carol")),
+            ("b", Some("carol")),
+            ("c", None),
+            ("d", Some("dave")),
+        ] {
+            s.insert_console_session(&session(id, user)).await.unwrap();
+        }
+        assert_eq!(
+            s.console_session("hash-of-a", T0).await.unwrap(),
+            Some(session("a", Some("carol")))
+        );
+        assert_eq!(s.delete_user_console_sessions("carol").await.unwrap(), 2);
+        assert_eq!(s.delete_user_console_sessions("carol").await.unwrap(), 0);
+        assert!(s.console_session("hash-of-b", T0).await.unwrap().is_none());
+        for id in ["c", "d"] {
+            assert!(s
+                .console_session(&format!("hash-of-{id}"), T0)
+                .await
+                .unwrap()
+                .is_some());
+        }
+    }
 }
 
 /// One `#[tokio::test]` per suite body and backend.
@@ -1585,6 +1709,9 @@ macro_rules! backends {
 
 backends!(
     insert_and_lookup,
+    users_keep_roles_groups_and_claims,
+    user_tokens_by_hash_and_revoked_once,
+    console_sessions_of_a_user,
     transitions_follow_the_table,
     approvals_and_events,
     console_sessions_end_at_logout_and_expiry,

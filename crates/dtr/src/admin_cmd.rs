@@ -3,8 +3,9 @@
 //! Prints the server's JSON, pretty, on stdout (`list` prints a table
 //! instead when stdout is a terminal, unless `--json`). Exit codes: 0
 //! success, 1 refused by the API (404 unknown id, 409 not pending, 400 bad
-//! input such as a widening scope), 2 local usage or configuration error
-//! and a rejected admin token (401), 3 network error.
+//! input such as a widening scope, 403 not allowed for this token), 2
+//! local usage or configuration error and a rejected token (401), 3
+//! network error.
 
 use clap::{Args, Subcommand};
 use dtr_client::{AdminClient, AdminError};
@@ -20,15 +21,17 @@ const NETWORK: u8 = 3;
 /// Where `dtr serve` in demo mode writes its admin token.
 const DEMO_TOKEN_FILE: &str = "dtr-data/admin-token";
 
-/// `dtr admin`: list, show and decide deferrals, manage clients. (No
+/// `dtr admin`: list, show and decide deferrals, manage clients and
+/// personal tokens. (No
 /// `Debug`: it holds the admin token.)
 #[derive(Args)]
 pub struct AdminArgs {
     /// Base URL of the server.
     #[arg(long, env = "DTR_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// Admin bearer token [default: the contents of ./dtr-data/admin-token,
-    /// written by the demo server].
+    /// Bearer token: the admin token or a user's personal API token
+    /// [default: the contents of ./dtr-data/admin-token, written by the
+    /// demo server].
     #[arg(long, env = "DTR_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -101,6 +104,31 @@ enum AdminCommand {
         /// The client identifier.
         client_id: String,
     },
+    /// Personal API tokens of users (needs the admin token or an admin's token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a personal API token for a user; prints {"id", "token"}, the
+    /// token this once only.
+    Create {
+        /// The user's username.
+        username: String,
+    },
+    /// List a user's tokens (ids and times, never the tokens).
+    List {
+        /// The user's username.
+        username: String,
+    },
+    /// Revoke a user's token; refused at once on every node.
+    Revoke {
+        /// The user's username.
+        username: String,
+        /// The token's id (from `create` or `list`).
+        id: String,
+    },
 }
 
 /// Runs `dtr admin`.
@@ -155,6 +183,16 @@ pub async fn run(args: AdminArgs) -> u8 {
         AdminCommand::Interaction { id } => (admin.interaction(id).await, false),
         AdminCommand::ClientDisable { client_id } => (admin.disable_client(client_id).await, false),
         AdminCommand::ClientEnable { client_id } => (admin.enable_client(client_id).await, false),
+        AdminCommand::Token(TokenCommand::Create { username }) => {
+            (admin.create_token(username).await, false)
+        }
+        AdminCommand::Token(TokenCommand::List { username }) => {
+            (admin.list_tokens(username).await.map(Value::Array), false)
+        }
+        AdminCommand::Token(TokenCommand::Revoke { username, id }) => (
+            admin.revoke_token(username, id).await.map(|()| Value::Null),
+            false,
+        ),
     };
     match result {
         Ok(Value::Array(items)) if table => {
@@ -201,6 +239,10 @@ fn report(e: &AdminError, command: &AdminCommand) -> u8 {
             eprintln!("error: admin token rejected (HTTP 401); check --token or DTR_ADMIN_TOKEN");
             USAGE
         }
+        AdminError::Status { status: 403, .. } => {
+            eprintln!("error: forbidden (HTTP 403): this token may not do that; nothing changed");
+            FAILED
+        }
         AdminError::Status { status: 404, .. } => {
             let what = match command {
                 AdminCommand::ClientDisable { client_id }
@@ -217,6 +259,12 @@ fn report(e: &AdminError, command: &AdminCommand) -> u8 {
                 }
                 AdminCommand::List { .. } | AdminCommand::Events { id: None, .. } => {
                     "the admin API is not available at --url".into()
+                }
+                AdminCommand::Token(
+                    TokenCommand::Create { username } | TokenCommand::List { username },
+                ) => format!("no user '{}'", safe(username)),
+                AdminCommand::Token(TokenCommand::Revoke { username, id }) => {
+                    format!("no token '{}' of user '{}'", safe(id), safe(username))
                 }
             };
             eprintln!("error: not found (HTTP 404): {what}");

@@ -53,6 +53,8 @@ fn bad_config_exits_2_naming_the_key() {
         ("issuer = \"ftp://x\"", "issuer"),
         ("[[policy]]\naction = \"perhaps\"", "policy[0].action"),
         ("[[clients]]\nclient_id = \"a\"\nclient_secret = \"12345678\"\ngrant_types = [\"password\"]", "clients[0].grant_types"),
+        ("[[users]]\nusername = \"a\"\npassword = \"12345678\"\nroles = [\"boss\"]", "users[0].roles[0]"),
+        ("[[users]]\nusername = \"a\"\npassword = \"12345678\"\ngroups = [\"a b\"]", "users[0].groups[0]"),
     ] {
         let (code, stderr) = config_error(dir.path(), text);
         assert_eq!(code, 2, "{text}: {stderr}");
@@ -265,5 +267,73 @@ async fn demo_runs_without_configuration() {
             "{args:?}: {kinds:?}"
         );
     }
+    assert_eq!(server.sigterm(), 0);
+}
+
+#[tokio::test]
+async fn admin_token_commands_create_use_and_revoke_personal_tokens() {
+    const ADMIN: &str = "serve-test-admin-0123456789abcdefghij";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("dtr.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{CONFIG}[[users]]\nusername = \"carol\"\npassword = \"carol-password\"\nroles = [\"reviewer\"]\ngroups = [\"fraud\"]\n"
+        ),
+    )
+    .unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dtr.db").display());
+    let (server, _) = spawn(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "--database", &db],
+    );
+    let admin = |token: &str, args: &[&str]| {
+        Command::new(DTR)
+            .current_dir(dir.path())
+            .args(["admin", "--url", &server.issuer, "--token", token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let created = admin(ADMIN, &["token", "create", "carol"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let (id, token) = (v["id"].as_str().unwrap(), v["token"].as_str().unwrap());
+    assert!(token.starts_with("dtrp_"));
+
+    // The reviewer's token lists deferrals, is refused at admin-only
+    // endpoints (exit 1), and its listing never shows the token.
+    let list = admin(token, &["list", "--json"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let refused = admin(token, &["client-disable", "svc"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
+    let listed = admin(ADMIN, &["token", "list", "carol"]);
+    assert!(listed.status.success());
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains(id) && !listed.contains(token));
+
+    // Revoked: the token no longer authenticates (exit 2, like a wrong token).
+    let revoked = admin(ADMIN, &["token", "revoke", "carol", id]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert_eq!(admin(token, &["list", "--json"]).status.code(), Some(2));
+    assert_eq!(
+        admin(ADMIN, &["token", "revoke", "carol", "nope"])
+            .status
+            .code(),
+        Some(1)
+    );
     assert_eq!(server.sigterm(), 0);
 }

@@ -247,6 +247,10 @@ impl ConfigFile {
             users: vec![UserConfig {
                 username: "alice".into(),
                 password: "alice-password".into(),
+                roles: vec![],
+                groups: vec![],
+                name: None,
+                email: None,
             }],
             policy: vec![
                 rule("payments", "review", None),

@@ -1,6 +1,8 @@
-//! `[[users]]`: the resource owners who can sign in.
+//! `[[users]]`: the resource owners who can sign in, with the roles and
+//! groups that make them approvers and their standard claims.
 
 use super::{err, ConfigError};
+use crate::approvers::{ROLE_ADMIN, ROLE_REVIEWER};
 use serde::Deserialize;
 use std::collections::HashSet;
 
@@ -12,6 +14,19 @@ pub struct UserConfig {
     pub username: String,
     /// Password (hashed in memory at start-up, never stored in clear).
     pub password: String,
+    /// Roles: `reviewer` (decides routed deferrals through the admin API
+    /// and the review console), `admin` (decides anything, administers).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Groups, which `[[policy]] approvers = ["group:<name>"]` names.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Display name (the OIDC `name` claim).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// E-mail address (the OIDC `email` claim).
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -19,12 +34,22 @@ impl std::fmt::Debug for UserConfig {
         f.debug_struct("UserConfig")
             .field("username", &self.username)
             .field("password", &"[redacted]")
+            .field("roles", &self.roles)
+            .field("groups", &self.groups)
+            .field("name", &self.name)
+            .field("email", &self.email)
             .finish()
     }
 }
 
+/// Whether `s` is a name that fits a space-separated list: non-empty,
+/// without whitespace or control characters.
+fn is_list_name(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// Checks the `[[users]]` tables: names present and unique, passwords long
-/// enough.
+/// enough, roles known, groups and claims well-formed.
 pub(super) fn validate_users(users: &[UserConfig]) -> Result<(), ConfigError> {
     let mut seen_users = HashSet::new();
     for (i, u) in users.iter().enumerate() {
@@ -43,6 +68,90 @@ pub(super) fn validate_users(users: &[UserConfig]) -> Result<(), ConfigError> {
                 "must be at least 8 characters",
             ));
         }
+        for (j, r) in u.roles.iter().enumerate() {
+            if r != ROLE_REVIEWER && r != ROLE_ADMIN {
+                return Err(err(
+                    &format!("users[{i}].roles[{j}]"),
+                    format!("unknown role '{r}': use \"{ROLE_REVIEWER}\" or \"{ROLE_ADMIN}\""),
+                ));
+            }
+        }
+        for (j, g) in u.groups.iter().enumerate() {
+            if !is_list_name(g) {
+                return Err(err(
+                    &format!("users[{i}].groups[{j}]"),
+                    format!("'{g}': a group name is non-empty, without spaces"),
+                ));
+            }
+        }
+        if let Some(n) = &u.name {
+            if n.trim().is_empty() || n.len() > 200 || n.chars().any(char::is_control) {
+                return Err(err(
+                    &format!("users[{i}].name"),
+                    "must be non-empty, at most 200 bytes, without control characters",
+                ));
+            }
+        }
+        if let Some(e) = &u.email {
+            let well_formed = e.len() <= 254
+                && is_list_name(e)
+                && e.split_once('@')
+                    .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+            if !well_formed {
+                return Err(err(
+                    &format!("users[{i}].email"),
+                    format!("'{e}' is not an e-mail address"),
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserConfig {
+        UserConfig {
+            username: "alice".into(),
+            password: "alice-password".into(),
+            roles: vec!["reviewer".into()],
+            groups: vec!["fraud".into()],
+            name: Some("Alice Example".into()),
+            email: Some("alice@example.com".into()),
+        }
+    }
+
+    fn key_of(u: UserConfig) -> String {
+        match validate_users(&[u]) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn roles_groups_and_claims() {
+        assert_eq!(key_of(user()), "");
+        let bad_role = UserConfig {
+            roles: vec!["reviewer".into(), "root".into()],
+            ..user()
+        };
+        assert!(key_of(bad_role).contains("users[0].roles[1]"));
+        let bad_group = UserConfig {
+            groups: vec!["fraud team".into()],
+            ..user()
+        };
+        assert!(key_of(bad_group).contains("users[0].groups[0]"));
+        let bad_mail = UserConfig {
+            email: Some("nobody".into()),
+            ..user()
+        };
+        assert!(key_of(bad_mail).contains("users[0].email"));
+        let bad_name = UserConfig {
+            name: Some(" ".into()),
+            ..user()
+        };
+        assert!(key_of(bad_name).contains("users[0].name"));
+    }
 }

@@ -19,8 +19,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-/// The admin routes, behind the bearer-token check.
+/// The admin routes, behind the bearer-token check. Deferrals answer
+/// reviewers what they may see and decide; the rest is for admins only.
 pub fn router(state: AppState) -> Router<AppState> {
+    let admin_only = Router::new()
+        .route("/admin/clients", get(list_clients))
+        .route("/admin/clients/{client_id}/disable", post(disable_client))
+        .route("/admin/clients/{client_id}/enable", post(enable_client))
+        .merge(super::admin_users::routes())
+        .route_layer(axum::middleware::from_fn(require_admin_role));
     Router::new()
         .route("/admin/deferrals", get(list))
         .route("/admin/deferrals/{id}", get(show))
@@ -30,14 +37,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/deferrals/{id}/deny", post(deny))
         .route("/admin/deferrals/{id}/progress", post(progress))
         .route("/admin/deferrals/{id}/interaction", post(interaction))
-        .route("/admin/clients", get(list_clients))
-        .route("/admin/clients/{client_id}/disable", post(disable_client))
-        .route("/admin/clients/{client_id}/enable", post(enable_client))
-        .merge(super::admin_users::routes())
+        .merge(admin_only)
         .layer(axum::middleware::from_fn_with_state(state, require_admin))
 }
 
-/// Checks `Authorization: Bearer <admin.token>` in constant time.
+/// Checks `Authorization: Bearer <token>`: the admin token or a user's
+/// personal token (see [`crate::identity`]), and inserts who acts as an
+/// [`Actor`] extension.
 async fn require_admin(
     State(state): State<AppState>,
     mut req: Request,
@@ -56,11 +62,26 @@ async fn require_admin(
         .ok_or(AdminError::Unauthorized("admin bearer token required"))?;
     // The bearer value is trimmed here, as the API always did; the
     // console's form field is taken as typed.
-    if !admin_token_ok(&state, presented.trim()).map_err(|r| AdminError::Throttled(r.answered()))? {
-        return Err(AdminError::Unauthorized("admin token rejected"));
-    }
+    let actor = match crate::identity::bearer_actor(&state, presented.trim()).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err(AdminError::Unauthorized("bearer token rejected")),
+        Err(crate::identity::BearerFault::Refused(r)) => {
+            return Err(AdminError::Throttled(r.answered()))
+        }
+        Err(crate::identity::BearerFault::Store(e)) => return Err(e.into()),
+    };
     // Who acts, for the decisions' audit trail and routing.
-    req.extensions_mut().insert(Actor::AdminToken);
+    req.extensions_mut().insert(actor);
+    Ok(next.run(req).await)
+}
+
+/// Refuses (403, nothing done) every actor but an admin at the admin-only
+/// endpoints (clients, users, personal tokens).
+async fn require_admin_role(req: Request, next: Next) -> Result<Response, AdminError> {
+    let admin = req.extensions().get::<Actor>().is_some_and(Actor::is_admin);
+    if !admin {
+        return Err(AdminError::Forbidden);
+    }
     Ok(next.run(req).await)
 }
 
@@ -242,27 +263,56 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, AdminError> {
     let st = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(s.parse().map_err(AdminError::BadRequest)?),
     };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let filter = DeferralFilter {
         state: st,
         client_id: q.client_id.filter(|c| !c.is_empty()),
-        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        limit,
     };
-    let rows = state
-        .store
-        .list_deferrals(&filter, state.clock.now_ms())
-        .await?;
+    let rows = reviewable(&state, &actor, filter).await?;
     let out: Vec<Value> = rows.iter().map(|d| deferral_json(&state, d)).collect();
     Ok(json_no_store(StatusCode::OK, &out))
 }
 
+/// The deferrals of `filter` that `actor` may see, newest first, at most
+/// `filter.limit`: all of them for an admin; for a reviewer those routed
+/// to them, drawn from the newest 1000 that match the filter.
+pub async fn reviewable(
+    state: &AppState,
+    actor: &Actor,
+    mut filter: DeferralFilter,
+) -> Result<Vec<DeferralRecord>, crate::store::StoreError> {
+    let now = state.clock.now_ms();
+    if actor.is_admin() {
+        return state.store.list_deferrals(&filter, now).await;
+    }
+    if !actor.is_reviewer() {
+        return Ok(Vec::new());
+    }
+    let limit = filter.limit as usize;
+    filter.limit = 1000;
+    let mut out = Vec::new();
+    for d in state.store.list_deferrals(&filter, now).await? {
+        if out.len() == limit {
+            break;
+        }
+        if deferrals::may_review(state, &d, actor).await? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
 async fn show(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
     let d = state
@@ -270,6 +320,11 @@ async fn show(
         .deferral_by_id(&id)
         .await?
         .ok_or(AdminError::NotFound)?;
+    // One a reviewer may not decide is not theirs to see either, and its
+    // existence is not revealed.
+    if !deferrals::may_review(&state, &d, &actor).await? {
+        return Err(AdminError::NotFound);
+    }
     Ok(json_no_store(
         StatusCode::OK,
         &deferral_with_approvals(&state, &d).await?,

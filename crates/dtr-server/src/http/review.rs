@@ -3,17 +3,23 @@
 //! the admin API, so both enforce the same rules (narrowing only, DTR-24;
 //! decisions only while pending).
 //!
-//! Reviewers sign in with the admin token. A sign-in is a server-side
-//! session ([`crate::store::ConsoleStore`]): the cookie holds a random id,
-//! the database only its SHA-256, so the session works on every node and
-//! ends at sign-out (the row is deleted, the old cookie is worth nothing),
-//! at expiry (checked against the server's clock) and when the configured
-//! admin token changes (each session keeps a fingerprint of the token it
-//! was opened with). Every form carries a CSRF token bound to the session.
-//! Reviewers see the deferral's id, never its code (DTR-9).
+//! Reviewers sign in with their username and password (users with the
+//! `reviewer` or `admin` role) or with the admin token. A sign-in is a
+//! server-side session ([`crate::store::ConsoleStore`]): the cookie holds a
+//! random id, the database only its SHA-256, so the session works on every
+//! node and ends at sign-out (the row is deleted, the old cookie is worth
+//! nothing), at expiry (checked against the server's clock), when the
+//! configured admin token changes (an admin-token session keeps a
+//! fingerprint of the token it was opened with) and, for a user's session,
+//! as soon as the user is disabled, no longer configured or loses both
+//! roles (read from the store on every request). Every form carries a
+//! CSRF token bound to the session. A user acts as themselves: the queue
+//! lists what they may decide, and a decision is theirs in the audit
+//! trail. Reviewers see the deferral's id, never its code (DTR-9).
 
 use super::form::Form;
 use super::html::{escape, page};
+use crate::approvers::Actor;
 use crate::clock::rfc3339;
 use crate::deferrals::{self, DecisionError};
 use crate::state::AppState;
@@ -77,10 +83,11 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A signed-in reviewer: the session id from the cookie, which also keys
-/// the CSRF tokens of its forms.
+/// the CSRF tokens of its forms, and who acts.
 struct Reviewer {
     session_id: String,
     key: [u8; 32],
+    actor: Actor,
 }
 
 impl Reviewer {
@@ -101,8 +108,9 @@ fn admin_fingerprint(session_id: &str, admin_sha256: &[u8; 32]) -> String {
 }
 
 /// The reviewer of the request's console session, if it is a live one:
-/// known to the store, not expired at the server's clock, and opened with
-/// the admin token configured now.
+/// known to the store, not expired at the server's clock, and either
+/// opened with the admin token configured now or belonging to an active
+/// user who still has the `reviewer` or `admin` role.
 async fn reviewer(state: &AppState, headers: &HeaderMap) -> Option<Reviewer> {
     let key = key(state)?;
     let admin = state.admin_token_sha256?;
@@ -121,11 +129,34 @@ async fn reviewer(state: &AppState, headers: &HeaderMap) -> Option<Reviewer> {
             return None;
         }
     };
-    let expected = admin_fingerprint(&session_id, &admin);
-    if !ct_eq(stored.admin_fingerprint.as_bytes(), expected.as_bytes()) {
-        return None;
-    }
-    Some(Reviewer { session_id, key })
+    let actor = match &stored.username {
+        Some(name) => {
+            let user = match state.store.get_user(name).await {
+                Ok(u) => u?,
+                Err(e) => {
+                    tracing::error!(error = %e, "review console: reading the user failed");
+                    return None;
+                }
+            };
+            let actor = crate::identity::user_actor(&user);
+            if !user.is_active() || !actor.is_reviewer() {
+                return None;
+            }
+            actor
+        }
+        None => {
+            let expected = admin_fingerprint(&session_id, &admin);
+            if !ct_eq(stored.admin_fingerprint.as_bytes(), expected.as_bytes()) {
+                return None;
+            }
+            Actor::AdminToken
+        }
+    };
+    Some(Reviewer {
+        session_id,
+        key,
+        actor,
+    })
 }
 
 fn secure_attr(state: &AppState) -> &'static str {
@@ -161,14 +192,21 @@ fn login_page(state: &AppState, status: StatusCode, message: &str) -> Response {
         status,
         "Review console",
         &format!(
-            "{msg}<form method=\"post\" action=\"/review/login\">\
+            "{msg}<h2>Reviewers</h2><form method=\"post\" action=\"/review/login\">\
+             <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
+             <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+             <button>Sign in</button></form>\
+             <h2>Administrators</h2><form method=\"post\" action=\"/review/login\">\
              <label>Admin token <input name=\"token\" type=\"password\" autocomplete=\"off\" required></label>\
-             <button>Sign in</button></form>"
+             <button>Sign in with the admin token</button></form>"
         ),
     )
 }
 
 async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
+    if let Some(username) = p.get("username").filter(|u| !u.is_empty()) {
+        return user_login(&state, username, p.get("password").unwrap_or_default()).await;
+    }
     // The admin API's check, throttled per source address (`throttle`).
     let token_ok = match super::admin::admin_token_ok(&state, p.get("token").unwrap_or_default()) {
         Ok(ok) => ok,
@@ -186,10 +224,81 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
         return login_page(&state, StatusCode::UNAUTHORIZED, "That token is not right.");
     }
     let session_id = random_token(32);
+    let fingerprint = admin_fingerprint(&session_id, &expected);
+    start_session(&state, session_id, fingerprint, None).await
+}
+
+/// A reviewer's sign-in with username and password: the sign-in page's
+/// check (throttled per user and source address, hashed on the bounded
+/// pool), then the role. A user with neither `reviewer` nor `admin` is
+/// refused exactly like a wrong password.
+async fn user_login(state: &AppState, username: &str, password: &str) -> Response {
+    if key(state).is_none() {
+        return login_page(state, StatusCode::FORBIDDEN, "");
+    }
+    let wrong = || {
+        login_page(
+            state,
+            StatusCode::UNAUTHORIZED,
+            "Wrong username or password, or not a reviewer.",
+        )
+    };
+    match state.verify_user(username, password).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::info!("review console sign-in refused");
+            return wrong();
+        }
+        Err(refused) => {
+            let msg = "Too many failed sign-ins. Wait a moment and try again.";
+            let page = login_page(state, StatusCode::TOO_MANY_REQUESTS, msg);
+            return super::error::with_retry_after(page, refused.answered());
+        }
+        Ok(Err(fault)) => {
+            if let crate::state::SignInFault::Store(e) = &fault {
+                tracing::error!(error = %e, "review console sign-in could not be checked");
+            }
+            let page = login_page(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is busy. Try again in a moment.",
+            );
+            return super::error::with_retry_after(
+                page,
+                crate::password::OVERLOADED_RETRY_AFTER_SECS,
+            );
+        }
+    }
+    let user = match state.store.get_user(username).await {
+        Ok(u) => u,
+        Err(e) => {
+            return page(
+                super::error::fault_status(e),
+                "Error",
+                "<p>Something went wrong. Try again.</p>",
+            )
+        }
+    };
+    let Some(user) = user.filter(|u| crate::identity::user_actor(u).is_reviewer()) else {
+        tracing::info!("review console sign-in refused");
+        return wrong();
+    };
+    tracing::info!(user = %user.username, "reviewer signed in to the review console");
+    start_session(state, random_token(32), String::new(), Some(user.username)).await
+}
+
+/// Stores a console session and answers with its cookie.
+async fn start_session(
+    state: &AppState,
+    session_id: String,
+    admin_fingerprint: String,
+    username: Option<String>,
+) -> Response {
     let now = state.clock.now_ms();
     let session = ConsoleSession {
         id_hash: sha256_b64(&session_id),
-        admin_fingerprint: admin_fingerprint(&session_id, &expected),
+        admin_fingerprint,
+        username,
         created_at: now,
         expires_at: now + SESSION_SECS * 1000,
     };
@@ -203,7 +312,7 @@ async fn login(State(state): State<AppState>, Form(p): Form) -> Response {
     let mut r = redirect("/review");
     let cookie = format!(
         "{COOKIE}={session_id}; HttpOnly; SameSite=Strict; Path=/review; Max-Age={SESSION_SECS}{}",
-        secure_attr(&state)
+        secure_attr(state)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -294,7 +403,8 @@ async fn list(
         limit: 200,
     };
     let now = state.clock.now_ms();
-    let rows = match state.store.list_deferrals(&filter, now).await {
+    // A reviewer's queue holds what they may decide.
+    let rows = match super::admin::reviewable(&state, &rv.actor, filter).await {
         Ok(r) => r,
         Err(e) => {
             return page(
@@ -336,8 +446,9 @@ async fn list(
         StatusCode::OK,
         "Deferred requests",
         &format!(
-            "<p>{tabs}</p>{table}<form method=\"post\" action=\"/review/logout\">\
+            "<p>Signed in as <strong>{who}</strong>.</p><p>{tabs}</p>{table}<form method=\"post\" action=\"/review/logout\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Sign out</button></form>",
+            who = escape(&rv.actor.by()),
             csrf = escape(&rv.csrf())
         ),
     )
@@ -358,7 +469,15 @@ async fn show(
     let Some(rv) = reviewer(&state, &headers).await else {
         return login_page(&state, StatusCode::OK, "");
     };
-    let d = match state.store.deferral_by_id(&id).await {
+    let found = match state.store.deferral_by_id(&id).await {
+        Ok(Some(d)) => deferrals::may_review(&state, &d, &rv.actor)
+            .await
+            .map(|ok| ok.then_some(d)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let d = match found {
+        // One the reviewer may not decide is not shown, nor its existence.
         Ok(Some(d)) => d,
         Ok(None) => {
             return page(
@@ -454,8 +573,8 @@ async fn act(
             "<p>The form was stale. Go back and reload.</p>",
         );
     }
-    // The console signs in with the admin token: it acts as the admin.
-    let actor = crate::approvers::Actor::AdminToken;
+    // Who signed in acts: the admin token, or the reviewer themselves.
+    let actor = rv.actor.clone();
     let result = match action.as_str() {
         "approve" => {
             let requested = match state.store.deferral_by_id(&id).await {

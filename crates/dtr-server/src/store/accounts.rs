@@ -11,7 +11,7 @@ use super::StoreResult;
 use async_trait::async_trait;
 
 /// A user as stored.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct UserRecord {
     /// Login name.
     pub username: String,
@@ -21,6 +21,14 @@ pub struct UserRecord {
     pub enabled: bool,
     /// Disabled through the admin API (kept across restarts).
     pub admin_disabled: bool,
+    /// Roles (`reviewer`, `admin`), from `[[users]] roles`.
+    pub roles: Vec<String>,
+    /// Groups, from `[[users]] groups`.
+    pub groups: Vec<String>,
+    /// Display name (`[[users]] name`).
+    pub name: Option<String>,
+    /// E-mail address (`[[users]] email`).
+    pub email: Option<String>,
 }
 
 impl UserRecord {
@@ -36,7 +44,47 @@ impl std::fmt::Debug for UserRecord {
             .field("username", &self.username)
             .field("enabled", &self.enabled)
             .field("admin_disabled", &self.admin_disabled)
+            .field("roles", &self.roles)
+            .field("groups", &self.groups)
             .finish_non_exhaustive()
+    }
+}
+
+/// Joins a list for a space-separated column.
+pub fn join_list(items: &[String]) -> String {
+    items.join(" ")
+}
+
+/// Splits a space-separated column into its items.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+/// A personal API token of a user (the admin API's bearer credential of a
+/// reviewer); the token itself is shown once, the store keeps its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserTokenRecord {
+    /// Public identifier (for listing and revocation).
+    pub id: String,
+    /// The user it authenticates.
+    pub username: String,
+    /// SHA-256 (base64url) of the token: the lookup key.
+    pub token_hash: String,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Revoked (ms); a revoked token authenticates nobody.
+    pub revoked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for UserTokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserTokenRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("token_hash", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish()
     }
 }
 
@@ -176,6 +224,16 @@ pub trait AccountStore: Send + Sync {
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     /// Sets the admin override; false when the user is unknown.
     async fn set_user_admin_disabled(&self, username: &str, disabled: bool) -> StoreResult<bool>;
+
+    /// Stores a new personal API token (its hash).
+    async fn insert_user_token(&self, t: &UserTokenRecord) -> StoreResult<()>;
+    /// The token with this SHA-256, revoked or not.
+    async fn user_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<UserTokenRecord>>;
+    /// Every token of a user, oldest first.
+    async fn list_user_tokens(&self, username: &str) -> StoreResult<Vec<UserTokenRecord>>;
+    /// Revokes a token of a user (an earlier revocation keeps its time);
+    /// false when the user has no token with this id.
+    async fn revoke_user_token(&self, username: &str, id: &str, now: i64) -> StoreResult<bool>;
 
     /// Stores a new session.
     async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()>;

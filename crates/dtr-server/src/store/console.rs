@@ -13,8 +13,12 @@ pub struct ConsoleSession {
     pub id_hash: String,
     /// HMAC of the admin token the session was opened with, keyed by the
     /// session id: the session is refused once the configured token
-    /// differs, and the table alone tells nothing about the token.
+    /// differs, and the table alone tells nothing about the token. Empty
+    /// for a user's session.
     pub admin_fingerprint: String,
+    /// The user who signed in with their password; `None` for a session
+    /// opened with the admin token.
+    pub username: Option<String>,
     /// Created (ms).
     pub created_at: i64,
     /// Ends (ms).
@@ -31,6 +35,8 @@ pub trait ConsoleStore: Send + Sync {
         -> StoreResult<Option<ConsoleSession>>;
     /// Ends a session (sign-out); false when there was none.
     async fn delete_console_session(&self, id_hash: &str) -> StoreResult<bool>;
+    /// Ends every session of a user; returns how many.
+    async fn delete_user_console_sessions(&self, username: &str) -> StoreResult<u64>;
     /// Deletes sessions that ended before `before`; returns how many.
     async fn prune_console_sessions(&self, before: i64) -> StoreResult<u64>;
 }

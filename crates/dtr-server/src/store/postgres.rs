@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0010_client_owner.sql"),
     include_str!("../../migrations/postgres/0011_lifecycle.sql"),
     include_str!("../../migrations/postgres/0012_approvers.sql"),
+    include_str!("../../migrations/postgres/0013_identities.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0010_client_owner.sql"),
     include_str!("../../migrations/sqlite/0011_lifecycle.sql"),
     include_str!("../../migrations/sqlite/0012_approvers.sql"),
+    include_str!("../../migrations/sqlite/0013_identities.sql"),
 ];
 
 /// SQLite implementation of [`Store`].

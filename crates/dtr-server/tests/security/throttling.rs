@@ -393,3 +393,38 @@ async fn refusals_are_held_by_the_tarpit() {
     let r = client_credentials(&h, OTHER).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
+
+#[tokio::test]
+async fn personal_token_guessing_spends_the_same_budget() {
+    let h = harness_with(&config()).await;
+    let created = h.admin("POST", "/admin/users/alice/tokens", None).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let real = created.json["token"].as_str().unwrap().to_owned();
+    let call = |addr: &str, token: &str| {
+        from(
+            addr,
+            Request::get("/admin/deferrals")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+    };
+    for i in 0..8 {
+        let r = h
+            .send(call(
+                "192.0.2.77:1",
+                &format!("dtrp_guess-{i}-0123456789abcdef0123456789abcdef"),
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // Over budget: refused unexamined, the real token too, from there...
+    let r = h.send(call("192.0.2.77:2", &real)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry_after(&r).is_some());
+    // ... and the admin token, which shares the budget.
+    let r = h.send(call("192.0.2.77:3", ADMIN)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let r = h.send(call("198.51.100.10:1", &real)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}

@@ -16,8 +16,24 @@ fn user_from_row(r: &Row) -> StoreResult<UserRecord> {
         password_hash: get(r, 1)?,
         enabled: get(r, 2)?,
         admin_disabled: get(r, 3)?,
+        roles: split_list(get(r, 4)?),
+        groups: split_list(get(r, 5)?),
+        name: get(r, 6)?,
+        email: get(r, 7)?,
     })
 }
+
+fn user_token_from_row(r: &Row) -> StoreResult<UserTokenRecord> {
+    Ok(UserTokenRecord {
+        id: get(r, 0)?,
+        username: get(r, 1)?,
+        token_hash: get(r, 2)?,
+        created_at: get(r, 3)?,
+        revoked_at: get(r, 4)?,
+    })
+}
+
+const USER_TOKEN_COLUMNS: &str = "id, username, token_hash, created_at, revoked_at";
 
 fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
     Ok(SessionRecord {
@@ -75,7 +91,8 @@ fn refresh_from_row(r: &Row) -> StoreResult<RefreshTokenRecord> {
     })
 }
 
-const USER_COLUMNS: &str = "username, password_hash, enabled, admin_disabled";
+const USER_COLUMNS: &str =
+    "username, password_hash, enabled, admin_disabled, roles, user_groups, display_name, email";
 const CONSENT_COLUMNS: &str = "username, client_id, id, scope, granted_at";
 const REQUEST_COLUMNS: &str =
     "id_hash, client_id, request, pushed, created_at, expires_at, used_at";
@@ -90,9 +107,20 @@ impl AccountStore for PostgresStore {
         // `admin_disabled` is not updated: an administrator's decision
         // outlives restarts (DTR-23).
         self.execute(
-            "INSERT INTO users (username, password_hash, enabled) VALUES ($1, $2, $3) \
-             ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, enabled = EXCLUDED.enabled",
-            &[&u.username, &u.password_hash, &u.enabled],
+            "INSERT INTO users (username, password_hash, enabled, roles, user_groups, display_name, email) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, \
+             enabled = EXCLUDED.enabled, roles = EXCLUDED.roles, user_groups = EXCLUDED.user_groups, \
+             display_name = EXCLUDED.display_name, email = EXCLUDED.email",
+            &[
+                &u.username,
+                &u.password_hash,
+                &u.enabled,
+                &join_list(&u.roles),
+                &join_list(&u.groups),
+                &u.name,
+                &u.email,
+            ],
         )
         .await?;
         Ok(())
@@ -125,6 +153,55 @@ impl AccountStore for PostgresStore {
             .execute(
                 "UPDATE users SET admin_disabled = $2 WHERE username = $1",
                 &[&username, &disabled],
+            )
+            .await?
+            == 1)
+    }
+
+    async fn insert_user_token(&self, t: &UserTokenRecord) -> StoreResult<()> {
+        self.execute(
+            &format!("INSERT INTO user_tokens ({USER_TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+            &[
+                &t.id,
+                &t.username,
+                &t.token_hash,
+                &t.created_at,
+                &t.revoked_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn user_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<UserTokenRecord>> {
+        self.query_opt(
+            &format!("SELECT {USER_TOKEN_COLUMNS} FROM user_tokens WHERE token_hash = $1"),
+            &[&token_hash],
+        )
+        .await?
+        .as_ref()
+        .map(user_token_from_row)
+        .transpose()
+    }
+
+    async fn list_user_tokens(&self, username: &str) -> StoreResult<Vec<UserTokenRecord>> {
+        self.query(
+            &format!(
+                "SELECT {USER_TOKEN_COLUMNS} FROM user_tokens WHERE username = $1 ORDER BY created_at, id"
+            ),
+            &[&username],
+        )
+        .await?
+        .iter()
+        .map(user_token_from_row)
+        .collect()
+    }
+
+    async fn revoke_user_token(&self, username: &str, id: &str, now: i64) -> StoreResult<bool> {
+        Ok(self
+            .execute(
+                "UPDATE user_tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND username = $2",
+                &[&id, &username, &now],
             )
             .await?
             == 1)

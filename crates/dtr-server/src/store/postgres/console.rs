@@ -7,13 +7,14 @@ use crate::store::console::{ConsoleSession, ConsoleStore};
 impl ConsoleStore for PostgresStore {
     async fn insert_console_session(&self, s: &ConsoleSession) -> StoreResult<()> {
         self.execute(
-            "INSERT INTO console_sessions (id_hash, admin_fingerprint, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO console_sessions (id_hash, admin_fingerprint, created_at, expires_at, username) \
+             VALUES ($1, $2, $3, $4, $5)",
             &[
                 &s.id_hash,
                 &s.admin_fingerprint,
                 &s.created_at,
                 &s.expires_at,
+                &s.username,
             ],
         )
         .await?;
@@ -27,7 +28,7 @@ impl ConsoleStore for PostgresStore {
     ) -> StoreResult<Option<ConsoleSession>> {
         let g = |e: tokio_postgres::Error| db_err(e);
         self.query_opt(
-            "SELECT id_hash, admin_fingerprint, created_at, expires_at FROM console_sessions \
+            "SELECT id_hash, admin_fingerprint, created_at, expires_at, username FROM console_sessions \
              WHERE id_hash = $1 AND expires_at > $2",
             &[&id_hash, &now],
         )
@@ -38,6 +39,7 @@ impl ConsoleStore for PostgresStore {
                 admin_fingerprint: r.try_get(1).map_err(g)?,
                 created_at: r.try_get(2).map_err(g)?,
                 expires_at: r.try_get(3).map_err(g)?,
+                username: r.try_get(4).map_err(g)?,
             })
         })
         .transpose()
@@ -51,6 +53,14 @@ impl ConsoleStore for PostgresStore {
             )
             .await?
             == 1)
+    }
+
+    async fn delete_user_console_sessions(&self, username: &str) -> StoreResult<u64> {
+        self.execute(
+            "DELETE FROM console_sessions WHERE username = $1",
+            &[&username],
+        )
+        .await
     }
 
     async fn prune_console_sessions(&self, before: i64) -> StoreResult<u64> {

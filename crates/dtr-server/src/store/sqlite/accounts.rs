@@ -10,8 +10,27 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         password_hash: r.get(1)?,
         enabled: r.get(2)?,
         admin_disabled: r.get(3)?,
+        roles: split_list(&r.get::<_, String>(4)?),
+        groups: split_list(&r.get::<_, String>(5)?),
+        name: r.get(6)?,
+        email: r.get(7)?,
     })
 }
+
+const USER_COLUMNS: &str =
+    "username, password_hash, enabled, admin_disabled, roles, user_groups, display_name, email";
+
+fn user_token_from_row(r: &Row<'_>) -> rusqlite::Result<UserTokenRecord> {
+    Ok(UserTokenRecord {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        token_hash: r.get(2)?,
+        created_at: r.get(3)?,
+        revoked_at: r.get(4)?,
+    })
+}
+
+const USER_TOKEN_COLUMNS: &str = "id, username, token_hash, created_at, revoked_at";
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -88,9 +107,20 @@ impl AccountStore for SqliteStore {
             // `admin_disabled` is not updated: an administrator's decision
             // outlives restarts (DTR-23).
             db.execute(
-                "INSERT INTO users (username, password_hash, enabled) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, enabled = excluded.enabled",
-                params![u.username, u.password_hash, u.enabled],
+                "INSERT INTO users (username, password_hash, enabled, roles, user_groups, display_name, email) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
+                 enabled = excluded.enabled, roles = excluded.roles, user_groups = excluded.user_groups, \
+                 display_name = excluded.display_name, email = excluded.email",
+                params![
+                    u.username,
+                    u.password_hash,
+                    u.enabled,
+                    join_list(&u.roles),
+                    join_list(&u.groups),
+                    u.name,
+                    u.email
+                ],
             )
             .map_err(db_err)?;
             Ok(())
@@ -101,9 +131,11 @@ impl AccountStore for SqliteStore {
     async fn get_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
         let name = username.to_owned();
         self.with(move |db| {
-            db.prepare_cached("SELECT username, password_hash, enabled, admin_disabled FROM users WHERE username = ?1")
-                .and_then(|mut st| st.query_row([name], user_from_row).optional())
-                .map_err(db_err)
+            db.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username = ?1"
+            ))
+            .and_then(|mut st| st.query_row([name], user_from_row).optional())
+            .map_err(db_err)
         })
         .await
     }
@@ -111,7 +143,9 @@ impl AccountStore for SqliteStore {
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
         self.with(|db| {
             let mut st = db
-                .prepare("SELECT username, password_hash, enabled, admin_disabled FROM users ORDER BY username")
+                .prepare(&format!(
+                    "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+                ))
                 .map_err(db_err)?;
             let rows = st.query_map([], user_from_row).map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
@@ -126,6 +160,61 @@ impl AccountStore for SqliteStore {
                 .execute(
                     "UPDATE users SET admin_disabled = ?2 WHERE username = ?1",
                     params![name, disabled],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn insert_user_token(&self, t: &UserTokenRecord) -> StoreResult<()> {
+        let t = t.clone();
+        self.with(move |db| {
+            db.execute(
+                &format!(
+                    "INSERT INTO user_tokens ({USER_TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+                ),
+                params![t.id, t.username, t.token_hash, t.created_at, t.revoked_at],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<UserTokenRecord>> {
+        let h = token_hash.to_owned();
+        self.with_read(move |db| {
+            db.prepare_cached(&format!(
+                "SELECT {USER_TOKEN_COLUMNS} FROM user_tokens WHERE token_hash = ?1"
+            ))
+            .and_then(|mut st| st.query_row([h], user_token_from_row).optional())
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn list_user_tokens(&self, username: &str) -> StoreResult<Vec<UserTokenRecord>> {
+        let name = username.to_owned();
+        self.with_read(move |db| {
+            let mut st = db
+                .prepare(&format!(
+                    "SELECT {USER_TOKEN_COLUMNS} FROM user_tokens WHERE username = ?1 ORDER BY created_at, id"
+                ))
+                .map_err(db_err)?;
+            let rows = st.query_map([name], user_token_from_row).map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn revoke_user_token(&self, username: &str, id: &str, now: i64) -> StoreResult<bool> {
+        let (name, id) = (username.to_owned(), id.to_owned());
+        self.with(move |db| {
+            let n = db
+                .execute(
+                    "UPDATE user_tokens SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND username = ?2",
+                    params![id, name, now],
                 )
                 .map_err(db_err)?;
             Ok(n == 1)

@@ -9,9 +9,9 @@ impl ConsoleStore for SqliteStore {
         let s = s.clone();
         self.with(move |db| {
             db.execute(
-                "INSERT INTO console_sessions (id_hash, admin_fingerprint, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![s.id_hash, s.admin_fingerprint, s.created_at, s.expires_at],
+                "INSERT INTO console_sessions (id_hash, admin_fingerprint, created_at, expires_at, username) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![s.id_hash, s.admin_fingerprint, s.created_at, s.expires_at, s.username],
             )
             .map_err(db_err)?;
             Ok(())
@@ -27,7 +27,7 @@ impl ConsoleStore for SqliteStore {
         let h = id_hash.to_owned();
         self.with_read(move |db| {
             db.query_row(
-                "SELECT id_hash, admin_fingerprint, created_at, expires_at FROM console_sessions \
+                "SELECT id_hash, admin_fingerprint, created_at, expires_at, username FROM console_sessions \
                  WHERE id_hash = ?1 AND expires_at > ?2",
                 params![h, now],
                 |r| {
@@ -36,6 +36,7 @@ impl ConsoleStore for SqliteStore {
                         admin_fingerprint: r.get(1)?,
                         created_at: r.get(2)?,
                         expires_at: r.get(3)?,
+                        username: r.get(4)?,
                     })
                 },
             )
@@ -52,6 +53,17 @@ impl ConsoleStore for SqliteStore {
                 .execute("DELETE FROM console_sessions WHERE id_hash = ?1", [h])
                 .map_err(db_err)?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_user_console_sessions(&self, username: &str) -> StoreResult<u64> {
+        let name = username.to_owned();
+        self.with(move |db| {
+            let n = db
+                .execute("DELETE FROM console_sessions WHERE username = ?1", [name])
+                .map_err(db_err)?;
+            Ok(n as u64)
         })
         .await
     }
