@@ -7,6 +7,7 @@
 use crate::approvers::{self, Actor, Approver, Parties, Venue};
 use crate::error::Error;
 use crate::lifecycle;
+use crate::policy::narrowing::{self, Aligned};
 use crate::policy::Action;
 use crate::state::AppState;
 use crate::store::{
@@ -394,7 +395,56 @@ pub async fn approve(
     approved_until: Option<i64>,
     actor: &Actor,
 ) -> Result<DeferralRecord, DecisionError> {
+    let req = ApproveRequest {
+        scope: scope.map(str::to_owned),
+        approved_until,
+        authorization_details: None,
+    };
+    approve_narrowed(state, id, &req, actor).await
+}
+
+/// What an approval allows: all that was asked, or less (DTR-24).
+#[derive(Clone, Debug, Default)]
+pub struct ApproveRequest {
+    /// A subset of the requested scope; `None`: all of it.
+    pub scope: Option<String>,
+    /// Until when (ms); `None`: for the token's usual lifetime.
+    pub approved_until: Option<i64>,
+    /// The requested authorization details narrowed per
+    /// `[[authorization_details_types]]`, entries left out where allowed;
+    /// `None`: as asked.
+    pub authorization_details: Option<serde_json::Value>,
+}
+
+/// [`approve`] with everything an approval may narrow.
+pub async fn approve_narrowed(
+    state: &AppState,
+    id: &str,
+    req: &ApproveRequest,
+    actor: &Actor,
+) -> Result<DeferralRecord, DecisionError> {
+    let scope = req.scope.as_deref();
+    let approved_until = req.approved_until;
     let rec = load_decidable(state, id, actor).await?;
+    let details = match &req.authorization_details {
+        None => None,
+        Some(narrowed) => {
+            let (Some(serde_json::Value::Array(asked)), serde_json::Value::Array(narrowed)) =
+                (&rec.authorization_details, narrowed)
+            else {
+                return Err(DecisionError::Invalid(
+                    "authorization_details: an array narrowing the requested one, which the request must have".into(),
+                ));
+            };
+            Some(
+                state
+                    .config
+                    .narrowing
+                    .align(asked, narrowed)
+                    .map_err(DecisionError::Invalid)?,
+            )
+        }
+    };
     if approved_until.is_some_and(|t| t <= state.clock.now_ms()) {
         return Err(DecisionError::Invalid(
             "approved_until must be in the future".into(),
@@ -413,7 +463,7 @@ pub async fn approve(
             s
         }
     };
-    approve_as(state, &rec, &granted, approved_until, actor, None).await?;
+    approve_as(state, &rec, &granted, approved_until, details, actor, None).await?;
     reload(state, id).await
 }
 
@@ -430,18 +480,26 @@ async fn approve_as(
     rec: &DeferralRecord,
     granted: &Scope,
     approved_until: Option<i64>,
+    details: Option<Aligned>,
     actor: &Actor,
     handle: Option<&str>,
 ) -> Result<(), DecisionError> {
     let now = state.clock.now_ms();
     let by = actor.by();
-    let (final_scope, final_until) = if rec.approvals_required > 1 {
+    let (final_scope, final_until, final_details) = if rec.approvals_required > 1 {
         let approval = Approval {
             deferral_id: rec.id.clone(),
             by: by.clone(),
             at: now,
             scope: granted.to_string(),
             approved_until,
+            authorization_details: details.as_ref().map(|a| {
+                serde_json::Value::Array(
+                    a.iter()
+                        .map(|e| e.clone().unwrap_or(serde_json::Value::Null))
+                        .collect(),
+                )
+            }),
         };
         if !state.store.add_approval(&approval, now).await? {
             let mine = state.store.approvals(&rec.id).await?;
@@ -461,14 +519,23 @@ async fn approve_as(
         }
         // The earliest limit any approver set.
         let until = approvals.iter().filter_map(|a| a.approved_until).min();
-        (composed_scope(&approvals), until)
+        (
+            composed_scope(&approvals),
+            until,
+            composed_details(state, rec, &approvals),
+        )
     } else {
-        (granted.clone(), approved_until)
+        (
+            granted.clone(),
+            approved_until,
+            details.as_ref().map(narrowing::granted),
+        )
     };
     let w = TransitionWrite {
         decided_by: Some(by),
         granted_scope: Some(final_scope.to_string()),
         approved_until: final_until,
+        granted_authorization_details: final_details,
         handle_hash: handle.map(interaction_handle_hash),
         ..TransitionWrite::new(Transition::Approve, &rec.id)
     };
@@ -476,6 +543,37 @@ async fn approve_as(
         return Err(conflict_after_race(state, &rec.id).await);
     }
     Ok(())
+}
+
+/// What every approver allowed of the authorization details: `None` when
+/// nobody narrowed them, else the composition of their narrowings (a
+/// plain approval counts as the request itself).
+fn composed_details(
+    state: &AppState,
+    rec: &DeferralRecord,
+    approvals: &[Approval],
+) -> Option<serde_json::Value> {
+    let serde_json::Value::Array(asked) = rec.authorization_details.as_ref()? else {
+        return None;
+    };
+    if approvals.iter().all(|a| a.authorization_details.is_none()) {
+        return None;
+    }
+    let aligned: Vec<Aligned> = approvals
+        .iter()
+        .map(|a| match &a.authorization_details {
+            Some(serde_json::Value::Array(slots)) if slots.len() == asked.len() => slots
+                .iter()
+                .map(|v| (!v.is_null()).then(|| v.clone()))
+                .collect(),
+            // Unreadable: the most restrictive reading, nothing.
+            Some(_) => vec![None; asked.len()],
+            None => narrowing::as_requested(asked),
+        })
+        .collect();
+    Some(narrowing::granted(
+        &state.config.narrowing.compose(&aligned),
+    ))
 }
 
 /// What every approver allowed: the intersection of their scopes.
@@ -537,7 +635,7 @@ pub async fn decide_at_interaction(
 ) -> Result<bool, DecisionError> {
     if approve {
         let requested = Scope::parse(&rec.scope).unwrap_or_default();
-        return match approve_as(state, rec, &requested, None, actor, Some(handle)).await {
+        return match approve_as(state, rec, &requested, None, None, actor, Some(handle)).await {
             Ok(()) => Ok(true),
             Err(DecisionError::NotPending(_) | DecisionError::NotFound) => Ok(false),
             Err(e) => Err(e),

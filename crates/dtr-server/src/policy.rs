@@ -7,6 +7,7 @@
 //! module evaluates the validated [`Rule`]s.
 
 pub mod details;
+pub mod narrowing;
 
 use details::{DetailsMatch, Outcome};
 use dtr_proto::scope::Scope;

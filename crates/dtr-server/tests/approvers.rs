@@ -289,3 +289,163 @@ async fn an_approval_until_a_time_caps_the_token() {
     let expires_in = token.json["expires_in"].as_i64().unwrap();
     assert!((1..=600).contains(&expires_in), "{}", token.text);
 }
+
+/// Payments over 100 need two approvers, who may lower the amount and
+/// drop a payment, never raise one or change its creditor.
+const PAYMENTS: &str = r#"
+issuer = "http://127.0.0.1:8080"
+[deferral]
+expires_in = 600
+interval = 5
+[admin]
+token = "test-admin-token-0123456789abcdefghij"
+[[clients]]
+client_id = "svc"
+client_secret = "svc-secret"
+scope = "payments"
+owner = "olga"
+[[users]]
+username = "olga"
+password = "olga-password"
+[[authorization_details_types]]
+type = "payment_initiation"
+decrease = ["instructedAmount.amount"]
+equal = ["instructedAmount.currency", "creditorName"]
+droppable = true
+[[policy]]
+authorization_details_type = "payment_initiation"
+action = "interaction"
+approvers = ["owner", "user:carol"]
+approvals_required = 2
+"#;
+
+fn payment(amount: &str, creditor: &str) -> serde_json::Value {
+    json!({"type": "payment_initiation",
+           "instructedAmount": {"currency": "EUR", "amount": amount},
+           "creditorName": creditor})
+}
+
+#[tokio::test]
+async fn authorization_details_narrow_per_type_and_compose_under_four_eyes() {
+    let h = harness_with(PAYMENTS).await;
+    let asked = json!([payment("500.00", "Merchant A"), payment("20", "Merchant B")]);
+    let r = h
+        .post(
+            "/token",
+            SVC,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "payments"),
+                ("authorization_details", &asked.to_string()),
+                ("completion_mode", "deferred"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let code = r.json["deferral_code"].as_str().unwrap().to_owned();
+    let path = interaction_path(&h, &code).await;
+    let id = h.newest_id().await;
+    let approve = |body: serde_json::Value| {
+        let h = &h;
+        let id = id.clone();
+        async move {
+            h.admin(
+                "POST",
+                &format!("/admin/deferrals/{id}/approve"),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // Not narrowings: a raised amount, a changed creditor, an added entry.
+    for bad in [
+        json!([payment("600", "Merchant A"), payment("20", "Merchant B")]),
+        json!([payment("500.00", "Mallory"), payment("20", "Merchant B")]),
+        json!([
+            payment("500.00", "Merchant A"),
+            payment("20", "Merchant B"),
+            payment("1", "X")
+        ]),
+    ] {
+        let r = approve(json!({"authorization_details": bad})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    // The admin lowers the first payment to 300.
+    let r = approve(json!({"authorization_details": [payment("300", "Merchant A"), payment("20", "Merchant B")]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "pending");
+    // The owner approves as asked: the admin's narrowing stands.
+    let (_, decided) = decide_at_page(&h, &path, "olga", "approve").await;
+    assert_eq!(decided, StatusCode::OK);
+    let shown = h
+        .admin("GET", &format!("/admin/deferrals/{id}"), None)
+        .await;
+    assert_eq!(
+        shown.json["granted_authorization_details"],
+        json!([payment("300", "Merchant A"), payment("20", "Merchant B")]),
+        "{}",
+        shown.text
+    );
+    // The successful poll returns what was granted, and the token carries it.
+    let token = h.poll(&code).await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text);
+    assert_eq!(
+        token.json["authorization_details"][0]["instructedAmount"]["amount"],
+        "300"
+    );
+    let payload = token.json["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    use base64::Engine;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["authorization_details"][0]["instructedAmount"]["amount"],
+        "300"
+    );
+}
+
+#[tokio::test]
+async fn a_single_approver_may_drop_a_droppable_entry() {
+    let mut config = PAYMENTS.replace("approvals_required = 2", "");
+    config = config.replace("approvers = [\"owner\", \"user:carol\"]", "");
+    let h = harness_with(&config).await;
+    let asked = json!([payment("500.00", "Merchant A"), payment("20", "Merchant B")]);
+    let r = h
+        .post(
+            "/token",
+            SVC,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "payments"),
+                ("authorization_details", &asked.to_string()),
+                ("completion_mode", "deferred"),
+            ],
+        )
+        .await;
+    let code = r.json["deferral_code"].as_str().unwrap().to_owned();
+    let id = h.newest_id().await;
+    let r = h
+        .admin(
+            "POST",
+            &format!("/admin/deferrals/{id}/approve"),
+            Some(json!({"authorization_details": [payment("20", "Merchant B")]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "approved");
+    let token = h.poll(&code).await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text);
+    assert_eq!(
+        token.json["authorization_details"],
+        json!([payment("20", "Merchant B")])
+    );
+}

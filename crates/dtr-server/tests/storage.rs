@@ -343,6 +343,8 @@ mod suite {
             at,
             scope: scope.into(),
             approved_until: (by == "carol").then_some(T0 + 100),
+            authorization_details: (by == "carol")
+                .then(|| serde_json::json!([{"type": "t", "n": 1}, null])),
         };
         assert!(s
             .add_approval(&a("admin", T0 + 1, "read"), T0 + 1)
@@ -364,6 +366,11 @@ mod suite {
             [("admin", "read"), ("carol", "read payments")]
         );
         assert_eq!(got[1].approved_until, Some(T0 + 100));
+        assert_eq!(
+            got[1].authorization_details,
+            Some(serde_json::json!([{"type": "t", "n": 1}, null]))
+        );
+        assert_eq!(got[0].authorization_details, None);
         // Not after its lifetime, nor once decided.
         assert!(!s
             .add_approval(&a("dave", T0 + LIFE, "read"), T0 + LIFE)

@@ -5,6 +5,9 @@
 -- each deferral (the audit trail).
 ALTER TABLE deferrals ADD COLUMN approvers TEXT NOT NULL DEFAULT '';
 ALTER TABLE deferrals ADD COLUMN approvals_required INTEGER NOT NULL DEFAULT 1;
+-- What an approval granted of the requested authorization_details
+-- (DTR-24: narrowed per [[authorization_details_types]]), or NULL: as asked.
+ALTER TABLE deferrals ADD COLUMN granted_authorization_details TEXT;
 -- An approval's `approved_until` (ms): the token never outlives it.
 ALTER TABLE deferrals ADD COLUMN approved_until INTEGER;
 
@@ -14,6 +17,7 @@ CREATE TABLE deferral_approvals (
     at          INTEGER NOT NULL,
     scope       TEXT NOT NULL,       -- what this approver allowed (DTR-24)
     approved_until INTEGER,         -- and until when, if they limited it
+    authorization_details TEXT,  -- aligned with the request, null where dropped; NULL: as asked
     PRIMARY KEY (deferral_id, approver)
 );
 

@@ -110,6 +110,10 @@ pub struct ConfigFile {
     /// Connection limits of the HTTP listener.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[[authorization_details_types]]`: how reviewers may narrow RFC
+    /// 9396 authorization details of each type (DTR-24).
+    #[serde(default)]
+    pub authorization_details_types: Vec<crate::policy::narrowing::DetailsTypeConfig>,
 }
 
 /// Grant types this build can run as originating grants.
@@ -162,6 +166,8 @@ pub struct Config {
     pub token_exchange: Vec<TokenExchangeRule>,
     /// Connection limits.
     pub http: HttpConfig,
+    /// How reviewers may narrow authorization details, per type.
+    pub narrowing: crate::policy::narrowing::NarrowingRules,
 }
 
 /// A configuration error; the message names the key.
@@ -314,6 +320,9 @@ impl ConfigFile {
         let policy = policy::validate_policy(&self.policy)?;
 
         token_policy::validate(&self.resource_servers, &self.token_exchange, &clients)?;
+        let narrowing =
+            crate::policy::narrowing::NarrowingRules::new(&self.authorization_details_types)
+                .map_err(ConfigError)?;
 
         Ok(Config {
             issuer,
@@ -335,6 +344,7 @@ impl ConfigFile {
             resource_servers: self.resource_servers,
             token_exchange: self.token_exchange,
             http: self.http,
+            narrowing,
         })
     }
 }

@@ -139,7 +139,11 @@ async fn redeem(
         client_id: rec.client_id.clone(),
         subject: rec.subject.clone().unwrap_or_else(|| rec.client_id.clone()),
         scope: granted,
-        authorization_details: rec.authorization_details.clone(),
+        // What the approval granted of them (DTR-24), else as asked.
+        authorization_details: rec
+            .granted_authorization_details
+            .clone()
+            .or_else(|| rec.authorization_details.clone()),
         deferral_id: Some(rec.id.clone()),
         // DTR-20: DPoP-bound when the deferral was.
         dpop_jkt: rec.dpop_jkt.clone(),

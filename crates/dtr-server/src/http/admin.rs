@@ -149,6 +149,9 @@ pub fn deferral_json(state: &AppState, d: &DeferralRecord) -> Value {
     if let Some(t) = d.approved_until {
         v["approved_until"] = rfc3339(t).into();
     }
+    if let Some(g) = &d.granted_authorization_details {
+        v["granted_authorization_details"] = g.clone();
+    }
     if !d.approvers.is_empty() {
         v["approvers"] = json!(d.approvers);
     }
@@ -363,6 +366,8 @@ struct ApproveBody {
     scope: Option<String>,
     /// RFC 3339: the token (and any refresh of it) never outlives it.
     approved_until: Option<String>,
+    /// The requested authorization details, narrowed (DTR-24).
+    authorization_details: Option<Value>,
 }
 
 async fn approve(
@@ -383,7 +388,17 @@ async fn approve(
         .transpose()?;
     decided(
         &state,
-        deferrals::approve(&state, &id, b.scope.as_deref(), until, &actor).await,
+        deferrals::approve_narrowed(
+            &state,
+            &id,
+            &deferrals::ApproveRequest {
+                scope: b.scope.clone(),
+                approved_until: until,
+                authorization_details: b.authorization_details.clone(),
+            },
+            &actor,
+        )
+        .await,
     )
     .await
 }

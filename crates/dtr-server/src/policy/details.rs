@@ -153,6 +153,17 @@ impl DetailsMatch {
     }
 }
 
+/// The order of two numbers, each a JSON number or a numeric string,
+/// exactly (no floating point); `None` when either is not a number.
+pub fn compare_numbers(a: &Value, b: &Value) -> Option<Ordering> {
+    let num = |v: &Value| match v {
+        Value::Number(n) => Decimal::parse(&n.to_string()),
+        Value::String(s) => Decimal::parse(s),
+        _ => None,
+    };
+    Some(num(a)?.cmp(&num(b)?))
+}
+
 /// Follows a dotted path; a numeric segment indexes an array.
 fn lookup<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
     path.iter().try_fold(v, |cur, seg| match cur {

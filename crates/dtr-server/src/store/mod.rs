@@ -200,6 +200,9 @@ pub struct DeferralRecord {
     pub approvals_required: u32,
     /// The approval's `approved_until` (ms): the token never outlives it.
     pub approved_until: Option<i64>,
+    /// The authorization details granted, when an approval narrowed them
+    /// (DTR-24); `None`: as requested.
+    pub granted_authorization_details: Option<serde_json::Value>,
     /// Created (ms).
     pub created_at: i64,
     /// Expires (ms).
@@ -293,6 +296,8 @@ pub struct TransitionWrite {
     pub granted_scope: Option<String>,
     /// Until when an approval grants (ms): the token never outlives it.
     pub approved_until: Option<i64>,
+    /// The authorization details an approval grants (`None`: as asked).
+    pub granted_authorization_details: Option<serde_json::Value>,
     /// Why it was denied (never sent to the client).
     pub deny_reason: Option<String>,
     /// Apply only while the deferral holds this interaction handle (by its
@@ -310,6 +315,7 @@ impl TransitionWrite {
             decided_by: None,
             granted_scope: None,
             approved_until: None,
+            granted_authorization_details: None,
             deny_reason: None,
             handle_hash: None,
         }
@@ -329,6 +335,9 @@ pub struct Approval {
     pub scope: String,
     /// Until when this approver allowed it (ms), if they limited it.
     pub approved_until: Option<i64>,
+    /// The authorization details this approver allowed, aligned with the
+    /// request (`null` where they dropped an entry); `None`: as asked.
+    pub authorization_details: Option<serde_json::Value>,
 }
 
 /// One entry of a deferral's event log.

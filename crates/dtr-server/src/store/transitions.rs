@@ -44,6 +44,8 @@ pub enum Slot {
     GrantedScope,
     /// Until when the approval grants (ms), or `NULL`.
     ApprovedUntil,
+    /// The authorization details granted (JSON), or `NULL`: as asked.
+    GrantedDetails,
     /// The denial reason.
     DenyReason,
     /// SHA-256 of the presented interaction handle.
@@ -162,6 +164,10 @@ pub fn update(t: Transition, dialect: Dialect, target: Target) -> Statement {
             b.bind(Slot::GrantedScope)
         ));
         sets.push(format!("approved_until = {}", b.bind(Slot::ApprovedUntil)));
+        sets.push(format!(
+            "granted_authorization_details = {}",
+            b.bind(Slot::GrantedDetails)
+        ));
     }
     if rule.to == dtr_proto::deferral::DeferralState::Denied {
         sets.push(format!("deny_reason = {}", b.bind(Slot::DenyReason)));

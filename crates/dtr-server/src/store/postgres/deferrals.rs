@@ -8,7 +8,8 @@ use crate::store::transitions::{self, Dialect, Slot, Target};
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
-     interaction_handle_sealed, decided_by, approvers, approvals_required, approved_until";
+     interaction_handle_sealed, decided_by, approvers, approvals_required, approved_until, \
+     granted_authorization_details";
 
 fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
     let state: String = row.try_get(7).map_err(db_err)?;
@@ -43,6 +44,7 @@ fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
         approvals_required: u32::try_from(row.try_get::<_, i32>(25).map_err(db_err)?)
             .map_err(|e| StoreError::Corrupt(format!("approvals_required: {e}")))?,
         approved_until: row.try_get(26).map_err(db_err)?,
+        granted_authorization_details: row.try_get(27).map_err(db_err)?,
         created_at: row.try_get(11).map_err(db_err)?,
         expires_at: row.try_get(12).map_err(db_err)?,
         interval_ms: row.try_get(13).map_err(db_err)?,
@@ -93,6 +95,7 @@ pub(super) struct SlotValues {
     decided_by: Option<String>,
     granted_scope: Option<String>,
     approved_until: Option<i64>,
+    granted_details: Option<serde_json::Value>,
     deny_reason: Option<String>,
     handle: Option<String>,
 }
@@ -105,6 +108,7 @@ impl SlotValues {
             decided_by: w.decided_by.clone(),
             granted_scope: w.granted_scope.clone(),
             approved_until: w.approved_until,
+            granted_details: w.granted_authorization_details.clone(),
             deny_reason: w.deny_reason.clone(),
             handle: w.handle_hash.clone(),
         }
@@ -121,6 +125,7 @@ impl SlotValues {
                     Slot::DecidedBy => &self.decided_by,
                     Slot::GrantedScope => &self.granted_scope,
                     Slot::ApprovedUntil => &self.approved_until,
+                    Slot::GrantedDetails => &self.granted_details,
                     Slot::DenyReason => &self.deny_reason,
                     Slot::Handle => &self.handle,
                 }
@@ -345,10 +350,18 @@ impl DeferralStore for PostgresStore {
         // Only while pending and alive; the key makes it count once.
         let n = self
             .execute(
-                "INSERT INTO deferral_approvals (deferral_id, approver, at, scope, approved_until) \
-                 SELECT id, $2, $3, $4, $6 FROM deferrals WHERE id = $1 AND state = 'pending' AND expires_at > $5 \
+                "INSERT INTO deferral_approvals (deferral_id, approver, at, scope, approved_until, authorization_details) \
+                 SELECT id, $2, $3, $4, $6, $7 FROM deferrals WHERE id = $1 AND state = 'pending' AND expires_at > $5 \
                  ON CONFLICT (deferral_id, approver) DO NOTHING",
-                &[&a.deferral_id, &a.by, &a.at, &a.scope, &now, &a.approved_until],
+                &[
+                    &a.deferral_id,
+                    &a.by,
+                    &a.at,
+                    &a.scope,
+                    &now,
+                    &a.approved_until,
+                    &a.authorization_details,
+                ],
             )
             .await?;
         Ok(n == 1)
@@ -357,7 +370,7 @@ impl DeferralStore for PostgresStore {
     async fn approvals(&self, id: &str) -> StoreResult<Vec<Approval>> {
         let rows = self
             .query(
-                "SELECT deferral_id, approver, at, scope, approved_until FROM deferral_approvals \
+                "SELECT deferral_id, approver, at, scope, approved_until, authorization_details FROM deferral_approvals \
                  WHERE deferral_id = $1 ORDER BY at, approver",
                 &[&id],
             )
@@ -370,6 +383,7 @@ impl DeferralStore for PostgresStore {
                     at: r.try_get(2).map_err(db_err)?,
                     scope: r.try_get(3).map_err(db_err)?,
                     approved_until: r.try_get(4).map_err(db_err)?,
+                    authorization_details: r.try_get(5).map_err(db_err)?,
                 })
             })
             .collect()

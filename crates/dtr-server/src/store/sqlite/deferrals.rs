@@ -10,7 +10,8 @@ use rusqlite::params_from_iter;
 const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope, authorization_details, subject, \
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
-     interaction_handle_sealed, decided_by, approvers, approvals_required, approved_until";
+     interaction_handle_sealed, decided_by, approvers, approvals_required, approved_until, \
+     granted_authorization_details";
 
 fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
     let state: String = row.get(7)?;
@@ -37,6 +38,7 @@ fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
             .collect(),
         approvals_required: row.get(25)?,
         approved_until: row.get(26)?,
+        granted_authorization_details: json_opt(row, 27)?,
         created_at: row.get(11)?,
         expires_at: row.get(12)?,
         interval_ms: row.get(13)?,
@@ -74,6 +76,10 @@ pub(super) fn slot_values(
             Slot::DecidedBy => text(&w.decided_by),
             Slot::GrantedScope => text(&w.granted_scope),
             Slot::ApprovedUntil => w.approved_until.map_or(Value::Null, Value::Integer),
+            Slot::GrantedDetails => w
+                .granted_authorization_details
+                .as_ref()
+                .map_or(Value::Null, |v| Value::Text(v.to_string())),
             Slot::DenyReason => text(&w.deny_reason),
             Slot::Handle => text(&w.handle_hash),
         })
@@ -405,11 +411,19 @@ impl DeferralStore for SqliteStore {
             // Only while pending and alive; the key makes it count once.
             let n = db
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO deferral_approvals (deferral_id, approver, at, scope, approved_until) \
-                     SELECT id, ?2, ?3, ?4, ?6 FROM deferrals WHERE id = ?1 AND state = 'pending' AND expires_at > ?5",
+                    "INSERT OR IGNORE INTO deferral_approvals (deferral_id, approver, at, scope, approved_until, authorization_details) \
+                     SELECT id, ?2, ?3, ?4, ?6, ?7 FROM deferrals WHERE id = ?1 AND state = 'pending' AND expires_at > ?5",
                 )
                 .and_then(|mut st| {
-                    st.execute(params![a.deferral_id, a.by, a.at, a.scope, now, a.approved_until])
+                    st.execute(params![
+                        a.deferral_id,
+                        a.by,
+                        a.at,
+                        a.scope,
+                        now,
+                        a.approved_until,
+                        a.authorization_details.as_ref().map(|v| v.to_string())
+                    ])
                 })
                 .map_err(db_err)?;
             Ok(n == 1)
@@ -422,7 +436,7 @@ impl DeferralStore for SqliteStore {
         self.with_read(move |db| {
             let mut st = db
                 .prepare_cached(
-                    "SELECT deferral_id, approver, at, scope, approved_until FROM deferral_approvals \
+                    "SELECT deferral_id, approver, at, scope, approved_until, authorization_details FROM deferral_approvals \
                      WHERE deferral_id = ?1 ORDER BY at, approver",
                 )
                 .map_err(db_err)?;
@@ -434,6 +448,7 @@ impl DeferralStore for SqliteStore {
                         at: r.get(2)?,
                         scope: r.get(3)?,
                         approved_until: r.get(4)?,
+                        authorization_details: json_opt(r, 5)?,
                     })
                 })
                 .map_err(db_err)?;
