@@ -205,14 +205,7 @@ async fn events(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    let d = state
-        .store
-        .deferral_by_id(&id)
-        .await?
-        .ok_or(AdminError::NotFound)?;
-    if !deferrals::may_review(&state, &d, &actor).await? {
-        return Err(AdminError::NotFound);
-    }
+    visible(&state, &id, &actor).await?;
     let all = state.store.events(&id).await?;
     Ok(json_no_store(
         StatusCode::OK,
@@ -313,21 +306,27 @@ pub async fn reviewable(
     Ok(out)
 }
 
+/// The deferral `id` if `actor` may see it: one a reviewer may not
+/// decide is not theirs to see either, and its existence is not revealed
+/// (404 like an unknown id).
+async fn visible(state: &AppState, id: &str, actor: &Actor) -> Result<DeferralRecord, AdminError> {
+    let d = state
+        .store
+        .deferral_by_id(id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    if !deferrals::may_review(state, &d, actor).await? {
+        return Err(AdminError::NotFound);
+    }
+    Ok(d)
+}
+
 async fn show(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    let d = state
-        .store
-        .deferral_by_id(&id)
-        .await?
-        .ok_or(AdminError::NotFound)?;
-    // One a reviewer may not decide is not theirs to see either, and its
-    // existence is not revealed.
-    if !deferrals::may_review(&state, &d, &actor).await? {
-        return Err(AdminError::NotFound);
-    }
+    let d = visible(&state, &id, &actor).await?;
     Ok(json_no_store(
         StatusCode::OK,
         &deferral_with_approvals(&state, &d).await?,
