@@ -150,7 +150,7 @@ async fn four_eyes_needs_two_distinct_approvers_and_narrowings_compose() {
         .collect();
     assert_eq!(
         kinds,
-        ["created", "approval", "approval", "approved", "redeemed"],
+        ["created", "approval", "approval", "approved", "redeemed", "polled"],
         "{}",
         events.text
     );

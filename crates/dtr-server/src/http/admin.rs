@@ -205,12 +205,22 @@ async fn events(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    visible(&state, &id, &actor).await?;
+    let d = visible(&state, &id, &actor).await?;
     let all = state.store.events(&id).await?;
-    Ok(json_no_store(
-        StatusCode::OK,
-        &all.iter().map(event_json).collect::<Vec<_>>(),
-    ))
+    let mut out: Vec<Value> = all.iter().map(event_json).collect();
+    // Polls are not logged one by one (a client polls every few seconds
+    // for hours); their summary closes the trail.
+    if let Some(last) = d.last_polled_at {
+        out.push(json!({
+            "deferral_id": d.id,
+            "type": "polled",
+            "by": d.client_id,
+            "at": rfc3339(last),
+            "slow_down_count": d.slow_down_count,
+            "polling_blocked": d.polling_blocked,
+        }));
+    }
+    Ok(json_no_store(StatusCode::OK, &out))
 }
 
 #[derive(Deserialize)]
