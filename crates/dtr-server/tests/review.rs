@@ -642,12 +642,12 @@ async fn live_updates_for_signed_in_sessions_only() {
 #[tokio::test]
 async fn racing_reviewers_decide_once() {
     let h = harness_with(TEAM).await;
-    let code = defer_as(&h, SVC, "read", None).await;
+    let id = defer_as(&h, SVC, "read", None).await;
     let carol = sign_in_as(&h, "carol").await;
     let dave = sign_in_as(&h, "dave").await;
-    let c_token = csrf(&get(&h, &format!("/review/{code}"), &carol).await.text);
-    let d_token = csrf(&get(&h, &format!("/review/{code}"), &dave).await.text);
-    let path = format!("/review/{code}/approve");
+    let c_token = csrf(&get(&h, &format!("/review/{id}"), &carol).await.text);
+    let d_token = csrf(&get(&h, &format!("/review/{id}"), &dave).await.text);
+    let path = format!("/review/{id}/approve");
     let c_form = [("csrf", c_token.as_str()), ("scope_read", "1")];
     let d_form = [("csrf", d_token.as_str()), ("scope_read", "1")];
     let (a, b) = tokio::join!(
@@ -666,7 +666,7 @@ async fn racing_reviewers_decide_once() {
         page.text
     );
     let events = h
-        .admin("GET", &format!("/admin/deferrals/{code}/events"), None)
+        .admin("GET", &format!("/admin/deferrals/{id}/events"), None)
         .await;
     let approved = events.text.matches("\"approved\"").count();
     assert_eq!(approved, 1, "{}", events.text);
