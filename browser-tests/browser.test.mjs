@@ -10,17 +10,23 @@
 //      redirect after the form through); the code is exchanged for tokens;
 //   2. a deferred request (completion_mode=deferred on /authorize and at
 //      /token) that policy sends to the user: a signed-out browser opens
-//      the interaction_uri, logs in, approves; the poll returns the tokens.
+//      the interaction_uri, logs in, approves; the poll returns the tokens;
+//   3. the review console, with JavaScript on (its one inline script,
+//      allowed by hash): a reviewer signs in, a new deferral appears in
+//      the queue without a reload (server-sent events), the reviewer
+//      narrows the scope and approves; screenshots of the queue and the
+//      detail page are saved.
 //
 // Environment: DTR_BIN (the dtr binary, required), CHROMIUM (default
-// /usr/bin/chromium), BROWSER_TEST_KEEP=1 keeps the temp dir (screenshot
-// of the consent page, server log).
+// /usr/bin/chromium), BROWSER_TEST_KEEP=1 keeps the temp dir (screenshots
+// of the consent page and the review console, server log),
+// BROWSER_TEST_SCREENSHOTS=dir also copies the console's screenshots there.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync, rmSync, createWriteStream } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, createWriteStream, copyFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -31,6 +37,8 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ADMIN_TOKEN = 'browser-test-admin-token-0123456789abcdef';
 const CLIENT = { id: 'web', secret: 'web-secret-browser' };
 const USER = { name: 'alice', password: 'alice-password' };
+const SERVICE = { id: 'svc', secret: 'svc-secret-browser' };
+const REVIEWER = { name: 'rita', password: 'rita-password' };
 // Every wait is bounded; a hang fails the test rather than CI.
 const STEP_MS = 15000;
 
@@ -92,9 +100,27 @@ redirect_uris = ["${redirectUri}"]
 username = "${USER.name}"
 password = "${USER.password}"
 
+[[clients]]
+client_id = "${SERVICE.id}"
+client_secret = "${SERVICE.secret}"
+grant_types = ["client_credentials"]
+scope = "read payments"
+
+[[users]]
+username = "${REVIEWER.name}"
+password = "${REVIEWER.password}"
+roles = ["reviewer"]
+groups = ["ops"]
+name = "Rita Reviewer"
+
 [[policy]]
 scope_any = ["profile"]
 action = "interaction"
+
+[[policy]]
+scope_any = ["payments"]
+action = "review"
+approvers = ["group:ops"]
 `;
   writeFileSync(join(work, 'dtr.toml'), config);
   server = spawn(DTR_BIN, ['serve', '--config', join(work, 'dtr.toml')], {
@@ -117,8 +143,8 @@ action = "interaction"
   lines.on('line', () => {}); // keep draining stdout
 }
 
-async function tokenRequest(params) {
-  const auth = Buffer.from(`${CLIENT.id}:${CLIENT.secret}`).toString('base64');
+async function tokenRequest(params, client = CLIENT) {
+  const auth = Buffer.from(`${client.id}:${client.secret}`).toString('base64');
   const r = await fetch(`${issuer}/token`, {
     method: 'POST',
     headers: {
@@ -208,7 +234,7 @@ after(async () => {
   }
   await new Promise((resolve) => (receiver ? receiver.close(resolve) : resolve()));
   if (process.env.BROWSER_TEST_KEEP) {
-    console.log(`kept ${work} (consent.png, server.log)`);
+    console.log(`kept ${work} (consent.png, review-queue.png, review-detail.png, server.log)`);
   } else {
     rmSync(work, { recursive: true, force: true });
   }
@@ -291,4 +317,73 @@ test('a deferral approved by the user at the interaction page', async () => {
   assert.equal(t.json.scope, 'profile');
   assert.ok(t.json.refresh_token);
   assert.deepEqual(cspReports, [], 'no Content-Security-Policy violation');
+});
+
+test('the review console: live queue, narrowing and approval', async () => {
+  // JavaScript on, in a profile of its own: the queue's live updates.
+  const js = await chromium.launchPersistentContext(join(work, 'profile-js'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    javaScriptEnabled: true,
+    timeout: STEP_MS,
+    viewport: { width: 1024, height: 768 },
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  });
+  js.setDefaultTimeout(STEP_MS);
+  const violations = [];
+  js.on('console', (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) violations.push(msg.text());
+  });
+  try {
+    const page = await js.newPage();
+    await page.goto(`${issuer}/review`);
+    await page.getByLabel('Username').fill(REVIEWER.name);
+    await page.getByLabel('Password').fill(REVIEWER.password);
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.waitForURL((u) => u.pathname === '/review');
+    assert.equal(await page.locator('h1').textContent(), 'Deferred requests');
+    assert.match(await page.locator('body').textContent(), /Signed in as rita/);
+    assert.match(await page.locator('#queue').textContent(), /Nothing here/);
+    // Let the event stream connect; then a deferral arrives.
+    await page.waitForTimeout(1500);
+    const navigations = [];
+    page.on('framenavigated', (f) => {
+      if (f === page.mainFrame()) navigations.push(f.url());
+    });
+    const deferred = await tokenRequest(
+      { grant_type: 'client_credentials', scope: 'read payments', completion_mode: 'deferred' },
+      SERVICE,
+    );
+    assert.equal(deferred.json.error, 'authorization_pending', JSON.stringify(deferred.json));
+    const code = deferred.json.deferral_code;
+    const row = page.locator('#queue tbody tr');
+    await row.first().waitFor({ timeout: STEP_MS });
+    assert.deepEqual(navigations, [], 'the queue updated without a reload');
+    assert.match(await page.locator('#live').textContent(), /Queue updated/);
+    assert.match(await row.first().textContent(), /waiting \d+ s/);
+    await page.screenshot({ path: join(work, 'review-queue.png'), fullPage: true });
+
+    await row.first().locator('a').click();
+    await page.waitForURL((u) => u.pathname.startsWith('/review/'));
+    assert.equal(await page.locator('h1').textContent(), 'Deferred request');
+    await page.getByLabel('read', { exact: true }).uncheck();
+    await page.screenshot({ path: join(work, 'review-detail.png'), fullPage: true });
+    await page.getByRole('button', { name: 'Approve' }).click();
+    await page.waitForURL((u) => u.searchParams.get('done') === 'approved');
+    assert.match(await page.locator('body').textContent(), /Decided by\s*rita/);
+
+    const poll = { grant_type: 'urn:ietf:params:oauth:grant-type:deferred', deferral_code: code };
+    const t = await tokenRequest(poll, SERVICE);
+    assert.equal(t.status, 200, JSON.stringify(t.json));
+    assert.equal(t.json.scope, 'payments', 'narrowed by the reviewer');
+    assert.deepEqual(violations, [], 'no Content-Security-Policy violation');
+
+    const keep = process.env.BROWSER_TEST_SCREENSHOTS;
+    if (keep) {
+      mkdirSync(keep, { recursive: true });
+      for (const f of ['review-queue.png', 'review-detail.png']) copyFileSync(join(work, f), join(keep, f));
+    }
+  } finally {
+    await js.close();
+  }
 });

@@ -18,12 +18,13 @@
 //! trail. Reviewers see the deferral's id, never its code (DTR-9).
 
 use super::form::Form;
-use super::html::{escape, page};
+use super::html::{escape, page, page_with_script};
 use crate::approvers::Actor;
 use crate::clock::rfc3339;
 use crate::deferrals::{self, DecisionError};
 use crate::state::AppState;
-use crate::store::{ConsoleSession, DeferralFilter, DeferralRecord};
+use crate::store::{Approval, ConsoleSession, DeferralEvent, DeferralFilter, DeferralRecord};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +32,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use dtr_proto::deferral::DeferralState;
 use dtr_proto::scope::Scope;
 use dtr_proto::secret::{ct_eq, random_token, sha256_b64};
 use hmac::{Hmac, Mac};
@@ -48,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/review", get(list))
         .route("/review/login", post(login))
         .route("/review/logout", post(logout))
+        .route("/review/events", get(events))
         .route("/review/{id}", get(show))
         .route("/review/{id}/{action}", post(act))
 }
@@ -354,30 +357,177 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(p): Form
     r
 }
 
-#[derive(Deserialize)]
+/// The queue's filters, as GET query parameters so that a filtered view
+/// is a link: `state` (`pending`, the default, or `history`), `client`,
+/// `grant`, `scope` (a scope the request contains), `group` (routed to
+/// `group:<name>`) and `order` (`oldest` for oldest first).
+#[derive(Deserialize, Default)]
 struct ListQuery {
     state: Option<String>,
+    client: Option<String>,
+    grant: Option<String>,
+    scope: Option<String>,
+    group: Option<String>,
+    order: Option<String>,
 }
 
-fn summary_row(d: &DeferralRecord, now: i64) -> String {
-    let st = d.effective_state(now);
-    let waiting = if d.interaction_handle.is_some() && st.is_pending() {
-        " (waiting for the user)"
-    } else {
-        ""
-    };
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl ListQuery {
+    fn history(&self) -> bool {
+        given(&self.state) == Some("history")
+    }
+
+    fn keeps(&self, d: &DeferralRecord) -> bool {
+        given(&self.client).is_none_or(|c| d.client_id == c)
+            && given(&self.grant).is_none_or(|g| d.grant_type == g)
+            && given(&self.scope).is_none_or(|s| d.scope.split(' ').any(|t| t == s))
+            && given(&self.group)
+                .is_none_or(|g| d.approvers.iter().any(|a| *a == format!("group:{g}")))
+    }
+}
+
+/// "5 min", "2 h": how long `ms` is, for people.
+fn span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// A `<time>` element: the absolute time in `datetime` and `title`, the
+/// text relative to `now`, as `label` says ("waiting 5 min").
+fn time_el(at: i64, text: &str) -> String {
+    let abs = rfc3339(at);
     format!(
-        "<tr><td><a href=\"/review/{id}\">{id}</a></td><td>{client}</td><td>{grant}</td><td>{scope}</td>\
-         <td>{state}{waiting}</td><td>{progress}</td><td>{created}</td><td>{expires}</td></tr>",
-        id = escape(&d.id),
-        client = escape(&d.client_id),
-        grant = escape(&d.grant_type),
-        scope = escape(&d.scope),
-        state = st.as_str(),
-        progress = escape(d.progress.as_deref().unwrap_or("")),
-        created = rfc3339(d.created_at),
-        expires = rfc3339(d.expires_at),
+        "<time datetime=\"{abs}\" title=\"{abs}\">{}</time>",
+        escape(text)
     )
+}
+
+fn waiting(created: i64, now: i64) -> String {
+    time_el(created, &format!("waiting {}", span(now - created)))
+}
+
+fn expiry(expires: i64, now: i64) -> String {
+    if expires > now {
+        time_el(expires, &format!("expires in {}", span(expires - now)))
+    } else {
+        time_el(expires, &format!("expired {} ago", span(now - expires)))
+    }
+}
+
+fn ago(at: i64, now: i64) -> String {
+    time_el(at, &format!("{} ago", span(now - at)))
+}
+
+/// The client's display name (its registered `client_name`), else its id.
+async fn client_name(state: &AppState, client_id: &str) -> String {
+    match state.store.get_client(client_id).await {
+        Ok(Some(c)) => c
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("client_name"))
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| client_id.to_owned()),
+        _ => client_id.to_owned(),
+    }
+}
+
+fn client_cell(name: &str, id: &str) -> String {
+    if name == id {
+        escape(id)
+    } else {
+        format!("{} <small>({})</small>", escape(name), escape(id))
+    }
+}
+
+/// Four eyes: "1 of 2 approvals, by carol"; empty for one approver.
+fn four_eyes(d: &DeferralRecord, approvals: &[Approval]) -> String {
+    if d.approvals_required <= 1 {
+        return String::new();
+    }
+    let by: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
+    let mut s = format!("{} of {} approvals", by.len(), d.approvals_required);
+    if !by.is_empty() {
+        s.push_str(", by ");
+        s.push_str(&by.join(", "));
+    }
+    s
+}
+
+/// The pending queue `actor` may decide, at most 200, newest first.
+async fn pending_queue(
+    state: &AppState,
+    actor: &Actor,
+) -> Result<Vec<DeferralRecord>, crate::store::StoreError> {
+    let filter = DeferralFilter {
+        state: Some(DeferralState::Pending),
+        client_id: None,
+        limit: 200,
+    };
+    super::admin::reviewable(state, actor, filter).await
+}
+
+/// A fingerprint of `actor`'s pending queue: what changes when a deferral
+/// arrives, is decided or expires, or gets an approval, a step or an
+/// interaction switch. The live updates compare it.
+async fn queue_version(
+    state: &AppState,
+    actor: &Actor,
+) -> Result<String, crate::store::StoreError> {
+    let now = state.clock.now_ms();
+    let mut h = Sha256::new();
+    for d in pending_queue(state, actor).await? {
+        if !d.effective_state(now).is_pending() {
+            continue;
+        }
+        h.update(d.id.as_bytes());
+        h.update(b"\n");
+        h.update(d.progress.as_deref().unwrap_or("").as_bytes());
+        h.update([u8::from(d.interaction_handle.is_some())]);
+        if d.approvals_required > 1 {
+            for a in state.store.approvals(&d.id).await? {
+                h.update(a.by.as_bytes());
+                h.update(b"\n");
+            }
+        }
+        h.update(b"\0");
+    }
+    Ok(URL_SAFE_NO_PAD.encode(&h.finalize()[..12]))
+}
+
+/// Reloads the queue region when the server reports a new queue version
+/// (`GET /review/events`); without JavaScript the page is a plain page.
+const LIVE_SCRIPT: &str = "(function(){var q=document.getElementById('queue');\
+if(!q||!window.EventSource||!window.fetch)return;var v=q.getAttribute('data-version');\
+var es=new EventSource('/review/events');es.addEventListener('queue',function(e){\
+if(e.data===v)return;v=e.data;fetch(location.href,{credentials:'same-origin'}).then(function(r){return r.text();})\
+.then(function(t){var n=new DOMParser().parseFromString(t,'text/html').getElementById('queue');\
+if(n){q.innerHTML=n.innerHTML;q.setAttribute('data-version',v);var s=document.getElementById('live');\
+if(s)s.textContent='Queue updated.';}});});})();";
+
+fn options(values: &[String], selected: Option<&str>, any: &str) -> String {
+    let mut out = format!("<option value=\"\">{any}</option>");
+    for v in values {
+        let sel = if Some(v.as_str()) == selected {
+            " selected"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "<option value=\"{v}\"{sel}>{v}</option>",
+            v = escape(v)
+        ));
+    }
+    out
 }
 
 async fn list(
@@ -388,70 +538,287 @@ async fn list(
     let Some(rv) = reviewer(&state, &headers).await else {
         return login_page(&state, StatusCode::OK, "");
     };
-    let wanted = q
-        .state
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("pending");
+    let history = q.history();
+    let now = state.clock.now_ms();
     let filter = DeferralFilter {
-        state: if wanted == "all" {
+        state: if history {
             None
         } else {
-            wanted.parse().ok()
+            Some(DeferralState::Pending)
         },
-        client_id: None,
+        client_id: given(&q.client).map(str::to_owned),
         limit: 200,
     };
-    let now = state.clock.now_ms();
-    // A reviewer's queue holds what they may decide.
-    let rows = match super::admin::reviewable(&state, &rv.actor, filter).await {
-        Ok(r) => r,
-        Err(e) => {
-            return page(
-                super::error::fault_status(e),
-                "Error",
-                "<p>The list could not be read.</p>",
-            );
-        }
-    };
-    let tabs: String = [
-        "pending",
-        "approved",
-        "denied",
-        "cancelled",
-        "expired",
-        "redeemed",
-        "all",
-    ]
-    .iter()
-    .map(|s| {
-        if *s == wanted {
-            format!("<strong>{s}</strong>")
-        } else {
-            format!("<a href=\"/review?state={s}\">{s}</a>")
-        }
-    })
-    .collect::<Vec<_>>()
-    .join(" · ");
-    let body: String = rows.iter().map(|d| summary_row(d, now)).collect();
-    let table = if rows.is_empty() {
-        "<p>Nothing here.</p>".to_owned()
-    } else {
-        format!(
-            "<table><thead><tr><th>Id</th><th>Client</th><th>Grant</th><th>Scope</th><th>State</th>\
-             <th>Step</th><th>Created</th><th>Expires</th></tr></thead><tbody>{body}</tbody></table>"
+    let fault = |e| {
+        page(
+            super::error::fault_status(e),
+            "Error",
+            "<p>The list could not be read.</p>",
         )
     };
-    page(
-        StatusCode::OK,
-        "Deferred requests",
-        &format!(
-            "<p>Signed in as <strong>{who}</strong>.</p><p>{tabs}</p>{table}<form method=\"post\" action=\"/review/logout\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Sign out</button></form>",
-            who = escape(&rv.actor.by()),
-            csrf = escape(&rv.csrf())
-        ),
-    )
+    // A reviewer's queue holds what they may decide.
+    let mut rows = match super::admin::reviewable(&state, &rv.actor, filter).await {
+        Ok(r) => r,
+        Err(e) => return fault(e),
+    };
+    rows.retain(|d| d.effective_state(now).is_pending() != history);
+    // The choices of the filters, from what this reviewer may see.
+    let mut clients: Vec<String> = rows.iter().map(|d| d.client_id.clone()).collect();
+    let mut grants: Vec<String> = rows.iter().map(|d| d.grant_type.clone()).collect();
+    let mut groups: Vec<String> = rows
+        .iter()
+        .flat_map(|d| d.approvers.iter())
+        .filter_map(|a| a.strip_prefix("group:").map(str::to_owned))
+        .collect();
+    for v in [&mut clients, &mut grants, &mut groups] {
+        v.sort();
+        v.dedup();
+    }
+    rows.retain(|d| q.keeps(d));
+    let oldest = given(&q.order) == Some("oldest");
+    if oldest {
+        rows.sort_by_key(|d| (d.created_at, d.id.clone()));
+    } else {
+        rows.sort_by_key(|d| std::cmp::Reverse((d.created_at, d.id.clone())));
+    }
+    let mut names = std::collections::HashMap::new();
+    let mut body = String::new();
+    for d in &rows {
+        if !names.contains_key(&d.client_id) {
+            let n = client_name(&state, &d.client_id).await;
+            names.insert(d.client_id.clone(), n);
+        }
+        let name = names.get(&d.client_id).map(String::as_str).unwrap_or("");
+        let client = client_cell(name, &d.client_id);
+        let id = escape(&d.id);
+        if history {
+            let st = d.effective_state(now);
+            let at = match state.store.events(&d.id).await {
+                Ok(ev) => ev.iter().map(|e| e.at).max().unwrap_or(d.created_at),
+                Err(e) => return fault(e),
+            };
+            body.push_str(&format!(
+                "<tr><th scope=\"row\"><a href=\"/review/{id}\">{id}</a></th><td>{client}</td><td>{grant}</td>\
+                 <td>{scope}</td><td>{outcome}</td><td>{by}</td><td>{at}</td></tr>",
+                grant = escape(&d.grant_type),
+                scope = escape(&d.scope),
+                outcome = st.as_str(),
+                by = escape(d.decided_by.as_deref().unwrap_or("")),
+                at = ago(at.min(now), now),
+            ));
+        } else {
+            let approvals = if d.approvals_required > 1 {
+                match state.store.approvals(&d.id).await {
+                    Ok(a) => a,
+                    Err(e) => return fault(e),
+                }
+            } else {
+                Vec::new()
+            };
+            let user = if d.interaction_handle.is_some() {
+                " (waiting for the user)"
+            } else {
+                ""
+            };
+            body.push_str(&format!(
+                "<tr><th scope=\"row\"><a href=\"/review/{id}\">{id}</a></th><td>{client}</td><td>{grant}</td>\
+                 <td>{scope}</td><td>{eyes}</td><td>{progress}{user}</td><td>{waiting}</td><td>{expires}</td></tr>",
+                grant = escape(&d.grant_type),
+                scope = escape(&d.scope),
+                eyes = escape(&four_eyes(d, &approvals)),
+                progress = escape(d.progress.as_deref().unwrap_or("")),
+                waiting = waiting(d.created_at, now),
+                expires = expiry(d.expires_at, now),
+            ));
+        }
+    }
+    let table = if rows.is_empty() {
+        "<p>Nothing here.</p>".to_owned()
+    } else if history {
+        format!(
+            "<div class=\"scroll\"><table><caption>Resolved deferrals ({n})</caption><thead><tr>\
+             <th scope=\"col\">Id</th><th scope=\"col\">Client</th><th scope=\"col\">Grant</th>\
+             <th scope=\"col\">Scope</th><th scope=\"col\">Outcome</th><th scope=\"col\">Decided by</th>\
+             <th scope=\"col\">When</th></tr></thead><tbody>{body}</tbody></table></div>",
+            n = rows.len()
+        )
+    } else {
+        format!(
+            "<div class=\"scroll\"><table><caption>Pending deferrals ({n})</caption><thead><tr>\
+             <th scope=\"col\">Id</th><th scope=\"col\">Client</th><th scope=\"col\">Grant</th>\
+             <th scope=\"col\">Scope</th><th scope=\"col\">Approvals</th><th scope=\"col\">Step</th>\
+             <th scope=\"col\">Waiting</th><th scope=\"col\">Expires</th></tr></thead><tbody>{body}</tbody></table></div>",
+            n = rows.len()
+        )
+    };
+    let version = if history {
+        String::new()
+    } else {
+        match queue_version(&state, &rv.actor).await {
+            Ok(v) => v,
+            Err(e) => return fault(e),
+        }
+    };
+    let views = if history {
+        "<a href=\"/review\">Pending</a> · <strong>History</strong>"
+    } else {
+        "<strong>Pending</strong> · <a href=\"/review?state=history\">History</a>"
+    };
+    let filters = format!(
+        "<form method=\"get\" action=\"/review\" class=\"filters\" aria-label=\"Filters\">\
+         <input type=\"hidden\" name=\"state\" value=\"{st}\">\
+         <label>Client <select name=\"client\">{clients}</select></label>\
+         <label>Grant type <select name=\"grant\">{grants}</select></label>\
+         <label>Scope contains <input name=\"scope\" value=\"{scope}\" size=\"12\"></label>\
+         <label>Approver group <select name=\"group\">{groups}</select></label>\
+         <label>Order <select name=\"order\"><option value=\"\">newest first</option>\
+         <option value=\"oldest\"{oldest}>oldest first</option></select></label>\
+         <button>Filter</button> <a href=\"/review{reset}\">Clear filters</a></form>",
+        st = if history { "history" } else { "pending" },
+        clients = options(&clients, given(&q.client), "any"),
+        grants = options(&grants, given(&q.grant), "any"),
+        groups = options(&groups, given(&q.group), "any"),
+        scope = escape(given(&q.scope).unwrap_or("")),
+        oldest = if oldest { " selected" } else { "" },
+        reset = if history { "?state=history" } else { "" },
+    );
+    let html = format!(
+        "<p>Signed in as <strong>{who}</strong>.</p><nav aria-label=\"Views\"><p>{views}</p></nav>\
+         <h2>Filters</h2>{filters}\
+         <h2>{heading}</h2><p id=\"live\" role=\"status\" aria-live=\"polite\"></p>\
+         <div id=\"queue\" data-version=\"{version}\">{table}</div>\
+         <form method=\"post\" action=\"/review/logout\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Sign out</button></form>",
+        who = escape(&rv.actor.by()),
+        heading = if history { "History" } else { "Queue" },
+        csrf = escape(&rv.csrf())
+    );
+    let title = if history {
+        "Decided requests"
+    } else {
+        "Deferred requests"
+    };
+    let script = (!history).then_some(LIVE_SCRIPT);
+    page_with_script(StatusCode::OK, title, &html, script)
+}
+
+/// Live streams per node: each polls the store once a second.
+const MAX_STREAMS: usize = 64;
+static STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A held stream slot, given back when the stream ends.
+struct StreamSlot;
+
+impl StreamSlot {
+    fn take() -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        STREAMS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_STREAMS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        STREAMS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The body of an event stream: what the polling task sends.
+struct EventBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for EventBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// `GET /review/events`: server-sent events for the signed-in session's
+/// queue. It sends `event: queue` with the queue's version at once and
+/// whenever the version changes (checked every second), a comment every
+/// 15 seconds to keep the connection open, and ends when the client goes
+/// away or the session ends.
+async fn events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if reviewer(&state, &headers).await.is_none() {
+        return (StatusCode::UNAUTHORIZED, "sign in at /review\n").into_response();
+    }
+    let Some(slot) = StreamSlot::take() else {
+        let mut r = (StatusCode::SERVICE_UNAVAILABLE, "too many live streams\n").into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        return r;
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        let _slot = slot;
+        if tx
+            .send(Bytes::from_static(b"retry: 5000\n\n"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut last = String::new();
+        let mut quiet = 0u32;
+        loop {
+            // The session is checked on every round: signing out ends it.
+            let Some(rv) = reviewer(&state, &headers).await else {
+                break;
+            };
+            match queue_version(&state, &rv.actor).await {
+                Ok(v) if v != last => {
+                    let msg = format!("event: queue\ndata: {v}\n\n");
+                    if tx.send(Bytes::from(msg)).await.is_err() {
+                        break;
+                    }
+                    last = v;
+                    quiet = 0;
+                }
+                Ok(_) => quiet += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "review console: the queue could not be read");
+                    quiet += 1;
+                }
+            }
+            if quiet >= 15 {
+                quiet = 0;
+                if tx
+                    .send(Bytes::from_static(b": keep-alive\n\n"))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = tx.closed() => break,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    });
+    let mut r = Response::new(axum::body::Body::new(EventBody(rx)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    r
 }
 
 #[derive(Deserialize)]
@@ -497,36 +864,49 @@ async fn show(
     let now = state.clock.now_ms();
     let st = d.effective_state(now);
     let csrf = escape(&rv.csrf());
+    let details = d
+        .authorization_details
+        .as_ref()
+        .map(render_details)
+        .unwrap_or_default();
+    let (approvals, log) =
+        match tokio::try_join!(state.store.approvals(&d.id), state.store.events(&d.id)) {
+            Ok(x) => x,
+            Err(e) => {
+                return page(
+                    super::error::fault_status(e),
+                    "Error",
+                    "<p>The deferral could not be read.</p>",
+                )
+            }
+        };
+    let eyes = render_approvals(&d, &approvals);
+    let log = render_events(&log);
     let notice = match (q.done.as_deref(), q.error.as_deref()) {
         (_, Some(e)) => format!("<p><strong>Not done: {}</strong></p>", escape(e)),
         (Some(done), _) => format!("<p><strong>Done: {}.</strong></p>", escape(done)),
         _ => String::new(),
     };
-    let details = d
-        .authorization_details
-        .as_ref()
-        .map(|a| {
-            format!(
-                "<dt>Authorization details</dt><dd><pre>{}</pre></dd>",
-                escape(&serde_json::to_string_pretty(a).unwrap_or_default())
-            )
-        })
-        .unwrap_or_default();
     let mut html = format!(
         "{notice}<p><a href=\"/review\">All pending</a></p><dl>\
          <dt>Id</dt><dd>{id}</dd><dt>Client</dt><dd>{client}</dd><dt>Grant</dt><dd>{grant}</dd>\
-         <dt>Subject</dt><dd>{subject}</dd><dt>Requested scope</dt><dd>{scope}</dd>{details}\
-         <dt>State</dt><dd>{state}</dd><dt>Step</dt><dd>{progress}</dd>\
-         <dt>Created</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl>",
+         <dt>Subject</dt><dd>{subject}</dd><dt>Requested scope</dt><dd>{scope}</dd>\
+         <dt>State</dt><dd>{state}</dd><dt>Decided by</dt><dd>{decided_by}</dd>\
+         <dt>Granted scope</dt><dd>{granted}</dd><dt>Approved until</dt><dd>{until}</dd>\
+         <dt>Step</dt><dd>{progress}</dd>\
+         <dt>Created</dt><dd>{created}</dd><dt>Expires</dt><dd>{expires}</dd></dl>{details}{eyes}{log}",
         id = escape(&d.id),
-        client = escape(&d.client_id),
+        client = client_cell(&client_name(&state, &d.client_id).await, &d.client_id),
+        decided_by = escape(d.decided_by.as_deref().unwrap_or("(not decided)")),
+        granted = escape(d.granted_scope.as_deref().unwrap_or("")),
+        until = d.approved_until.map(|t| time_el(t, &rfc3339(t))).unwrap_or_else(|| "(no limit)".into()),
         grant = escape(&d.grant_type),
         subject = escape(d.subject.as_deref().unwrap_or("")),
         scope = escape(&d.scope),
         state = st.as_str(),
         progress = escape(d.progress.as_deref().unwrap_or("(none)")),
-        created = rfc3339(d.created_at),
-        expires = rfc3339(d.expires_at),
+        created = waiting(d.created_at, now),
+        expires = expiry(d.expires_at, now),
     );
     if st.is_pending() {
         // Narrowing only (DTR-24): the reviewer can only untick requested scopes.
@@ -545,7 +925,10 @@ async fn show(
         html.push_str(&format!(
             "<h2>Decide</h2>\
              <form method=\"post\" action=\"/review/{id}/approve\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <fieldset><legend>Grant these scopes</legend>{boxes}</fieldset><button>Approve</button></form>\
+             <fieldset><legend>Grant these scopes</legend>{boxes}</fieldset>\
+             <label>Approved until, UTC (optional; the token never outlives it) \
+             <input type=\"datetime-local\" name=\"approved_until\" step=\"60\"></label>\
+             <button>Approve</button></form>\
              <form method=\"post\" action=\"/review/{id}/deny\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <label>Reason (kept for audit, not sent to the client) <input name=\"reason\" maxlength=\"500\"></label><button>Deny</button></form>\
              <form method=\"post\" action=\"/review/{id}/progress\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
@@ -555,6 +938,186 @@ async fn show(
         ));
     }
     page(StatusCode::OK, "Deferred request", &html)
+}
+
+/// Flattens a JSON value into `(dotted.key, text)` pairs: nested objects
+/// as `a.b`, arrays as `a.0`, `a.1`.
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                flatten(&key(k), v, out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for (i, v) in a.iter().enumerate() {
+                flatten(&key(&i.to_string()), v, out);
+            }
+        }
+        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+fn text_of(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// RFC 9396 authorization details, for people: a payment's amount and
+/// creditor first, then every field of every entry as a definition list
+/// (nested objects flattened to dotted keys). All of it escaped.
+fn render_details(v: &serde_json::Value) -> String {
+    let entries: Vec<&serde_json::Value> = match v {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    let mut html = String::from("<h2>Authorization details</h2>");
+    for (i, e) in entries.iter().enumerate() {
+        let kind = e
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("(no type)");
+        html.push_str(&format!(
+            "<section class=\"detail\"><h3>{n}. {kind}</h3>",
+            n = i + 1,
+            kind = escape(kind)
+        ));
+        let amount = e.get("instructedAmount");
+        let amount_text = text_of(amount.and_then(|a| a.get("amount")));
+        let currency = text_of(amount.and_then(|a| a.get("currency"))).unwrap_or_default();
+        let creditor = text_of(e.get("creditorName"));
+        let iban = text_of(e.get("creditorAccount").and_then(|a| a.get("iban")));
+        if amount_text.is_some() || creditor.is_some() || iban.is_some() {
+            html.push_str("<p class=\"payment\">");
+            if let Some(a) = &amount_text {
+                html.push_str(&format!(
+                    "Pay <strong class=\"amount\">{} {}</strong>",
+                    escape(a),
+                    escape(&currency)
+                ));
+            } else {
+                html.push_str("Pay");
+            }
+            if let Some(c) = &creditor {
+                html.push_str(&format!(
+                    " to <strong class=\"creditor\">{}</strong>",
+                    escape(c)
+                ));
+            }
+            if let Some(iban) = &iban {
+                html.push_str(&format!(
+                    " (IBAN <span class=\"iban\">{}</span>)",
+                    escape(iban)
+                ));
+            }
+            html.push_str("</p>");
+        }
+        let mut fields = Vec::new();
+        flatten("", e, &mut fields);
+        html.push_str("<dl>");
+        for (k, v) in fields {
+            html.push_str(&format!("<dt>{}</dt><dd>{}</dd>", escape(&k), escape(&v)));
+        }
+        html.push_str("</dl></section>");
+    }
+    html
+}
+
+/// Four eyes: the progress and who approved what.
+fn render_approvals(d: &DeferralRecord, approvals: &[Approval]) -> String {
+    if d.approvals_required <= 1 && approvals.is_empty() {
+        return String::new();
+    }
+    let items: String = approvals
+        .iter()
+        .map(|a| {
+            let until = a
+                .approved_until
+                .map(|t| format!(", until {}", time_el(t, &rfc3339(t))))
+                .unwrap_or_default();
+            format!(
+                "<li>{by} allowed <code>{scope}</code> at {at}{until}</li>",
+                by = escape(&a.by),
+                scope = escape(&a.scope),
+                at = time_el(a.at, &rfc3339(a.at)),
+            )
+        })
+        .collect();
+    let list = if items.is_empty() {
+        "<p>No approvals yet.</p>".to_owned()
+    } else {
+        format!("<ul>{items}</ul>")
+    };
+    format!(
+        "<h2>Approvals</h2><p>{}</p>{list}",
+        escape(&four_eyes(d, approvals))
+    )
+}
+
+/// The audit trail, oldest first.
+fn render_events(events: &[DeferralEvent]) -> String {
+    if events.is_empty() {
+        return String::new();
+    }
+    let items: String = events
+        .iter()
+        .map(|e| {
+            let mut fields = Vec::new();
+            if let Some(d) = &e.detail {
+                flatten("", d, &mut fields);
+            }
+            let detail: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+                .collect();
+            format!(
+                "<li>{at} <strong>{kind}</strong>{by}{detail}</li>",
+                at = time_el(e.at, &rfc3339(e.at)),
+                kind = escape(&e.kind),
+                by =
+                    e.by.as_deref()
+                        .map(|b| format!(" by {}", escape(b)))
+                        .unwrap_or_default(),
+                detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", detail.join(", "))
+                },
+            )
+        })
+        .collect();
+    format!("<h2>Event log</h2><ol class=\"events\">{items}</ol>")
+}
+
+/// An `approved_until` field: RFC 3339, or a `datetime-local` value
+/// (`2026-12-02T15:00`, read as UTC); empty is no limit.
+fn parse_until(v: Option<&str>) -> Result<Option<i64>, String> {
+    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Some(t) = crate::clock::parse_rfc3339(v) {
+        return Ok(Some(t));
+    }
+    let padded = match v.len() {
+        16 => format!("{v}:00Z"),
+        19 => format!("{v}Z"),
+        _ => String::new(),
+    };
+    crate::clock::parse_rfc3339(&padded)
+        .map(Some)
+        .ok_or_else(|| "approved_until is not a time (use 2026-12-02T15:00 or RFC 3339)".to_owned())
 }
 
 async fn act(
@@ -598,9 +1161,14 @@ async fn act(
                     "tick at least one scope, or deny the request".into(),
                 ))
             } else {
-                deferrals::approve(&state, &id, Some(&kept.join(" ")), None, &actor)
-                    .await
-                    .map(|_| "approved")
+                match parse_until(p.get("approved_until")) {
+                    Err(m) => Err(DecisionError::Invalid(m)),
+                    Ok(until) => {
+                        deferrals::approve(&state, &id, Some(&kept.join(" ")), until, &actor)
+                            .await
+                            .map(|_| "approved")
+                    }
+                }
             }
         }
         "deny" => deferrals::deny(&state, &id, p.get("reason"), &actor)
@@ -625,9 +1193,25 @@ async fn act(
             "Not found",
             "<p>No such deferral.</p>",
         ),
-        Err(DecisionError::NotPending(m) | DecisionError::Invalid(m)) => {
+        Err(DecisionError::NotPending(m)) => {
+            // Lost a race, or came back to a stale page: say who decided.
+            let m = match state.store.deferral_by_id(&id).await {
+                Ok(Some(d)) if !d.effective_state(state.clock.now_ms()).is_pending() => {
+                    let by = d
+                        .decided_by
+                        .as_ref()
+                        .map(|b| format!(" by {b}"))
+                        .unwrap_or_default();
+                    format!(
+                        "already decided: {}{by}",
+                        d.effective_state(state.clock.now_ms())
+                    )
+                }
+                _ => m,
+            };
             redirect(&format!("{back}?error={}", urlencode(&m)))
         }
+        Err(DecisionError::Invalid(m)) => redirect(&format!("{back}?error={}", urlencode(&m))),
         Err(DecisionError::Forbidden) => page(
             StatusCode::FORBIDDEN,
             "Not yours to decide",
