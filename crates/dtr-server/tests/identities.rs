@@ -490,3 +490,65 @@ async fn ending_a_users_sessions_ends_their_console_sessions() {
         .await;
     assert!(list.text.contains("name=\"password\""));
 }
+
+#[tokio::test]
+async fn a_reviewer_manages_their_own_tokens_in_the_console() {
+    let h = h().await;
+    let r = console_sign_in(&h, &[("username", "carol"), ("password", "carol-password")]).await;
+    let cookie = cookie_of(&r);
+    let page = h.get_with_cookie("/review/tokens", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("None."));
+    let csrf = csrf(&page.text);
+    // A stale form creates nothing.
+    let refused = h
+        .post_with_cookie("/review/tokens", &cookie, &[("csrf", "wrong")])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let created = h
+        .post_with_cookie("/review/tokens", &cookie, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let i = created.text.find("value=\"dtrp_").unwrap() + "value=\"".len();
+    let token = created.text[i..].split('"').next().unwrap().to_owned();
+    // It works at the admin API, as carol.
+    let r = bearer(&h, "GET", "/admin/deferrals", &token, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Shown once: the list has its id, never the token.
+    let again = h.get_with_cookie("/review/tokens", &cookie).await;
+    assert!(!again.text.contains(&token));
+    let id = again
+        .text
+        .split("/review/tokens/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let revoked = h
+        .post_with_cookie(
+            &format!("/review/tokens/{id}/revoke"),
+            &cookie,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    let r = bearer(&h, "GET", "/admin/deferrals", &token, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Nobody revokes another's token here.
+    let (dave_id, _) = token_for(&h, "dave").await;
+    let foreign = h
+        .post_with_cookie(
+            &format!("/review/tokens/{dave_id}/revoke"),
+            &cookie,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    // Signed out: nothing to see.
+    assert_eq!(
+        h.get("/review/tokens").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -17,6 +17,7 @@ pub mod login;
 pub mod observe;
 pub mod register;
 pub mod review;
+pub mod review_tokens;
 pub mod revoke;
 pub mod server;
 pub mod throttle_source;

@@ -51,6 +51,14 @@ pub fn router() -> Router<AppState> {
         .route("/review/login", post(login))
         .route("/review/logout", post(logout))
         .route("/review/events", get(events))
+        .route(
+            "/review/tokens",
+            get(super::review_tokens::list).post(super::review_tokens::create),
+        )
+        .route(
+            "/review/tokens/{id}/revoke",
+            post(super::review_tokens::revoke),
+        )
         .route("/review/{id}", get(show))
         .route("/review/{id}/{action}", post(act))
 }
@@ -87,18 +95,18 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
 
 /// A signed-in reviewer: the session id from the cookie, which also keys
 /// the CSRF tokens of its forms, and who acts.
-struct Reviewer {
+pub(super) struct Reviewer {
     session_id: String,
     key: [u8; 32],
-    actor: Actor,
+    pub(super) actor: Actor,
 }
 
 impl Reviewer {
-    fn csrf(&self) -> String {
+    pub(super) fn csrf(&self) -> String {
         mac(&self.key, &[b"csrf", self.session_id.as_bytes()])
     }
 
-    fn csrf_ok(&self, presented: Option<&str>) -> bool {
+    pub(super) fn csrf_ok(&self, presented: Option<&str>) -> bool {
         presented.is_some_and(|p| ct_eq(p.as_bytes(), self.csrf().as_bytes()))
     }
 }
@@ -114,7 +122,7 @@ fn admin_fingerprint(session_id: &str, admin_sha256: &[u8; 32]) -> String {
 /// known to the store, not expired at the server's clock, and either
 /// opened with the admin token configured now or belonging to an active
 /// user who still has the `reviewer` or `admin` role.
-async fn reviewer(state: &AppState, headers: &HeaderMap) -> Option<Reviewer> {
+pub(super) async fn reviewer(state: &AppState, headers: &HeaderMap) -> Option<Reviewer> {
     let key = key(state)?;
     let admin = state.admin_token_sha256?;
     let session_id = cookie_value(headers)?;
@@ -683,13 +691,18 @@ async fn list(
         reset = if history { "?state=history" } else { "" },
     );
     let html = format!(
-        "<p>Signed in as <strong>{who}</strong>.</p><nav aria-label=\"Views\"><p>{views}</p></nav>\
+        "<p>Signed in as <strong>{who}</strong>.{tokens}</p><nav aria-label=\"Views\"><p>{views}</p></nav>\
          <h2>Filters</h2>{filters}\
          <h2>{heading}</h2><p id=\"live\" role=\"status\" aria-live=\"polite\"></p>\
          <div id=\"queue\" data-version=\"{version}\">{table}</div>\
          <form method=\"post\" action=\"/review/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Sign out</button></form>",
         who = escape(&rv.actor.by()),
+        tokens = if matches!(rv.actor, Actor::User(_)) {
+            " <a href=\"/review/tokens\">Your API tokens</a>"
+        } else {
+            ""
+        },
         heading = if history { "History" } else { "Queue" },
         csrf = escape(&rv.csrf())
     );
