@@ -671,3 +671,99 @@ async fn racing_reviewers_decide_once() {
     let approved = events.text.matches("\"approved\"").count();
     assert_eq!(approved, 1, "{}", events.text);
 }
+
+#[tokio::test]
+async fn two_reviewers_narrow_a_payment_in_the_console() {
+    let config = format!(
+        "{TEAM}\n[[authorization_details_types]]\ntype = \"payment_initiation\"\n\
+         decrease = [\"instructedAmount.amount\"]\ndroppable = true\n"
+    );
+    let h = harness_with(&config).await;
+    let details = r#"[{"type":"payment_initiation","instructedAmount":{"amount":"500.00","currency":"EUR"},"creditorName":"Merchant A"}]"#;
+    let r = h
+        .post(
+            "/token",
+            SVC,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "payments"),
+                ("completion_mode", "deferred"),
+                ("authorization_details", details),
+            ],
+        )
+        .await;
+    let code = r.json["deferral_code"].as_str().unwrap().to_owned();
+    let id = h.newest_id().await;
+
+    // carol sees an amount field capped at the request, and lowers it.
+    let carol = sign_in_as(&h, "carol").await;
+    let page = get(&h, &format!("/review/{id}"), &carol).await;
+    assert!(
+        page.text
+            .contains("name=\"ad_0_instructedAmount.amount\" value=\"500.00\" max=\"500.00\""),
+        "{}",
+        page.text
+    );
+    // Raising it is not a narrowing: refused, nothing recorded.
+    let raised = post(
+        &h,
+        &format!("/review/{id}/approve"),
+        &carol,
+        &[
+            ("csrf", &csrf(&page.text)),
+            ("scope_payments", "1"),
+            ("ad_0_keep", "1"),
+            ("ad_0_instructedAmount.amount", "900"),
+        ],
+    )
+    .await;
+    assert!(
+        location_of(&raised).contains("error="),
+        "{}",
+        location_of(&raised)
+    );
+    let lowered = post(
+        &h,
+        &format!("/review/{id}/approve"),
+        &carol,
+        &[
+            ("csrf", &csrf(&page.text)),
+            ("scope_payments", "1"),
+            ("ad_0_keep", "1"),
+            ("ad_0_instructedAmount.amount", "250.00"),
+        ],
+    )
+    .await;
+    assert!(
+        location_of(&lowered).contains("done="),
+        "{}",
+        location_of(&lowered)
+    );
+    // dave completes the four-eyes approval as asked; carol's cap stands.
+    let dave = sign_in_as(&h, "dave").await;
+    let page = get(&h, &format!("/review/{id}"), &dave).await;
+    assert!(page.text.contains("1 of 2 approvals"), "{}", page.text);
+    let done = post(
+        &h,
+        &format!("/review/{id}/approve"),
+        &dave,
+        &[
+            ("csrf", &csrf(&page.text)),
+            ("scope_payments", "1"),
+            ("ad_0_keep", "1"),
+            ("ad_0_instructedAmount.amount", "500.00"),
+        ],
+    )
+    .await;
+    assert!(
+        location_of(&done).contains("done="),
+        "{}",
+        location_of(&done)
+    );
+    let token = h.poll(&code).await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text);
+    assert_eq!(
+        token.json["authorization_details"][0]["instructedAmount"]["amount"],
+        "250.00"
+    );
+}

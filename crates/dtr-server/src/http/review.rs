@@ -22,6 +22,7 @@ use super::html::{escape, page, page_with_script};
 use crate::approvers::Actor;
 use crate::clock::rfc3339;
 use crate::deferrals::{self, DecisionError};
+use crate::policy::narrowing;
 use crate::state::AppState;
 use crate::store::{Approval, ConsoleSession, DeferralEvent, DeferralFilter, DeferralRecord};
 use axum::body::Bytes;
@@ -935,10 +936,11 @@ async fn show(
             format!("<form method=\"post\" action=\"/review/{id}/interaction\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
                      <input type=\"hidden\" name=\"required\" value=\"true\"><button>Ask the user to act (interaction_required)</button></form>", id = escape(&d.id))
         };
+        let details = details_fields(&state, &d);
         html.push_str(&format!(
             "<h2>Decide</h2>\
              <form method=\"post\" action=\"/review/{id}/approve\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <fieldset><legend>Grant these scopes</legend>{boxes}</fieldset>\
+             <fieldset><legend>Grant these scopes</legend>{boxes}</fieldset>{details}\
              <label>Approved until, UTC (optional; the token never outlives it) \
              <input type=\"datetime-local\" name=\"approved_until\" step=\"60\"></label>\
              <button>Approve</button></form>\
@@ -951,6 +953,108 @@ async fn show(
         ));
     }
     page(StatusCode::OK, "Deferred request", &html)
+}
+
+/// The form fields that narrow a deferral's authorization details, per
+/// `[[authorization_details_types]]` (DTR-24): a number input, at most the
+/// requested value, for each field that may only decrease, and a "keep"
+/// checkbox for entries that may be left out. Entries without a rule are
+/// granted as asked.
+fn details_fields(state: &AppState, d: &DeferralRecord) -> String {
+    let Some(serde_json::Value::Array(entries)) = &d.authorization_details else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (i, e) in entries.iter().enumerate() {
+        let kind = e.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        let Some(rule) = state.config.narrowing.rule(kind) else {
+            continue;
+        };
+        let mut inner = String::new();
+        if rule.droppable {
+            inner.push_str(&format!(
+                "<label><input type=\"checkbox\" name=\"ad_{i}_keep\" value=\"1\" checked> grant this {k}</label>",
+                k = escape(kind)
+            ));
+        }
+        for path in &rule.decrease {
+            let Some(v) = narrowing::field(e, path).and_then(number_text) else {
+                continue;
+            };
+            inner.push_str(&format!(
+                "<label>{p} (at most {v}) <input type=\"number\" name=\"ad_{i}_{p}\" value=\"{v}\" max=\"{v}\" min=\"0\" step=\"any\" inputmode=\"decimal\"></label>",
+                p = escape(path),
+                v = escape(&v),
+            ));
+        }
+        if !inner.is_empty() {
+            out.push_str(&format!(
+                "<fieldset><legend>Authorization detail {n}: {k}</legend>{inner}</fieldset>",
+                n = i + 1,
+                k = escape(kind)
+            ));
+        }
+    }
+    out
+}
+
+/// A number, or a numeric string, as the text a form shows.
+fn number_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) if s.parse::<f64>().is_ok() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The authorization details the form allows, or `None` when it leaves
+/// them as asked; the rules' check happens in `deferrals::approve_narrowed`.
+fn narrowed_details(
+    state: &AppState,
+    d: &DeferralRecord,
+    p: &dtr_proto::params::Params,
+) -> Option<serde_json::Value> {
+    let serde_json::Value::Array(entries) = d.authorization_details.as_ref()? else {
+        return None;
+    };
+    let mut changed = false;
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let kind = e.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        let Some(rule) = state.config.narrowing.rule(kind) else {
+            out.push(e.clone());
+            continue;
+        };
+        if rule.droppable && p.get(&format!("ad_{i}_keep")).is_none() {
+            changed = true;
+            continue;
+        }
+        let mut entry = e.clone();
+        for path in &rule.decrease {
+            let (Some(asked), Some(given)) = (
+                narrowing::field(e, path).cloned(),
+                p.get(&format!("ad_{i}_{path}")).map(str::trim),
+            ) else {
+                continue;
+            };
+            if number_text(&asked).as_deref() == Some(given) {
+                continue;
+            }
+            changed = true;
+            // The type of the request's own value: a string amount stays a
+            // string (RFC 9396 examples), a number a number.
+            let value = match asked {
+                serde_json::Value::String(_) => serde_json::Value::String(given.to_owned()),
+                _ => serde_json::from_str::<serde_json::Value>(given)
+                    .ok()
+                    .filter(|v| v.is_number())
+                    .unwrap_or_else(|| serde_json::Value::String(given.to_owned())),
+            };
+            narrowing::set_field(&mut entry, path, value);
+        }
+        out.push(entry);
+    }
+    changed.then_some(serde_json::Value::Array(out))
 }
 
 /// Flattens a JSON value into `(dotted.key, text)` pairs: nested objects
@@ -1153,8 +1257,8 @@ async fn act(
     let actor = rv.actor.clone();
     let result = match action.as_str() {
         "approve" => {
-            let requested = match state.store.deferral_by_id(&id).await {
-                Ok(Some(d)) => d.scope,
+            let rec = match state.store.deferral_by_id(&id).await {
+                Ok(Some(d)) => d,
                 Ok(None) => {
                     return page(
                         StatusCode::NOT_FOUND,
@@ -1164,7 +1268,7 @@ async fn act(
                 }
                 Err(e) => return page(super::error::fault_status(e), "Error", "<p>Try again.</p>"),
             };
-            let requested = Scope::parse(&requested).unwrap_or_default();
+            let requested = Scope::parse(&rec.scope).unwrap_or_default();
             let kept: Vec<&str> = requested
                 .iter()
                 .filter(|s| p.get(&format!("scope_{s}")).is_some())
@@ -1177,7 +1281,12 @@ async fn act(
                 match parse_until(p.get("approved_until")) {
                     Err(m) => Err(DecisionError::Invalid(m)),
                     Ok(until) => {
-                        deferrals::approve(&state, &id, Some(&kept.join(" ")), until, &actor)
+                        let req = deferrals::ApproveRequest {
+                            scope: Some(kept.join(" ")),
+                            approved_until: until,
+                            authorization_details: narrowed_details(&state, &rec, &p),
+                        };
+                        deferrals::approve_narrowed(&state, &id, &req, &actor)
                             .await
                             .map(|_| "approved")
                     }

@@ -89,6 +89,11 @@ impl NarrowingRules {
         Ok(Self { by_type })
     }
 
+    /// The rule of entries of `kind`, if one is configured.
+    pub fn rule(&self, kind: &str) -> Option<&DetailsTypeConfig> {
+        self.by_type.get(kind)
+    }
+
     /// Aligns a reviewer's `narrowed` list with the `requested` one, in
     /// order, entries left out where their type allows it; `Err` says why
     /// it is not a narrowing.
@@ -181,6 +186,16 @@ pub fn as_requested(requested: &[Value]) -> Aligned {
 
 fn type_of(v: &Value) -> Option<&str> {
     v.get("type").and_then(Value::as_str)
+}
+
+/// The value at a dotted path of an entry.
+pub fn field<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+    lookup(v, &path.split('.').collect::<Vec<_>>())
+}
+
+/// Sets the value at a dotted path of an entry (which must exist).
+pub fn set_field(v: &mut Value, path: &str, to: Value) {
+    set(v, &path.split('.').collect::<Vec<_>>(), to)
 }
 
 fn lookup<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
