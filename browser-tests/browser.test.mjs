@@ -39,6 +39,7 @@ const CLIENT = { id: 'web', secret: 'web-secret-browser' };
 const USER = { name: 'alice', password: 'alice-password' };
 const SERVICE = { id: 'svc', secret: 'svc-secret-browser' };
 const REVIEWER = { name: 'rita', password: 'rita-password' };
+const SECOND = { name: 'sam', password: 'sam-password' };
 // Every wait is bounded; a hang fails the test rather than CI.
 const STEP_MS = 15000;
 
@@ -113,9 +114,26 @@ roles = ["reviewer"]
 groups = ["ops"]
 name = "Rita Reviewer"
 
+[[users]]
+username = "${SECOND.name}"
+password = "${SECOND.password}"
+roles = ["reviewer"]
+groups = ["ops"]
+
+[[authorization_details_types]]
+type = "payment_initiation"
+decrease = ["instructedAmount.amount"]
+equal = ["instructedAmount.currency", "creditorName"]
+
 [[policy]]
 scope_any = ["profile"]
 action = "interaction"
+
+[[policy]]
+authorization_details_type = "payment_initiation"
+action = "review"
+approvers = ["group:ops"]
+approvals_required = 2
 
 [[policy]]
 scope_any = ["payments"]
@@ -385,5 +403,74 @@ test('the review console: live queue, narrowing and approval', async () => {
     }
   } finally {
     await js.close();
+  }
+});
+
+test('four eyes in the console: a payment narrowed by one reviewer, completed by another', async () => {
+  const details = [{
+    type: 'payment_initiation',
+    instructedAmount: { currency: 'EUR', amount: '800.00' },
+    creditorName: '<script>window.pwned = 1</script>Merchant',
+  }];
+  const deferred = await tokenRequest(
+    {
+      grant_type: 'client_credentials',
+      scope: 'payments',
+      authorization_details: JSON.stringify(details),
+      completion_mode: 'deferred',
+    },
+    SERVICE,
+  );
+  assert.equal(deferred.json.error, 'authorization_pending', JSON.stringify(deferred.json));
+  const code = deferred.json.deferral_code;
+  // Each reviewer in a browser of their own (no JavaScript needed).
+  async function signIn(who, profile) {
+    const ctx = await chromium.launchPersistentContext(join(work, profile), {
+      executablePath: CHROMIUM,
+      headless: true,
+      javaScriptEnabled: true,
+      timeout: STEP_MS,
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    });
+    ctx.setDefaultTimeout(STEP_MS);
+    const page = await ctx.newPage();
+    await page.goto(`${issuer}/review`);
+    await page.getByLabel('Username').fill(who.name);
+    await page.getByLabel('Password').fill(who.password);
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.waitForURL((u) => u.pathname === '/review');
+    return { ctx, page };
+  }
+  const rita = await signIn(REVIEWER, 'profile-rita');
+  const sam = await signIn(SECOND, 'profile-sam');
+  try {
+    const open = async (page) => {
+      await page.locator('#queue tbody tr', { hasText: 'payments' }).first().locator('a').click();
+      await page.waitForURL((u) => u.pathname.startsWith('/review/dfr_'));
+    };
+    await open(rita.page);
+    // A script in an authorization detail is text, never run.
+    assert.match(await rita.page.locator('body').textContent(), /<script>window\.pwned = 1<\/script>Merchant/);
+    assert.equal(await rita.page.evaluate(() => window.pwned), undefined);
+    await rita.page.getByLabel(/instructedAmount\.amount/).fill('300.00');
+    await rita.page.getByRole('button', { name: 'Approve' }).click();
+    await rita.page.waitForURL((u) => u.searchParams.get('done') === 'approved');
+    assert.match(await rita.page.locator('body').textContent(), /1 of 2 approvals/);
+    // Still pending for the client.
+    const poll = { grant_type: 'urn:ietf:params:oauth:grant-type:deferred', deferral_code: code };
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await tokenRequest(poll, SERVICE)).json.error, 'authorization_pending');
+
+    await open(sam.page);
+    assert.match(await sam.page.locator('body').textContent(), /1 of 2 approvals, by rita/);
+    await sam.page.getByRole('button', { name: 'Approve' }).click();
+    await sam.page.waitForURL((u) => u.searchParams.get('done') === 'approved');
+    await new Promise((r) => setTimeout(r, 1100));
+    const t = await tokenRequest(poll, SERVICE);
+    assert.equal(t.status, 200, JSON.stringify(t.json));
+    assert.equal(t.json.authorization_details[0].instructedAmount.amount, '300.00', 'narrowed by rita, kept by sam');
+  } finally {
+    await rita.ctx.close();
+    await sam.ctx.close();
   }
 });
