@@ -41,7 +41,7 @@ fn watching<'a>(state: &'a AppState, approvers: &'a [String]) -> Vec<&'a Webhook
         .config
         .webhooks
         .iter()
-        .filter(|h| approvers.iter().any(|a| *a == h.approvers))
+        .filter(|h| approvers.contains(&h.approvers))
         .collect()
 }
 
