@@ -202,6 +202,7 @@ pub async fn create(
         approvals_required: r.routing.approvals_required,
     };
     state.store.insert_deferral(&new).await?;
+    crate::approver_hooks::enqueue(state, &new).await?;
     info!(deferral = %new.id, client = %new.client_id, grant = %new.grant_type, scope = %new.scope, "deferral created");
     state
         .metrics

@@ -8,6 +8,7 @@
 //! [`metrics`] (Prometheus).
 //! Protocol types and pure rules live in `dtr-proto`.
 
+pub mod approver_hooks;
 pub mod approvers;
 pub mod callbacks;
 pub mod client_assertion;
@@ -92,11 +93,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(worker::run(state.clone(), stop_rx.clone()));
-    let sender = tokio::spawn(callbacks::run(state.clone(), stop_rx));
+    let sender = tokio::spawn(callbacks::run(state.clone(), stop_rx.clone()));
+    let hooks = tokio::spawn(approver_hooks::run(state.clone(), stop_rx));
     let limits = state.config.http.clone();
     let result = http::server::run(listener, http::app(state), limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = sender.await;
+    let _ = hooks.await;
     result
 }

@@ -1678,6 +1678,111 @@ mod suite {
                 .is_some());
         }
     }
+
+    pub async fn approver_hooks_outbox(s: Arc<dyn Store>) {
+        use dtr_server::store::NewHookJob;
+        let job = |deferral: &str, hook: &str| NewHookJob {
+            deferral_id: deferral.into(),
+            webhook_id: hook.into(),
+            url: format!("https://hooks.example/{hook}"),
+            body: format!("{{\"deferral_id\":\"{deferral}\"}}"),
+            created_at: T0,
+            expires_at: T0 + LIFE,
+        };
+        s.enqueue_hooks(&[job("dfr_h", "w1"), job("dfr_h", "w2")])
+            .await
+            .unwrap();
+        // Enqueueing again (a retried request, a replay) adds nothing.
+        let mut again = job("dfr_h", "w1");
+        again.body = "changed".into();
+        s.enqueue_hooks(&[again]).await.unwrap();
+        s.enqueue_hooks(&[]).await.unwrap();
+        let st = s.hook_status("dfr_h").await.unwrap();
+        assert_eq!(st.len(), 2);
+        assert!(st.iter().all(|h| h.state == "pending" && h.attempts == 0));
+        assert!(s.hook_status("dfr_none").await.unwrap().is_empty());
+
+        assert!(
+            s.claim_hooks(T0 - 1, 10, 60_000).await.unwrap().is_empty(),
+            "not due yet"
+        );
+        let claimed = s.claim_hooks(T0, 10, 60_000).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        let w1 = claimed.iter().find(|j| j.webhook_id == "w1").unwrap();
+        assert_eq!(
+            w1.body, "{\"deferral_id\":\"dfr_h\"}",
+            "the first body stays"
+        );
+        assert_eq!((w1.attempts, w1.expires_at), (1, T0 + LIFE));
+        assert_eq!(w1.url, "https://hooks.example/w1");
+        // Leased: nobody else takes them until the lease runs out.
+        assert!(s
+            .claim_hooks(T0 + 1_000, 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty());
+
+        s.finish_hook(
+            "dfr_h",
+            "w1",
+            &CallbackOutcome::Delivered { status: 204 },
+            T0 + 10,
+        )
+        .await
+        .unwrap();
+        let retry = CallbackOutcome::Retry {
+            at: T0 + 5_000,
+            status: Some(500),
+            error: "HTTP 500".into(),
+        };
+        s.finish_hook("dfr_h", "w2", &retry, T0 + 10).await.unwrap();
+        assert!(s
+            .claim_hooks(T0 + 4_000, 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty());
+        let again = s.claim_hooks(T0 + 5_000, 10, 60_000).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].webhook_id.as_str(), again[0].attempts), ("w2", 2));
+        // A node that died mid-delivery: its lease runs out, the row is due again.
+        let redo = s
+            .claim_hooks(T0 + 5_000 + 60_001, 10, 60_000)
+            .await
+            .unwrap();
+        assert_eq!((redo.len(), redo[0].attempts), (1, 3));
+        let failed = CallbackOutcome::Failed {
+            status: None,
+            error: "timeout".into(),
+        };
+        s.finish_hook("dfr_h", "w2", &failed, T0 + 70_000)
+            .await
+            .unwrap();
+        // A finished row stays finished, whatever a late node reports.
+        s.finish_hook("dfr_h", "w1", &retry, T0 + 70_000)
+            .await
+            .unwrap();
+        let st = s.hook_status("dfr_h").await.unwrap();
+        let got: Vec<_> = st
+            .iter()
+            .map(|h| {
+                (
+                    h.webhook_id.as_str(),
+                    h.state.as_str(),
+                    h.attempts,
+                    h.last_status,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![("w1", "delivered", 1, Some(204)), ("w2", "failed", 3, None)]
+        );
+        assert!(s
+            .claim_hooks(T0 + LIFE, 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty());
+    }
 }
 
 /// One `#[tokio::test]` per suite body and backend.
@@ -1751,6 +1856,7 @@ backends!(
     codes_are_single_use_and_replays_revoke_the_family,
     refresh_tokens_rotate_once,
     prune_accounts_deletes_expired,
+    approver_hooks_outbox,
 );
 
 /// What only the PostgreSQL backend has: start-up against a shared server.

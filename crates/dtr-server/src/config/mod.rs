@@ -22,6 +22,7 @@ mod token_policy;
 mod tokens;
 mod urls;
 mod users;
+mod webhooks;
 
 pub use self::admin::{AdminConfig, ADMIN_TOKEN_MIN_LEN};
 pub use self::callbacks::CallbacksConfig;
@@ -38,6 +39,7 @@ pub use self::token_policy::{ResourceServerConfig, TokenExchangeRule};
 pub use self::tokens::TokensConfig;
 pub use self::urls::validate_https_or_dev;
 pub use self::users::UserConfig;
+pub use self::webhooks::{WebhookConfig, WEBHOOK_SECRET_MIN_LEN};
 
 use crate::policy::Rule;
 use serde::Deserialize;
@@ -114,6 +116,10 @@ pub struct ConfigFile {
     /// 9396 authorization details of each type (DTR-24).
     #[serde(default)]
     pub authorization_details_types: Vec<crate::policy::narrowing::DetailsTypeConfig>,
+    /// `[[webhooks]]`: approver webhooks, each notified when a deferral
+    /// lands in the queue of the group or user it watches.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// Grant types this build can run as originating grants.
@@ -168,6 +174,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// How reviewers may narrow authorization details, per type.
     pub narrowing: crate::policy::narrowing::NarrowingRules,
+    /// Approver webhooks (validated; `approvers` canonical).
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// A configuration error; the message names the key.
@@ -323,6 +331,7 @@ impl ConfigFile {
         let narrowing =
             crate::policy::narrowing::NarrowingRules::new(&self.authorization_details_types)
                 .map_err(ConfigError)?;
+        let webhooks = webhooks::validate_webhooks(self.webhooks, self.dev_mode)?;
 
         Ok(Config {
             issuer,
@@ -345,6 +354,7 @@ impl ConfigFile {
             token_exchange: self.token_exchange,
             http: self.http,
             narrowing,
+            webhooks,
         })
     }
 }

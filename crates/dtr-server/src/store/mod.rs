@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod console;
 pub mod device;
+pub mod hooks;
 pub mod issuance;
 pub mod postgres;
 pub mod sqlite;
@@ -17,6 +18,7 @@ pub mod transitions;
 pub use accounts::*;
 pub use console::{ConsoleSession, ConsoleStore};
 pub use device::{DeviceCodeRecord, DeviceStore, NewDeviceCode};
+pub use hooks::{ApproverHookStore, HookJob, HookStatus, NewHookJob};
 pub use issuance::{Issuance, IssuanceStore, Recorded};
 
 use async_trait::async_trait;
@@ -614,6 +616,7 @@ pub trait Store:
     + DeferralStore
     + TokenStore
     + CallbackStore
+    + ApproverHookStore
     + AccountStore
     + DeviceStore
     + ConsoleStore

@@ -27,6 +27,8 @@ mod console;
 mod deferrals;
 /// Device codes of RFC 8628.
 mod device;
+/// The approver notification outbox.
+mod hooks;
 /// Recording an issuance (a redemption with its token) in one transaction.
 mod issuance;
 /// Issued access tokens, single-use identifiers and the signing key.
@@ -48,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0011_lifecycle.sql"),
     include_str!("../../migrations/postgres/0012_approvers.sql"),
     include_str!("../../migrations/postgres/0013_identities.sql"),
+    include_str!("../../migrations/postgres/0014_approver_webhooks.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

@@ -28,6 +28,8 @@ mod deferrals;
 mod device;
 /// Inserts of concurrent requests committed together.
 mod group_commit;
+/// The approver notification outbox.
+mod hooks;
 mod issuance;
 /// The last poll of each pending deferral, in memory.
 mod poll_ledger;
@@ -52,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_lifecycle.sql"),
     include_str!("../../migrations/sqlite/0012_approvers.sql"),
     include_str!("../../migrations/sqlite/0013_identities.sql"),
+    include_str!("../../migrations/sqlite/0014_approver_webhooks.sql"),
 ];
 
 /// SQLite implementation of [`Store`].

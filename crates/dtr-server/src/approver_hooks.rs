@@ -1,0 +1,317 @@
+//! Approver webhooks: when a deferral lands in the queue of a group or
+//! user that a `[[webhooks]]` entry watches, that webhook is notified.
+//!
+//! [`enqueue`] writes one outbox row per (deferral, webhook) right after
+//! the deferral is stored, and a failure fails the request, so a queued
+//! deferral never goes unannounced; the row's primary key means it is
+//! never announced twice by two rows. [`run`] claims due rows under a
+//! lease, POSTs the body through the SSRF-safe client the callbacks use,
+//! signed with the webhook's secret ([`signature_header`]), and retries
+//! with the callbacks' backoff (`[callbacks] max_attempts`,
+//! `retry_base_ms`) until a 2xx answer, the attempts run out or the
+//! deferral expires. A node that dies mid-delivery leaves a lease that
+//! runs out and the row is delivered again (at least once).
+//!
+//! The body names the deferral (id, client, grant type, what is asked,
+//! times, approvers) and links to its review page; never its code, a
+//! token or an interaction handle.
+
+use crate::clock::rfc3339;
+use crate::config::WebhookConfig;
+use crate::state::AppState;
+use crate::store::{CallbackOutcome, HookJob, NewDeferral, NewHookJob, StoreError};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::Sha256;
+use std::sync::Arc;
+use tokio::sync::{watch, Semaphore};
+
+/// The header carrying the signature.
+pub const SIGNATURE_HEADER: &str = "DTR-Signature";
+
+/// How long a claimed notification is ours (see `callbacks`).
+const LEASE_MS: i64 = 120_000;
+
+/// How often (on the state's clock) the outbox is checked.
+const IDLE_POLL_MS: i64 = 200;
+
+/// The webhooks watching a deferral's approvers.
+fn watching<'a>(state: &'a AppState, approvers: &'a [String]) -> Vec<&'a WebhookConfig> {
+    state
+        .config
+        .webhooks
+        .iter()
+        .filter(|h| approvers.contains(&h.approvers))
+        .collect()
+}
+
+/// Queues the notifications of a new deferral, one per webhook watching
+/// one of its approvers. Called right after the deferral is stored; an
+/// error must fail the request.
+pub async fn enqueue(state: &AppState, new: &NewDeferral) -> Result<(), StoreError> {
+    let hooks = watching(state, &new.approvers);
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let client_name = state
+        .store
+        .get_client(&new.client_id)
+        .await?
+        .and_then(|c| c.metadata)
+        .and_then(|m| {
+            m.get("client_name")
+                .and_then(|n| n.as_str())
+                .map(str::to_owned)
+        });
+    let jobs: Vec<NewHookJob> = hooks
+        .into_iter()
+        .map(|h| NewHookJob {
+            deferral_id: new.id.clone(),
+            webhook_id: h.id(),
+            url: h.url.clone(),
+            body: body(&state.issuer, new, client_name.as_deref(), &h.approvers).to_string(),
+            created_at: new.created_at,
+            expires_at: new.expires_at,
+        })
+        .collect();
+    state.store.enqueue_hooks(&jobs).await?;
+    tracing::info!(deferral = %new.id, webhooks = jobs.len(), "approver notifications queued");
+    Ok(())
+}
+
+/// The notification body: what a reviewer needs to find and judge the
+/// deferral, nothing that would let anyone redeem or decide it.
+pub fn body(
+    issuer: &str,
+    new: &NewDeferral,
+    client_name: Option<&str>,
+    queue: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "event": "deferral.queued",
+        "deferral_id": new.id,
+        "client_id": new.client_id,
+        "client_name": client_name,
+        "grant_type": new.grant_type,
+        "scope": new.scope,
+        "authorization_details": new.authorization_details,
+        "created_at": rfc3339(new.created_at),
+        "expires_at": rfc3339(new.expires_at),
+        "approvers": new.approvers,
+        "approvals_required": new.approvals_required,
+        "queue": queue,
+        "review_url": format!("{}/review/{}", issuer.trim_end_matches('/'), new.id),
+    })
+}
+
+/// `t=<unix seconds>,v1=<hex HMAC-SHA-256 of "<t>.<body>" keyed by the
+/// secret>`.
+pub fn signature_header(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
+    format!("t={unix_seconds},v1={}", sign(secret, unix_seconds, body))
+}
+
+/// The hex HMAC-SHA-256 of `"<t>.<body>"`.
+pub fn sign(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(unix_seconds.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What to do after an attempt that did not succeed: retry with the
+/// callbacks' backoff, never past the deferral's expiry, at most
+/// `max_attempts` attempts.
+pub fn after_failure(
+    job: &HookJob,
+    now: i64,
+    max_attempts: u32,
+    base_ms: u64,
+    jitter: f64,
+    status: Option<u16>,
+    error: String,
+) -> CallbackOutcome {
+    let at = now + crate::callbacks::backoff_ms(base_ms, job.attempts, jitter);
+    if job.attempts >= max_attempts || at >= job.expires_at {
+        CallbackOutcome::Failed { status, error }
+    } else {
+        CallbackOutcome::Retry { at, status, error }
+    }
+}
+
+/// Runs until `shutdown` turns true; idle when no webhook is configured.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    if state.config.webhooks.is_empty() {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        return;
+    }
+    let slots = Arc::new(Semaphore::new(state.config.callbacks.concurrency));
+    loop {
+        tokio::select! {
+            _ = state.clock.sleep_until(state.clock.now_ms() + IDLE_POLL_MS) => {}
+            _ = shutdown.changed() => return,
+        }
+        let free = slots.available_permits() as u32;
+        if free == 0 {
+            continue;
+        }
+        let jobs = match state
+            .store
+            .claim_hooks(state.clock.now_ms(), free.min(64), LEASE_MS)
+            .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming approver notifications failed");
+                continue;
+            }
+        };
+        for job in jobs {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _slot = permit;
+                deliver(&state, job).await;
+            });
+        }
+    }
+}
+
+/// One delivery attempt of one notification.
+async fn deliver(state: &AppState, job: HookJob) {
+    let now = state.clock.now_ms();
+    let cfg = &state.config.callbacks;
+    let hook = state
+        .config
+        .webhooks
+        .iter()
+        .find(|h| h.id() == job.webhook_id);
+    let outcome = if now >= job.expires_at {
+        CallbackOutcome::Failed {
+            status: None,
+            error: "deferral expired".into(),
+        }
+    } else if let Some(hook) = hook {
+        let t = now.div_euclid(1000);
+        let signature = signature_header(&hook.secret, t, job.body.as_bytes());
+        let result = state
+            .outbound
+            .post_json_bytes(
+                &job.url,
+                job.body.clone().into_bytes(),
+                &[(SIGNATURE_HEADER, signature)],
+            )
+            .await;
+        let jitter = rand::thread_rng().gen_range(-0.2..=0.2);
+        match result {
+            Ok(status) if (200..300).contains(&status) => CallbackOutcome::Delivered { status },
+            Ok(status) => after_failure(
+                &job,
+                now,
+                cfg.max_attempts,
+                cfg.retry_base_ms,
+                jitter,
+                Some(status),
+                format!("HTTP {status}"),
+            ),
+            Err(e) => after_failure(
+                &job,
+                now,
+                cfg.max_attempts,
+                cfg.retry_base_ms,
+                jitter,
+                None,
+                e.to_string(),
+            ),
+        }
+    } else {
+        // The entry was removed (or its URL changed) since the row was
+        // queued: there is no secret to sign with.
+        CallbackOutcome::Failed {
+            status: None,
+            error: "webhook no longer configured".into(),
+        }
+    };
+    if let Err(e) = state
+        .store
+        .finish_hook(
+            &job.deferral_id,
+            &job.webhook_id,
+            &outcome,
+            state.clock.now_ms(),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, deferral = %job.deferral_id, "recording an approver notification outcome failed");
+    }
+    match &outcome {
+        CallbackOutcome::Delivered { status } => tracing::info!(
+            deferral = %job.deferral_id, webhook = %job.webhook_id, status, attempts = job.attempts,
+            "approver notification delivered"
+        ),
+        CallbackOutcome::Retry { error, .. } => tracing::info!(
+            deferral = %job.deferral_id, webhook = %job.webhook_id, attempts = job.attempts, error = %error,
+            "approver notification will be retried"
+        ),
+        CallbackOutcome::Failed { error, .. } => tracing::warn!(
+            deferral = %job.deferral_id, webhook = %job.webhook_id, attempts = job.attempts, error = %error,
+            "approver notification given up"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempts: u32, expires_at: i64) -> HookJob {
+        HookJob {
+            deferral_id: "d".into(),
+            webhook_id: "w".into(),
+            url: "https://x/".into(),
+            body: "{}".into(),
+            attempts,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_over_timestamp_and_body() {
+        // RFC 4231 style check against an independently computed value:
+        // HMAC-SHA-256(key = "key", "1.{}").
+        let h = signature_header("key", 1, b"{}");
+        assert!(h.starts_with("t=1,v1="), "{h}");
+        let v1 = h.trim_start_matches("t=1,v1=");
+        assert_eq!(v1.len(), 64);
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
+        mac.update(b"1.{}");
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(v1, expected);
+        assert_ne!(sign("key", 2, b"{}"), v1, "the timestamp is signed");
+        assert_ne!(sign("other", 1, b"{}"), v1, "the key matters");
+    }
+
+    #[test]
+    fn retries_stop_at_the_limit_and_before_expiry() {
+        let r = after_failure(&job(1, 1_000_000), 0, 3, 1000, 0.0, Some(500), "x".into());
+        assert!(matches!(r, CallbackOutcome::Retry { at: 1000, .. }));
+        let r = after_failure(&job(3, 1_000_000), 0, 3, 1000, 0.0, Some(500), "x".into());
+        assert!(matches!(r, CallbackOutcome::Failed { .. }));
+        let r = after_failure(&job(1, 500), 0, 3, 1000, 0.0, None, "x".into());
+        assert!(matches!(r, CallbackOutcome::Failed { .. }));
+    }
+}
