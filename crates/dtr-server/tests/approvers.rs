@@ -449,3 +449,97 @@ async fn a_single_approver_may_drop_a_droppable_entry() {
         json!([payment("20", "Merchant B")])
     );
 }
+
+/// alice and carol review for the fraud group; alice's own payments go to
+/// that group too.
+const SELF: &str = r#"
+issuer = "http://127.0.0.1:8080"
+[deferral]
+expires_in = 600
+interval = 5
+[admin]
+token = "test-admin-token-0123456789abcdefghij"
+[[clients]]
+client_id = "web"
+client_secret = "web-secret-1"
+grant_types = ["authorization_code"]
+scope = "read payments"
+redirect_uris = ["https://app.example/cb"]
+[[users]]
+username = "alice"
+password = "alice-password"
+roles = ["reviewer"]
+groups = ["fraud"]
+[[users]]
+username = "carol"
+password = "carol-password"
+roles = ["reviewer"]
+groups = ["fraud"]
+[[policy]]
+scope_any = ["payments"]
+action = "review"
+approvers = ["group:fraud"]
+"#;
+
+#[tokio::test]
+async fn the_subject_cannot_approve_their_own_request_through_the_admin_api() {
+    use common::browser::*;
+    let h = harness_with(SELF).await;
+    let mut b = Browser::new(&h);
+    let code = code_for(&mut b, "web", &[("scope", "payments")]).await;
+    let r = exchange_as(
+        &h,
+        ("web", "web-secret-1"),
+        &code,
+        &[("completion_mode", "deferred")],
+    )
+    .await;
+    assert_eq!(r.error(), "authorization_pending", "{}", r.text);
+    let deferral_code = r.json["deferral_code"].as_str().unwrap().to_owned();
+    let id = h.newest_id().await;
+    let token_of = |user: &'static str| {
+        let h = &h;
+        async move {
+            let r = h
+                .admin("POST", &format!("/admin/users/{user}/tokens"), None)
+                .await;
+            r.json["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let approve_with = |token: String| {
+        let h = &h;
+        let id = id.clone();
+        async move {
+            h.send(
+                axum::http::Request::post(format!("/admin/deferrals/{id}/approve"))
+                    .header(axum::http::header::AUTHORIZATION, format!("Bearer {token}"))
+                    .header(axum::http::header::CONTENT_TYPE, "application/json")
+                    .body(axum::body::Body::from("{}"))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    // alice is a fraud reviewer, but this is her own request.
+    let alice = approve_with(token_of("alice").await).await;
+    assert_eq!(alice.status, StatusCode::FORBIDDEN, "{}", alice.text);
+    let shown = h
+        .admin("GET", &format!("/admin/deferrals/{id}"), None)
+        .await;
+    assert_eq!(shown.json["state"], "pending");
+    // carol, of the same group, may.
+    let carol = approve_with(token_of("carol").await).await;
+    assert_eq!(carol.status, StatusCode::OK, "{}", carol.text);
+    assert_eq!(carol.json["decided_by"], "carol");
+    let token = h
+        .post(
+            "/token",
+            ("web", "web-secret-1"),
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:deferred"),
+                ("deferral_code", &deferral_code),
+            ],
+        )
+        .await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text);
+}
