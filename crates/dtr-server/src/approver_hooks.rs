@@ -195,10 +195,33 @@ async fn deliver(state: &AppState, job: HookJob) {
         .webhooks
         .iter()
         .find(|h| h.id() == job.webhook_id);
+    // Only a deferral still waiting for a decision is worth a reviewer's
+    // attention; one never written (its creation failed after the row was
+    // queued) or already decided is not announced.
+    let waiting = match state.store.deferral_by_id(&job.deferral_id).await {
+        Ok(d) => Ok(d.is_some_and(|d| d.effective_state(now).is_pending())),
+        Err(e) => Err(e),
+    };
     let outcome = if now >= job.expires_at {
         CallbackOutcome::Failed {
             status: None,
             error: "deferral expired".into(),
+        }
+    } else if let Err(e) = &waiting {
+        let jitter = rand::thread_rng().gen_range(-0.2..=0.2);
+        after_failure(
+            &job,
+            now,
+            cfg.max_attempts,
+            cfg.retry_base_ms,
+            jitter,
+            None,
+            format!("reading the deferral failed: {e}"),
+        )
+    } else if waiting.as_ref().is_ok_and(|w| !w) {
+        CallbackOutcome::Failed {
+            status: None,
+            error: "deferral no longer pending, or never created".into(),
         }
     } else if let Some(hook) = hook {
         let t = now.div_euclid(1000);

@@ -201,8 +201,11 @@ pub async fn create(
         approvers: r.routing.approvers.iter().map(|a| a.to_string()).collect(),
         approvals_required: r.routing.approvals_required,
     };
-    state.store.insert_deferral(&new).await?;
+    // The approvers' notifications are queued first: a crash between the
+    // two writes leaves a notification without its deferral, which the
+    // sender drops, never a queued deferral nobody is told of.
     crate::approver_hooks::enqueue(state, &new).await?;
+    state.store.insert_deferral(&new).await?;
     info!(deferral = %new.id, client = %new.client_id, grant = %new.grant_type, scope = %new.scope, "deferral created");
     state
         .metrics

@@ -362,3 +362,21 @@ async fn a_restart_before_delivery_neither_loses_nor_repeats() {
     got.sort();
     assert_eq!(got, ["carol", "fraud"]);
 }
+
+#[tokio::test]
+async fn a_deferral_decided_before_delivery_is_not_announced() {
+    let (rx, hooks) = start_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&hooks, &dir.path().join("dtr.db")).await;
+    let (_, id) = defer(&s, "payments").await;
+    // Decided before the sender's clock let anything out.
+    AdminClient::new(&s.issuer, ADMIN)
+        .unwrap()
+        .deny(&id, Some("handled by phone"))
+        .await
+        .unwrap();
+    let st = s.settle(&id).await;
+    assert!(st.iter().all(|h| h.state == "failed"), "{st:?}");
+    s.idle(20).await;
+    assert!(rx.got().is_empty(), "nothing to look at: {:?}", rx.got());
+}
