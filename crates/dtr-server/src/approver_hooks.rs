@@ -26,14 +26,12 @@ use sha2::Sha256;
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
+// How long a claimed notification is ours, and how often the outbox is
+// checked: the callbacks' values, for the same reasons.
+use crate::callbacks::{IDLE_POLL_MS, LEASE_MS};
+
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "DTR-Signature";
-
-/// How long a claimed notification is ours (see `callbacks`).
-const LEASE_MS: i64 = 120_000;
-
-/// How often (on the state's clock) the outbox is checked.
-const IDLE_POLL_MS: i64 = 200;
 
 /// The webhooks watching a deferral's approvers.
 fn watching<'a>(state: &'a AppState, approvers: &'a [String]) -> Vec<&'a WebhookConfig> {
@@ -138,12 +136,16 @@ pub fn after_failure(
     status: Option<u16>,
     error: String,
 ) -> CallbackOutcome {
-    let at = now + crate::callbacks::backoff_ms(base_ms, job.attempts, jitter);
-    if job.attempts >= max_attempts || at >= job.expires_at {
-        CallbackOutcome::Failed { status, error }
-    } else {
-        CallbackOutcome::Retry { at, status, error }
-    }
+    crate::callbacks::retry_or_fail(
+        job.attempts,
+        job.expires_at,
+        now,
+        max_attempts,
+        base_ms,
+        jitter,
+        status,
+        error,
+    )
 }
 
 /// Runs until `shutdown` turns true; idle when no webhook is configured.

@@ -14,14 +14,14 @@ use tokio::sync::{watch, Semaphore};
 /// How long a claimed job is ours. Longer than a delivery can take
 /// (timeout plus waiting for a per-host slot), so a live node never loses
 /// a job to another; a dead node's jobs come back after it.
-const LEASE_MS: i64 = 120_000;
+pub(crate) const LEASE_MS: i64 = 120_000;
 
 /// Longest wait between retries.
 const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
 
 /// How often (on the state's clock) the outbox is checked when nothing
 /// wakes the sender: for retries coming due and jobs of other nodes.
-const IDLE_POLL_MS: i64 = 200;
+pub(crate) const IDLE_POLL_MS: i64 = 200;
 
 /// When to retry after `attempts` failed attempts: exponential from
 /// `base_ms`, capped, with ±20% jitter so retries of many jobs spread out.
@@ -41,10 +41,35 @@ pub fn after_failure(
     status: Option<u16>,
     error: String,
 ) -> CallbackOutcome {
-    let at = now + backoff_ms(base_ms, job.attempts, jitter);
-    // Never past the code's expiry (DTR-27): a retry that would land after
-    // it is not attempted.
-    if job.attempts >= max_attempts || at >= job.expires_at {
+    retry_or_fail(
+        job.attempts,
+        job.expires_at,
+        now,
+        max_attempts,
+        base_ms,
+        jitter,
+        status,
+        error,
+    )
+}
+
+/// The outbox's retry rule, for client callbacks and approver
+/// notifications alike: after `attempts` failed attempts, retry with
+/// [`backoff_ms`], at most `max_attempts` attempts, and never at or past
+/// `expires_at` (the deferral's expiry, DTR-27).
+#[allow(clippy::too_many_arguments)]
+pub fn retry_or_fail(
+    attempts: u32,
+    expires_at: i64,
+    now: i64,
+    max_attempts: u32,
+    base_ms: u64,
+    jitter: f64,
+    status: Option<u16>,
+    error: String,
+) -> CallbackOutcome {
+    let at = now + backoff_ms(base_ms, attempts, jitter);
+    if attempts >= max_attempts || at >= expires_at {
         CallbackOutcome::Failed { status, error }
     } else {
         CallbackOutcome::Retry { at, status, error }
