@@ -128,14 +128,17 @@ impl<'a> TokenPolicy<'a> {
     }
 }
 
+/// Resource servers and exchange rules the tests of the policy and of its
+/// start-up validation share.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    const API: &str = "https://api.example/";
-    const BILLING: &str = "https://billing.example/";
+    pub const API: &str = "https://api.example/";
+    pub const BILLING: &str = "https://billing.example/";
 
-    fn servers() -> Vec<ResourceServerConfig> {
+    /// `api` (introspecting as client `api`) and `billing`.
+    pub fn servers() -> Vec<ResourceServerConfig> {
         vec![
             ResourceServerConfig {
                 identifier: API.into(),
@@ -148,7 +151,9 @@ mod tests {
         ]
     }
 
-    fn rules() -> Vec<TokenExchangeRule> {
+    /// `gateway` exchanges `svc`'s tokens for `api`; `broker` anyone's,
+    /// for no target.
+    pub fn rules() -> Vec<TokenExchangeRule> {
         vec![
             TokenExchangeRule {
                 client_id: "gateway".into(),
@@ -162,6 +167,12 @@ mod tests {
             },
         ]
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     fn token<'a>(client: &'a str, aud: &'a [String]) -> TokenParties<'a> {
         TokenParties {

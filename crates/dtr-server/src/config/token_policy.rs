@@ -124,37 +124,7 @@ pub(super) fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const API: &str = "https://api.example/";
-    const BILLING: &str = "https://billing.example/";
-
-    fn servers() -> Vec<ResourceServerConfig> {
-        vec![
-            ResourceServerConfig {
-                identifier: API.into(),
-                client_id: Some("api".into()),
-            },
-            ResourceServerConfig {
-                identifier: BILLING.into(),
-                client_id: None,
-            },
-        ]
-    }
-
-    fn rules() -> Vec<TokenExchangeRule> {
-        vec![
-            TokenExchangeRule {
-                client_id: "gateway".into(),
-                subject_clients: vec!["svc".into()],
-                audiences: vec![API.into()],
-            },
-            TokenExchangeRule {
-                client_id: "broker".into(),
-                subject_clients: vec!["*".into()],
-                audiences: vec![],
-            },
-        ]
-    }
+    use crate::token_policy::fixtures::*;
 
     #[test]
     fn validation_names_the_key() {
