@@ -184,6 +184,22 @@ pub fn may_decide(
     })
 }
 
+/// Whether any of `approvers` could name `actor`, judged without the
+/// parties: a `group:` or `user:` entry that matches them, or a `subject`
+/// or `owner` entry (which needs the parties to tell). When this is
+/// false, [`may_decide`] is false for a non-admin whatever the parties, so
+/// a caller may skip reading them.
+pub fn may_be_named(actor: &Actor, approvers: &[Approver]) -> bool {
+    let Actor::User(u) = actor else {
+        return false;
+    };
+    approvers.iter().any(|a| match a {
+        Approver::Group(g) => u.groups.iter().any(|x| x == g),
+        Approver::User(n) => *n == u.username,
+        Approver::Subject | Approver::Owner => true,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +334,22 @@ mod tests {
             Venue::Review,
             None
         ));
+    }
+
+    #[test]
+    fn naming_without_the_parties_never_admits_more_than_may_decide() {
+        let fraud = approvers(&["group:fraud"]);
+        let bob = user("bob", &["reviewer"], &["fraud"]);
+        let dave = user("dave", &["reviewer"], &["kyc"]);
+        assert!(may_be_named(&bob, &fraud));
+        assert!(!may_be_named(&dave, &fraud));
+        assert!(may_be_named(&dave, &approvers(&["owner"])));
+        // Whenever it says no, may_decide says no for any parties.
+        let p = Parties {
+            subject: Some("dave".into()),
+            owner: Some("dave".into()),
+        };
+        assert!(!may_decide(&dave, &fraud, &p, Venue::Review, None));
     }
 
     #[test]
