@@ -200,16 +200,13 @@ async fn deliver(state: &AppState, job: HookJob) {
     // Only a deferral still waiting for a decision is worth a reviewer's
     // attention; one never written (its creation failed after the row was
     // queued) or already decided is not announced.
-    let waiting = match state.store.deferral_by_id(&job.deferral_id).await {
-        Ok(d) => Ok(d.is_some_and(|d| d.effective_state(now).is_pending())),
-        Err(e) => Err(e),
-    };
-    let outcome = if now >= job.expires_at {
-        CallbackOutcome::Failed {
-            status: None,
-            error: "deferral expired".into(),
-        }
-    } else if let Err(e) = &waiting {
+    let waiting = state
+        .store
+        .deferral_by_id(&job.deferral_id)
+        .await
+        .map(|d| d.is_some_and(|d| d.effective_state(now).is_pending()));
+    // A failed attempt: retried with the callbacks' backoff and jitter.
+    let retry = |status: Option<u16>, error: String| {
         let jitter = rand::thread_rng().gen_range(-0.2..=0.2);
         after_failure(
             &job,
@@ -217,9 +214,17 @@ async fn deliver(state: &AppState, job: HookJob) {
             cfg.max_attempts,
             cfg.retry_base_ms,
             jitter,
-            None,
-            format!("reading the deferral failed: {e}"),
+            status,
+            error,
         )
+    };
+    let outcome = if now >= job.expires_at {
+        CallbackOutcome::Failed {
+            status: None,
+            error: "deferral expired".into(),
+        }
+    } else if let Err(e) = &waiting {
+        retry(None, format!("reading the deferral failed: {e}"))
     } else if waiting.as_ref().is_ok_and(|w| !w) {
         CallbackOutcome::Failed {
             status: None,
@@ -236,27 +241,10 @@ async fn deliver(state: &AppState, job: HookJob) {
                 &[(SIGNATURE_HEADER, signature)],
             )
             .await;
-        let jitter = rand::thread_rng().gen_range(-0.2..=0.2);
         match result {
             Ok(status) if (200..300).contains(&status) => CallbackOutcome::Delivered { status },
-            Ok(status) => after_failure(
-                &job,
-                now,
-                cfg.max_attempts,
-                cfg.retry_base_ms,
-                jitter,
-                Some(status),
-                format!("HTTP {status}"),
-            ),
-            Err(e) => after_failure(
-                &job,
-                now,
-                cfg.max_attempts,
-                cfg.retry_base_ms,
-                jitter,
-                None,
-                e.to_string(),
-            ),
+            Ok(status) => retry(Some(status), format!("HTTP {status}")),
+            Err(e) => retry(None, e.to_string()),
         }
     } else {
         // The entry was removed (or its URL changed) since the row was
