@@ -6,11 +6,20 @@ use crate::error::OAuthError;
 /// The value that opts in to the Deferred Token Response.
 pub const DEFERRED: &str = "deferred";
 
+/// The value that opts in to a deferred response and, besides, says the
+/// client can surface an `interaction_uri` to a user (the working group's
+/// approved `deferred_interactive` proposal).
+pub const DEFERRED_INTERACTIVE: &str = "deferred_interactive";
+
 /// What a request's `completion_mode` says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompletionMode {
-    /// `deferred` is among the values: the client accepts a deferred response.
+    /// `deferred` or `deferred_interactive` is among the values: the client
+    /// accepts a deferred response.
     pub deferred: bool,
+    /// `deferred_interactive` is among the values: the client can send a
+    /// user to an `interaction_uri` when answered `interaction_required`.
+    pub interactive: bool,
 }
 
 impl CompletionMode {
@@ -35,8 +44,10 @@ impl CompletionMode {
             }
             seen.push(v);
         }
+        let interactive = seen.contains(&DEFERRED_INTERACTIVE);
         Ok(Self {
-            deferred: seen.contains(&DEFERRED),
+            deferred: interactive || seen.contains(&DEFERRED),
+            interactive,
         })
     }
 }
@@ -70,7 +81,24 @@ mod tests {
     fn unknown_values_are_ignored() {
         // DTR-1: never rejected because of an unknown value.
         let m = CompletionMode::parse(Some("sync future-thing")).ok();
-        assert_eq!(m, Some(CompletionMode { deferred: false }));
+        assert_eq!(m, Some(CompletionMode::default()));
+    }
+
+    #[test]
+    fn deferred_interactive_accepts_deferral_and_interaction() {
+        for v in ["deferred_interactive", "deferred deferred_interactive"] {
+            let m = CompletionMode::parse(Some(v)).ok();
+            assert_eq!(
+                m,
+                Some(CompletionMode {
+                    deferred: true,
+                    interactive: true
+                }),
+                "{v}"
+            );
+        }
+        let plain = CompletionMode::parse(Some("deferred")).ok();
+        assert_eq!(plain.map(|m| m.interactive), Some(false));
     }
 
     #[test]

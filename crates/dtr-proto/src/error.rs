@@ -33,6 +33,10 @@ pub enum ErrorCode {
     AuthorizationPending,
     /// The deferral waits for external interaction at `interaction_uri` (DTR-11).
     InteractionRequired,
+    /// The interaction has begun (the user opened the `interaction_uri`)
+    /// and the server waits on them: keep polling (the working group's
+    /// approved `interaction_pending` proposal).
+    InteractionPending,
     /// The client polls faster than `interval` allows (DTR-19).
     SlowDown,
     /// The deferral code has expired (DTR-16).
@@ -66,6 +70,7 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::AuthorizationPending => "authorization_pending",
             Self::InteractionRequired => "interaction_required",
+            Self::InteractionPending => "interaction_pending",
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
             Self::UnsupportedTokenType => "unsupported_token_type",
@@ -90,6 +95,7 @@ impl ErrorCode {
             "access_denied" => Self::AccessDenied,
             "authorization_pending" => Self::AuthorizationPending,
             "interaction_required" => Self::InteractionRequired,
+            "interaction_pending" => Self::InteractionPending,
             "slow_down" => Self::SlowDown,
             "expired_token" => Self::ExpiredToken,
             "unsupported_token_type" => Self::UnsupportedTokenType,
@@ -213,6 +219,7 @@ mod tests {
             ErrorCode::AccessDenied,
             ErrorCode::AuthorizationPending,
             ErrorCode::InteractionRequired,
+            ErrorCode::InteractionPending,
             ErrorCode::SlowDown,
             ErrorCode::ExpiredToken,
             ErrorCode::UnsupportedTokenType,

@@ -107,17 +107,6 @@ impl Params {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
     }
-
-    /// Fails with `invalid_request` naming the first parameter not in `allowed`.
-    pub fn only(&self, allowed: &[&str]) -> Result<(), OAuthError> {
-        match self.names().find(|n| !allowed.contains(n)) {
-            Some(n) => Err(OAuthError::invalid_request(format!(
-                "parameter '{}' is not allowed in this request",
-                printable(n)
-            ))),
-            None => Ok(()),
-        }
-    }
 }
 
 fn decode(raw: &[u8]) -> Result<String, OAuthError> {
@@ -226,15 +215,5 @@ mod tests {
         let d = format!("{p:?}");
         assert!(!d.contains("s3cr3t") && !d.contains("x1"));
         assert!(d.contains("read"));
-    }
-
-    #[test]
-    fn only_names_the_extra_parameter() {
-        let p = Params::from_pairs([("grant_type", "x"), ("scope", "read")]);
-        let e = p
-            .only(&["grant_type"])
-            .err()
-            .map(|e| e.error_description.unwrap_or_default());
-        assert!(e.unwrap_or_default().contains("scope"));
     }
 }

@@ -9,15 +9,6 @@ use crate::scope::Scope;
 use crate::secret::{DeferralCode, NotificationToken, MIN_NOTIFICATION_TOKEN_LEN};
 use serde::{Deserialize, Serialize};
 
-/// Parameters that carry client authentication (OAuth 2.1 section 2.4) and
-/// are therefore allowed on every token request.
-pub const CLIENT_AUTH_PARAMS: &[&str] = &[
-    "client_id",
-    "client_secret",
-    "client_assertion",
-    "client_assertion_type",
-];
-
 /// The DTR extension parameters of an initial (originating) token request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeferralOptIn {
@@ -109,7 +100,27 @@ pub enum TokenRequest {
     Poll {
         /// The code from the deferred response.
         deferral_code: DeferralCode,
+        /// The PKCE verifier, which the first poll of a deferral that began
+        /// at the authorization endpoint must carry (and any later poll may).
+        code_verifier: Option<crate::secret::CodeVerifier>,
+        /// The redirect URI, which that first poll must carry when the
+        /// authorization request named one (OAuth 2.1 section 4.1.3).
+        redirect_uri: Option<String>,
     },
+}
+
+/// RFC 7636 section 4.1: a verifier is 43 to 128 unreserved characters.
+fn check_code_verifier(v: &str) -> Result<(), OAuthError> {
+    if (43..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    {
+        Ok(())
+    } else {
+        Err(OAuthError::invalid_request(
+            "code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)",
+        ))
+    }
 }
 
 impl TokenRequest {
@@ -125,15 +136,28 @@ impl TokenRequest {
                         "polling requests must not carry completion_mode",
                     ));
                 }
-                // DTR-15: only grant_type and deferral_code (plus client
-                // authentication); nothing that would alter the
-                // originating request.
-                let mut allowed = vec!["grant_type", "deferral_code"];
-                allowed.extend_from_slice(CLIENT_AUTH_PARAMS);
-                p.only(&allowed)?;
+                // DTR-15: a poll is `grant_type` and `deferral_code` (plus
+                // client authentication). Everything else is ignored, as
+                // RFC 6749 section 3.2 asks of unrecognized parameters:
+                // answering `invalid_request` would end the deferral for a
+                // client whose library appends its own parameters (a trace
+                // id, or the session's `scope`, as many do on every token
+                // request). Parameters that would alter the originating
+                // request (`scope`, `resource`, `authorization_details`,
+                // `audience`) are never read here, so they never apply
+                // (the draft's originating-request immutability).
                 let code = p.require("deferral_code")?;
+                // A deferral that began at the authorization endpoint is
+                // bound to the authorization request's PKCE challenge; its
+                // first poll proves the verifier (RFC 7636 section 4.5).
+                let code_verifier = p
+                    .get("code_verifier")
+                    .map(|v| check_code_verifier(v).map(|()| crate::secret::CodeVerifier::new(v)))
+                    .transpose()?;
                 Ok(Self::Poll {
                     deferral_code: DeferralCode::new(code),
+                    code_verifier,
+                    redirect_uri: p.get("redirect_uri").map(str::to_owned),
                 })
             }
             crate::GRANT_TYPE_CLIENT_CREDENTIALS => {
@@ -158,16 +182,7 @@ impl TokenRequest {
             }),
             crate::GRANT_TYPE_AUTHORIZATION_CODE => {
                 let code_verifier = p.require("code_verifier")?;
-                // RFC 7636 section 4.1: 43 to 128 unreserved characters.
-                if !(43..=128).contains(&code_verifier.len())
-                    || !code_verifier.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-                    })
-                {
-                    return Err(OAuthError::invalid_request(
-                        "code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)",
-                    ));
-                }
+                check_code_verifier(code_verifier)?;
                 Ok(Self::AuthorizationCode {
                     code: crate::secret::AuthorizationCode::new(p.require("code")?),
                     redirect_uri: p.get("redirect_uri").map(str::to_owned),
@@ -328,7 +343,9 @@ mod tests {
         assert_eq!(
             r.ok(),
             Some(TokenRequest::Poll {
-                deferral_code: DeferralCode::new("abc")
+                deferral_code: DeferralCode::new("abc"),
+                code_verifier: None,
+                redirect_uri: None,
             })
         );
     }
@@ -345,9 +362,10 @@ mod tests {
     }
 
     #[test]
-    fn poll_with_altering_parameters_is_refused() {
-        // DTR-15
+    fn poll_ignores_unknown_and_altering_parameters() {
+        // DTR-15, RFC 6749 section 3.2: ignored, never applied.
         for extra in [
+            "x_trace_id",
             "scope",
             "resource",
             "authorization_details",
@@ -359,8 +377,43 @@ mod tests {
                 ("deferral_code", "a"),
                 (extra, "x"),
             ]);
-            assert_eq!(code(r), Some(ErrorCode::InvalidRequest), "{extra}");
+            assert_eq!(
+                r.ok(),
+                Some(TokenRequest::Poll {
+                    deferral_code: DeferralCode::new("a"),
+                    code_verifier: None,
+                    redirect_uri: None,
+                }),
+                "{extra}"
+            );
         }
+    }
+
+    #[test]
+    fn poll_carries_a_well_formed_verifier_only() {
+        let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        match parse(&[
+            ("grant_type", crate::GRANT_TYPE_DEFERRED),
+            ("deferral_code", "a"),
+            ("code_verifier", v),
+            ("redirect_uri", "https://app.example/cb"),
+        ]) {
+            Ok(TokenRequest::Poll {
+                code_verifier: Some(cv),
+                redirect_uri: Some(r),
+                ..
+            }) => {
+                assert_eq!(cv.secret(), v);
+                assert_eq!(r, "https://app.example/cb");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let short = parse(&[
+            ("grant_type", crate::GRANT_TYPE_DEFERRED),
+            ("deferral_code", "a"),
+            ("code_verifier", "short"),
+        ]);
+        assert_eq!(code(short), Some(ErrorCode::InvalidRequest));
     }
 
     #[test]

@@ -41,6 +41,18 @@ pub struct DeferRequest {
     pub opt_in: DeferralOptIn,
     /// Thumbprint of the DPoP key of the request, which the code is bound to (DTR-13).
     pub dpop_jkt: Option<String>,
+    /// The authorization request's PKCE binding, when the deferral is
+    /// returned on the authorization redirect rather than by the token
+    /// endpoint.
+    pub front_channel: Option<crate::store::FrontChannel>,
+}
+
+/// Whether a deferral of a request with `mode` may be answered
+/// `interaction_required`: always, unless `[deferral]
+/// require_interactive_opt_in` asks clients to say they can surface an
+/// `interaction_uri` (`completion_mode=deferred_interactive`).
+pub fn interactive(state: &AppState, mode: &dtr_proto::completion_mode::CompletionMode) -> bool {
+    mode.interactive || !state.config.deferral.require_interactive_opt_in
 }
 
 /// Opaque reviewer-facing id: unrelated to the code (DTR-9).
@@ -154,7 +166,10 @@ pub async fn create(
         _ => None,
     };
     let id = new_id();
-    let (handle, stored_handle) = if r.action == Action::Interaction {
+    // A client that cannot surface an interaction is never sent to one:
+    // an `interaction` rule then waits on its reviewers (or admins) alone.
+    let interactive = interactive(state, &r.opt_in.completion_mode);
+    let (handle, stored_handle) = if r.action == Action::Interaction && interactive {
         let (h, stored) = new_interaction_handle(state, &id);
         (Some(h), Some(stored))
     } else {
@@ -200,6 +215,8 @@ pub async fn create(
         grant_context,
         approvers: r.routing.approvers.iter().map(|a| a.to_string()).collect(),
         approvals_required: r.routing.approvals_required,
+        front_channel: r.front_channel.clone(),
+        interactive,
     };
     // The approvers' notifications are queued first: a crash between the
     // two writes leaves a notification without its deferral, which the
@@ -745,7 +762,13 @@ pub async fn set_interaction(
     required: bool,
     actor: &Actor,
 ) -> Result<DeferralRecord, DecisionError> {
-    load_decidable(state, id, actor).await?;
+    let rec = load_decidable(state, id, actor).await?;
+    if required && !rec.interactive {
+        return Err(DecisionError::Invalid(
+            "the client did not opt in to interaction (completion_mode=deferred_interactive)"
+                .into(),
+        ));
+    }
     let handle = required.then(|| new_interaction_handle(state, id).1);
     if !state
         .store

@@ -332,17 +332,21 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         metadata.insert("deferred_client_notification_endpoint".into(), json!(e));
     }
     metadata.insert("dpop_bound_access_tokens".into(), json!(dpop_bound));
-    // RFC 9126 section 6: the client must push its authorization requests.
-    match obj.get("require_pushed_authorization_requests") {
-        None | Some(Value::Null) => {}
-        Some(Value::Bool(b)) => {
-            metadata.insert("require_pushed_authorization_requests".into(), json!(b));
-        }
-        Some(_) => {
-            return Err(bad(
-                "require_pushed_authorization_requests",
-                "must be a boolean",
-            ))
+    // Boolean client metadata: RFC 9126 section 6 (the client must push
+    // its authorization requests), RFC 9101 section 10.5 (they must be
+    // signed request objects), and the opt-in to deferral at the
+    // authorization endpoint.
+    for name in [
+        "require_pushed_authorization_requests",
+        "require_signed_request_object",
+        "deferred_authorization_endpoint",
+    ] {
+        match obj.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => {
+                metadata.insert(name.into(), json!(b));
+            }
+            Some(_) => return Err(bad(name, "must be a boolean")),
         }
     }
     Ok(Validated {
@@ -365,6 +369,7 @@ pub fn record(
     secret_hash: Option<String>,
     registration_token_hash: String,
 ) -> ClientRecord {
+    let flag = |name: &str| v.metadata.get(name).and_then(Value::as_bool) == Some(true);
     ClientRecord {
         client_id: client_id.to_owned(),
         secret_hash,
@@ -380,11 +385,9 @@ pub fn record(
         dpop_bound_access_tokens: v.dpop_bound,
         registration_token_hash: Some(registration_token_hash),
         metadata: Some(Value::Object(v.metadata.clone())),
-        require_par: v
-            .metadata
-            .get("require_pushed_authorization_requests")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        require_par: flag("require_pushed_authorization_requests"),
+        deferred_authorization_endpoint: flag("deferred_authorization_endpoint"),
+        require_signed_request_object: flag("require_signed_request_object"),
         // A client cannot name the user it acts for: only configuration can.
         owner: None,
     }

@@ -166,6 +166,8 @@ impl AppState {
                 registration_token_hash: None,
                 metadata: None,
                 require_par: c.require_par,
+                deferred_authorization_endpoint: c.deferred_authorization_endpoint,
+                require_signed_request_object: c.require_signed_request_object,
                 jwks_uri: c.jwks_uri.clone(),
                 owner: c.owner.clone(),
             };

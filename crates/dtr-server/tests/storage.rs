@@ -154,6 +154,8 @@ fn new_deferral(id: &str, client: &str, created_at: i64) -> NewDeferral {
         grant_context: None,
         approvers: vec![],
         approvals_required: 1,
+        front_channel: None,
+        interactive: true,
     }
 }
 
@@ -184,6 +186,8 @@ fn client(id: &str) -> ClientRecord {
         registration_token_hash: None,
         metadata: None,
         require_par: false,
+        deferred_authorization_endpoint: false,
+        require_signed_request_object: false,
         jwks_uri: None,
         owner: Some("alice".into()),
     }

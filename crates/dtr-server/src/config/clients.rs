@@ -52,6 +52,14 @@ pub struct ClientConfig {
     /// an owner only admins decide those (DESIGN.md).
     #[serde(default)]
     pub owner: Option<String>,
+    /// Opts in to deferral at the authorization endpoint: a deferred
+    /// request's redirect carries `deferral_code` instead of `code`.
+    #[serde(default)]
+    pub deferred_authorization_endpoint: bool,
+    /// RFC 9101 section 10.5: authorization requests (front channel and
+    /// PAR) must be signed request objects.
+    #[serde(default)]
+    pub require_signed_request_object: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -146,6 +154,10 @@ pub struct StaticClient {
     pub require_par: bool,
     /// The user this client acts for (`[[clients]] owner`).
     pub owner: Option<String>,
+    /// Deferral at the authorization endpoint (`deferred_authorization_endpoint`).
+    pub deferred_authorization_endpoint: bool,
+    /// Signed request objects required (`require_signed_request_object`).
+    pub require_signed_request_object: bool,
 }
 
 impl std::fmt::Debug for StaticClient {
@@ -242,6 +254,14 @@ pub(super) fn validate_clients(
                 "jwks and jwks_uri must not both be set (RFC 7591 section 2)",
             ));
         }
+        // A signed request object is verified with the client's keys
+        // (RFC 9101 section 6.2): without keys nothing could pass.
+        if c.require_signed_request_object && c.jwks.is_none() && c.jwks_uri.is_none() {
+            return Err(err(
+                &key("require_signed_request_object"),
+                "needs the client's keys (jwks or jwks_uri)",
+            ));
+        }
         let jwks = match c.jwks {
             None => None,
             Some(v) => {
@@ -299,6 +319,8 @@ pub(super) fn validate_clients(
             require_dpop: c.require_dpop,
             require_par: c.require_pushed_authorization_requests,
             owner: c.owner,
+            deferred_authorization_endpoint: c.deferred_authorization_endpoint,
+            require_signed_request_object: c.require_signed_request_object,
         });
     }
     Ok(clients)

@@ -13,6 +13,11 @@ pub struct DeferralConfig {
     pub interval: u64,
     /// `slow_down` answers before escalating to `invalid_request` (DTR-19).
     pub slow_down_limit: u32,
+    /// `interaction_required` only for clients that sent
+    /// `completion_mode=deferred_interactive` (they can send a user to an
+    /// `interaction_uri`). Off by default: today's clients opted in with
+    /// `deferred` and expect interaction.
+    pub require_interactive_opt_in: bool,
 }
 
 impl Default for DeferralConfig {
@@ -21,6 +26,7 @@ impl Default for DeferralConfig {
             expires_in: 600,
             interval: 5,
             slow_down_limit: 3,
+            require_interactive_opt_in: false,
         }
     }
 }

@@ -245,6 +245,8 @@ impl ConfigFile {
             require_dpop: false,
             require_pushed_authorization_requests: false,
             owner: Some("alice".into()),
+            deferred_authorization_endpoint: false,
+            require_signed_request_object: false,
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],

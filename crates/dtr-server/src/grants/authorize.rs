@@ -404,6 +404,8 @@ mod tests {
             registration_token_hash: None,
             metadata: None,
             require_par: false,
+            deferred_authorization_endpoint: false,
+            require_signed_request_object: false,
             owner: None,
         }
     }

@@ -8,12 +8,16 @@
 //! the others; creating a deferral, cancelling it and deciding it are
 //! [`crate::deferrals`].
 
+use super::authorize::s256;
 use super::StoredGrant;
 use crate::deferrals::{check_binding, interaction_uri_of};
 use crate::error::Error;
 use crate::lifecycle;
 use crate::state::AppState;
-use crate::store::{DeferralRecord, PollUpdate, Recorded, TransitionWrite};
+use crate::store::{DeferralRecord, FrontChannel, PollUpdate, Recorded, TransitionWrite};
+use dtr_proto::deferral::DeferralState;
+use dtr_proto::secret::{ct_eq, CodeVerifier};
+use tracing::info;
 
 use crate::tokens::Grant;
 use dtr_proto::deferral::{decide_poll, escalates, is_too_fast, PollAnswer, PollDecision};
@@ -21,6 +25,17 @@ use dtr_proto::lifecycle::Transition;
 use dtr_proto::secret::DeferralCode;
 use dtr_proto::token::TokenResponse;
 use dtr_proto::{ErrorCode, OAuthError};
+
+/// What a poll presents of the authorization request's PKCE binding: the
+/// first poll of a deferral returned on the authorization redirect carries
+/// the verifier (and the redirect URI when the request named one).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PkceProof<'a> {
+    /// `code_verifier` of the poll.
+    pub code_verifier: Option<&'a CodeVerifier>,
+    /// `redirect_uri` of the poll.
+    pub redirect_uri: Option<&'a str>,
+}
 
 /// Answers a poll by the authenticated client (DTR-16 order).
 /// `client_active` is the client's enabled state as authentication saw it;
@@ -33,6 +48,7 @@ pub async fn poll(
     client_active: bool,
     code: &DeferralCode,
     proof_jkt: Option<&str>,
+    pkce: &PkceProof<'_>,
 ) -> Result<TokenResponse, Error> {
     // A poll that loses a race (another poll or a decision changed the row
     // between our read and our conditional write) reads again; two rounds
@@ -49,6 +65,11 @@ pub async fn poll(
         // DTR-13: a bound code is only ever answered to its key; anything
         // else is refused before any state is touched.
         check_binding(&rec, proof_jkt)?;
+        // A code that travelled through the browser is redeemable only by
+        // whoever holds the authorization request's PKCE verifier.
+        if let Some(fc) = &rec.front_channel {
+            check_front_channel(state, &rec, fc, pkce, now).await?;
+        }
         let decision = decide_poll(&rec.poll_view(), now);
         if !client_active && !matches!(decision, PollDecision::Answer(_)) {
             return Err(deny_lapsed(state, &rec, "client disabled", now)
@@ -75,6 +96,59 @@ pub async fn poll(
         }
     })
     .await
+}
+
+/// The first poll of a deferral returned on the authorization redirect
+/// proves the PKCE verifier (RFC 7636 section 4.6) and repeats the
+/// redirect URI when the authorization request named one (OAuth 2.1
+/// section 4.1.3); later polls must not present the verifier again, so
+/// that one seen in transit or in a log is worth nothing. A missing,
+/// wrong or re-presented verifier is `invalid_grant` and ends the
+/// deferral: whoever sent it holds the code without the verifier, or
+/// replays one, and the code must not stay alive for a second guess.
+async fn check_front_channel(
+    state: &AppState,
+    rec: &DeferralRecord,
+    fc: &FrontChannel,
+    pkce: &PkceProof<'_>,
+    now: i64,
+) -> Result<(), Error> {
+    let refusal = if rec.pkce_verified_at.is_some() {
+        pkce.code_verifier
+            .map(|_| "code_verifier is accepted on the first poll only")
+    } else {
+        match pkce.code_verifier {
+            None => Some("the first poll must carry the code_verifier"),
+            Some(v) if !ct_eq(s256(v.secret()).as_bytes(), fc.pkce_challenge.as_bytes()) => {
+                Some("code_verifier does not match the code_challenge")
+            }
+            Some(_)
+                if fc.redirect_uri.as_deref() != pkce.redirect_uri && fc.redirect_uri.is_some() =>
+            {
+                Some("redirect_uri does not match the authorization request")
+            }
+            Some(_) => None,
+        }
+    };
+    let Some(why) = refusal else {
+        if rec.pkce_verified_at.is_none() {
+            // Concurrent first polls both pass here; recording it once is
+            // all that matters (later polls then must not repeat it).
+            state.store.mark_pkce_verified(&rec.id, now).await?;
+        }
+        return Ok(());
+    };
+    // Only a live deferral is ended; a finished one answers as it is.
+    if rec.effective_state(now).is_pending() || rec.state == DeferralState::Approved {
+        let w = TransitionWrite {
+            decided_by: Some("policy".into()),
+            deny_reason: Some(why.to_owned()),
+            ..TransitionWrite::new(Transition::Cancel, &rec.id)
+        };
+        lifecycle::apply(state, &w, now).await?;
+    }
+    info!(deferral = %rec.id, client = %rec.client_id, reason = why, "front-channel deferral ended");
+    Err(OAuthError::with_description(ErrorCode::InvalidGrant, why).into())
 }
 
 /// Denies a deferral whose preconditions lapsed before it was collected
@@ -210,11 +284,21 @@ async fn record_pending_poll(
     Ok(Some(pending_answer(state, rec)))
 }
 
-/// `interaction_required` with its URI, or `authorization_pending` with
-/// the progress step (DTR-10, DTR-18).
+/// `interaction_required` with its URI, `interaction_pending` once the
+/// user was seen to open it, or `authorization_pending` with the progress
+/// step (DTR-10, DTR-18).
 fn pending_answer(state: &AppState, rec: &DeferralRecord) -> OAuthError {
     let description = rec.progress.as_ref().map(|s| format!("step={s}"));
     match interaction_uri_of(state, rec) {
+        // The server answers `interaction_pending` only when it can
+        // observe that the interaction began: its page was opened. The
+        // URI stays in the answer, so the client may send the user again.
+        Some(uri) if rec.interaction_started_at.is_some() => OAuthError {
+            error: ErrorCode::InteractionPending,
+            error_description: description,
+            interaction_uri: Some(uri),
+            retry_after: None,
+        },
         Some(uri) => OAuthError {
             error: ErrorCode::InteractionRequired,
             error_description: description,

@@ -445,6 +445,7 @@ pub async fn execute(
                     routing,
                     opt_in: r.opt_in,
                     dpop_jkt: r.dpop_jkt,
+                    front_channel: None,
                 },
                 r.grant.to_stored()?,
             )

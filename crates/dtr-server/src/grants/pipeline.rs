@@ -33,13 +33,22 @@ pub async fn answer(
 ) -> Result<GrantOutcome, Error> {
     super::check_binding_required(client, dpop_jkt.as_deref())?;
     let grant_type = match &request {
-        TokenRequest::Poll { deferral_code } => {
+        TokenRequest::Poll {
+            deferral_code,
+            code_verifier,
+            redirect_uri,
+        } => {
+            let pkce = super::deferred::PkceProof {
+                code_verifier: code_verifier.as_ref(),
+                redirect_uri: redirect_uri.as_deref(),
+            };
             let token = super::deferred::poll(
                 state,
                 &client.client_id,
                 client.is_active(),
                 deferral_code,
                 dpop_jkt.as_deref(),
+                &pkce,
             )
             .await?;
             return Ok(GrantOutcome::Issued(token));
@@ -142,6 +151,8 @@ mod tests {
             jwks_uri: None,
             metadata: None,
             require_par: false,
+            deferred_authorization_endpoint: false,
+            require_signed_request_object: false,
             owner: None,
         }
     }

@@ -95,6 +95,31 @@ pub async fn show(
     if let Err(refused) = may_decide(&state, &d, &user.username).await {
         return refused;
     }
+    // The user who decides now sees the request: the interaction has
+    // begun, which polls report as `interaction_pending` (the server says
+    // so only when it can observe it). Opening the page decides nothing.
+    let now = state.clock.now_ms();
+    match state.store.mark_interaction_started(&d.id, now).await {
+        Ok(true) => {
+            crate::lifecycle::record_event(
+                &state,
+                &d.id,
+                "interaction_started",
+                Some(&user.username),
+                None,
+                now,
+            )
+            .await;
+        }
+        Ok(false) => {}
+        Err(e) => {
+            return page(
+                super::error::fault_status(e),
+                "Error",
+                "<p>Something went wrong. Try again.</p>",
+            )
+        }
+    }
     let client = state.store.get_client(&d.client_id).await.ok().flatten();
     let name = client
         .as_ref()

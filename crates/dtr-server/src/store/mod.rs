@@ -86,6 +86,12 @@ pub struct ClientRecord {
     pub metadata: Option<serde_json::Value>,
     /// RFC 9126 section 6: authorization requests must be pushed.
     pub require_par: bool,
+    /// Opted in to deferral at the authorization endpoint: the redirect
+    /// may carry `deferral_code` instead of `code`.
+    pub deferred_authorization_endpoint: bool,
+    /// RFC 9101 section 10.5: authorization requests must be signed
+    /// request objects.
+    pub require_signed_request_object: bool,
     /// The user this client acts for (`[[clients]] owner`, an agent's
     /// principal): who decides its own deferrals at an interaction page.
     pub owner: Option<String>,
@@ -165,6 +171,24 @@ pub struct NewDeferral {
     pub approvers: Vec<String>,
     /// Distinct approvals needed (the rule's `approvals_required`).
     pub approvals_required: u32,
+    /// Set when the deferral began at the authorization endpoint: the
+    /// proof its first poll owes.
+    pub front_channel: Option<FrontChannel>,
+    /// Whether the client may be answered `interaction_required`
+    /// (`completion_mode=deferred_interactive`, or interaction not gated).
+    pub interactive: bool,
+}
+
+/// What a deferral returned on the authorization redirect is bound to
+/// besides its client and DPoP key: the authorization request's PKCE
+/// challenge (RFC 7636 section 4.2) and, when that request named one, its
+/// redirect URI (OAuth 2.1 section 4.1.3). The first poll proves both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontChannel {
+    /// The S256 `code_challenge`.
+    pub pkce_challenge: String,
+    /// The `redirect_uri` the first poll must repeat, if the request named one.
+    pub redirect_uri: Option<String>,
 }
 
 /// A stored deferral.
@@ -227,6 +251,16 @@ pub struct DeferralRecord {
     pub dpop_jkt: Option<String>,
     /// What the originating grant needs at redemption (see [`NewDeferral`]).
     pub grant_context: Option<serde_json::Value>,
+    /// The authorization request's binding, for a deferral that began at
+    /// the authorization endpoint.
+    pub front_channel: Option<FrontChannel>,
+    /// When its first poll proved the PKCE verifier (ms).
+    pub pkce_verified_at: Option<i64>,
+    /// Whether the client may be answered `interaction_required`.
+    pub interactive: bool,
+    /// When the interaction was seen to begin (ms): polls answer
+    /// `interaction_pending` from then on.
+    pub interaction_started_at: Option<i64>,
 }
 
 impl DeferralRecord {
@@ -456,7 +490,14 @@ pub trait DeferralStore: Send + Sync {
     async fn transition(&self, w: &TransitionWrite, now: i64) -> StoreResult<Option<Transitioned>>;
     /// Sets the progress step of a pending deferral.
     async fn set_progress(&self, id: &str, step: Option<&str>, now: i64) -> StoreResult<bool>;
-    /// Sets (`Some`) or clears (`None`) the interaction handle of a pending deferral.
+    /// Records that the first poll of a front-channel deferral proved its
+    /// PKCE verifier; `false` when it was recorded already.
+    async fn mark_pkce_verified(&self, id: &str, now: i64) -> StoreResult<bool>;
+    /// Records that the interaction of a pending deferral began (its page
+    /// was opened); `false` when it had already, or there is none.
+    async fn mark_interaction_started(&self, id: &str, now: i64) -> StoreResult<bool>;
+    /// Sets (`Some`) or clears (`None`) the interaction handle of a pending
+    /// deferral; a new handle starts a new interaction.
     async fn set_interaction(
         &self,
         id: &str,

@@ -264,6 +264,8 @@ async fn authorize_never_sends_the_browser_to_a_stored_javascript_uri() {
         registration_token_hash: None,
         metadata: None,
         require_par: false,
+        deferred_authorization_endpoint: false,
+        require_signed_request_object: false,
         owner: None,
     };
     h.state.store.upsert_client(&record).await.unwrap();

@@ -5,7 +5,7 @@ use super::*;
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner, deferred_authorization_endpoint, require_signed_request_object";
 
 fn client_from_row(row: &Row) -> StoreResult<ClientRecord> {
     Ok(ClientRecord {
@@ -25,6 +25,8 @@ fn client_from_row(row: &Row) -> StoreResult<ClientRecord> {
         require_par: row.try_get(13).map_err(db_err)?,
         jwks_uri: row.try_get(14).map_err(db_err)?,
         owner: row.try_get(15).map_err(db_err)?,
+        deferred_authorization_endpoint: row.try_get(16).map_err(db_err)?,
+        require_signed_request_object: row.try_get(17).map_err(db_err)?,
     })
 }
 
@@ -35,15 +37,17 @@ impl ClientStore for PostgresStore {
         // outlives restarts and configuration reloads (DTR-23).
         self.execute(
             "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner, deferred_authorization_endpoint, require_signed_request_object) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, \
              auth_method = EXCLUDED.auth_method, grant_types = EXCLUDED.grant_types, scope = EXCLUDED.scope, \
              redirect_uris = EXCLUDED.redirect_uris, jwks = EXCLUDED.jwks, \
              notification_endpoint = EXCLUDED.notification_endpoint, enabled = EXCLUDED.enabled, \
              dpop_bound_access_tokens = EXCLUDED.dpop_bound_access_tokens, \
              registration_token_hash = EXCLUDED.registration_token_hash, metadata = EXCLUDED.metadata, \
-             require_par = EXCLUDED.require_par, jwks_uri = EXCLUDED.jwks_uri, owner = EXCLUDED.owner",
+             require_par = EXCLUDED.require_par, jwks_uri = EXCLUDED.jwks_uri, owner = EXCLUDED.owner, \
+             deferred_authorization_endpoint = EXCLUDED.deferred_authorization_endpoint, \
+             require_signed_request_object = EXCLUDED.require_signed_request_object",
             &[
                 &c.client_id,
                 &c.secret_hash,
@@ -60,6 +64,8 @@ impl ClientStore for PostgresStore {
                 &c.require_par,
                 &c.jwks_uri,
                 &c.owner,
+                &c.deferred_authorization_endpoint,
+                &c.require_signed_request_object,
             ],
         )
         .await?;

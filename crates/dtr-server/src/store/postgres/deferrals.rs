@@ -9,7 +9,8 @@ const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope,
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
      interaction_handle_sealed, decided_by, approvers, approvals_required, approved_until, \
-     granted_authorization_details";
+     granted_authorization_details, pkce_challenge, pkce_redirect_uri, pkce_verified_at, interactive, \
+     interaction_started_at";
 
 fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
     let state: String = row.try_get(7).map_err(db_err)?;
@@ -57,6 +58,19 @@ fn deferral_from_row(row: &Row) -> StoreResult<DeferralRecord> {
         redeemed_at: row.try_get(19).map_err(db_err)?,
         dpop_jkt: row.try_get(20).map_err(db_err)?,
         grant_context: row.try_get(21).map_err(db_err)?,
+        front_channel: row
+            .try_get::<_, Option<String>>(28)
+            .map_err(db_err)?
+            .map(|pkce_challenge| -> StoreResult<FrontChannel> {
+                Ok(FrontChannel {
+                    pkce_challenge,
+                    redirect_uri: row.try_get(29).map_err(db_err)?,
+                })
+            })
+            .transpose()?,
+        pkce_verified_at: row.try_get(30).map_err(db_err)?,
+        interactive: row.try_get(31).map_err(db_err)?,
+        interaction_started_at: row.try_get(32).map_err(db_err)?,
     })
 }
 
@@ -149,8 +163,8 @@ impl DeferralStore for PostgresStore {
             "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
              state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
              notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context, \
-             interaction_handle_sealed, approvers, approvals_required) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+             interaction_handle_sealed, approvers, approvals_required, pkce_challenge, pkce_redirect_uri, interactive) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
             &[
                 &d.id,
                 &d.code_hash,
@@ -173,6 +187,9 @@ impl DeferralStore for PostgresStore {
                 &d.interaction_handle.as_ref().map(|h| &h.sealed),
                 &d.approvers.join(" "),
                 &(d.approvals_required.min(i32::MAX as u32) as i32),
+                &d.front_channel.as_ref().map(|f| &f.pkce_challenge),
+                &d.front_channel.as_ref().and_then(|f| f.redirect_uri.as_ref()),
+                &d.interactive,
             ],
         )
         .await?;
@@ -290,6 +307,29 @@ impl DeferralStore for PostgresStore {
         Ok(n == 1)
     }
 
+    async fn mark_pkce_verified(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE deferrals SET pkce_verified_at = $2 \
+                 WHERE id = $1 AND pkce_challenge IS NOT NULL AND pkce_verified_at IS NULL",
+                &[&id, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn mark_interaction_started(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "UPDATE deferrals SET interaction_started_at = $2 \
+                 WHERE id = $1 AND state = 'pending' AND expires_at > $2 \
+                 AND interaction_handle IS NOT NULL AND interaction_started_at IS NULL",
+                &[&id, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn set_interaction(
         &self,
         id: &str,
@@ -299,7 +339,8 @@ impl DeferralStore for PostgresStore {
         let (hash, sealed) = handle.map(|h| (&h.hash, &h.sealed)).unzip();
         let n = self
             .execute(
-                "UPDATE deferrals SET interaction_handle = $2, interaction_handle_sealed = $3 \
+                "UPDATE deferrals SET interaction_handle = $2, interaction_handle_sealed = $3, \
+                 interaction_started_at = NULL \
                  WHERE id = $1 AND state = 'pending' AND expires_at > $4",
                 &[&id, &hash, &sealed, &now],
             )

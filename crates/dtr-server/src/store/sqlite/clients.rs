@@ -26,12 +26,14 @@ fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         require_par: row.get(13)?,
         jwks_uri: row.get(14)?,
         owner: row.get(15)?,
+        deferred_authorization_endpoint: row.get(16)?,
+        require_signed_request_object: row.get(17)?,
     })
 }
 
 const CLIENT_COLUMNS: &str =
     "client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner";
+     notification_endpoint, enabled, admin_disabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner, deferred_authorization_endpoint, require_signed_request_object";
 
 #[async_trait]
 impl ClientStore for SqliteStore {
@@ -44,15 +46,17 @@ impl ClientStore for SqliteStore {
         self.with(move |db| {
             db.execute(
                 "INSERT INTO clients (client_id, secret_hash, auth_method, grant_types, scope, redirect_uris, jwks, \
-                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                 notification_endpoint, enabled, dpop_bound_access_tokens, registration_token_hash, metadata, require_par, jwks_uri, owner, deferred_authorization_endpoint, require_signed_request_object) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
                  ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                  auth_method = excluded.auth_method, grant_types = excluded.grant_types, scope = excluded.scope, \
                  redirect_uris = excluded.redirect_uris, jwks = excluded.jwks, \
                  notification_endpoint = excluded.notification_endpoint, enabled = excluded.enabled, \
                  dpop_bound_access_tokens = excluded.dpop_bound_access_tokens, \
                  registration_token_hash = excluded.registration_token_hash, metadata = excluded.metadata, \
-                 require_par = excluded.require_par, jwks_uri = excluded.jwks_uri, owner = excluded.owner",
+                 require_par = excluded.require_par, jwks_uri = excluded.jwks_uri, owner = excluded.owner, \
+                 deferred_authorization_endpoint = excluded.deferred_authorization_endpoint, \
+                 require_signed_request_object = excluded.require_signed_request_object",
                 params![
                     c.client_id,
                     c.secret_hash,
@@ -68,7 +72,9 @@ impl ClientStore for SqliteStore {
                     metadata,
                     c.require_par,
                     c.jwks_uri,
-                    c.owner
+                    c.owner,
+                    c.deferred_authorization_endpoint,
+                    c.require_signed_request_object
                 ],
             )
             .map_err(db_err)?;

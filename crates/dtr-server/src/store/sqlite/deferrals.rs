@@ -11,7 +11,8 @@ const DEFERRAL_COLUMNS: &str = "id, client_id, grant_type, scope, granted_scope,
      state, interaction_handle, progress, deny_reason, created_at, expires_at, interval_ms, auto_approve_at, \
      last_polled_at, slow_down_count, polling_blocked, resolved_at, redeemed_at, dpop_jkt, grant_context, \
      interaction_handle_sealed, decided_by, approvers, approvals_required, approved_until, \
-     granted_authorization_details";
+     granted_authorization_details, pkce_challenge, pkce_redirect_uri, pkce_verified_at, interactive, \
+     interaction_started_at";
 
 fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
     let state: String = row.get(7)?;
@@ -50,6 +51,18 @@ fn deferral_from_row(row: &Row<'_>) -> rusqlite::Result<DeferralRecord> {
         redeemed_at: row.get(19)?,
         dpop_jkt: row.get(20)?,
         grant_context: json_opt(row, 21)?,
+        front_channel: row
+            .get::<_, Option<String>>(28)?
+            .map(|pkce_challenge| -> rusqlite::Result<FrontChannel> {
+                Ok(FrontChannel {
+                    pkce_challenge,
+                    redirect_uri: row.get(29)?,
+                })
+            })
+            .transpose()?,
+        pkce_verified_at: row.get(30)?,
+        interactive: row.get(31)?,
+        interaction_started_at: row.get(32)?,
     })
 }
 
@@ -137,8 +150,8 @@ impl DeferralStore for SqliteStore {
                 "INSERT INTO deferrals (id, code_hash, client_id, grant_type, scope, authorization_details, subject, \
                  state, interaction_handle, created_at, expires_at, interval_ms, auto_approve_at, \
                  notification_token_hash, dpop_jkt, code_sealed, notification_token_sealed, callback_not_before, grant_context, \
-                 interaction_handle_sealed, approvers, approvals_required) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                 interaction_handle_sealed, approvers, approvals_required, pkce_challenge, pkce_redirect_uri, interactive) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
             )?
             .execute(params![
                 d.id,
@@ -161,7 +174,10 @@ impl DeferralStore for SqliteStore {
                 ctx,
                 d.interaction_handle.as_ref().map(|h| &h.sealed),
                 d.approvers.join(" "),
-                d.approvals_required
+                d.approvals_required,
+                d.front_channel.as_ref().map(|f| &f.pkce_challenge),
+                d.front_channel.as_ref().and_then(|f| f.redirect_uri.as_ref()),
+                d.interactive
             ])
             .map(|_| ())
         };
@@ -334,6 +350,35 @@ impl DeferralStore for SqliteStore {
         .await
     }
 
+    async fn mark_pkce_verified(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with(move |db| {
+            db.execute(
+                "UPDATE deferrals SET pkce_verified_at = ?2 \
+                 WHERE id = ?1 AND pkce_challenge IS NOT NULL AND pkce_verified_at IS NULL",
+                params![id, now],
+            )
+            .map(|n| n == 1)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn mark_interaction_started(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with(move |db| {
+            db.execute(
+                "UPDATE deferrals SET interaction_started_at = ?2 \
+                 WHERE id = ?1 AND state = 'pending' AND expires_at > ?2 \
+                 AND interaction_handle IS NOT NULL AND interaction_started_at IS NULL",
+                params![id, now],
+            )
+            .map(|n| n == 1)
+            .map_err(db_err)
+        })
+        .await
+    }
+
     async fn set_interaction(
         &self,
         id: &str,
@@ -345,7 +390,8 @@ impl DeferralStore for SqliteStore {
             let (hash, sealed) = handle.map(|h| (h.hash, h.sealed)).unzip();
             let n = db
                 .execute(
-                    "UPDATE deferrals SET interaction_handle = ?2, interaction_handle_sealed = ?3 \
+                    "UPDATE deferrals SET interaction_handle = ?2, interaction_handle_sealed = ?3, \
+                     interaction_started_at = NULL \
                      WHERE id = ?1 AND state = 'pending' AND expires_at > ?4",
                     params![id, hash, sealed, now],
                 )

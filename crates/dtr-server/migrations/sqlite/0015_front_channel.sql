@@ -1,0 +1,18 @@
+-- Deferral at the authorization endpoint and signed request objects: the
+-- client's opt-ins (config `[[clients]]` keys or RFC 7591 metadata).
+ALTER TABLE clients ADD COLUMN deferred_authorization_endpoint INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clients ADD COLUMN require_signed_request_object INTEGER NOT NULL DEFAULT 0;
+
+-- A deferral that began at the authorization endpoint keeps the
+-- authorization request's PKCE challenge (and its redirect URI when the
+-- request named one): its first poll must prove the verifier
+-- (RFC 7636 section 4.6), which is then recorded as done.
+ALTER TABLE deferrals ADD COLUMN pkce_challenge TEXT;
+ALTER TABLE deferrals ADD COLUMN pkce_redirect_uri TEXT;
+ALTER TABLE deferrals ADD COLUMN pkce_verified_at INTEGER;
+-- `completion_mode=deferred_interactive`: the client can send a user to an
+-- interaction_uri. Rows from before were all created as interactive.
+ALTER TABLE deferrals ADD COLUMN interactive INTEGER NOT NULL DEFAULT 1;
+-- When the interaction was seen to begin (the user opened the page):
+-- polls then answer `interaction_pending`.
+ALTER TABLE deferrals ADD COLUMN interaction_started_at INTEGER;
