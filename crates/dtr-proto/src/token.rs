@@ -19,7 +19,9 @@ pub struct DeferralOptIn {
 }
 
 impl DeferralOptIn {
-    fn parse(p: &Params) -> Result<Self, OAuthError> {
+    /// Parses `completion_mode` and `client_notification_token` (DTR-1,
+    /// DTR-12), wherever the request carries them.
+    pub fn parse(p: &Params) -> Result<Self, OAuthError> {
         let completion_mode = CompletionMode::parse(p.get("completion_mode"))?;
         let notification_token = match p.get("client_notification_token") {
             None => None,

@@ -47,7 +47,7 @@ struct Claims {
 /// RFC 7519 section 4.1.3: `aud` is one string or an array of strings.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
 }
@@ -59,7 +59,7 @@ impl Audience {
     /// because one member is ours": such an assertion was also handed to
     /// that other party, which could replay it here. An empty array names
     /// nobody.
-    fn only_ours(&self, ours: &[String]) -> bool {
+    pub(crate) fn only_ours(&self, ours: &[String]) -> bool {
         let is_ours = |a: &String| ours.iter().any(|o| o == a);
         match self {
             Audience::One(a) => is_ours(a),
@@ -86,35 +86,12 @@ pub fn verify(
     audiences: &[String],
     now: i64,
 ) -> Result<VerifiedAssertion, String> {
-    let header = jsonwebtoken::decode_header(assertion)
-        .map_err(|_| "malformed client assertion".to_owned())?;
-    if !dtr_proto::dpop::SUPPORTED_ALGS.contains(&format!("{:?}", header.alg).as_str()) {
-        return Err("client assertion alg must be asymmetric".into());
-    }
-    let set: JwkSet =
-        serde_json::from_value(jwks.clone()).map_err(|_| "client has no usable jwks".to_owned())?;
-    let candidates: Vec<_> = set
-        .keys
-        .iter()
-        .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
-        .filter_map(|k| DecodingKey::from_jwk(k).ok())
-        .collect();
-    if candidates.is_empty() {
-        return Err("no registered key matches the client assertion".into());
-    }
-    let mut validation = Validation::new(header.alg);
-    validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-    // The library accepts an array when any one member matches; ours
-    // wants every member to (see [`Audience::only_ours`]), checked below.
-    validation.validate_aud = false;
-    // Time checks use our clock, not the system's, so they are testable.
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    let claims = candidates
-        .iter()
-        .find_map(|k| jsonwebtoken::decode::<Claims>(assertion, k, &validation).ok())
-        .ok_or_else(|| "client assertion signature, audience or claims invalid".to_owned())?
-        .claims;
+    let (_, claims) = decode_signed::<Claims>(
+        assertion,
+        jwks,
+        "client assertion",
+        &["exp", "aud", "iss", "sub"],
+    )?;
     if claims.iss != claims.sub {
         return Err("client assertion iss and sub must both be the client_id".into());
     }
@@ -139,6 +116,49 @@ pub fn verify(
         jti: claims.jti,
         exp: claims.exp,
     })
+}
+
+/// Decodes a JWT a client signed with one of the keys of its `jwks`: an
+/// asymmetric algorithm of our allow-list (never `none` nor a shared
+/// secret), the key named by `kid` (or any, without one), and `required`
+/// claims present. Audience and times are left to the caller, which
+/// checks them on its own clock. Client assertions and request objects
+/// (RFC 9101) share it.
+pub(crate) fn decode_signed<C: serde::de::DeserializeOwned>(
+    jwt: &str,
+    jwks: &serde_json::Value,
+    what: &str,
+    required: &[&str],
+) -> Result<(jsonwebtoken::Header, C), String> {
+    let header = jsonwebtoken::decode_header(jwt).map_err(|_| format!("malformed {what}"))?;
+    if !dtr_proto::dpop::SUPPORTED_ALGS.contains(&format!("{:?}", header.alg).as_str()) {
+        return Err(format!("{what} alg must be asymmetric"));
+    }
+    let set: JwkSet =
+        serde_json::from_value(jwks.clone()).map_err(|_| "client has no usable jwks".to_owned())?;
+    let candidates: Vec<_> = set
+        .keys
+        .iter()
+        .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
+        .filter_map(|k| DecodingKey::from_jwk(k).ok())
+        .collect();
+    if candidates.is_empty() {
+        return Err(format!("no registered key matches the {what}"));
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.set_required_spec_claims(required);
+    // The library accepts an array when any one member matches; ours
+    // wants every member to (see [`Audience::only_ours`]), checked after.
+    validation.validate_aud = false;
+    // Time checks use our clock, not the system's, so they are testable.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    let claims = candidates
+        .iter()
+        .find_map(|k| jsonwebtoken::decode::<C>(jwt, k, &validation).ok())
+        .ok_or_else(|| format!("{what} signature, audience or claims invalid"))?
+        .claims;
+    Ok((header, claims))
 }
 
 #[cfg(test)]

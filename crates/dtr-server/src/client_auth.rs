@@ -298,42 +298,66 @@ impl Authenticator<'_> {
             format!("{}{}", self.issuer, endpoint),
         ];
         let now_ms = self.clock.now_ms();
-        let verify = |jwks: &serde_json::Value| {
-            crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000)
-        };
-        let verified = match (&client.jwks, &client.jwks_uri) {
-            (Some(jwks), _) => verify(jwks).map_err(|e| failed(&e))?,
-            (None, Some(uri)) => {
-                // Keys published by the client, fetched SSRF-safely and cached;
-                // a failure may be a rotation, so try once with a fresh copy.
-                let fetch = |refresh| self.jwks_cache.get(self.outbound, uri, refresh);
-                let jwks = fetch(false)
-                    .await
-                    .map_err(|e| failed(&format!("jwks_uri: {e}")))?;
-                match verify(&jwks) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        let jwks = fetch(true)
-                            .await
-                            .map_err(|e| failed(&format!("jwks_uri: {e}")))?;
-                        verify(&jwks).map_err(|e| failed(&e))?
-                    }
-                }
-            }
-            (None, None) => return Err(failed("client has no keys").into()),
-        };
-        let key = dtr_proto::secret::sha256_b64(&format!(
-            "assertion\n{}\n{}",
-            verified.client_id, verified.jti
-        ));
-        let fresh = self
-            .store
-            .use_once(&key, (verified.exp + 60) * 1000, now_ms)
-            .await?;
-        if !fresh {
+        let verified = self
+            .with_client_keys(&client, |jwks| {
+                crate::client_assertion::verify(assertion, jwks, &audiences, now_ms / 1000)
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        if !self
+            .first_use(
+                "assertion",
+                &verified.client_id,
+                &verified.jti,
+                verified.exp,
+            )
+            .await?
+        {
             return Err(failed("client assertion jti reused").into());
         }
         Ok(client)
+    }
+
+    /// Runs `verify` with the client's keys: its `jwks`, or the key set at
+    /// its `jwks_uri`, fetched SSRF-safely and cached; a failure there may
+    /// be a rotation, so it is tried once more with a fresh copy. Client
+    /// assertions and request objects (RFC 9101) are verified through it.
+    pub async fn with_client_keys<T>(
+        &self,
+        client: &ClientRecord,
+        verify: impl Fn(&serde_json::Value) -> Result<T, String>,
+    ) -> Result<T, String> {
+        match (&client.jwks, &client.jwks_uri) {
+            (Some(jwks), _) => verify(jwks),
+            (None, Some(uri)) => {
+                let fetch = |refresh| self.jwks_cache.get(self.outbound, uri, refresh);
+                let jwks = fetch(false).await.map_err(|e| format!("jwks_uri: {e}"))?;
+                match verify(&jwks) {
+                    Ok(v) => Ok(v),
+                    Err(_) => {
+                        let jwks = fetch(true).await.map_err(|e| format!("jwks_uri: {e}"))?;
+                        verify(&jwks)
+                    }
+                }
+            }
+            (None, None) => Err("client has no keys".into()),
+        }
+    }
+
+    /// Records the single use of a signed JWT's `jti` (`kind` keeps client
+    /// assertions and request objects apart) until shortly after its
+    /// expiry `exp` (seconds); `false` when it was used before.
+    pub async fn first_use(
+        &self,
+        kind: &str,
+        client_id: &str,
+        jti: &str,
+        exp: i64,
+    ) -> Result<bool, crate::store::StoreError> {
+        let key = dtr_proto::secret::sha256_b64(&format!("{kind}\n{client_id}\n{jti}"));
+        self.store
+            .use_once(&key, (exp + 60) * 1000, self.clock.now_ms())
+            .await
     }
 }
 

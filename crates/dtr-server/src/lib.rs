@@ -30,6 +30,7 @@ pub mod outbound;
 pub mod password;
 pub mod policy;
 pub mod registration;
+pub mod request_object;
 pub mod sealed;
 pub mod session;
 pub mod state;

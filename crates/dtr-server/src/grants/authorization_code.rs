@@ -78,6 +78,17 @@ pub async fn exchange(
         )
         .into());
     }
+    // RFC 9449 section 10: a code whose authorization request named a
+    // DPoP key is redeemed only with a proof of that key.
+    if let Some(jkt) = &req.dpop_jkt {
+        if x.dpop_jkt.as_deref() != Some(jkt.as_str()) {
+            return Err(OAuthError::with_description(
+                ErrorCode::InvalidGrant,
+                "the authorization request bound this code to another DPoP key (dpop_jkt)",
+            )
+            .into());
+        }
+    }
     // OAuth 2.1 section 4.1.2: a code used twice has leaked, and the tokens
     // its first use obtained are revoked. Only the client the code was
     // issued to, proving the PKCE verifier, can say so: anyone else who

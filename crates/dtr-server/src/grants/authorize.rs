@@ -11,7 +11,9 @@ use crate::store::{AuthorizationCodeRecord, AuthorizationRequestRecord, ClientRe
 use dtr_proto::completion_mode::CompletionMode;
 use dtr_proto::params::Params;
 use dtr_proto::scope::Scope;
+use dtr_proto::secret::NotificationToken;
 use dtr_proto::secret::{random_token, sha256_b64, AuthorizationCode};
+use dtr_proto::token::DeferralOptIn;
 use dtr_proto::{ErrorCode, OAuthError};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,52 @@ pub struct AuthzRequest {
     /// `completion_mode` included `deferred`: the token request must too
     /// (DTR-4, DTR-5).
     pub deferred_hint: bool,
+    /// `completion_mode` included `deferred_interactive`.
+    #[serde(default)]
+    pub interactive_hint: bool,
+    /// The client opted in to deferral at the authorization endpoint and
+    /// this request asks for a deferral: if policy defers it, the redirect
+    /// carries `deferral_code` instead of `code`.
+    #[serde(default)]
+    pub direct_deferral: bool,
+    /// RFC 9449 section 10: the DPoP key (JWK SHA-256 thumbprint) the code,
+    /// or the deferral, is bound to from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
+    /// How the response travels back: `query` (default) or `form_post`.
+    #[serde(default)]
+    pub response_mode: ResponseMode,
+    /// The `client_notification_token` of a pushed request or a request
+    /// object (never of a browser URL), sealed: it is a bearer secret and
+    /// reaches the deferral it authenticates callbacks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_token_sealed: Option<String>,
+}
+
+/// OAuth 2.0 Multiple Response Type Encoding Practices section 2.1 and
+/// OAuth 2.0 Form Post Response Mode: where the authorization response
+/// parameters go. `fragment` is not offered: the code flow's default is
+/// `query`, and a deferral code must not sit in a fragment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    /// Appended to the redirect URI's query.
+    #[default]
+    Query,
+    /// POSTed by the browser as an HTML form (auto-submitted).
+    FormPost,
+}
+
+/// Where an authorization request's parameters came from: which decides
+/// whether a bearer secret may be among them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// The browser's URL (`/authorize` query): seen by the browser, its
+    /// history, proxies and referrers.
+    Browser,
+    /// A PAR body (RFC 9126) or a signed request object (RFC 9101): sent by
+    /// the client itself or integrity-protected by its key.
+    Client,
 }
 
 /// What a code stands for (`grant_data` of the code).
@@ -73,6 +121,8 @@ pub enum AuthzError {
     Redirect {
         /// Where.
         redirect_uri: String,
+        /// How (`response_mode`).
+        response_mode: ResponseMode,
         /// The client's `state`.
         state: Option<String>,
         /// The error code (section 4.1.2.1).
@@ -108,17 +158,10 @@ pub fn s256(verifier: &str) -> String {
     sha256_b64(verifier)
 }
 
-/// Validates an authorization request for `client` (looked up by the
-/// caller from `client_id`).
-pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzRequest, AuthzError> {
-    let Some(client_id) = p.get("client_id") else {
-        return Err(AuthzError::Page(
-            "The request names no client (client_id is missing).".into(),
-        ));
-    };
-    let Some(client) = client.filter(|c| c.client_id == client_id) else {
-        return Err(AuthzError::Page("The application is unknown.".into()));
-    };
+/// Where a request's errors may be sent: its redirect URI when it is one
+/// the client registered (OAuth 2.1 section 4.1.2.1: never before that is
+/// known), and whether the request named it.
+fn redirect_target(p: &Params, client: &ClientRecord) -> Result<(String, bool), AuthzError> {
     // Exact string match against the registered URIs (OAuth 2.1 section
     // 2.3.1, RFC 9700 section 4.1.3), any port for loopback IPs (RFC 8252
     // section 7.3); with one registered URI it may be omitted.
@@ -148,13 +191,67 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
             "The redirect URI registered for this application is not allowed.".into(),
         ));
     }
+    Ok((redirect_uri, given))
+}
+
+/// The error of a request whose parameters could not be read (a request
+/// object that does not verify): redirected when the outer request names
+/// the client's registered redirect URI (or it has only one), else shown.
+pub fn refuse(
+    p: &Params,
+    client: &ClientRecord,
+    error: &'static str,
+    description: &str,
+) -> AuthzError {
+    match redirect_target(p, client) {
+        Ok((redirect_uri, _)) => AuthzError::Redirect {
+            redirect_uri,
+            response_mode: ResponseMode::Query,
+            state: p.get("state").map(str::to_owned),
+            error,
+            description: description.to_owned(),
+        },
+        Err(page) => page,
+    }
+}
+
+/// Validates an authorization request for `client` (looked up by the
+/// caller from `client_id`), whose parameters came through `channel`.
+/// A `client_notification_token` (only ever from the client's own
+/// channel) is returned beside the request, for the caller to seal.
+pub fn validate(
+    p: &Params,
+    client: Option<&ClientRecord>,
+    channel: Channel,
+) -> Result<(AuthzRequest, Option<NotificationToken>), AuthzError> {
+    let Some(client_id) = p.get("client_id") else {
+        return Err(AuthzError::Page(
+            "The request names no client (client_id is missing).".into(),
+        ));
+    };
+    let Some(client) = client.filter(|c| c.client_id == client_id) else {
+        return Err(AuthzError::Page("The application is unknown.".into()));
+    };
+    let (redirect_uri, given) = redirect_target(p, client)?;
     let state = p.get("state").map(str::to_owned);
+    let (response_mode, mode_error) = match p.get("response_mode") {
+        None | Some("query") => (ResponseMode::Query, None),
+        Some("form_post") => (ResponseMode::FormPost, None),
+        Some(_) => (
+            ResponseMode::Query,
+            Some("response_mode must be query or form_post"),
+        ),
+    };
     let fail = |error: &'static str, description: &str| AuthzError::Redirect {
         redirect_uri: redirect_uri.clone(),
+        response_mode,
         state: state.clone(),
         error,
         description: description.to_owned(),
     };
+    if let Some(d) = mode_error {
+        return Err(fail("invalid_request", d));
+    }
     if !client.is_active() {
         return Err(fail("unauthorized_client", "client is disabled"));
     }
@@ -168,10 +265,12 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
             "client is not allowed to use the authorization code grant",
         ));
     }
-    if p.contains("request") {
+    // RFC 9101 section 6.3: a request object's claims are the request;
+    // one nested inside another is not.
+    if p.contains("request") || p.contains("request_uri") {
         return Err(fail(
-            "request_not_supported",
-            "request objects are not supported; use /par",
+            "invalid_request",
+            "request and request_uri cannot be nested",
         ));
     }
     match p.get("response_type") {
@@ -230,8 +329,10 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
                     .unwrap_or("bad authorization_details"),
             )
         })?;
-    // DTR-1, DTR-4: the hint is parsed like on the token endpoint.
-    let mode = CompletionMode::parse(p.get("completion_mode")).map_err(|e| {
+    // DTR-1, DTR-4: the hint is parsed like on the token endpoint, with
+    // the client's notification token (DTR-12), a bearer secret that
+    // must never ride in a browser URL.
+    let opt_in = DeferralOptIn::parse(p).map_err(|e| {
         fail(
             "invalid_request",
             e.error_description
@@ -239,7 +340,41 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
                 .unwrap_or("bad completion_mode"),
         )
     })?;
-    Ok(AuthzRequest {
+    if opt_in.notification_token.is_some() && channel == Channel::Browser {
+        return Err(fail(
+            "invalid_request",
+            "client_notification_token is a secret: send it in a pushed request (RFC 9126) or a signed request object (RFC 9101), never in the browser's URL",
+        ));
+    }
+    let mode: CompletionMode = opt_in.completion_mode;
+    // RFC 9449 section 10: the thumbprint of the key the code is bound to.
+    let dpop_jkt = match p.get("dpop_jkt") {
+        None => None,
+        Some(j)
+            if j.len() == 43
+                && j.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(j.to_owned())
+        }
+        Some(_) => {
+            return Err(fail(
+                "invalid_request",
+                "dpop_jkt must be a base64url JWK SHA-256 thumbprint (RFC 9449 section 10)",
+            ))
+        }
+    };
+    let direct_deferral = client.deferred_authorization_endpoint && mode.deferred;
+    // A deferral code sent through the browser must be worth nothing to
+    // whoever sees it there: a confidential client authenticates every
+    // poll, a public client can only prove a key, so it must bind one now.
+    if direct_deferral && client.auth_method == "none" && dpop_jkt.is_none() {
+        return Err(fail(
+            "invalid_request",
+            "a public client asking for deferral at the authorization endpoint must send dpop_jkt (RFC 9449 section 10)",
+        ));
+    }
+    let request = AuthzRequest {
         client_id: client_id.to_owned(),
         redirect_uri,
         redirect_uri_given: given,
@@ -248,49 +383,140 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
         code_challenge: challenge.to_owned(),
         authorization_details,
         deferred_hint: mode.deferred,
-    })
-}
-
-/// Appends the response parameters to a redirect URI, with `iss` (RFC 9207)
-/// so a client talking to several servers knows who answered.
-pub fn redirect_with(
-    state: &AppState,
-    redirect_uri: &str,
-    pairs: &[(&str, &str)],
-    client_state: Option<&str>,
-) -> String {
-    let Ok(mut u) = url::Url::parse(redirect_uri) else {
-        return redirect_uri.to_owned();
+        interactive_hint: mode.interactive,
+        direct_deferral,
+        dpop_jkt,
+        response_mode,
+        notification_token_sealed: None,
     };
-    {
-        let mut q = u.query_pairs_mut();
-        for (k, v) in pairs {
-            q.append_pair(k, v);
-        }
-        if let Some(s) = client_state {
-            q.append_pair("state", s);
-        }
-        q.append_pair("iss", &state.issuer);
-    }
-    u.to_string()
+    Ok((request, opt_in.notification_token))
 }
 
-/// The redirect of an error (OAuth 2.1 section 4.1.2.1).
-pub fn error_redirect(state: &AppState, e: &AuthzError) -> Option<String> {
+/// The associated data a request's sealed notification token is bound to.
+fn notification_token_context(client_id: &str) -> String {
+    format!("authorization request notification token\n{client_id}")
+}
+
+/// Seals the notification token into the request before it is stored.
+pub fn seal_notification_token(
+    state: &AppState,
+    req: &mut AuthzRequest,
+    token: Option<&NotificationToken>,
+) {
+    req.notification_token_sealed = token.map(|t| {
+        state
+            .seal_key
+            .seal(t.secret(), &notification_token_context(&req.client_id))
+    });
+}
+
+/// An authorization response (OAuth 2.1 section 4.1.2): its parameters,
+/// with `state` and `iss` (RFC 9207, so a client talking to several
+/// servers knows who answered), and how they travel to the redirect URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthzResponse {
+    /// The client's redirect URI.
+    pub redirect_uri: String,
+    /// Query or form post.
+    pub response_mode: ResponseMode,
+    /// Every parameter, `state` and `iss` included.
+    pub params: Vec<(String, String)>,
+}
+
+impl AuthzResponse {
+    /// A response of `pairs` for the request's redirect URI and mode.
+    pub fn new(
+        state: &AppState,
+        redirect_uri: &str,
+        response_mode: ResponseMode,
+        pairs: &[(&str, &str)],
+        client_state: Option<&str>,
+    ) -> Self {
+        let mut params: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        if let Some(s) = client_state {
+            params.push(("state".into(), s.to_owned()));
+        }
+        params.push(("iss".into(), state.issuer.clone()));
+        Self {
+            redirect_uri: redirect_uri.to_owned(),
+            response_mode,
+            params,
+        }
+    }
+
+    /// The redirect URI with the parameters in its query (`query` mode).
+    pub fn query_url(&self) -> String {
+        let Ok(mut u) = url::Url::parse(&self.redirect_uri) else {
+            return self.redirect_uri.clone();
+        };
+        u.query_pairs_mut().extend_pairs(&self.params);
+        u.to_string()
+    }
+
+    /// The value of one parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The error response (OAuth 2.1 section 4.1.2.1), when it may be
+/// redirected at all.
+pub fn error_response(state: &AppState, e: &AuthzError) -> Option<AuthzResponse> {
     match e {
         AuthzError::Page(_) => None,
         AuthzError::Redirect {
             redirect_uri,
+            response_mode,
             state: s,
             error,
             description,
-        } => Some(redirect_with(
+        } => Some(AuthzResponse::new(
             state,
             redirect_uri,
+            *response_mode,
             &[("error", error), ("error_description", description)],
             s.as_deref(),
         )),
     }
+}
+
+/// The parameters of a request object `client` signed (RFC 9101 sections
+/// 6.1 to 6.3): verified with the client's keys, and used once (its `jti`).
+/// `Ok(Err(why))` is a request object that does not verify.
+pub async fn request_object_params(
+    state: &AppState,
+    client: &ClientRecord,
+    jwt: &str,
+) -> Result<Result<Params, String>, Error> {
+    let audiences = [
+        state.issuer.clone(),
+        format!("{}{}", state.issuer, dtr_proto::paths::AUTHORIZE),
+        format!("{}{}", state.issuer, dtr_proto::paths::PAR),
+    ];
+    let now = state.clock.now_ms() / 1000;
+    let auth = state.client_auth();
+    let verified = auth
+        .with_client_keys(client, |jwks| {
+            crate::request_object::verify(jwt, jwks, &client.client_id, &audiences, now)
+        })
+        .await;
+    let v = match verified {
+        Ok(v) => v,
+        Err(why) => return Ok(Err(why)),
+    };
+    if !auth
+        .first_use("request object", &client.client_id, &v.jti, v.exp)
+        .await?
+    {
+        return Ok(Err("request object jti reused".into()));
+    }
+    Ok(Ok(v.params))
 }
 
 /// Stores a request under a fresh handle; returns the handle.
@@ -346,14 +572,136 @@ pub async fn consume_request(state: &AppState, handle: &str) -> Result<bool, cra
         .map_err(Error::from)
 }
 
-/// Issues an authorization code for a consented request; returns the
-/// redirect to the client.
-pub async fn issue_code(
+/// Ends a consented request: with a deferral code when the client opted
+/// in to deferral at the authorization endpoint and policy defers the
+/// request, else with an authorization code (whose token request may
+/// still be deferred, DTR-4: the response shape changes only for a client
+/// that asked for it).
+pub async fn complete(
     state: &AppState,
     req: &AuthzRequest,
     user: &SessionUser,
     consent_id: &str,
-) -> Result<String, crate::error::Error> {
+) -> Result<AuthzResponse, Error> {
+    if req.direct_deferral {
+        if let Some(r) = defer(state, req, user, consent_id).await? {
+            return Ok(r);
+        }
+    }
+    issue_code(state, req, user, consent_id).await
+}
+
+/// Deferral at the authorization endpoint: the policy is asked as the
+/// token endpoint would ask it for this code's token request; when it
+/// defers, the deferral is created now, bound to the client, to the
+/// request's `dpop_jkt` and to its PKCE challenge (proved on the first
+/// poll), and stands for the authorization code grant's token response
+/// (refresh token included, DTR-20). `None`: issue a code instead.
+async fn defer(
+    state: &AppState,
+    req: &AuthzRequest,
+    user: &SessionUser,
+    consent_id: &str,
+) -> Result<Option<AuthzResponse>, Error> {
+    let Some(client) = state.store.get_client(&req.client_id).await? else {
+        return Ok(None);
+    };
+    let scope = Scope::parse(&req.scope).unwrap_or_default();
+    let notification_token = match &req.notification_token_sealed {
+        None => None,
+        Some(sealed) => Some(NotificationToken::new(
+            state
+                .seal_key
+                .open(sealed, &notification_token_context(&req.client_id))
+                .ok_or_else(|| Error::internal("sealed notification token does not open"))?,
+        )),
+    };
+    let opt_in = DeferralOptIn {
+        completion_mode: CompletionMode {
+            deferred: true,
+            interactive: req.interactive_hint,
+        },
+        notification_token,
+    };
+    let outcome = super::plan(
+        state,
+        &client,
+        dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+        &scope,
+        req.authorization_details.as_ref(),
+        &opt_in,
+        req.dpop_jkt.is_some(),
+    );
+    // Anything but a deferral (issue, deny, a refused opt-in) is left to
+    // the token request of a code, where it is decided as for any code.
+    let Ok(super::Outcome::Defer(action, routing)) = outcome else {
+        return Ok(None);
+    };
+    let is_public = client.auth_method == "none";
+    let context = super::GrantContext {
+        username: user.username.clone(),
+        client_id: client.client_id.clone(),
+        session_id_hash: Some(user.session_id_hash.clone()),
+        consent_id: consent_id.to_owned(),
+        family_id: format!("fam_{}", random_token(12)),
+        refresh: client
+            .grant_types
+            .iter()
+            .any(|g| g == dtr_proto::GRANT_TYPE_REFRESH_TOKEN)
+            .then(|| super::RefreshPlan {
+                scope: None,
+                // RFC 9449 section 5: a public client's refresh token is
+                // bound to its key, here the one named by `dpop_jkt`.
+                dpop_jkt: if is_public {
+                    req.dpop_jkt.clone()
+                } else {
+                    None
+                },
+            }),
+    };
+    let deferred = crate::deferrals::create(
+        state,
+        crate::deferrals::DeferRequest {
+            client_id: client.client_id.clone(),
+            grant_type: dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE.into(),
+            scope,
+            authorization_details: req.authorization_details.clone(),
+            subject: user.username.clone(),
+            action,
+            routing,
+            opt_in,
+            dpop_jkt: req.dpop_jkt.clone(),
+            front_channel: Some(crate::store::FrontChannel {
+                pkce_challenge: req.code_challenge.clone(),
+                redirect_uri: req.redirect_uri_given.then(|| req.redirect_uri.clone()),
+            }),
+        },
+        super::StoredGrant::User(context).to_stored()?,
+    )
+    .await?;
+    tracing::info!(client = %req.client_id, user = %user.username, "deferred at the authorization endpoint");
+    let expires_in = deferred.expires_in.to_string();
+    let interval = deferred.interval.to_string();
+    Ok(Some(AuthzResponse::new(
+        state,
+        &req.redirect_uri,
+        req.response_mode,
+        &[
+            ("deferral_code", &deferred.deferral_code),
+            ("expires_in", &expires_in),
+            ("interval", &interval),
+        ],
+        req.state.as_deref(),
+    )))
+}
+
+/// Issues an authorization code for a consented request.
+async fn issue_code(
+    state: &AppState,
+    req: &AuthzRequest,
+    user: &SessionUser,
+    consent_id: &str,
+) -> Result<AuthzResponse, crate::error::Error> {
     let code = AuthorizationCode::new(random_token(32));
     let now = state.clock.now_ms();
     let data = CodeData {
@@ -375,9 +723,10 @@ pub async fn issue_code(
         })
         .await?;
     tracing::info!(client = %req.client_id, user = %user.username, "authorization code issued");
-    Ok(redirect_with(
+    Ok(AuthzResponse::new(
         state,
         &req.redirect_uri,
+        req.response_mode,
         &[("code", code.secret())],
         req.state.as_deref(),
     ))
@@ -422,6 +771,10 @@ mod tests {
         ];
         v.extend_from_slice(extra);
         Params::from_pairs(v)
+    }
+
+    fn validate(p: &Params, c: Option<&ClientRecord>) -> Result<AuthzRequest, AuthzError> {
+        super::validate(p, c, Channel::Browser).map(|(r, _)| r)
     }
 
     fn error_of(r: Result<AuthzRequest, AuthzError>) -> &'static str {

@@ -1,12 +1,20 @@
 //! `GET /authorize`, the consent page and its `POST /authorize/consent`,
-//! and `POST /par` (RFC 9126). The authorization response always has the
-//! same shape, whether or not the request carried the DTR hint (DTR-4):
-//! a redirect with `code` (or `error`), `state` and `iss`.
+//! and `POST /par` (RFC 9126), with signed request objects (RFC 9101) in
+//! either. The authorization response carries `code` (or `error`), `state`
+//! and `iss`, whether or not the request carried the DTR hint (DTR-4); only
+//! a client that opted in to deferral at the authorization endpoint may
+//! get `deferral_code`, `expires_in` and `interval` instead of `code`. It
+//! travels in the redirect's query, or as an auto-submitted form
+//! (`response_mode=form_post`).
 
 use super::error::json_no_store;
 use super::form::Form;
+use super::html::page_with_script;
 use super::html::{escape, page};
-use crate::grants::authorize::{self as authz, AuthzError, AuthzRequest, REQUEST_URI_PREFIX};
+use crate::grants::authorize::{
+    self as authz, AuthzError, AuthzRequest, AuthzResponse, Channel, ResponseMode,
+    REQUEST_URI_PREFIX,
+};
 use crate::session::{self, SessionUser};
 use crate::state::AppState;
 use axum::extract::{RawQuery, State};
@@ -14,6 +22,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dtr_proto::params::Params;
 use dtr_proto::scope::Scope;
+use dtr_proto::secret::NotificationToken;
 use dtr_proto::{ErrorCode, OAuthError};
 
 fn error_page(message: &str) -> Response {
@@ -28,10 +37,97 @@ fn error_page(message: &str) -> Response {
 }
 
 fn failed(state: &AppState, e: &AuthzError) -> Response {
-    match (authz::error_redirect(state, e), e) {
-        (Some(loc), _) => session::see_other(&loc),
+    match (authz::error_response(state, e), e) {
+        (Some(r), _) => respond(&r),
         (None, AuthzError::Page(m)) => error_page(m),
         (None, _) => error_page("The request is invalid."),
+    }
+}
+
+/// Sends an authorization response: a redirect with the parameters in its
+/// query, or (OAuth 2.0 Form Post Response Mode section 2) a page whose
+/// form the browser posts to the redirect URI at once, so that nothing of
+/// it lands in the URL, browser history or a referrer.
+fn respond(r: &AuthzResponse) -> Response {
+    match r.response_mode {
+        ResponseMode::Query => session::see_other(&r.query_url()),
+        ResponseMode::FormPost => {
+            let fields: String = r
+                .params
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                        escape(k),
+                        escape(v)
+                    )
+                })
+                .collect();
+            let body = format!(
+                "<form method=\"post\" action=\"{action}\">{fields}\
+                 <noscript><button>Continue</button></noscript></form>",
+                action = escape(&r.redirect_uri),
+            );
+            let mut resp = page_with_script(
+                StatusCode::OK,
+                "Returning to the application",
+                &body,
+                Some("document.forms[0].submit()"),
+            );
+            // The form goes to the client's redirect URI: allow exactly its
+            // origin as a form target, and the one script by its hash.
+            let origin = url::Url::parse(&r.redirect_uri)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default();
+            if let Some(csp) = resp
+                .headers()
+                .get(header::CONTENT_SECURITY_POLICY)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.replace("form-action 'self'", &format!("form-action {origin}")))
+            {
+                if let Ok(v) = HeaderValue::from_str(&csp) {
+                    resp.headers_mut()
+                        .insert(header::CONTENT_SECURITY_POLICY, v);
+                }
+            }
+            resp
+        }
+    }
+}
+
+/// The request of a front-channel `/authorize`: the verified request
+/// object's claims when it carries one (RFC 9101 section 6.3: only those
+/// count), else the query's parameters.
+async fn front_request(
+    state: &AppState,
+    p: &Params,
+    client: Option<&crate::store::ClientRecord>,
+) -> Result<(AuthzRequest, Option<NotificationToken>), Response> {
+    let client = client.filter(|c| Some(c.client_id.as_str()) == p.get("client_id"));
+    match (p.get("request"), client) {
+        (Some(jwt), Some(c)) => match authz::request_object_params(state, c, jwt).await {
+            Err(e) => Err(server_error(e)),
+            Ok(Err(why)) => {
+                tracing::info!(client = %c.client_id, reason = %why, "request object refused");
+                Err(failed(
+                    state,
+                    &authz::refuse(p, c, "invalid_request_object", &why),
+                ))
+            }
+            Ok(Ok(params)) => {
+                authz::validate(&params, Some(c), Channel::Client).map_err(|e| failed(state, &e))
+            }
+        },
+        (None, Some(c)) if c.require_signed_request_object => Err(failed(
+            state,
+            &authz::refuse(
+                p,
+                c,
+                "invalid_request",
+                "this client must send its authorization requests as signed request objects (RFC 9101)",
+            ),
+        )),
+        _ => authz::validate(p, client, Channel::Browser).map_err(|e| failed(state, &e)),
     }
 }
 
@@ -85,11 +181,12 @@ pub async fn authorize(
                 _ => return error_page("The request_uri is unknown, expired or already used."),
             }
         }
-        None => match authz::validate(&p, client_rec.as_ref()) {
-            Ok(req) => {
+        None => match front_request(&state, &p, client_rec.as_ref()).await {
+            Ok((mut req, token)) => {
                 if client_rec.as_ref().is_some_and(|c| c.require_par) {
                     let e = AuthzError::Redirect {
                         redirect_uri: req.redirect_uri.clone(),
+                        response_mode: req.response_mode,
                         state: req.state.clone(),
                         error: "invalid_request",
                         description: "this client must push its authorization requests (RFC 9126)"
@@ -97,9 +194,10 @@ pub async fn authorize(
                     };
                     return failed(&state, &e);
                 }
+                authz::seal_notification_token(&state, &mut req, token.as_ref());
                 (req, None)
             }
-            Err(e) => return failed(&state, &e),
+            Err(refused) => return refused,
         },
     };
     let Some(user) = session::current_user(&state, &headers).await else {
@@ -127,8 +225,8 @@ pub async fn authorize(
                 return error_page("The request_uri is unknown, expired or already used.");
             }
         }
-        return match authz::issue_code(&state, &req, &user, &c.id).await {
-            Ok(loc) => session::see_other(&loc),
+        return match authz::complete(&state, &req, &user, &c.id).await {
+            Ok(r) => respond(&r),
             Err(e) => server_error(e),
         };
     }
@@ -244,6 +342,7 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(p):
         tracing::info!(client = %req.client_id, user = %user.username, "consent denied");
         let e = AuthzError::Redirect {
             redirect_uri: req.redirect_uri.clone(),
+            response_mode: req.response_mode,
             state: req.state.clone(),
             error: "access_denied",
             description: "the user denied the request".into(),
@@ -275,8 +374,8 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(p):
         Err(e) => return server_error(e),
     };
     tracing::info!(client = %req.client_id, user = %user.username, "consent given");
-    match authz::issue_code(&state, &req, &user, &consent.id).await {
-        Ok(loc) => session::see_other(&loc),
+    match authz::complete(&state, &req, &user, &consent.id).await {
+        Ok(r) => respond(&r),
         Err(e) => server_error(e),
     }
 }
@@ -321,7 +420,29 @@ async fn push(
         pairs.push(("client_id".into(), client.client_id.clone()));
         p = Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
-    let req = authz::validate(&p, Some(&client)).map_err(|e| e.to_oauth())?;
+    // RFC 9126 section 3: a pushed request may be a request object, whose
+    // claims are then the request (RFC 9101 section 6.3).
+    let params = match p.get("request") {
+        Some(jwt) => match authz::request_object_params(state, &client, jwt).await? {
+            Ok(params) => params,
+            Err(why) => {
+                tracing::info!(client = %client.client_id, reason = %why, "request object refused");
+                return Err(OAuthError::with_description(
+                    ErrorCode::Other("invalid_request_object".into()),
+                    why,
+                )
+                .into());
+            }
+        },
+        None if client.require_signed_request_object => return Err(OAuthError::invalid_request(
+            "this client must send its authorization requests as signed request objects (RFC 9101)",
+        )
+        .into()),
+        None => p,
+    };
+    let (mut req, token) =
+        authz::validate(&params, Some(&client), Channel::Client).map_err(|e| e.to_oauth())?;
+    authz::seal_notification_token(state, &mut req, token.as_ref());
     let handle = authz::store_request(state, &req, true).await?;
     let body = serde_json::json!({
         "request_uri": format!("{REQUEST_URI_PREFIX}{handle}"),

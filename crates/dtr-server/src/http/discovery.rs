@@ -57,6 +57,32 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         "authorization_response_iss_parameter_supported".into(),
         serde_json::json!(true),
     );
+    // OAuth 2.0 Form Post Response Mode; `fragment` is not offered.
+    other.insert(
+        "response_modes_supported".into(),
+        serde_json::json!(["query", "form_post"]),
+    );
+    // RFC 9101 section 10.5 (via RFC 8414): signed request objects by
+    // value, with the algorithms of client keys; never by reference to an
+    // arbitrary URL (only PAR's own `request_uri`).
+    other.insert(
+        "request_parameter_supported".into(),
+        serde_json::json!(true),
+    );
+    other.insert(
+        "request_uri_parameter_supported".into(),
+        serde_json::json!(false),
+    );
+    other.insert(
+        "request_object_signing_alg_values_supported".into(),
+        serde_json::json!(dtr_proto::dpop::SUPPORTED_ALGS),
+    );
+    // Deferral at the authorization endpoint: the redirect may carry
+    // `deferral_code` for a client that opted in.
+    other.insert(
+        "deferred_authorization_endpoint_supported".into(),
+        serde_json::json!(true),
+    );
     // RFC 8628 section 4.
     other.insert(
         "device_authorization_endpoint".into(),
