@@ -487,12 +487,16 @@ pub fn error_response(state: &AppState, e: &AuthzError) -> Option<AuthzResponse>
 }
 
 /// The parameters of a request object `client` signed (RFC 9101 sections
-/// 6.1 to 6.3): verified with the client's keys, and used once (its `jti`).
-/// `Ok(Err(why))` is a request object that does not verify.
+/// 6.1 to 6.3): verified with the client's keys, and, when `use_it`, used
+/// once (its `jti`). A browser that must first sign in comes back with
+/// the same request object: it is checked on the way to the login page
+/// and used once the user is known. `Ok(Err(why))` is a request object
+/// that does not verify.
 pub async fn request_object_params(
     state: &AppState,
     client: &ClientRecord,
     jwt: &str,
+    use_it: bool,
 ) -> Result<Result<Params, String>, Error> {
     let audiences = [
         state.issuer.clone(),
@@ -510,9 +514,10 @@ pub async fn request_object_params(
         Ok(v) => v,
         Err(why) => return Ok(Err(why)),
     };
-    if !auth
-        .first_use("request object", &client.client_id, &v.jti, v.exp)
-        .await?
+    if use_it
+        && !auth
+            .first_use("request object", &client.client_id, &v.jti, v.exp)
+            .await?
     {
         return Ok(Err("request object jti reused".into()));
     }

@@ -102,10 +102,11 @@ async fn front_request(
     state: &AppState,
     p: &Params,
     client: Option<&crate::store::ClientRecord>,
+    signed_in: bool,
 ) -> Result<(AuthzRequest, Option<NotificationToken>), Response> {
     let client = client.filter(|c| Some(c.client_id.as_str()) == p.get("client_id"));
     match (p.get("request"), client) {
-        (Some(jwt), Some(c)) => match authz::request_object_params(state, c, jwt).await {
+        (Some(jwt), Some(c)) => match authz::request_object_params(state, c, jwt, signed_in).await {
             Err(e) => Err(server_error(e)),
             Ok(Err(why)) => {
                 tracing::info!(client = %c.client_id, reason = %why, "request object refused");
@@ -163,6 +164,7 @@ pub async fn authorize(
         }
     };
     let client_rec = client(&state, p.get("client_id")).await;
+    let user = session::current_user(&state, &headers).await;
     let (req, pushed_handle) = match p.get("request_uri") {
         Some(uri) => {
             // RFC 9126 section 4: only client_id and request_uri count; the
@@ -181,7 +183,7 @@ pub async fn authorize(
                 _ => return error_page("The request_uri is unknown, expired or already used."),
             }
         }
-        None => match front_request(&state, &p, client_rec.as_ref()).await {
+        None => match front_request(&state, &p, client_rec.as_ref(), user.is_some()).await {
             Ok((mut req, token)) => {
                 if client_rec.as_ref().is_some_and(|c| c.require_par) {
                     let e = AuthzError::Redirect {
@@ -200,7 +202,7 @@ pub async fn authorize(
             Err(refused) => return refused,
         },
     };
-    let Some(user) = session::current_user(&state, &headers).await else {
+    let Some(user) = user else {
         return session::login_redirect(&format!("{}?{query}", dtr_proto::paths::AUTHORIZE));
     };
     let consent = match state
@@ -423,7 +425,7 @@ async fn push(
     // RFC 9126 section 3: a pushed request may be a request object, whose
     // claims are then the request (RFC 9101 section 6.3).
     let params = match p.get("request") {
-        Some(jwt) => match authz::request_object_params(state, &client, jwt).await? {
+        Some(jwt) => match authz::request_object_params(state, &client, jwt, true).await? {
             Ok(params) => params,
             Err(why) => {
                 tracing::info!(client = %client.client_id, reason = %why, "request object refused");
