@@ -150,7 +150,15 @@ async fn four_eyes_needs_two_distinct_approvers_and_narrowings_compose() {
         .collect();
     assert_eq!(
         kinds,
-        ["created", "approval", "approval", "approved", "redeemed", "polled"],
+        [
+            "created",
+            "approval",
+            "interaction_started",
+            "approval",
+            "approved",
+            "redeemed",
+            "polled"
+        ],
         "{}",
         events.text
     );
@@ -160,7 +168,7 @@ async fn four_eyes_needs_two_distinct_approvers_and_narrowings_compose() {
         (Some("admin"), Some("payments"))
     );
     assert!(e["at"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(events.json[2]["by"], "olga");
+    assert_eq!(events.json[3]["by"], "olga");
 }
 
 #[tokio::test]

@@ -678,7 +678,8 @@ async fn interaction_page_uses_the_session() {
             &[("grant_type", POLL), ("deferral_code", &dcode)],
         )
         .await;
-    assert_eq!(p.error(), "interaction_required");
+    // Still pending: the interaction has begun (interaction_pending).
+    assert_eq!(p.error(), "interaction_pending");
     let csrf = hidden(&page.text, "csrf");
     assert_eq!(
         b.post(&path, &[("decision", "approve")]).await.status,

@@ -638,11 +638,11 @@ async fn interaction_page_approves_the_deferral() {
     assert!(page.text.contains("<code>web</code>"), "{}", page.text);
     let form = page.form();
     assert!(form.hidden("csrf").is_some());
-    // Opening the page decided nothing.
+    // Opening the page decided nothing; the interaction has begun.
     let r = c.poll_once(&d.code).await.unwrap();
     assert_eq!(
         r.error_code(),
-        Some(&ErrorCode::InteractionRequired),
+        Some(&ErrorCode::InteractionPending),
         "{r:?}"
     );
     // A forged submission without the CSRF token is refused.
