@@ -11,6 +11,10 @@
 //   2. a deferred request (completion_mode=deferred on /authorize and at
 //      /token) that policy sends to the user: a signed-out browser opens
 //      the interaction_uri, logs in, approves; the poll returns the tokens;
+//   2b. deferral at the authorization endpoint, answered with
+//      response_mode=form_post: with JavaScript off the browser shows the
+//      form's Continue button, which posts deferral_code, state and iss to
+//      the client; the deferral is polled with the PKCE verifier first;
 //   3. the review console, with JavaScript on (its one inline script,
 //      allowed by hash): a reviewer signs in, a new deferral appears in
 //      the queue without a reload (server-sent events), the reviewer
@@ -38,6 +42,7 @@ const ADMIN_TOKEN = 'browser-test-admin-token-0123456789abcdef';
 const CLIENT = { id: 'web', secret: 'web-secret-browser' };
 const USER = { name: 'alice', password: 'alice-password' };
 const SERVICE = { id: 'svc', secret: 'svc-secret-browser' };
+const DIRECT = { id: 'direct', secret: 'direct-secret-browser' };
 const REVIEWER = { name: 'rita', password: 'rita-password' };
 const SECOND = { name: 'sam', password: 'sam-password' };
 // Every wait is bounded; a hang fails the test rather than CI.
@@ -65,7 +70,16 @@ function pkce() {
 async function startReceiver() {
   receiver = createServer((req, res) => {
     const url = new URL(req.url, 'http://127.0.0.1');
-    if (url.pathname === '/cb') {
+    if (url.pathname === '/cb' && req.method === 'POST') {
+      // response_mode=form_post: the parameters are the form body.
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        received.push({ ...Object.fromEntries(new URLSearchParams(body)), method: 'POST' });
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+        res.end('<!doctype html><title>client</title><h1>Client received the response</h1>');
+      });
+    } else if (url.pathname === '/cb') {
       received.push(Object.fromEntries(url.searchParams));
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
       res.end('<!doctype html><title>client</title><h1>Client received the response</h1>');
@@ -100,6 +114,14 @@ redirect_uris = ["${redirectUri}"]
 [[users]]
 username = "${USER.name}"
 password = "${USER.password}"
+
+[[clients]]
+client_id = "${DIRECT.id}"
+client_secret = "${DIRECT.secret}"
+grant_types = ["authorization_code"]
+scope = "read reports"
+redirect_uris = ["${redirectUri}"]
+deferred_authorization_endpoint = true
 
 [[clients]]
 client_id = "${SERVICE.id}"
@@ -139,6 +161,11 @@ approvals_required = 2
 scope_any = ["payments"]
 action = "review"
 approvers = ["group:ops"]
+
+[[policy]]
+scope_any = ["reports"]
+action = "approve_after"
+approve_after_seconds = 1
 `;
   writeFileSync(join(work, 'dtr.toml'), config);
   server = spawn(DTR_BIN, ['serve', '--config', join(work, 'dtr.toml')], {
@@ -175,13 +202,13 @@ async function tokenRequest(params, client = CLIENT) {
   return { status: r.status, json: await r.json() };
 }
 
-function authorizeUrl(scope, extra = {}) {
+function authorizeUrl(scope, extra = {}, client = CLIENT) {
   const { verifier, challenge } = pkce();
   const state = b64url(randomBytes(12));
   const url = new URL(`${issuer}/authorize`);
   for (const [k, v] of Object.entries({
     response_type: 'code',
-    client_id: CLIENT.id,
+    client_id: client.id,
     redirect_uri: redirectUri,
     scope,
     state,
@@ -320,10 +347,10 @@ test('a deferral approved by the user at the interaction page', async () => {
   assert.match(text, /Signed in as alice/);
   assert.match(text, /profile/);
 
-  // Opening the page decided nothing.
+  // Opening the page decided nothing; the server saw the interaction begin.
   const poll = { grant_type: 'urn:ietf:params:oauth:grant-type:deferred', deferral_code: code };
   const pending = await tokenRequest(poll);
-  assert.equal(pending.json.error, 'interaction_required', JSON.stringify(pending.json));
+  assert.equal(pending.json.error, 'interaction_pending', JSON.stringify(pending.json));
 
   await p.getByRole('button', { name: 'Approve' }).click();
   await p.waitForLoadState();
@@ -335,6 +362,51 @@ test('a deferral approved by the user at the interaction page', async () => {
   assert.equal(t.json.scope, 'profile');
   assert.ok(t.json.refresh_token);
   assert.deepEqual(cspReports, [], 'no Content-Security-Policy violation');
+});
+
+test('deferral at the authorization endpoint, delivered by form_post without JavaScript', async () => {
+  await context.clearCookies();
+  const page = await context.newPage();
+  const req = authorizeUrl(
+    'reports',
+    { completion_mode: 'deferred', response_mode: 'form_post' },
+    DIRECT,
+  );
+  await page.goto(req.url);
+  await signIn(page);
+  await page.waitForURL((u) => u.pathname === '/authorize', { timeout: STEP_MS });
+  assert.equal(await page.locator('h1').textContent(), 'Allow access?');
+  await page.getByRole('button', { name: 'Allow' }).click();
+  // The form post page: with JavaScript off, its Continue button.
+  await page.waitForLoadState();
+  assert.equal(await page.locator('h1').textContent(), 'Returning to the application');
+  const before = received.length;
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.waitForURL((u) => u.toString() === redirectUri, { timeout: STEP_MS });
+  assert.equal(await page.locator('h1').textContent(), 'Client received the response');
+  assert.equal(received.length, before + 1, 'the receiver saw the form post');
+  const got = received[received.length - 1];
+  await page.close();
+  assert.equal(got.method, 'POST');
+  assert.equal(got.state, req.state);
+  assert.equal(got.iss, issuer);
+  assert.equal(got.code, undefined, 'no code: the deferral came instead');
+  assert.ok(got.deferral_code && got.expires_in && got.interval, JSON.stringify(got));
+  assert.deepEqual(cspReports, [], 'no Content-Security-Policy violation');
+
+  // The first poll proves the PKCE verifier; later polls do not repeat it.
+  const poll = { grant_type: 'urn:ietf:params:oauth:grant-type:deferred', deferral_code: got.deferral_code };
+  let t = await tokenRequest(
+    { ...poll, code_verifier: req.verifier, redirect_uri: redirectUri },
+    DIRECT,
+  );
+  for (let i = 0; t.status !== 200 && i < 20; i += 1) {
+    assert.equal(t.json.error, 'authorization_pending', JSON.stringify(t.json));
+    await new Promise((r) => setTimeout(r, Number(got.interval) * 1000 + 100));
+    t = await tokenRequest(poll, DIRECT);
+  }
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  assert.equal(t.json.scope, 'reports');
 });
 
 test('the review console: live queue, narrowing and approval', async () => {
