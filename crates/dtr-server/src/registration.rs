@@ -349,6 +349,17 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
             Some(_) => return Err(bad(name, "must be a boolean")),
         }
     }
+    // A signed request object is verified with the client's keys (RFC
+    // 9101 section 6.2): without keys nothing could pass.
+    if metadata.get("require_signed_request_object") == Some(&json!(true))
+        && jwks.is_none()
+        && jwks_uri.is_none()
+    {
+        return Err(bad(
+            "require_signed_request_object",
+            "needs the client's keys (jwks or jwks_uri)",
+        ));
+    }
     Ok(Validated {
         auth_method,
         grant_types,

@@ -218,6 +218,14 @@ async fn metadata_errors() {
             "invalid_client_metadata",
         ),
         (json!({"client_name": 42}), "invalid_client_metadata"),
+        (
+            json!({"deferred_authorization_endpoint": "yes"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"require_signed_request_object": true}),
+            "invalid_client_metadata",
+        ),
         (json!(["not", "an", "object"]), "invalid_client_metadata"),
     ];
     for (doc, error) in cases {
@@ -305,4 +313,25 @@ async fn initial_access_token_and_disabling() {
         meta.get("registration_endpoint").is_none(),
         "not advertised when disabled"
     );
+}
+
+#[tokio::test]
+async fn a_registered_client_opts_in_to_deferral_at_the_authorization_endpoint() {
+    let h = harness_with_resolver(&open_config(), resolver()).await;
+    let r = register(
+        &h,
+        json!({
+            "redirect_uris": ["https://client.example/cb"],
+            "grant_types": ["authorization_code"],
+            "scope": "payments",
+            "deferred_authorization_endpoint": true,
+        }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["deferred_authorization_endpoint"], true);
+    let id = r.json["client_id"].as_str().unwrap();
+    let stored = h.state.store.get_client(id).await.unwrap().unwrap();
+    assert!(stored.deferred_authorization_endpoint);
+    assert!(!stored.require_signed_request_object);
 }
