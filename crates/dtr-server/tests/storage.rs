@@ -13,9 +13,9 @@ use dtr_proto::deferral::DeferralState;
 use dtr_proto::lifecycle::Transition;
 use dtr_server::store::{
     AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord,
-    ConsoleSession, Consumed, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate,
-    RefreshTokenRecord, SessionRecord, Store, StoredHandle, TokenFamilyRecord, UserRecord,
-    UserTokenRecord,
+    ConsoleSession, Consumed, DeferralFilter, DeferralRecord, FrontChannel, IssuedToken,
+    NewDeferral, PollUpdate, RefreshTokenRecord, SessionRecord, Store, StoredHandle,
+    TokenFamilyRecord, UserRecord, UserTokenRecord,
 };
 use dtr_server::store::{StoreResult, TransitionWrite};
 use std::sync::Arc;
@@ -632,6 +632,64 @@ mod suite {
             assert_eq!(state(&s, id).await, DeferralState::Expired, "{id}");
         }
         assert_eq!(state(&s, "redeemed").await, DeferralState::Redeemed);
+    }
+
+    pub async fn front_channel_proof_and_interaction_start_are_recorded_once(s: Arc<dyn Store>) {
+        let mut d = new_deferral("fc", "web", T0);
+        d.grant_type = "authorization_code".into();
+        d.front_channel = Some(FrontChannel {
+            pkce_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            redirect_uri: Some("https://app.example/cb".into()),
+        });
+        d.interactive = false;
+        s.insert_deferral(&d).await.unwrap();
+        let r = s.deferral_by_code("hash-of-fc").await.unwrap().unwrap();
+        assert_eq!(r.front_channel, d.front_channel);
+        assert!(!r.interactive);
+        assert_eq!(r.pkce_verified_at, None);
+        assert!(s.mark_pkce_verified("fc", T0 + 1).await.unwrap());
+        assert!(!s.mark_pkce_verified("fc", T0 + 2).await.unwrap(), "once");
+        let r = s.deferral_by_id("fc").await.unwrap().unwrap();
+        assert_eq!(r.pkce_verified_at, Some(T0 + 1));
+        // A deferral from the token endpoint has no proof to record.
+        insert(&s, "plain").await;
+        assert!(!s.mark_pkce_verified("plain", T0 + 1).await.unwrap());
+        let r = s.deferral_by_id("plain").await.unwrap().unwrap();
+        assert_eq!((r.front_channel, r.interactive), (None, true));
+
+        // The interaction begins once per handle; a new handle starts over.
+        assert!(!s.mark_interaction_started("plain", T0 + 1).await.unwrap());
+        let mut i = new_deferral("int", "svc", T0);
+        i.interaction_handle = Some(handle("h-1"));
+        s.insert_deferral(&i).await.unwrap();
+        assert!(s.mark_interaction_started("int", T0 + 1).await.unwrap());
+        assert!(!s.mark_interaction_started("int", T0 + 2).await.unwrap());
+        let r = s.deferral_by_id("int").await.unwrap().unwrap();
+        assert_eq!(r.interaction_started_at, Some(T0 + 1));
+        assert!(s
+            .set_interaction("int", Some(&handle("h-2")), T0 + 3)
+            .await
+            .unwrap());
+        let r = s.deferral_by_id("int").await.unwrap().unwrap();
+        assert_eq!(r.interaction_started_at, None);
+        assert!(s.mark_interaction_started("int", T0 + 4).await.unwrap());
+        // Not after its lifetime.
+        assert!(s
+            .set_interaction("int", Some(&handle("h-3")), T0 + 5)
+            .await
+            .unwrap());
+        assert!(!s
+            .mark_interaction_started("int", T0 + LIFE + 1)
+            .await
+            .unwrap());
+
+        // The clients' opt-ins survive the round trip.
+        let mut c = client("web");
+        c.deferred_authorization_endpoint = true;
+        c.require_signed_request_object = true;
+        s.upsert_client(&c).await.unwrap();
+        let got = s.get_client("web").await.unwrap().unwrap();
+        assert!(got.deferred_authorization_endpoint && got.require_signed_request_object);
     }
 
     pub async fn progress_and_interaction_only_while_pending(s: Arc<dyn Store>) {
@@ -1840,6 +1898,7 @@ backends!(
     record_poll_has_one_winner_under_concurrency,
     approve_due_and_expire_due,
     progress_and_interaction_only_while_pending,
+    front_channel_proof_and_interaction_start_are_recorded_once,
     resolve_interaction_uses_the_handle_once,
     list_filters_and_orders_newest_first,
     count_pending_by_client,
