@@ -15,7 +15,7 @@ use dtr_proto::{
     paths, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_DEFERRED, TOKEN_TYPE_DEFERRAL_CODE,
 };
 use reqwest::header::HeaderMap;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -373,6 +373,22 @@ impl Client {
                 dpop_jkt: self.dpop.as_ref().map(DpopKey::thumbprint),
             },
         )?;
+        let result = match result {
+            // RFC 9110 section 10.2.3: the delay travels as a header, and
+            // the poller honours it (temporarily_unavailable, a throttled
+            // client). Only the delay-seconds form is read; an HTTP date
+            // would need the server's clock.
+            TokenResult::Error(e) => TokenResult::Error(
+                match answer
+                    .header(RETRY_AFTER)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    Some(secs) => e.with_retry_after(secs),
+                    None => e,
+                },
+            ),
+            other => other,
+        };
         Ok(TokenReply {
             status: answer.status,
             www_authenticate: answer.header(WWW_AUTHENTICATE),
@@ -395,6 +411,23 @@ impl Client {
             ("deferral_code", code.secret()),
         ])
         .await
+    }
+
+    /// One polling request with parameters that belong to this poll alone:
+    /// the first poll after a deferral at the authorization endpoint
+    /// carries the PKCE `code_verifier` and the `redirect_uri` (see
+    /// [`crate::FirstPollParams`]). Nothing else is added (DTR-6, DTR-15).
+    pub async fn poll_once_with_reply(
+        &self,
+        code: &DeferralCode,
+        params: &[(&str, &str)],
+    ) -> Result<TokenReply, Error> {
+        let mut form = vec![
+            ("grant_type", GRANT_TYPE_DEFERRED),
+            ("deferral_code", code.secret()),
+        ];
+        form.extend_from_slice(params);
+        self.token_request_reply(&form).await
     }
 
     /// Polls a deferral once, with a proof of the key it is bound to
