@@ -136,9 +136,9 @@ async fn poll_state(args: PollArgs, path: &Path) -> u8 {
     wait(poller, &d, Some(path), false).await
 }
 
+/// Everything but the terminal codes is a pending state, including the
+/// ones this client does not know (the draft's profile rule; see
+/// [`dtr_client::TERMINAL_POLL_ERRORS`]).
 fn is_pending(code: &ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired | ErrorCode::SlowDown
-    )
+    !dtr_client::is_terminal_poll_error(code)
 }

@@ -14,11 +14,26 @@ use dtr_proto::secret::MIN_NOTIFICATION_TOKEN_LEN;
 
 /// Runs `dtr token`.
 pub async fn token(args: TokenArgs) -> u8 {
+    if args.grant == Grant::AuthorizationCode {
+        if let Err(code) = super::code_grant::check_flags(&args) {
+            return code;
+        }
+    } else if let Some(flag) = [
+        (args.interactive, "--interactive"),
+        (args.response_mode.is_some(), "--response-mode"),
+        (args.no_browser, "--no-browser"),
+    ]
+    .iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+    {
+        eprintln!("error: {flag} is only used with --grant authorization_code");
+        return USAGE;
+    }
     let auth = match client_auth(&args.conn) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let notification_token = match args.notification_token {
+    let notification_token = match args.notification_token.clone() {
         // DTR-12: refuse locally what the server would refuse anyway, with
         // a message naming the flag.
         Some(t) if t.len() < MIN_NOTIFICATION_TOKEN_LEN => {
@@ -86,6 +101,9 @@ pub async fn token(args: TokenArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if args.grant == Grant::AuthorizationCode {
+        return super::code_grant::run(&client, args, authorization_details).await;
+    }
     let result = match args.grant {
         Grant::ClientCredentials => {
             let req = ClientCredentialsRequest {
@@ -97,6 +115,7 @@ pub async fn token(args: TokenArgs) -> u8 {
             client.client_credentials(&req).await
         }
         Grant::Device => crate::device_cmd::run(&client, args.scope, args.deferred).await,
+        Grant::AuthorizationCode => return USAGE,
     };
     match result {
         Ok(TokenResult::Token(t)) => print_token(&t),

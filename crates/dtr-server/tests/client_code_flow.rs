@@ -1,0 +1,266 @@
+//! The client library's authorization code grant (`Client::authorize`)
+//! against a real server on port 0: the library's loopback redirect
+//! receiver (RFC 8252 section 7.3) on its own port, and a cookie-keeping
+//! HTTP client in the role of the user's browser, signing in and
+//! consenting on the server's pages and then delivering the response to
+//! the receiver.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/server.rs"]
+mod server;
+
+#[path = "support/login_browser.rs"]
+mod login_browser;
+
+use dtr_client::{
+    AdminClient, AuthorizationCodeRequest, AuthorizationOutcome, AuthorizationResponse, Client,
+    ClientAuth, CompletionMode, DeferredAt, DpopKey, Error, ErrorCode, PollOutcome, ResponseError,
+    ResponseMode, SystemClock,
+};
+use login_browser::{Delivery, LoginBrowser};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use url::Url;
+
+const ADMIN_TOKEN: &str = "code-flow-admin-token-0123456789abcdefghij";
+
+const CONFIG: &str = r#"
+[deferral]
+expires_in = 60
+interval = 1
+[admin]
+token = "code-flow-admin-token-0123456789abcdefghij"
+[[clients]]
+client_id = "cli"
+token_endpoint_auth_method = "none"
+grant_types = ["authorization_code", "refresh_token"]
+scope = "read payments"
+redirect_uris = ["http://127.0.0.1/callback"]
+[[users]]
+username = "alice"
+password = "alice-password"
+[[policy]]
+scope_any = ["payments"]
+action = "review"
+"#;
+
+struct Setup {
+    server: server::Running,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server::start(CONFIG, &dir.path().join("dtr.db")).await;
+    Setup { server, _dir: dir }
+}
+
+impl Setup {
+    async fn client(&self) -> Client {
+        Client::discover(
+            &self.server.issuer,
+            ClientAuth::None {
+                client_id: "cli".into(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    fn origin(&self) -> String {
+        Url::parse(&self.server.issuer)
+            .unwrap()
+            .origin()
+            .ascii_serialization()
+    }
+}
+
+/// Runs `Client::authorize` with the test browser answering `decision`.
+/// Returns the outcome, the kind of response the library reported and
+/// what the browser saw.
+async fn authorize(
+    s: &Setup,
+    c: &Client,
+    req: &AuthorizationCodeRequest,
+    decision: &'static str,
+) -> (
+    Result<AuthorizationOutcome, Error>,
+    Option<&'static str>,
+    Delivery,
+) {
+    let origin = s.origin();
+    let mut browser: Option<JoinHandle<Delivery>> = None;
+    let seen = Arc::new(Mutex::new(None));
+    let kind = Arc::clone(&seen);
+    let outcome = c
+        .authorize(
+            req,
+            |url| {
+                let url = url.clone();
+                browser = Some(tokio::spawn(async move {
+                    LoginBrowser::new("alice", "alice-password")
+                        .authorize(url, &origin, decision)
+                        .await
+                }));
+            },
+            move |r: &AuthorizationResponse| *kind.lock().unwrap() = Some(r.kind()),
+        )
+        .await;
+    let delivery = browser.expect("the opener was called").await.unwrap();
+    let kind = *seen.lock().unwrap();
+    (outcome, kind, delivery)
+}
+
+fn request(scope: &str, completion_mode: CompletionMode) -> AuthorizationCodeRequest {
+    AuthorizationCodeRequest {
+        scope: Some(scope.into()),
+        completion_mode,
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn code_through_the_loopback_receiver_to_tokens() {
+    let s = start().await;
+    let c = s.client().await;
+    let (outcome, kind, delivery) = authorize(
+        &s,
+        &c,
+        &request("read", CompletionMode::Synchronous),
+        "approve",
+    )
+    .await;
+    assert_eq!(delivery.pages, ["Sign in", "Allow access?"]);
+    assert_eq!(delivery.method, "GET");
+    assert_eq!(delivery.status.as_u16(), 200);
+    assert!(
+        delivery.text.contains("You can close this window"),
+        "{}",
+        delivery.text
+    );
+    assert_eq!(kind, Some("code"));
+    let AuthorizationOutcome::Token(t) = outcome.unwrap() else {
+        panic!("expected tokens")
+    };
+    assert_eq!(t.scope.as_deref(), Some("read"));
+    assert!(t.refresh_token.is_some(), "{t:?}");
+    assert!(t.token_type.eq_ignore_ascii_case("bearer"), "{t:?}");
+    s.server.stop().await;
+}
+
+#[tokio::test]
+async fn deferred_token_request_with_dpop_is_polled_to_a_bound_token() {
+    // The hint on the authorization request, completion_mode and a DPoP
+    // proof on the token request (DTR-5, DTR-14), the deferral bound to the
+    // key of dpop_jkt (DTR-13), a reviewer's approval, polls with proofs.
+    let s = start().await;
+    let key = DpopKey::generate();
+    let c = s.client().await.with_dpop(key.clone());
+    let (outcome, kind, delivery) = authorize(
+        &s,
+        &c,
+        &request("payments", CompletionMode::Deferred),
+        "approve",
+    )
+    .await;
+    assert_eq!(delivery.status.as_u16(), 200);
+    let AuthorizationOutcome::Deferred(d) = outcome.unwrap() else {
+        panic!("expected a deferral")
+    };
+    // Today's server defers at the token endpoint: the redirect has a code.
+    // Once it defers at the authorization endpoint instead, the redirect
+    // brings the deferral code and the first poll carries the verifier.
+    match d.at {
+        DeferredAt::TokenEndpoint => {
+            assert_eq!(kind, Some("code"));
+            assert!(d.first_poll_params().is_empty());
+        }
+        DeferredAt::AuthorizationEndpoint => {
+            assert_eq!(kind, Some("deferral_code"));
+            let names: Vec<&str> = d.first_poll_params().pairs().iter().map(|p| p.0).collect();
+            assert_eq!(names, ["code_verifier", "redirect_uri"]);
+        }
+    }
+    assert_eq!(d.deferral.dpop_jkt.as_deref(), Some(key.thumbprint()));
+    let admin = AdminClient::new(&s.server.issuer, ADMIN_TOKEN).unwrap();
+    let pending = admin.list(Some("pending"), Some("cli")).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+    let mut poller = d.poller(&c, SystemClock);
+    let poll = tokio::spawn({
+        let admin = admin.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            admin.approve(&id, None).await.unwrap();
+        }
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(30), poller.run(|_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    poll.await.unwrap();
+    let PollOutcome::Token(t) = outcome else {
+        panic!("{outcome:?}")
+    };
+    // DTR-20: the authorization code grant's response, DPoP-bound.
+    assert_eq!(t.token_type, "DPoP");
+    assert!(t.refresh_token.is_some());
+    assert_eq!(t.scope.as_deref(), Some("payments"));
+    assert!(!poller.first_poll_pending());
+    s.server.stop().await;
+}
+
+#[tokio::test]
+async fn denied_consent_comes_back_as_access_denied() {
+    let s = start().await;
+    let c = s.client().await;
+    let (outcome, kind, delivery) = authorize(
+        &s,
+        &c,
+        &request("read", CompletionMode::Synchronous),
+        "deny",
+    )
+    .await;
+    // The browser is told; the library returns the error response.
+    assert_eq!(delivery.status.as_u16(), 200);
+    assert!(delivery.text.contains("access_denied"), "{}", delivery.text);
+    assert_eq!(kind, None, "no response to redeem");
+    match outcome {
+        Err(Error::AuthorizationResponse(ResponseError::Denied(e))) => {
+            assert_eq!(e.error, ErrorCode::AccessDenied)
+        }
+        other => panic!("{other:?}"),
+    }
+    s.server.stop().await;
+}
+
+#[tokio::test]
+async fn form_post_response_mode() {
+    // OAuth 2.0 Form Post Response Mode. A server that announces it posts
+    // the response to the receiver; one that does not redirects with the
+    // query, which the receiver takes as well.
+    let s = start().await;
+    let c = s.client().await;
+    let announced = c
+        .metadata()
+        .other
+        .get("response_modes_supported")
+        .and_then(|v| v.as_array())
+        .is_some_and(|m| m.iter().any(|v| v == "form_post"));
+    let req = AuthorizationCodeRequest {
+        response_mode: ResponseMode::FormPost,
+        ..request("read", CompletionMode::Synchronous)
+    };
+    let (outcome, kind, delivery) = authorize(&s, &c, &req, "approve").await;
+    assert_eq!(
+        delivery.method,
+        if announced { "POST" } else { "GET" },
+        "{delivery:?}"
+    );
+    assert_eq!(delivery.status.as_u16(), 200);
+    assert_eq!(kind, Some("code"));
+    assert!(matches!(outcome, Ok(AuthorizationOutcome::Token(_))));
+    s.server.stop().await;
+}
