@@ -32,11 +32,19 @@ pub(super) async fn wait(
     if announce_first {
         lock(&display).announce(d);
     }
+    // After a deferral at the authorization endpoint the first poll carries
+    // the PKCE verifier, which only this process holds: until it has been
+    // answered, an interrupted run cannot be resumed elsewhere.
+    let verifier_owed = poller.first_poll_pending();
+    let answered = std::sync::atomic::AtomicBool::new(false);
     let mut failures = 0;
     let mut ticker = tokio::time::interval(SPINNER_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let outcome = loop {
-        let run = poller.run(|p| lock(&display).progress(p));
+        let run = poller.run(|p| {
+            answered.store(true, std::sync::atomic::Ordering::Relaxed);
+            lock(&display).progress(p)
+        });
         tokio::pin!(run);
         let r = loop {
             tokio::select! {
@@ -44,6 +52,10 @@ pub(super) async fn wait(
                 _ = ticker.tick(), if tty => lock(&display).redraw(),
                 _ = tokio::signal::ctrl_c() => {
                     lock(&display).clear();
+                    if verifier_owed && !answered.load(std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!("interrupted before the first poll, which must carry the PKCE code_verifier only this run had: the deferral cannot be resumed; start again");
+                        return FAILED;
+                    }
                     if d.expires_in > 0 {
                         print_json(&resumable(d));
                     }
