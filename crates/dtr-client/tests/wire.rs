@@ -253,6 +253,63 @@ async fn poll_sends_only_grant_type_and_code() {
 }
 
 #[tokio::test]
+async fn first_poll_params_follow_the_code_and_retry_after_is_read() {
+    // The first poll of a deferral at the authorization endpoint: the
+    // verifier and redirect URI after the code, nothing else added.
+    // RFC 9110 section 10.2.3: Retry-After in delay-seconds reaches the
+    // error (the poller waits for it); an HTTP date is not read.
+    let (c, mock) = discovered(basic(), true).await;
+    answer_with(
+        &mock,
+        503,
+        vec![("retry-after", "7".into())],
+        r#"{"error":"temporarily_unavailable"}"#,
+    );
+    answer_with(
+        &mock,
+        503,
+        vec![("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".into())],
+        r#"{"error":"temporarily_unavailable"}"#,
+    );
+    let reply = c
+        .poll_once_with_reply(
+            &DeferralCode::new("DC1"),
+            &[
+                ("code_verifier", "V"),
+                ("redirect_uri", "http://127.0.0.1:1/callback"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply.result, TokenResult::Error(ref e) if e.error == ErrorCode::TemporarilyUnavailable && e.retry_after == Some(7)),
+        "{:?}",
+        reply.result
+    );
+    let seen = mock.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        seen.form(),
+        [
+            (
+                "grant_type".to_owned(),
+                "urn:ietf:params:oauth:grant-type:deferred".to_owned()
+            ),
+            ("deferral_code".to_owned(), "DC1".to_owned()),
+            ("code_verifier".to_owned(), "V".to_owned()),
+            (
+                "redirect_uri".to_owned(),
+                "http://127.0.0.1:1/callback".to_owned()
+            ),
+        ]
+    );
+    let r = c.poll_once(&DeferralCode::new("DC1")).await.unwrap();
+    assert!(
+        matches!(r, TokenResult::Error(ref e) if e.retry_after.is_none()),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
 async fn client_auth_failure_keeps_www_authenticate() {
     let (c, mock) = discovered(basic(), true).await;
     answer_with(
