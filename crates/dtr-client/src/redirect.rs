@@ -327,6 +327,15 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if method != Method::GET && method != Method::POST {
+        // axum routes HEAD to GET handlers; a HEAD (a link preview, a
+        // prefetch) must not consume the one response.
+        return page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Not an authorization response",
+            "This address takes the authorization response as a GET or a form post.",
+        );
+    }
     let raw: &[u8] = if method == Method::POST {
         // Form Post Response Mode: an application/x-www-form-urlencoded body.
         let form = headers
@@ -659,6 +668,12 @@ mod tests {
         let (r, uri) = receiver().await;
         let wait = tokio::spawn(r.receive(expected(true), Duration::from_secs(10)));
         let http = reqwest::Client::new();
+        let head = http
+            .head(format!("{uri}?code=X&state=st-123&iss={ISS}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status().as_u16(), 405);
         let foreign = http
             .get(format!("{uri}?code=X&state=other&iss={ISS}"))
             .send()
