@@ -7,7 +7,9 @@
 //!    `completion_mode` hint (DTR-4), `dpop_jkt` when the client has a
 //!    DPoP key (RFC 9449 section 10: the code, or the deferral code, is
 //!    bound to that key from the start), `response_mode=form_post` when
-//!    asked.
+//!    asked; with `pushed`, the parameters go to the pushed authorization
+//!    request endpoint (RFC 9126) and the browser only carries the
+//!    `request_uri` ([`Client::pushed_authorization_request`]).
 //! 2. The user's browser goes there; the response comes back to the
 //!    redirect URI ([`crate::redirect`]).
 //! 3. [`Client::redeem_authorization_response`] continues: a `code` is
@@ -21,13 +23,15 @@
 //! 8252 section 7.3) and a browser opener the caller supplies
 //! ([`system_browser`] opens the system browser).
 
+use crate::client::oauth_or_unexpected;
 use crate::client::Client;
 use crate::clock::{now_unix_ms, Clock};
 use crate::deferral::{Deferral, TokenResult};
 use crate::error::Error;
+use crate::http::unexpected;
 use crate::poller::{FirstPollParams, PollTransport, Poller};
 use crate::redirect::{AuthorizationResponse, Expected, LoopbackReceiver};
-use dtr_proto::secret::{random_token, sha256_b64, CodeVerifier};
+use dtr_proto::secret::{random_token, sha256_b64, CodeVerifier, NotificationToken};
 use dtr_proto::token::{DeferredResponse, TokenResponse};
 use dtr_proto::{ErrorCode, OAuthError, GRANT_TYPE_AUTHORIZATION_CODE};
 use std::fmt;
@@ -36,6 +40,9 @@ use url::Url;
 
 /// Metadata member of the authorization endpoint (RFC 8414 section 2).
 const AUTHORIZATION_ENDPOINT: &str = "authorization_endpoint";
+/// Metadata member of the pushed authorization request endpoint (RFC 9126
+/// section 5).
+const PAR_ENDPOINT: &str = "pushed_authorization_request_endpoint";
 /// Metadata member announcing `iss` in authorization responses (RFC 9207
 /// section 3).
 const ISS_PARAMETER_SUPPORTED: &str = "authorization_response_iss_parameter_supported";
@@ -103,6 +110,14 @@ pub struct AuthorizationCodeRequest {
     pub authorization_details: Option<serde_json::Value>,
     /// How the response comes back.
     pub response_mode: ResponseMode,
+    /// Push the request to the pushed authorization request endpoint (RFC
+    /// 9126): the parameters travel authenticated in the back channel, and
+    /// the browser only sees `client_id` and `request_uri`.
+    pub pushed: bool,
+    /// `client_notification_token` for callbacks (DTR-12); only in a pushed
+    /// request, never in a browser URL where anyone on the way could read
+    /// it.
+    pub notification_token: Option<NotificationToken>,
     /// How long [`Client::authorize`] waits for the user.
     pub timeout: Duration,
 }
@@ -114,6 +129,8 @@ impl Default for AuthorizationCodeRequest {
             completion_mode: CompletionMode::Synchronous,
             authorization_details: None,
             response_mode: ResponseMode::Query,
+            pushed: false,
+            notification_token: None,
             timeout: Duration::from_secs(300),
         }
     }
@@ -258,16 +275,81 @@ impl Client {
     }
 
     /// Builds an authorization request for `redirect_uri` (step 1 of the
-    /// module header).
+    /// module header), all of it in the URL.
     pub fn authorization_request(
         &self,
         req: &AuthorizationCodeRequest,
         redirect_uri: &str,
     ) -> Result<PendingAuthorization, Error> {
+        if req.notification_token.is_some() {
+            return Err(Error::InvalidParameter(
+                "client_notification_token goes only in a pushed request, never in a browser URL"
+                    .into(),
+            ));
+        }
+        let (params, mut pending) = self.prepare(req, redirect_uri)?;
+        pending
+            .url
+            .query_pairs_mut()
+            .append_pair("client_id", self.auth().client_id())
+            .extend_pairs(&params);
+        Ok(pending)
+    }
+
+    /// Builds an authorization request for `redirect_uri` and pushes it
+    /// (RFC 9126 section 2) with the client's authentication; the URL then
+    /// carries only `client_id` and the `request_uri` (section 4). An OAuth
+    /// error of the endpoint is [`Error::OAuth`].
+    pub async fn pushed_authorization_request(
+        &self,
+        req: &AuthorizationCodeRequest,
+        redirect_uri: &str,
+    ) -> Result<PendingAuthorization, Error> {
+        let endpoint = self
+            .metadata()
+            .other
+            .get(PAR_ENDPOINT)
+            .and_then(|v| v.as_str())
+            .ok_or(Error::MissingEndpoint(PAR_ENDPOINT))?
+            .to_owned();
+        let (mut params, mut pending) = self.prepare(req, redirect_uri)?;
+        if let Some(t) = &req.notification_token {
+            params.push(("client_notification_token".into(), t.secret().to_owned()));
+        }
+        // The client authentication adds `client_id` where its method has
+        // one in the body; the server takes it from the authentication
+        // otherwise (RFC 9126 section 2.1).
+        let form: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let answer = self.post_form(&endpoint, &form, false).await?;
+        if answer.status != 201 && answer.status != 200 {
+            return Err(oauth_or_unexpected(answer.status, &answer.body));
+        }
+        let request_uri = serde_json::from_slice::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|v| v.get("request_uri")?.as_str().map(str::to_owned))
+            .ok_or_else(|| unexpected(answer.status, &answer.body))?;
+        pending
+            .url
+            .query_pairs_mut()
+            .append_pair("client_id", self.auth().client_id())
+            .append_pair("request_uri", &request_uri);
+        Ok(pending)
+    }
+
+    /// The request's parameters (all but `client_id`) and the pending
+    /// authorization with the bare endpoint URL.
+    fn prepare(
+        &self,
+        req: &AuthorizationCodeRequest,
+        redirect_uri: &str,
+    ) -> Result<(Vec<(String, String)>, PendingAuthorization), Error> {
         let endpoint = self
             .authorization_endpoint()
             .ok_or(Error::MissingEndpoint(AUTHORIZATION_ENDPOINT))?;
-        let mut url = Url::parse(endpoint).map_err(|e| Error::InvalidUrl {
+        let url = Url::parse(endpoint).map_err(|e| Error::InvalidUrl {
             url: endpoint.to_owned(),
             reason: e.to_string(),
         })?;
@@ -280,31 +362,29 @@ impl Client {
             .transpose()
             .map_err(|e| Error::InvalidParameter(format!("authorization_details: {e}")))?;
         let dpop_jkt = self.dpop_key().map(|k| k.thumbprint().to_owned());
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", self.auth().client_id())
-                .append_pair("redirect_uri", redirect_uri)
-                .append_pair("state", &state)
-                // RFC 7636 section 4.2: S256, never plain.
-                .append_pair("code_challenge", &sha256_b64(verifier.secret()))
-                .append_pair("code_challenge_method", "S256");
-            if let Some(scope) = &req.scope {
-                q.append_pair("scope", scope);
-            }
-            if let Some(d) = &details {
-                q.append_pair("authorization_details", d);
-            }
-            if let Some(mode) = req.completion_mode.param() {
-                q.append_pair("completion_mode", mode);
-            }
-            if req.response_mode == ResponseMode::FormPost {
-                q.append_pair("response_mode", "form_post");
-            }
-            if let Some(jkt) = &dpop_jkt {
-                // RFC 9449 section 10: the code is bound to this key.
-                q.append_pair("dpop_jkt", jkt);
-            }
+        let mut params: Vec<(String, String)> = vec![
+            ("response_type".into(), "code".into()),
+            ("redirect_uri".into(), redirect_uri.to_owned()),
+            ("state".into(), state.clone()),
+            // RFC 7636 section 4.2: S256, never plain.
+            ("code_challenge".into(), sha256_b64(verifier.secret())),
+            ("code_challenge_method".into(), "S256".into()),
+        ];
+        if let Some(scope) = &req.scope {
+            params.push(("scope".into(), scope.clone()));
+        }
+        if let Some(d) = details {
+            params.push(("authorization_details".into(), d));
+        }
+        if let Some(mode) = req.completion_mode.param() {
+            params.push(("completion_mode".into(), mode.into()));
+        }
+        if req.response_mode == ResponseMode::FormPost {
+            params.push(("response_mode".into(), "form_post".into()));
+        }
+        if let Some(jkt) = &dpop_jkt {
+            // RFC 9449 section 10: the code is bound to this key.
+            params.push(("dpop_jkt".into(), jkt.clone()));
         }
         let iss_required = self
             .metadata()
@@ -312,7 +392,7 @@ impl Client {
             .get(ISS_PARAMETER_SUPPORTED)
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        Ok(PendingAuthorization {
+        let pending = PendingAuthorization {
             url,
             redirect_uri: redirect_uri.to_owned(),
             state,
@@ -322,7 +402,8 @@ impl Client {
             iss_required,
             completion_mode: req.completion_mode,
             dpop_jkt,
-        })
+        };
+        Ok((params, pending))
     }
 
     /// Continues with a checked response (step 3 of the module header): a
@@ -406,7 +487,12 @@ impl Client {
         on_response: impl FnOnce(&AuthorizationResponse),
     ) -> Result<AuthorizationOutcome, Error> {
         let receiver = LoopbackReceiver::bind().await?;
-        let pending = self.authorization_request(req, receiver.redirect_uri())?;
+        let pending = if req.pushed {
+            self.pushed_authorization_request(req, receiver.redirect_uri())
+                .await?
+        } else {
+            self.authorization_request(req, receiver.redirect_uri())?
+        };
         open(pending.url());
         let response = receiver.receive(pending.expected(), req.timeout).await?;
         on_response(&response);
@@ -510,6 +596,15 @@ mod tests {
             .unwrap();
         assert!(!query(&sync).contains_key("completion_mode"));
         assert!(!sync.expected().deferral_allowed);
+        // DTR-12: a notification token never goes into a browser URL.
+        let with_token = AuthorizationCodeRequest {
+            notification_token: Some(NotificationToken::generate()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.authorization_request(&with_token, REDIRECT),
+            Err(Error::InvalidParameter(_))
+        ));
     }
 
     #[test]

@@ -76,40 +76,55 @@ impl Setup {
     }
 }
 
+/// What one run of `Client::authorize` with the test browser gave.
+struct Run {
+    outcome: Result<AuthorizationOutcome, Error>,
+    /// The kind of response the library reported.
+    kind: Option<&'static str>,
+    /// What the browser saw.
+    delivery: Delivery,
+    /// The URL the browser was sent to.
+    url: Url,
+}
+
 /// Runs `Client::authorize` with the test browser answering `decision`.
-/// Returns the outcome, the kind of response the library reported and
-/// what the browser saw.
-async fn authorize(
-    s: &Setup,
-    c: &Client,
-    req: &AuthorizationCodeRequest,
-    decision: &'static str,
-) -> (
-    Result<AuthorizationOutcome, Error>,
-    Option<&'static str>,
-    Delivery,
-) {
+async fn run(s: &Setup, c: &Client, req: &AuthorizationCodeRequest, decision: &'static str) -> Run {
     let origin = s.origin();
-    let mut browser: Option<JoinHandle<Delivery>> = None;
+    let mut browser: Option<(Url, JoinHandle<Delivery>)> = None;
     let seen = Arc::new(Mutex::new(None));
     let kind = Arc::clone(&seen);
     let outcome = c
         .authorize(
             req,
             |url| {
+                let opened = url.clone();
                 let url = url.clone();
-                browser = Some(tokio::spawn(async move {
-                    LoginBrowser::new("alice", "alice-password")
-                        .authorize(url, &origin, decision)
-                        .await
-                }));
+                browser = Some((
+                    opened,
+                    tokio::spawn(async move {
+                        LoginBrowser::new("alice", "alice-password")
+                            .authorize(url, &origin, decision)
+                            .await
+                    }),
+                ));
             },
             move |r: &AuthorizationResponse| *kind.lock().unwrap() = Some(r.kind()),
         )
         .await;
-    let delivery = browser.expect("the opener was called").await.unwrap();
+    let (url, browser) = browser.expect("the opener was called");
+    let delivery = browser.await.unwrap();
     let kind = *seen.lock().unwrap();
-    (outcome, kind, delivery)
+    Run {
+        outcome,
+        kind,
+        delivery,
+        url,
+    }
+}
+
+/// The parameter names of a URL's query.
+fn names(url: &Url) -> Vec<String> {
+    url.query_pairs().map(|(k, _)| k.into_owned()).collect()
 }
 
 fn request(scope: &str, completion_mode: CompletionMode) -> AuthorizationCodeRequest {
@@ -125,13 +140,19 @@ fn request(scope: &str, completion_mode: CompletionMode) -> AuthorizationCodeReq
 async fn code_through_the_loopback_receiver_to_tokens() {
     let s = start().await;
     let c = s.client().await;
-    let (outcome, kind, delivery) = authorize(
+    let Run {
+        outcome,
+        kind,
+        delivery,
+        url,
+    } = run(
         &s,
         &c,
         &request("read", CompletionMode::Synchronous),
         "approve",
     )
     .await;
+    assert!(names(&url).contains(&"code_challenge".to_owned()));
     assert_eq!(delivery.pages, ["Sign in", "Allow access?"]);
     assert_eq!(delivery.method, "GET");
     assert_eq!(delivery.status.as_u16(), 200);
@@ -158,13 +179,21 @@ async fn deferred_token_request_with_dpop_is_polled_to_a_bound_token() {
     let s = start().await;
     let key = DpopKey::generate();
     let c = s.client().await.with_dpop(key.clone());
-    let (outcome, kind, delivery) = authorize(
+    let Run {
+        outcome,
+        kind,
+        delivery,
+        url,
+    } = run(
         &s,
         &c,
         &request("payments", CompletionMode::Deferred),
         "approve",
     )
     .await;
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["dpop_jkt"], key.thumbprint());
+    assert_eq!(q["completion_mode"], "deferred");
     assert_eq!(delivery.status.as_u16(), 200);
     let AuthorizationOutcome::Deferred(d) = outcome.unwrap() else {
         panic!("expected a deferral")
@@ -216,7 +245,12 @@ async fn deferred_token_request_with_dpop_is_polled_to_a_bound_token() {
 async fn denied_consent_comes_back_as_access_denied() {
     let s = start().await;
     let c = s.client().await;
-    let (outcome, kind, delivery) = authorize(
+    let Run {
+        outcome,
+        kind,
+        delivery,
+        ..
+    } = run(
         &s,
         &c,
         &request("read", CompletionMode::Synchronous),
@@ -253,7 +287,12 @@ async fn form_post_response_mode() {
         response_mode: ResponseMode::FormPost,
         ..request("read", CompletionMode::Synchronous)
     };
-    let (outcome, kind, delivery) = authorize(&s, &c, &req, "approve").await;
+    let Run {
+        outcome,
+        kind,
+        delivery,
+        ..
+    } = run(&s, &c, &req, "approve").await;
     assert_eq!(
         delivery.method,
         if announced { "POST" } else { "GET" },
@@ -262,5 +301,32 @@ async fn form_post_response_mode() {
     assert_eq!(delivery.status.as_u16(), 200);
     assert_eq!(kind, Some("code"));
     assert!(matches!(outcome, Ok(AuthorizationOutcome::Token(_))));
+    s.server.stop().await;
+}
+
+#[tokio::test]
+async fn pushed_request_keeps_the_parameters_out_of_the_browser() {
+    // RFC 9126: the request goes to /par in the back channel; the browser
+    // carries client_id and request_uri only, and the rest of the flow is
+    // unchanged (state and iss checked, PKCE at the token endpoint).
+    let s = start().await;
+    let c = s.client().await;
+    let req = AuthorizationCodeRequest {
+        pushed: true,
+        ..request("read", CompletionMode::Synchronous)
+    };
+    let Run {
+        outcome,
+        kind,
+        delivery,
+        url,
+    } = run(&s, &c, &req, "approve").await;
+    assert_eq!(names(&url), ["client_id", "request_uri"]);
+    assert_eq!(delivery.pages, ["Sign in", "Allow access?"]);
+    assert_eq!(kind, Some("code"));
+    let AuthorizationOutcome::Token(t) = outcome.unwrap() else {
+        panic!("expected tokens")
+    };
+    assert_eq!(t.scope.as_deref(), Some("read"));
     s.server.stop().await;
 }

@@ -237,8 +237,11 @@ async fn deferred_with_dpop_waits_for_the_reviewer() {
 #[tokio::test]
 async fn denied_consent_exits_1() {
     let s = serve();
-    let mut run = Run::start(&s, &["--scope", "read"]);
+    // Pushed (RFC 9126): the browser sees client_id and request_uri only.
+    let mut run = Run::start(&s, &["--scope", "read", "--par"]);
     let url = run.url();
+    let names: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    assert_eq!(names, ["client_id", "request_uri"]);
     LoginBrowser::new("alice", "alice-password")
         .authorize(url, &origin(&s), "deny")
         .await;
@@ -278,6 +281,7 @@ fn flags_that_do_not_apply_exit_2() {
         ),
         (&["token", "--interactive"][..], "--interactive"),
         (&["token", "--no-browser"][..], "--no-browser"),
+        (&["token", "--par"][..], "--par"),
         (
             &["token", "--response-mode", "form_post"][..],
             "--response-mode",

@@ -66,6 +66,8 @@ pub(super) async fn run(
             Some(ResponseModeArg::FormPost) => ResponseMode::FormPost,
             Some(ResponseModeArg::Query) | None => ResponseMode::Query,
         },
+        pushed: args.par,
+        notification_token: None,
         timeout: Duration::from_secs(args.login_timeout.max(1)),
     };
     let no_browser = args.no_browser;

@@ -179,6 +179,11 @@ pub struct TokenArgs {
     /// the loopback redirect URI [default: query].
     #[arg(long, value_enum)]
     response_mode: Option<ResponseModeArg>,
+    /// authorization_code: push the request to the pushed authorization
+    /// request endpoint (RFC 9126); the browser then only carries client_id
+    /// and request_uri.
+    #[arg(long)]
+    par: bool,
     /// authorization_code: print the authorization URL instead of opening
     /// the system browser.
     #[arg(long)]

@@ -22,6 +22,7 @@ pub async fn token(args: TokenArgs) -> u8 {
         (args.interactive, "--interactive"),
         (args.response_mode.is_some(), "--response-mode"),
         (args.no_browser, "--no-browser"),
+        (args.par, "--par"),
     ]
     .iter()
     .find_map(|(given, flag)| given.then_some(flag))
