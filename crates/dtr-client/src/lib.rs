@@ -26,7 +26,8 @@
 //! - [`Client::authorize`] runs the authorization code grant (OAuth 2.1
 //!   section 4.1) through a [`LoopbackReceiver`] (RFC 8252 section 7.3):
 //!   PKCE S256, `state` and `iss` (RFC 9207) checks, `dpop_jkt` (RFC 9449
-//!   section 10), `form_post`; the redirect brings a `code` or, when the
+//!   section 10), `form_post`, pushed requests (RFC 9126); the redirect
+//!   brings a `code` or, when the
 //!   server deferred at the authorization endpoint, a `deferral_code` whose
 //!   first poll carries the `code_verifier` ([`DeferredAuthorization`]).
 //! - [`AdminClient`] drives the server's admin API.

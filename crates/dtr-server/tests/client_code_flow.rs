@@ -330,3 +330,93 @@ async fn pushed_request_keeps_the_parameters_out_of_the_browser() {
     assert_eq!(t.scope.as_deref(), Some("read"));
     s.server.stop().await;
 }
+
+/// The client of [`CONFIG`] opted in to deferral at the authorization
+/// endpoint (DESIGN.md, `[[clients]] deferred_authorization_endpoint`).
+const DIRECT_CONFIG: &str = r#"
+[deferral]
+expires_in = 60
+interval = 1
+[admin]
+token = "code-flow-admin-token-0123456789abcdefghij"
+[[clients]]
+client_id = "cli"
+token_endpoint_auth_method = "none"
+grant_types = ["authorization_code", "refresh_token"]
+scope = "read payments"
+redirect_uris = ["http://127.0.0.1/callback"]
+deferred_authorization_endpoint = true
+[[users]]
+username = "alice"
+password = "alice-password"
+[[policy]]
+scope_any = ["payments"]
+action = "review"
+"#;
+
+#[tokio::test]
+#[ignore = "needs the server's deferral at the authorization endpoint (`deferred_authorization_endpoint`)"]
+async fn deferral_code_on_the_redirect_polled_to_tokens() {
+    // The redirect brings the deferral code (form_post), bound to the key
+    // of dpop_jkt; the first poll carries the verifier, later ones do not;
+    // the reviewer's approval yields the authorization code grant's
+    // response, refresh token included.
+    let dir = tempfile::tempdir().unwrap();
+    let server = server::start(DIRECT_CONFIG, &dir.path().join("dtr.db")).await;
+    let s = Setup { server, _dir: dir };
+    let key = DpopKey::generate();
+    let c = s.client().await.with_dpop(key.clone());
+    assert_eq!(
+        c.metadata()
+            .other
+            .get("deferred_authorization_endpoint_supported"),
+        Some(&serde_json::Value::Bool(true))
+    );
+    let req = AuthorizationCodeRequest {
+        response_mode: ResponseMode::FormPost,
+        ..request("payments", CompletionMode::Deferred)
+    };
+    let Run {
+        outcome,
+        kind,
+        delivery,
+        ..
+    } = run(&s, &c, &req, "approve").await;
+    assert_eq!(delivery.method, "POST");
+    assert_eq!(delivery.status.as_u16(), 200);
+    assert_eq!(kind, Some("deferral_code"));
+    let AuthorizationOutcome::Deferred(d) = outcome.unwrap() else {
+        panic!("expected a deferral")
+    };
+    assert_eq!(d.at, DeferredAt::AuthorizationEndpoint);
+    assert_eq!(d.deferral.dpop_jkt.as_deref(), Some(key.thumbprint()));
+    let admin = AdminClient::new(&s.server.issuer, ADMIN_TOKEN).unwrap();
+    let pending = admin.list(Some("pending"), Some("cli")).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+    let mut poller = d.poller(&c, SystemClock);
+    let approve = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        admin.approve(&id, None).await.unwrap();
+    });
+    let mut states = Vec::new();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        poller.run(|p| states.push(p.error.as_str().to_owned())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    approve.await.unwrap();
+    // At least one pending answer before the approval: the first poll,
+    // with the verifier, was accepted, and later ones without it too.
+    assert!(!states.is_empty());
+    assert!(!poller.first_poll_pending());
+    let PollOutcome::Token(t) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(t.token_type, "DPoP");
+    assert!(t.refresh_token.is_some());
+    assert_eq!(t.scope.as_deref(), Some("payments"));
+    s.server.stop().await;
+}
