@@ -242,7 +242,8 @@ pub enum AuthorizationOutcome {
 
 /// Opens `url` in the system browser (`xdg-open`, or `open` on macOS);
 /// when that fails, prints the URL on stderr for the user to open.
-pub fn system_browser(url: &Url) {
+/// Returns whether the browser was started.
+pub fn system_browser(url: &Url) -> bool {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
@@ -258,6 +259,7 @@ pub fn system_browser(url: &Url) {
     if !opened {
         print_url(url);
     }
+    opened
 }
 
 /// Prints `url` on stderr for the user to open.
@@ -475,9 +477,10 @@ impl Client {
 
     /// Runs the authorization code grant with a loopback redirect receiver
     /// (RFC 8252 section 7.3): binds `127.0.0.1` on a free port, calls
-    /// `open` with the authorization URL (use [`system_browser`], or drive
-    /// a browser of your own), waits up to `req.timeout` for the response,
-    /// checks it and continues ([`Client::redeem_authorization_response`]).
+    /// `open` with the authorization URL (a closure around
+    /// [`system_browser`] or [`print_url`], or one that drives a browser of
+    /// your own), waits up to `req.timeout` for the response, checks it and
+    /// continues ([`Client::redeem_authorization_response`]).
     /// `on_response` is told which kind of response came back, before the
     /// token request.
     pub async fn authorize(

@@ -77,9 +77,10 @@ pub(super) async fn run(
             |url| {
                 if no_browser {
                     print_url(url);
-                } else {
-                    eprintln!("opening the browser to sign in and consent");
-                    system_browser(url);
+                } else if system_browser(url) {
+                    // A started opener is no proof that a window appeared
+                    // (no display, a text browser elsewhere).
+                    eprintln!("opened the browser to sign in and consent; if no window appeared, open:\n\n  {url}\n");
                 }
                 eprintln!(
                     "waiting up to {}s for the authorization response",
