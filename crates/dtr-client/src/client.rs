@@ -5,6 +5,7 @@
 
 use crate::auth::ClientAuth;
 use crate::clock::now_unix_ms;
+use crate::completion_mode::CompletionMode;
 use crate::deferral::{Deferral, TokenResult};
 use crate::dpop::{DpopKey, DPOP_HEADER, DPOP_NONCE_HEADER};
 use crate::error::Error;
@@ -326,6 +327,23 @@ impl Client {
         &self,
         req: &ClientCredentialsRequest,
     ) -> Result<TokenReply, Error> {
+        let mode = if req.deferred {
+            CompletionMode::Deferred
+        } else {
+            CompletionMode::Synchronous
+        };
+        self.client_credentials_with_mode(req, mode).await
+    }
+
+    /// [`Client::client_credentials_reply`] with the `completion_mode`
+    /// given explicitly, e.g. [`CompletionMode::DeferredInteractive`] for a
+    /// client that can show a user an `interaction_uri`; `req.deferred` is
+    /// not looked at.
+    pub async fn client_credentials_with_mode(
+        &self,
+        req: &ClientCredentialsRequest,
+        mode: CompletionMode,
+    ) -> Result<TokenReply, Error> {
         let details = req
             .authorization_details
             .as_ref()
@@ -336,8 +354,8 @@ impl Client {
         if let Some(scope) = &req.scope {
             params.push(("scope", scope));
         }
-        if req.deferred {
-            params.push(("completion_mode", dtr_proto::completion_mode::DEFERRED));
+        if let Some(m) = mode.param() {
+            params.push(("completion_mode", m));
         }
         if let Some(t) = &req.notification_token {
             params.push(("client_notification_token", t.secret()));

@@ -26,6 +26,7 @@
 use crate::client::oauth_or_unexpected;
 use crate::client::Client;
 use crate::clock::{now_unix_ms, Clock};
+pub use crate::completion_mode::CompletionMode;
 use crate::deferral::{Deferral, TokenResult};
 use crate::error::Error;
 use crate::http::unexpected;
@@ -51,41 +52,6 @@ const ISS_PARAMETER_SUPPORTED: &str = "authorization_response_iss_parameter_supp
 const VERIFIER_BYTES: usize = 32;
 /// Random bytes of `state`: 128 bits.
 const STATE_BYTES: usize = 16;
-
-/// The `completion_mode` of the request (DTR-1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CompletionMode {
-    /// No `completion_mode`: the client needs an immediate answer (DTR-2).
-    #[default]
-    Synchronous,
-    /// `deferred`: the client accepts a deferred response.
-    Deferred,
-    /// `deferred` and `deferred_interactive`: the client accepts a deferred
-    /// response and can also send a user to an `interaction_uri`.
-    DeferredInteractive,
-}
-
-impl CompletionMode {
-    /// The parameter's value, `None` for [`CompletionMode::Synchronous`].
-    ///
-    /// `deferred_interactive` travels with `deferred`: the draft's base rule
-    /// is that a list without `deferred` asks for synchronous handling and
-    /// that unknown values are ignored (DTR-1, DTR-2), so a server that
-    /// does not know `deferred_interactive` still sees the opt-in, and one
-    /// that does sees both.
-    pub fn param(self) -> Option<&'static str> {
-        match self {
-            Self::Synchronous => None,
-            Self::Deferred => Some("deferred"),
-            Self::DeferredInteractive => Some("deferred deferred_interactive"),
-        }
-    }
-
-    /// Whether a deferral may come back.
-    pub fn is_deferred(self) -> bool {
-        self != Self::Synchronous
-    }
-}
 
 /// How the authorization response is delivered to the redirect URI.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

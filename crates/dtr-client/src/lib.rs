@@ -41,6 +41,7 @@ pub mod callback;
 pub mod client;
 pub mod clock;
 pub mod code_flow;
+pub mod completion_mode;
 pub mod deferral;
 pub mod device;
 pub mod dpop;
@@ -56,9 +57,10 @@ pub use callback::{CallbackReceiver, CALLBACK_PATH};
 pub use client::{Client, ClientCredentialsRequest, ResourceResponse, TokenReply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use code_flow::{
-    print_url, system_browser, AuthorizationCodeRequest, AuthorizationOutcome, CompletionMode,
-    DeferredAt, DeferredAuthorization, PendingAuthorization, ResponseMode,
+    print_url, system_browser, AuthorizationCodeRequest, AuthorizationOutcome, DeferredAt,
+    DeferredAuthorization, PendingAuthorization, ResponseMode,
 };
+pub use completion_mode::CompletionMode;
 pub use deferral::{Deferral, TokenResult};
 pub use device::{DeviceAuthorization, DeviceAuthorizationRequest};
 pub use dpop::DpopKey;

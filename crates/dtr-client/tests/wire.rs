@@ -16,7 +16,7 @@ use axum::routing::any;
 use axum::Router;
 use dtr_client::{
     AdminClient, AdminError, Client, ClientAuth, ClientCredentialsRequest, ClientSecret,
-    DeferralCode, Error, ErrorCode, NotificationToken, TokenResult,
+    CompletionMode, DeferralCode, Error, ErrorCode, NotificationToken, TokenResult,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -222,6 +222,34 @@ async fn synchronous_request_omits_completion_mode() {
     assert_eq!(
         form,
         [("grant_type".to_owned(), "client_credentials".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn interactive_mode_sends_both_values() {
+    // DTR-1: `deferred` stays in the list beside `deferred_interactive`.
+    let (c, mock) = discovered(basic(), true).await;
+    answer(&mock, 200, r#"{"access_token":"at","token_type":"Bearer"}"#);
+    let req = ClientCredentialsRequest {
+        scope: Some("read".into()),
+        ..Default::default()
+    };
+    let reply = c
+        .client_credentials_with_mode(&req, CompletionMode::DeferredInteractive)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let form = mock.seen.lock().unwrap()[0].form();
+    assert_eq!(
+        form,
+        [
+            ("grant_type".to_owned(), "client_credentials".to_owned()),
+            ("scope".to_owned(), "read".to_owned()),
+            (
+                "completion_mode".to_owned(),
+                "deferred deferred_interactive".to_owned()
+            ),
+        ]
     );
 }
 

@@ -33,6 +33,10 @@ token_endpoint_auth_method = "none"
 grant_types = ["authorization_code", "refresh_token"]
 scope = "read payments"
 redirect_uris = ["http://127.0.0.1/callback"]
+[[clients]]
+client_id = "svc"
+client_secret = "svc-secret"
+scope = "read payments"
 [[users]]
 username = "alice"
 password = "alice-password"
@@ -279,7 +283,10 @@ fn flags_that_do_not_apply_exit_2() {
             ][..],
             "--state",
         ),
-        (&["token", "--interactive"][..], "--interactive"),
+        (
+            &["token", "--grant", "device", "--interactive"][..],
+            "--interactive",
+        ),
         (&["token", "--no-browser"][..], "--no-browser"),
         (&["token", "--par"][..], "--par"),
         (
@@ -292,4 +299,23 @@ fn flags_that_do_not_apply_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(flag), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn interactive_client_credentials_is_an_opt_in() {
+    // `deferred deferred_interactive` carries the opt-in (DTR-1): the
+    // server defers, and --no-wait prints the deferral.
+    let s = serve();
+    let o = Command::new(DTR)
+        .args(["token", "--scope", "payments", "--interactive", "--no-wait"])
+        .env("DTR_ISSUER", &s.issuer)
+        .env("DTR_CLIENT_ID", "svc")
+        .env("DTR_CLIENT_SECRET", "svc-secret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["error"], "authorization_pending");
+    assert!(d["deferral_code"].is_string());
 }

@@ -172,7 +172,8 @@ pub struct TokenArgs {
     deferred: bool,
     /// Send completion_mode="deferred deferred_interactive": accept a
     /// deferred response and say that this client can show a user the
-    /// interaction_uri (implies --deferred; authorization_code grant).
+    /// interaction_uri (implies --deferred; authorization_code and
+    /// client_credentials).
     #[arg(long)]
     interactive: bool,
     /// authorization_code: how the authorization response comes back to

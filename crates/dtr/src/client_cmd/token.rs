@@ -7,8 +7,8 @@ use super::state::save_state;
 use super::wait::wait;
 use super::{Grant, TokenArgs, OK, USAGE};
 use dtr_client::{
-    CallbackReceiver, ClientCredentialsRequest, NotificationToken, Poller, SystemClock,
-    TokenResult, CALLBACK_PATH,
+    CallbackReceiver, ClientCredentialsRequest, CompletionMode, NotificationToken, Poller,
+    SystemClock, TokenResult, CALLBACK_PATH,
 };
 use dtr_proto::secret::MIN_NOTIFICATION_TOKEN_LEN;
 
@@ -19,7 +19,6 @@ pub async fn token(args: TokenArgs) -> u8 {
             return code;
         }
     } else if let Some(flag) = [
-        (args.interactive, "--interactive"),
         (args.response_mode.is_some(), "--response-mode"),
         (args.no_browser, "--no-browser"),
         (args.par, "--par"),
@@ -28,6 +27,9 @@ pub async fn token(args: TokenArgs) -> u8 {
     .find_map(|(given, flag)| given.then_some(flag))
     {
         eprintln!("error: {flag} is only used with --grant authorization_code");
+        return USAGE;
+    } else if args.interactive && args.grant == Grant::Device {
+        eprintln!("error: --interactive is not available with --grant device");
         return USAGE;
     }
     let auth = match client_auth(&args.conn) {
@@ -113,7 +115,16 @@ pub async fn token(args: TokenArgs) -> u8 {
                 notification_token: notification_token.clone(),
                 authorization_details,
             };
-            client.client_credentials(&req).await
+            // --interactive: the client shows a user the interaction_uri.
+            let mode = match (args.interactive, args.deferred) {
+                (true, _) => CompletionMode::DeferredInteractive,
+                (false, true) => CompletionMode::Deferred,
+                (false, false) => CompletionMode::Synchronous,
+            };
+            client
+                .client_credentials_with_mode(&req, mode)
+                .await
+                .map(|r| r.result)
         }
         Grant::Device => crate::device_cmd::run(&client, args.scope, args.deferred).await,
         Grant::AuthorizationCode => return USAGE,
