@@ -87,7 +87,11 @@ pub fn is_terminal_poll_error(code: &ErrorCode) -> bool {
 /// (OAuth 2.1 section 4.1.3); the server verifies them on the first poll
 /// and refuses them on any later one. `Debug` shows the names only: the
 /// verifier is a credential.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// It serialises (as a list of name-value pairs) so that a deferral whose
+/// first poll is still owed can be saved and resumed; store it like the
+/// deferral code itself.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct FirstPollParams {
     pairs: Vec<(String, String)>,
 }

@@ -14,6 +14,7 @@ use login_browser::LoginBrowser;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 
@@ -274,16 +275,6 @@ fn flags_that_do_not_apply_exit_2() {
             "--no-wait",
         ),
         (
-            &[
-                "token",
-                "--grant",
-                "authorization_code",
-                "--state",
-                "f.json",
-            ][..],
-            "--state",
-        ),
-        (
             &["token", "--grant", "device", "--interactive"][..],
             "--interactive",
         ),
@@ -318,4 +309,168 @@ fn interactive_client_credentials_is_an_opt_in() {
     let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(d["error"], "authorization_pending");
     assert!(d["deferral_code"].is_string());
+}
+
+/// A token endpoint on raw sockets: serves the metadata, records every
+/// token request body and answers `authorization_pending`, then a token.
+async fn fake_token_endpoint() -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", l.local_addr().unwrap());
+    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = bodies.clone();
+    let iss = issuer.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let (seen, iss) = (seen.clone(), iss.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                    let len: usize = head
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        let body = String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string();
+                        break (head, body);
+                    }
+                };
+                let (status, json) = if head.starts_with("GET /.well-known/") {
+                    (
+                        "200 OK",
+                        serde_json::json!({
+                            "issuer": iss,
+                            "token_endpoint": format!("{iss}/token"),
+                            "grant_types_supported": ["urn:ietf:params:oauth:grant-type:deferred"],
+                            "deferred_token_response_supported": true,
+                            "response_types_supported": ["code"],
+                        }),
+                    )
+                } else {
+                    let mut all = seen.lock().unwrap();
+                    all.push(body);
+                    if all.len() == 1 {
+                        (
+                            "400 Bad Request",
+                            serde_json::json!({"error": "authorization_pending"}),
+                        )
+                    } else {
+                        (
+                            "200 OK",
+                            serde_json::json!({"access_token": "AT", "token_type": "Bearer"}),
+                        )
+                    }
+                };
+                let body = json.to_string();
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (issuer, bodies)
+}
+
+#[tokio::test]
+async fn saved_first_poll_is_sent_once_on_resume() {
+    // A deferral at the authorization endpoint saved by `dtr token --state`
+    // before its first poll: `dtr poll --state` sends the verifier on the
+    // first poll, removes it from the file, and never sends it again.
+    let (issuer, bodies) = fake_token_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let saved = serde_json::json!({
+        "code": "DC-SAVED",
+        "expires_in": 600,
+        "interval": 1,
+        "received_at_unix_ms": now,
+        "issuer": issuer,
+        "client_id": "cli",
+        "error": "authorization_pending",
+        "first_poll": [
+            ["code_verifier", "VERIFIER-1"],
+            ["redirect_uri", "http://127.0.0.1:7/callback"]
+        ],
+    });
+    std::fs::write(&path, saved.to_string()).unwrap();
+    let poll = {
+        let (path, issuer) = (path.clone(), issuer.clone());
+        move |once: bool| {
+            let mut c = Command::new(DTR);
+            c.args(["poll", "--state", path.to_str().unwrap()]);
+            if once {
+                c.arg("--once");
+            }
+            c.env("DTR_ISSUER", &issuer)
+                .env("DTR_CLIENT_ID", "cli")
+                .env_remove("DTR_CLIENT_SECRET")
+                .output()
+                .unwrap()
+        }
+    };
+    let first = tokio::task::spawn_blocking({
+        let poll = poll.clone();
+        move || poll(true)
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(first.status.code(), Some(0), "{err}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("VERIFIER-1") && text.contains("DC-SAVED"),
+        "{text}"
+    );
+    let second = tokio::task::spawn_blocking(move || poll(false))
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert_eq!(second.status.code(), Some(0), "{err}");
+    assert!(!path.exists(), "the finished deferral's state is removed");
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let form = |b: &str| -> Vec<(String, String)> {
+        url::form_urlencoded::parse(b.as_bytes())
+            .into_owned()
+            .collect()
+    };
+    let names = |b: &str| -> Vec<String> { form(b).into_iter().map(|(k, _)| k).collect() };
+    assert_eq!(
+        names(&bodies[0]),
+        [
+            "grant_type",
+            "deferral_code",
+            "code_verifier",
+            "redirect_uri",
+            "client_id"
+        ]
+    );
+    assert_eq!(form(&bodies[0])[2].1, "VERIFIER-1");
+    assert_eq!(
+        names(&bodies[1]),
+        ["grant_type", "deferral_code", "client_id"]
+    );
 }

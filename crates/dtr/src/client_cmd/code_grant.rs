@@ -3,6 +3,7 @@
 //! 7.3), then the deferral, wherever the server deferred, polled to the end.
 
 use super::output::{print_token, report_error, report_failure};
+use super::state::save_state_with;
 use super::wait::wait;
 use super::{ResponseModeArg, TokenArgs, USAGE};
 use dtr_client::{
@@ -16,10 +17,9 @@ use std::time::Duration;
 pub(super) fn check_flags(args: &TokenArgs) -> Result<(), u8> {
     let refused = [
         // The first poll of a deferral at the authorization endpoint
-        // carries the PKCE verifier, which a printed or saved deferral
-        // would have to carry along; not offered for this grant.
+        // carries the PKCE verifier, which a printed deferral would have to
+        // carry along; --state keeps it in the file instead.
         (args.no_wait, "--no-wait"),
-        (args.state.is_some(), "--state"),
         // A client_notification_token must never travel in a browser URL.
         (args.notification_token.is_some(), "--notification-token"),
         (args.callback_listen.is_some(), "--callback-listen"),
@@ -97,8 +97,20 @@ pub(super) async fn run(
             if d.at == DeferredAt::TokenEndpoint {
                 eprintln!("the token request was deferred (DTR-8)");
             }
+            if let Some(path) = &args.state {
+                // The file holds the code and, until the first poll is
+                // sent, the verifier it owes (mode 0600, DTR-29).
+                if let Err(e) = save_state_with(path, &d.deferral, d.first_poll_params()) {
+                    eprintln!("error: --state {}: cannot write: {e}", path.display());
+                    return USAGE;
+                }
+                eprintln!(
+                    "saved the deferral to {} (resume with `dtr poll --state`)",
+                    path.display()
+                );
+            }
             let poller = d.poller(client, SystemClock);
-            wait(poller, &d.deferral, None, true).await
+            wait(poller, &d.deferral, args.state.as_deref(), true).await
         }
         Err(e) => report_error(&e, &args.conn.issuer),
     }

@@ -33,7 +33,8 @@
 //! URI `http://127.0.0.1:{port}/callback` (RFC 8252 section 7.3; register
 //! `http://127.0.0.1/callback`). The progress display says whether the
 //! redirect brought a `code` or a `deferral_code`; the latter is polled
-//! with the PKCE verifier on its first poll.
+//! with the PKCE verifier on its first poll; a `--state` file holds the
+//! verifier until that poll has been sent.
 //!
 //! Progress: on a terminal (stderr) a spinner line with the elapsed time,
 //! the current step and the time to the next poll, the interaction URI on
