@@ -272,7 +272,7 @@ fn flags_that_do_not_apply_exit_2() {
     for (args, flag) in [
         (
             &["token", "--grant", "authorization_code", "--no-wait"][..],
-            "--no-wait",
+            "--no-wait without --state FILE",
         ),
         (
             &["token", "--grant", "device", "--interactive"][..],
@@ -473,4 +473,67 @@ async fn saved_first_poll_is_sent_once_on_resume() {
         names(&bodies[1]),
         ["grant_type", "deferral_code", "client_id"]
     );
+}
+
+#[tokio::test]
+async fn no_wait_with_state_then_poll_resumes() {
+    // --no-wait needs --state for this grant (the file would hold a first
+    // poll's verifier); `dtr poll --state` with the same DPoP key collects
+    // the token after the reviewer's approval.
+    let s = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let key = dir.path().join("dpop.pem");
+    let (state_s, key_s) = (
+        state.to_str().unwrap().to_owned(),
+        key.to_str().unwrap().to_owned(),
+    );
+    let mut run = Run::start(
+        &s,
+        &[
+            "--scope",
+            "payments",
+            "--deferred",
+            "--dpop-key",
+            &key_s,
+            "--no-wait",
+            "--state",
+            &state_s,
+        ],
+    );
+    let url = run.url();
+    LoginBrowser::new("alice", "alice-password")
+        .authorize(url, &origin(&s), "approve")
+        .await;
+    let (code, out, err) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(printed["error"], "authorization_pending");
+    assert!(printed["dpop_jkt"].is_string());
+    assert!(state.exists(), "{err}");
+    let admin = AdminClient::new(&s.issuer, ADMIN).unwrap();
+    let pending = admin.list(Some("pending"), Some("cli")).await.unwrap();
+    admin
+        .approve(pending[0]["id"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let issuer = s.issuer.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        Command::new(DTR)
+            .args(["poll", "--state", &state_s, "--dpop-key", &key_s])
+            .env("DTR_ISSUER", &issuer)
+            .env("DTR_CLIENT_ID", "cli")
+            .env_remove("DTR_CLIENT_SECRET")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(t["token_type"], "DPoP");
+    assert!(!state.exists());
 }

@@ -2,10 +2,10 @@
 //! through the browser and a loopback redirect receiver (RFC 8252 section
 //! 7.3), then the deferral, wherever the server deferred, polled to the end.
 
-use super::output::{print_token, report_error, report_failure};
+use super::output::{print_json, print_token, report_error, report_failure, resumable};
 use super::state::save_state_with;
 use super::wait::wait;
-use super::{ResponseModeArg, TokenArgs, USAGE};
+use super::{ResponseModeArg, TokenArgs, OK, USAGE};
 use dtr_client::{
     print_url, system_browser, AuthorizationCodeRequest, AuthorizationOutcome,
     AuthorizationResponse, Client, CompletionMode, DeferredAt, ResponseMode, SystemClock,
@@ -19,7 +19,10 @@ pub(super) fn check_flags(args: &TokenArgs) -> Result<(), u8> {
         // The first poll of a deferral at the authorization endpoint
         // carries the PKCE verifier, which a printed deferral would have to
         // carry along; --state keeps it in the file instead.
-        (args.no_wait, "--no-wait"),
+        (
+            args.no_wait && args.state.is_none(),
+            "--no-wait without --state FILE",
+        ),
         // A client_notification_token must never travel in a browser URL.
         (args.notification_token.is_some(), "--notification-token"),
         (args.callback_listen.is_some(), "--callback-listen"),
@@ -108,6 +111,12 @@ pub(super) async fn run(
                     "saved the deferral to {} (resume with `dtr poll --state`)",
                     path.display()
                 );
+            }
+            if args.no_wait {
+                // The verifier stays in the file; the printed deferral is
+                // for showing and for `dtr cancel`.
+                print_json(&resumable(&d.deferral));
+                return OK;
             }
             let poller = d.poller(client, SystemClock);
             wait(poller, &d.deferral, args.state.as_deref(), true).await
