@@ -157,6 +157,15 @@ pub fn parse_response(
     pairs: &[(String, String)],
     expected: &Expected,
 ) -> Result<AuthorizationResponse, ResponseError> {
+    // Nothing else is looked at before the state matches: a request that
+    // is not our response (another tab, a page probing local ports) must
+    // not end or influence this flow, so even its malformations are only
+    // "not ours".
+    let mut states = pairs.iter().filter(|(k, _)| k == "state");
+    match (states.next(), states.next()) {
+        (Some((_, s)), None) if ct_eq(s.as_bytes(), expected.state.as_bytes()) => {}
+        _ => return Err(ResponseError::StateMismatch),
+    }
     for (i, (k, _)) in pairs.iter().enumerate() {
         if pairs[..i].iter().any(|(seen, _)| seen == k) {
             return Err(ResponseError::Malformed(format!(
@@ -170,12 +179,6 @@ pub fn parse_response(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    // Nothing else is looked at before the state matches: a response that
-    // is not ours must not influence this flow.
-    match get("state") {
-        Some(s) if ct_eq(s.as_bytes(), expected.state.as_bytes()) => {}
-        _ => return Err(ResponseError::StateMismatch),
-    }
     match get("iss") {
         // RFC 9207 section 2.4: simple string comparison.
         Some(iss) if iss == expected.issuer => {}
@@ -520,8 +523,24 @@ mod tests {
                 Err(ResponseError::StateMismatch)
             );
         }
+        // A repeated state, even with the right value, is not ours either.
+        let p = pairs(&[
+            ("code", "C"),
+            ("state", "st-123"),
+            ("state", "st-123"),
+            ("iss", ISS),
+        ]);
+        assert_eq!(
+            parse_response(&p, &expected(false)),
+            Err(ResponseError::StateMismatch)
+        );
         // The state is checked before anything else: a foreign error
-        // response is only "not ours".
+        // response, or a foreign malformed one, is only "not ours".
+        let p = pairs(&[("code", "C"), ("code", "D"), ("state", "x")]);
+        assert_eq!(
+            parse_response(&p, &expected(false)),
+            Err(ResponseError::StateMismatch)
+        );
         let p = pairs(&[("error", "access_denied"), ("state", "x"), ("iss", ISS)]);
         assert_eq!(
             parse_response(&p, &expected(false)),
