@@ -5,6 +5,7 @@
 
 use crate::auth::ClientAuth;
 use crate::clock::now_unix_ms;
+use crate::completion_mode::CompletionMode;
 use crate::deferral::{Deferral, TokenResult};
 use crate::dpop::{DpopKey, DPOP_HEADER, DPOP_NONCE_HEADER};
 use crate::error::Error;
@@ -15,7 +16,7 @@ use dtr_proto::{
     paths, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_DEFERRED, TOKEN_TYPE_DEFERRAL_CODE,
 };
 use reqwest::header::HeaderMap;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -326,6 +327,23 @@ impl Client {
         &self,
         req: &ClientCredentialsRequest,
     ) -> Result<TokenReply, Error> {
+        let mode = if req.deferred {
+            CompletionMode::Deferred
+        } else {
+            CompletionMode::Synchronous
+        };
+        self.client_credentials_with_mode(req, mode).await
+    }
+
+    /// [`Client::client_credentials_reply`] with the `completion_mode`
+    /// given explicitly, e.g. [`CompletionMode::DeferredInteractive`] for a
+    /// client that can show a user an `interaction_uri`; `req.deferred` is
+    /// not looked at.
+    pub async fn client_credentials_with_mode(
+        &self,
+        req: &ClientCredentialsRequest,
+        mode: CompletionMode,
+    ) -> Result<TokenReply, Error> {
         let details = req
             .authorization_details
             .as_ref()
@@ -336,8 +354,8 @@ impl Client {
         if let Some(scope) = &req.scope {
             params.push(("scope", scope));
         }
-        if req.deferred {
-            params.push(("completion_mode", dtr_proto::completion_mode::DEFERRED));
+        if let Some(m) = mode.param() {
+            params.push(("completion_mode", m));
         }
         if let Some(t) = &req.notification_token {
             params.push(("client_notification_token", t.secret()));
@@ -373,6 +391,22 @@ impl Client {
                 dpop_jkt: self.dpop.as_ref().map(DpopKey::thumbprint),
             },
         )?;
+        let result = match result {
+            // RFC 9110 section 10.2.3: the delay travels as a header, and
+            // the poller honours it (temporarily_unavailable, a throttled
+            // client). Only the delay-seconds form is read; an HTTP date
+            // would need the server's clock.
+            TokenResult::Error(e) => TokenResult::Error(
+                match answer
+                    .header(RETRY_AFTER)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    Some(secs) => e.with_retry_after(secs),
+                    None => e,
+                },
+            ),
+            other => other,
+        };
         Ok(TokenReply {
             status: answer.status,
             www_authenticate: answer.header(WWW_AUTHENTICATE),
@@ -395,6 +429,23 @@ impl Client {
             ("deferral_code", code.secret()),
         ])
         .await
+    }
+
+    /// One polling request with parameters that belong to this poll alone:
+    /// the first poll after a deferral at the authorization endpoint
+    /// carries the PKCE `code_verifier` and the `redirect_uri` (see
+    /// [`crate::FirstPollParams`]). Nothing else is added (DTR-6, DTR-15).
+    pub async fn poll_once_with_reply(
+        &self,
+        code: &DeferralCode,
+        params: &[(&str, &str)],
+    ) -> Result<TokenReply, Error> {
+        let mut form = vec![
+            ("grant_type", GRANT_TYPE_DEFERRED),
+            ("deferral_code", code.secret()),
+        ];
+        form.extend_from_slice(params);
+        self.token_request_reply(&form).await
     }
 
     /// Polls a deferral once, with a proof of the key it is bound to

@@ -68,6 +68,16 @@ pub enum Error {
         /// Thumbprint of the key the deferral is bound to.
         jkt: String,
     },
+    /// The authorization response that came back to the redirect URI is
+    /// unusable: it is an error response (OAuth 2.1 section 4.1.2.1), its
+    /// `iss` is not the issuer the request went to (RFC 9207 section 2.4),
+    /// or it lacks what it must carry.
+    #[error("authorization response: {0}")]
+    AuthorizationResponse(crate::redirect::ResponseError),
+    /// The loopback redirect receiver could not listen or gave up waiting
+    /// (RFC 8252 section 7.3).
+    #[error("redirect receiver: {0}")]
+    Receiver(String),
     /// The deferral is bound to another key than the client's. Nothing was
     /// sent.
     #[error(
@@ -79,4 +89,29 @@ pub enum Error {
         /// Thumbprint of the client's key.
         actual: String,
     },
+}
+
+impl Error {
+    /// Whether the request certainly never reached the server: the
+    /// connection was refused or could not be made, or the client refused
+    /// locally before sending. The [`crate::Poller`] keeps the parameters
+    /// of a first poll only then: a `code_verifier` that may have been
+    /// received must not be presented again.
+    pub fn nothing_sent(&self) -> bool {
+        match self {
+            Self::Http(e) => e.is_connect() || e.is_builder(),
+            Self::CancellationUnsupported
+            | Self::MissingEndpoint(_)
+            | Self::InvalidUrl { .. }
+            | Self::InvalidParameter(_)
+            | Self::Key(_)
+            | Self::DpopKeyRequired { .. }
+            | Self::DpopKeyMismatch { .. } => true,
+            Self::UnexpectedResponse { .. }
+            | Self::Discovery(_)
+            | Self::OAuth { .. }
+            | Self::AuthorizationResponse(_)
+            | Self::Receiver(_) => false,
+        }
+    }
 }

@@ -23,6 +23,13 @@
 //!   callback notifications in constant time (DTR-26) and wakes the poller
 //!   of the matching deferral; it never takes a callback as the result
 //!   (DTR-30).
+//! - [`Client::authorize`] runs the authorization code grant (OAuth 2.1
+//!   section 4.1) through a [`LoopbackReceiver`] (RFC 8252 section 7.3):
+//!   PKCE S256, `state` and `iss` (RFC 9207) checks, `dpop_jkt` (RFC 9449
+//!   section 10), `form_post`, pushed requests (RFC 9126); the redirect
+//!   brings a `code` or, when the
+//!   server deferred at the authorization endpoint, a `deferral_code` whose
+//!   first poll carries the `code_verifier` ([`DeferredAuthorization`]).
 //! - [`AdminClient`] drives the server's admin API.
 //!
 //! Requirement numbers (`DTR-n`) refer to the project's SPEC.md.
@@ -33,6 +40,8 @@ pub mod auth;
 pub mod callback;
 pub mod client;
 pub mod clock;
+pub mod code_flow;
+pub mod completion_mode;
 pub mod deferral;
 pub mod device;
 pub mod dpop;
@@ -40,18 +49,28 @@ pub mod error;
 mod http;
 pub mod keys;
 pub mod poller;
+pub mod redirect;
 
 pub use admin::{AdminClient, AdminError};
 pub use auth::ClientAuth;
 pub use callback::{CallbackReceiver, CALLBACK_PATH};
 pub use client::{Client, ClientCredentialsRequest, ResourceResponse, TokenReply};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use code_flow::{
+    print_url, system_browser, AuthorizationCodeRequest, AuthorizationOutcome, DeferredAt,
+    DeferredAuthorization, PendingAuthorization, ResponseMode,
+};
+pub use completion_mode::CompletionMode;
 pub use deferral::{Deferral, TokenResult};
 pub use device::{DeviceAuthorization, DeviceAuthorizationRequest};
 pub use dpop::DpopKey;
 pub use error::Error;
 pub use keys::Es256Key;
-pub use poller::{PollOutcome, PollProgress, PollTransport, Poller};
+pub use poller::{
+    is_terminal_poll_error, FirstPollParams, PollOutcome, PollProgress, PollTransport, Poller,
+    TERMINAL_POLL_ERRORS,
+};
+pub use redirect::{AuthorizationResponse, LoopbackReceiver, ResponseError, REDIRECT_PATH};
 
 // Re-exported so that users need not depend on `dtr-proto` for the types
 // that appear in this crate's signatures.

@@ -6,9 +6,23 @@
 //! - the first poll comes `interval` seconds after the deferred response;
 //! - every `slow_down` adds 5 s to the interval for the rest of the
 //!   deferral (DTR-19, RFC 8628 section 3.5);
-//! - `authorization_pending` and `interaction_required` continue (DTR-18);
-//!   every other error ends polling for good (`invalid_grant`,
+//! - `authorization_pending`, `interaction_required` (DTR-18) and the
+//!   draft's newer `interaction_pending` continue; so does every error code
+//!   the client does not know: the draft's profile rules (Substrate
+//!   Invariants, obligation A) let a profile add pending states as new
+//!   error codes, so an unknown code means "keep polling at the interval
+//!   while the code lives", never "the deferral is over". Only the codes of
+//!   [`TERMINAL_POLL_ERRORS`] end polling for good (`invalid_grant`,
 //!   `expired_token`, `access_denied`, `invalid_request`, ...);
+//! - `temporarily_unavailable` continues too (OAuth 2.1 section 5.2: the
+//!   condition is temporary), and the next poll honours the answer's
+//!   `Retry-After` (RFC 9110 section 10.2.3) when it is longer than the
+//!   interval;
+//! - the first poll may carry parameters that belong to it alone
+//!   ([`Poller::with_first_poll_params`]): after a deferral at the
+//!   authorization endpoint the first poll presents the PKCE
+//!   `code_verifier` (RFC 7636 section 4.5) and the `redirect_uri`, and no
+//!   later poll may repeat them;
 //! - no poll is sent at or after the code's expiry. With a relaxed
 //!   schedule (see [`Poller::with_relaxed_delay`]) the last poll is moved
 //!   to just before expiry so a late decision is still collected; it never
@@ -25,6 +39,7 @@ use crate::error::Error;
 use dtr_proto::secret::DeferralCode;
 use dtr_proto::token::TokenResponse;
 use dtr_proto::{ErrorCode, OAuthError};
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +52,83 @@ pub const SLOW_DOWN_STEP_SECS: u64 = 5;
 /// How long before expiry the moved last poll of a relaxed schedule is
 /// sent, so that it reaches the server while the code is still valid.
 pub const FINAL_POLL_MARGIN: Duration = Duration::from_secs(1);
+
+/// The error codes that end polling for good. Everything else a poll is
+/// answered with (the pending family, `slow_down`, `temporarily_unavailable`,
+/// `use_dpop_nonce` after the transport's own nonce retry, and any code the
+/// client does not know) means "poll again at the interval while the code
+/// lives": the draft lets profiles define new pending states as new error
+/// codes (Substrate Invariants, profile obligation A), so treating an
+/// unknown code as final would abandon a deferral the server still holds.
+pub const TERMINAL_POLL_ERRORS: &[&str] = &[
+    "invalid_grant",
+    "access_denied",
+    "expired_token",
+    "invalid_request",
+    "invalid_client",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "invalid_target",
+    "invalid_authorization_details",
+    "invalid_dpop_proof",
+    "server_error",
+];
+
+/// Whether a poll answered with `code` ends the deferral for the client
+/// (see [`TERMINAL_POLL_ERRORS`]).
+pub fn is_terminal_poll_error(code: &ErrorCode) -> bool {
+    TERMINAL_POLL_ERRORS.contains(&code.as_str())
+}
+
+/// Parameters that go on one poll only: the first one. After a deferral at
+/// the authorization endpoint these are the PKCE `code_verifier` (RFC 7636
+/// section 4.5) and the `redirect_uri` of the authorization request
+/// (OAuth 2.1 section 4.1.3); the server verifies them on the first poll
+/// and refuses them on any later one. `Debug` shows the names only: the
+/// verifier is a credential.
+/// It serialises (as a list of name-value pairs) so that a deferral whose
+/// first poll is still owed can be saved and resumed; store it like the
+/// deferral code itself.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct FirstPollParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl fmt::Debug for FirstPollParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.pairs.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl FirstPollParams {
+    /// No parameters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one parameter.
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.pairs.push((name.into(), value.into()));
+        self
+    }
+
+    /// The parameters as form pairs.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
 
 /// Sends one polling request. [`Client`] implements it; tests script it.
 pub trait PollTransport: Send + Sync {
@@ -56,6 +148,29 @@ pub trait PollTransport: Send + Sync {
     ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
         let _ = dpop_jkt;
         self.poll_once(code)
+    }
+
+    /// [`PollTransport::poll_bound`] with `params` added to this one poll
+    /// (see [`FirstPollParams`]). The default refuses non-empty `params`
+    /// without sending anything rather than drop them: a first poll
+    /// without its verifier would end the deferral on the server.
+    fn poll_with(
+        &self,
+        code: &DeferralCode,
+        dpop_jkt: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+        let refused = (!params.is_empty()).then(|| {
+            Error::InvalidParameter(
+                "this poll transport cannot send the parameters of a first poll".into(),
+            )
+        });
+        async move {
+            match refused {
+                Some(e) => Err(e),
+                None => self.poll_bound(code, dpop_jkt).await,
+            }
+        }
     }
 }
 
@@ -78,6 +193,21 @@ impl PollTransport for Client {
             Client::poll_once(self, code).await
         }
     }
+
+    fn poll_with(
+        &self,
+        code: &DeferralCode,
+        dpop_jkt: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+        let check = self.check_binding(dpop_jkt);
+        async move {
+            check?;
+            Ok(Client::poll_once_with_reply(self, code, params)
+                .await?
+                .result)
+        }
+    }
 }
 
 impl<T: PollTransport> PollTransport for &T {
@@ -93,6 +223,14 @@ impl<T: PollTransport> PollTransport for &T {
         dpop_jkt: Option<&str>,
     ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
         (**self).poll_bound(code, dpop_jkt)
+    }
+    fn poll_with(
+        &self,
+        code: &DeferralCode,
+        dpop_jkt: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+        (**self).poll_with(code, dpop_jkt, params)
     }
 }
 
@@ -110,6 +248,14 @@ impl<T: PollTransport> PollTransport for Arc<T> {
     ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
         (**self).poll_bound(code, dpop_jkt)
     }
+    fn poll_with(
+        &self,
+        code: &DeferralCode,
+        dpop_jkt: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+        (**self).poll_with(code, dpop_jkt, params)
+    }
 }
 
 /// One step of polling, reported after every non-terminal answer.
@@ -119,7 +265,9 @@ pub struct PollProgress {
     pub attempt: u32,
     /// The current polling interval in seconds (after any `slow_down`).
     pub interval: u64,
-    /// `authorization_pending`, `interaction_required` or `slow_down`.
+    /// The answer: `authorization_pending`, `interaction_required`,
+    /// `interaction_pending`, `slow_down`, `temporarily_unavailable`, or a
+    /// pending state the client does not know, kept by its name.
     pub error: ErrorCode,
     /// Progress information (DTR-10), e.g. `step=document_review`.
     pub error_description: Option<String>,
@@ -173,6 +321,9 @@ pub struct Poller<T: PollTransport, C: Clock> {
     attempt: u32,
     interaction_uri: Option<String>,
     dpop_jkt: Option<String>,
+    first_poll: Option<FirstPollParams>,
+    /// The earliest moment of the next poll set by a `Retry-After`.
+    not_before: Option<i64>,
     wake: Arc<Notify>,
 }
 
@@ -235,8 +386,26 @@ impl<T: PollTransport, C: Clock> Poller<T, C> {
             attempt: 0,
             interaction_uri: None,
             dpop_jkt: None,
+            first_poll: None,
+            not_before: None,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Sends `params` with the first poll that reaches the server, and with
+    /// no other (see [`FirstPollParams`]). A poll that failed before
+    /// anything was sent (a refused connection, a missing DPoP key) keeps
+    /// them for the next attempt; once a request may have reached the
+    /// server they are gone, because a verifier presented twice is
+    /// refused and ends the deferral.
+    pub fn with_first_poll_params(mut self, params: FirstPollParams) -> Self {
+        self.first_poll = (!params.is_empty()).then_some(params);
+        self
+    }
+
+    /// Whether parameters of the first poll are still waiting to be sent.
+    pub fn first_poll_pending(&self) -> bool {
+        self.first_poll.is_some()
     }
 
     /// Marks the code as DPoP-bound to the key with thumbprint `jkt`
@@ -286,17 +455,21 @@ impl<T: PollTransport, C: Clock> Poller<T, C> {
     /// The earliest moment the draft allows the next poll: `interval` after
     /// the previous one. The first poll may come at any time.
     fn allowed_at(&self, now: i64) -> i64 {
-        match self.last_poll_at {
+        let after_interval = match self.last_poll_at {
             Some(last) => last.saturating_add(self.interval_ms()),
             None => now,
-        }
+        };
+        after_interval.max(self.not_before.unwrap_or(i64::MIN))
     }
 
     /// When to poll next, or `None` if no poll fits before expiry.
     fn plan(&self, now: i64) -> Option<i64> {
         let base = self.last_poll_at.unwrap_or(self.started_at);
         let delay = self.interval_ms().max(ms(self.relaxed));
-        let planned = base.saturating_add(delay).max(now);
+        let planned = base
+            .saturating_add(delay)
+            .max(now)
+            .max(self.not_before.unwrap_or(i64::MIN));
         let Some(deadline) = self.deadline else {
             return Some(planned);
         };
@@ -348,11 +521,22 @@ impl<T: PollTransport, C: Clock> Poller<T, C> {
             }
             self.attempt = self.attempt.saturating_add(1);
             self.last_poll_at = Some(now);
-            let (error, description) = match self
-                .transport
-                .poll_bound(&self.code, self.dpop_jkt.as_deref())
-                .await?
-            {
+            let sent = {
+                let extra = self
+                    .first_poll
+                    .as_ref()
+                    .map(FirstPollParams::pairs)
+                    .unwrap_or_default();
+                self.transport
+                    .poll_with(&self.code, self.dpop_jkt.as_deref(), &extra)
+                    .await
+            };
+            match &sent {
+                Err(e) if e.nothing_sent() => {}
+                _ => self.first_poll = None,
+            }
+            self.not_before = None;
+            let (error, description) = match sent? {
                 TokenResult::Token(t) => return Ok(PollOutcome::Token(t)),
                 // A poll answer never repeats the code (DTR-18), but a
                 // server that does only tells us the deferral is pending.
@@ -360,19 +544,30 @@ impl<T: PollTransport, C: Clock> Poller<T, C> {
                     self.interaction_uri = d.interaction_uri;
                     (d.error, d.description)
                 }
-                TokenResult::Error(e) => match e.error {
-                    ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired => {
-                        // DTR-18: the two may alternate; the URI belongs to
-                        // the latest answer only.
-                        self.interaction_uri = e.interaction_uri;
-                        (e.error, e.error_description)
+                TokenResult::Error(e) if is_terminal_poll_error(&e.error) => {
+                    return Ok(PollOutcome::Failed(e))
+                }
+                TokenResult::Error(e) => {
+                    match e.error {
+                        ErrorCode::SlowDown => {
+                            // DTR-19: for the rest of the deferral.
+                            self.interval_secs =
+                                self.interval_secs.saturating_add(SLOW_DOWN_STEP_SECS);
+                        }
+                        // These say nothing about the deferral itself, so
+                        // the interaction URI of the previous answer stands.
+                        ErrorCode::TemporarilyUnavailable | ErrorCode::UseDpopNonce => {}
+                        // DTR-18: pending states may alternate; the URI
+                        // belongs to the latest answer only. A state the
+                        // client does not know may carry one too.
+                        _ => self.interaction_uri = e.interaction_uri,
                     }
-                    ErrorCode::SlowDown => {
-                        self.interval_secs = self.interval_secs.saturating_add(SLOW_DOWN_STEP_SECS);
-                        (e.error, e.error_description)
+                    if let Some(secs) = e.retry_after {
+                        let secs = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+                        self.not_before = Some(now.saturating_add(secs));
                     }
-                    _ => return Ok(PollOutcome::Failed(e)),
-                },
+                    (e.error, e.error_description)
+                }
             };
             let now = self.clock.now_unix_ms();
             let next_poll_in = self
@@ -403,6 +598,7 @@ mod tests {
         clock: ManualClock,
         answers: Mutex<VecDeque<Result<TokenResult, Error>>>,
         calls: Mutex<Vec<i64>>,
+        params: Mutex<Vec<Vec<(String, String)>>>,
         ring: Mutex<Option<Arc<Notify>>>,
     }
 
@@ -412,11 +608,21 @@ mod tests {
                 clock: clock.clone(),
                 answers: Mutex::new(answers.into()),
                 calls: Mutex::new(Vec::new()),
+                params: Mutex::new(Vec::new()),
                 ring: Mutex::new(None),
             }
         }
         fn calls(&self) -> Vec<i64> {
             self.calls.lock().unwrap().clone()
+        }
+        /// The extra parameters of every poll, names only.
+        fn param_names(&self) -> Vec<Vec<String>> {
+            self.params
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| p.iter().map(|(k, _)| k.clone()).collect())
+                .collect()
         }
     }
 
@@ -432,6 +638,21 @@ mod tests {
             }
             let next = self.answers.lock().unwrap().pop_front();
             async move { next.unwrap_or_else(|| panic!("poller polled past the script")) }
+        }
+
+        fn poll_with(
+            &self,
+            code: &DeferralCode,
+            _dpop_jkt: Option<&str>,
+            params: &[(&str, &str)],
+        ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+            self.params.lock().unwrap().push(
+                params
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            );
+            self.poll_once(code)
         }
     }
 
@@ -537,8 +758,13 @@ mod tests {
             "access_denied",
             "invalid_request",
             "invalid_client",
+            "unauthorized_client",
+            "unsupported_grant_type",
+            "invalid_scope",
+            "invalid_target",
+            "invalid_authorization_details",
+            "invalid_dpop_proof",
             "server_error",
-            "some_future_error",
         ] {
             let clock = ManualClock::new(0);
             // The token after the error proves no further poll is sent.
@@ -737,5 +963,189 @@ mod tests {
         let (r, _) = run_collect(&mut p).await;
         assert!(matches!(r, Ok(PollOutcome::Token(_))));
         assert_eq!(t.calls(), [1_000, 2_000]);
+    }
+    fn with_retry_after(code: &str, secs: u64) -> Result<TokenResult, Error> {
+        Ok(TokenResult::Error(
+            OAuthError::new(ErrorCode::parse(code)).with_retry_after(secs),
+        ))
+    }
+
+    #[tokio::test]
+    async fn unknown_and_newer_pending_states_keep_polling() {
+        // The draft's profile rule: a state the client does not know is a
+        // pending state. interaction_pending may carry the URI; the
+        // progress names every state as it came.
+        let clock = ManualClock::new(0);
+        let t = Script::new(
+            &clock,
+            vec![
+                Ok(TokenResult::Error(OAuthError {
+                    error: ErrorCode::parse("interaction_pending"),
+                    error_description: Some("step=user".into()),
+                    interaction_uri: Some("https://as/interact/1".into()),
+                    retry_after: None,
+                })),
+                err("x_profile_review_queued"),
+                err("temporarily_unavailable"),
+                err("use_dpop_nonce"),
+                token(),
+            ],
+        );
+        let mut p = Poller::new(&t, clock.clone(), &deferral(600, 5));
+        let (r, seen) = run_collect(&mut p).await;
+        assert!(matches!(r, Ok(PollOutcome::Token(_))), "{r:?}");
+        let names: Vec<&str> = seen.iter().map(|s| s.error.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "interaction_pending",
+                "x_profile_review_queued",
+                "temporarily_unavailable",
+                "use_dpop_nonce"
+            ]
+        );
+        assert_eq!(
+            seen[0].interaction_uri.as_deref(),
+            Some("https://as/interact/1")
+        );
+        assert_eq!(seen[0].error_description.as_deref(), Some("step=user"));
+        // The unknown state carried no URI: it belongs to the latest answer.
+        assert_eq!(seen[1].interaction_uri, None);
+        // Only slow_down changes the interval.
+        assert_eq!(t.calls(), [5_000, 10_000, 15_000, 20_000, 25_000]);
+        assert!(!is_terminal_poll_error(&ErrorCode::parse(
+            "interaction_pending"
+        )));
+        assert!(is_terminal_poll_error(&ErrorCode::AccessDenied));
+    }
+
+    #[tokio::test]
+    async fn unknown_pending_state_until_expiry_is_expired() {
+        let clock = ManualClock::new(0);
+        let t = Script::new(&clock, vec![err("x_waiting"), err("x_waiting")]);
+        let mut p = Poller::new(&t, clock.clone(), &deferral(12, 5));
+        let (r, seen) = run_collect(&mut p).await;
+        assert!(matches!(r, Ok(PollOutcome::Expired)), "{r:?}");
+        assert_eq!(t.calls(), [5_000, 10_000]);
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retry_after_delays_the_next_poll_once() {
+        // RFC 9110 section 10.2.3: 30 s instead of the 5 s interval, for
+        // the next poll only.
+        let clock = ManualClock::new(0);
+        let t = Script::new(
+            &clock,
+            vec![
+                with_retry_after("temporarily_unavailable", 30),
+                err("authorization_pending"),
+                token(),
+            ],
+        );
+        let mut p = Poller::new(&t, clock.clone(), &deferral(600, 5));
+        let (r, seen) = run_collect(&mut p).await;
+        assert!(matches!(r, Ok(PollOutcome::Token(_))));
+        assert_eq!(t.calls(), [5_000, 35_000, 40_000]);
+        assert_eq!(seen[0].next_poll_in, Some(Duration::from_secs(30)));
+        assert_eq!(p.interval(), 5);
+    }
+
+    fn first_poll() -> FirstPollParams {
+        FirstPollParams::new()
+            .with("code_verifier", "VERIFIER-SECRET")
+            .with("redirect_uri", "http://127.0.0.1:1/callback")
+    }
+
+    #[tokio::test]
+    async fn first_poll_params_go_on_the_first_poll_only() {
+        let clock = ManualClock::new(0);
+        let t = Script::new(
+            &clock,
+            vec![
+                err("authorization_pending"),
+                err("slow_down"),
+                err("interaction_pending"),
+                token(),
+            ],
+        );
+        let mut p =
+            Poller::new(&t, clock.clone(), &deferral(600, 5)).with_first_poll_params(first_poll());
+        assert!(p.first_poll_pending());
+        let (r, _) = run_collect(&mut p).await;
+        assert!(matches!(r, Ok(PollOutcome::Token(_))));
+        let names = t.param_names();
+        assert_eq!(names.len(), 4);
+        assert_eq!(names[0], ["code_verifier", "redirect_uri"]);
+        assert!(names[1..].iter().all(Vec::is_empty), "{names:?}");
+        assert_eq!(t.params.lock().unwrap()[0][0].1, "VERIFIER-SECRET");
+        assert!(!p.first_poll_pending());
+        assert!(!format!("{:?}", first_poll()).contains("VERIFIER-SECRET"));
+    }
+
+    #[tokio::test]
+    async fn first_poll_params_survive_a_poll_that_was_never_sent() {
+        // A refused local check sends nothing, so the verifier is still
+        // owed to the server; an answer the client cannot read may come
+        // from a server that consumed it, so it is not sent again.
+        let clock = ManualClock::new(0);
+        let t = Script::new(
+            &clock,
+            vec![
+                Err(Error::DpopKeyRequired { jkt: "J".into() }),
+                Err(Error::UnexpectedResponse {
+                    status: 502,
+                    body: "bad gateway".into(),
+                }),
+                token(),
+            ],
+        );
+        let mut p =
+            Poller::new(&t, clock.clone(), &deferral(600, 5)).with_first_poll_params(first_poll());
+        assert!(matches!(
+            run_collect(&mut p).await.0,
+            Err(Error::DpopKeyRequired { .. })
+        ));
+        assert!(p.first_poll_pending());
+        assert!(matches!(
+            run_collect(&mut p).await.0,
+            Err(Error::UnexpectedResponse { .. })
+        ));
+        assert!(!p.first_poll_pending());
+        assert!(matches!(
+            run_collect(&mut p).await.0,
+            Ok(PollOutcome::Token(_))
+        ));
+        let names = t.param_names();
+        assert_eq!(names[0], ["code_verifier", "redirect_uri"]);
+        assert_eq!(names[1], ["code_verifier", "redirect_uri"]);
+        assert!(names[2].is_empty());
+    }
+
+    /// A transport that knows only `poll_once`.
+    struct Plain(std::sync::atomic::AtomicU32);
+
+    impl PollTransport for Plain {
+        fn poll_once(
+            &self,
+            _code: &DeferralCode,
+        ) -> impl Future<Output = Result<TokenResult, Error>> + Send {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { token() }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transport_without_first_poll_support_refuses_rather_than_drops() {
+        let clock = ManualClock::new(0);
+        let t = Plain(std::sync::atomic::AtomicU32::new(0));
+        let mut p =
+            Poller::new(&t, clock.clone(), &deferral(600, 5)).with_first_poll_params(first_poll());
+        let r = p.run(|_| {}).await;
+        assert!(matches!(r, Err(Error::InvalidParameter(_))), "{r:?}");
+        assert_eq!(t.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Without first-poll parameters the same transport polls.
+        let mut p = Poller::new(&t, clock.clone(), &deferral(600, 5));
+        assert!(matches!(p.run(|_| {}).await, Ok(PollOutcome::Token(_))));
     }
 }

@@ -16,7 +16,7 @@ use axum::routing::any;
 use axum::Router;
 use dtr_client::{
     AdminClient, AdminError, Client, ClientAuth, ClientCredentialsRequest, ClientSecret,
-    DeferralCode, Error, ErrorCode, NotificationToken, TokenResult,
+    CompletionMode, DeferralCode, Error, ErrorCode, NotificationToken, TokenResult,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -226,6 +226,34 @@ async fn synchronous_request_omits_completion_mode() {
 }
 
 #[tokio::test]
+async fn interactive_mode_sends_both_values() {
+    // DTR-1: `deferred` stays in the list beside `deferred_interactive`.
+    let (c, mock) = discovered(basic(), true).await;
+    answer(&mock, 200, r#"{"access_token":"at","token_type":"Bearer"}"#);
+    let req = ClientCredentialsRequest {
+        scope: Some("read".into()),
+        ..Default::default()
+    };
+    let reply = c
+        .client_credentials_with_mode(&req, CompletionMode::DeferredInteractive)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let form = mock.seen.lock().unwrap()[0].form();
+    assert_eq!(
+        form,
+        [
+            ("grant_type".to_owned(), "client_credentials".to_owned()),
+            ("scope".to_owned(), "read".to_owned()),
+            (
+                "completion_mode".to_owned(),
+                "deferred deferred_interactive".to_owned()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn poll_sends_only_grant_type_and_code() {
     // DTR-6, DTR-15
     let (c, mock) = discovered(
@@ -249,6 +277,63 @@ async fn poll_sends_only_grant_type_and_code() {
     assert_eq!(
         seen.form()[0].1,
         "urn:ietf:params:oauth:grant-type:deferred"
+    );
+}
+
+#[tokio::test]
+async fn first_poll_params_follow_the_code_and_retry_after_is_read() {
+    // The first poll of a deferral at the authorization endpoint: the
+    // verifier and redirect URI after the code, nothing else added.
+    // RFC 9110 section 10.2.3: Retry-After in delay-seconds reaches the
+    // error (the poller waits for it); an HTTP date is not read.
+    let (c, mock) = discovered(basic(), true).await;
+    answer_with(
+        &mock,
+        503,
+        vec![("retry-after", "7".into())],
+        r#"{"error":"temporarily_unavailable"}"#,
+    );
+    answer_with(
+        &mock,
+        503,
+        vec![("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".into())],
+        r#"{"error":"temporarily_unavailable"}"#,
+    );
+    let reply = c
+        .poll_once_with_reply(
+            &DeferralCode::new("DC1"),
+            &[
+                ("code_verifier", "V"),
+                ("redirect_uri", "http://127.0.0.1:1/callback"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply.result, TokenResult::Error(ref e) if e.error == ErrorCode::TemporarilyUnavailable && e.retry_after == Some(7)),
+        "{:?}",
+        reply.result
+    );
+    let seen = mock.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        seen.form(),
+        [
+            (
+                "grant_type".to_owned(),
+                "urn:ietf:params:oauth:grant-type:deferred".to_owned()
+            ),
+            ("deferral_code".to_owned(), "DC1".to_owned()),
+            ("code_verifier".to_owned(), "V".to_owned()),
+            (
+                "redirect_uri".to_owned(),
+                "http://127.0.0.1:1/callback".to_owned()
+            ),
+        ]
+    );
+    let r = c.poll_once(&DeferralCode::new("DC1")).await.unwrap();
+    assert!(
+        matches!(r, TokenResult::Error(ref e) if e.retry_after.is_none()),
+        "{r:?}"
     );
 }
 

@@ -27,6 +27,15 @@
 //! file is removed once the deferral is finished (token, denial,
 //! cancellation, expiry).
 //!
+//! Authorization code grant: `dtr token --grant authorization_code` opens
+//! the system browser (or prints the URL with `--no-browser`) at the
+//! authorization endpoint and receives the response on a loopback redirect
+//! URI `http://127.0.0.1:{port}/callback` (RFC 8252 section 7.3; register
+//! `http://127.0.0.1/callback`). The progress display says whether the
+//! redirect brought a `code` or a `deferral_code`; the latter is polled
+//! with the PKCE verifier on its first poll; a `--state` file holds the
+//! verifier until that poll has been sent.
+//!
 //! Progress: on a terminal (stderr) a spinner line with the elapsed time,
 //! the current step and the time to the next poll, the interaction URI on
 //! lines of its own; otherwise one plain line per poll.
@@ -41,6 +50,7 @@
 //! [`Deferral`]: dtr_client::Deferral
 
 mod cancel;
+mod code_grant;
 mod connection;
 mod dpop_key;
 mod output;
@@ -95,6 +105,23 @@ pub enum Grant {
     /// /device page, then continues like any grant (a deferral included).
     #[value(name = "device")]
     Device,
+    /// OAuth 2.1 section 4.1 through the system browser and a loopback
+    /// redirect receiver (RFC 8252 section 7.3). The redirect brings a code
+    /// or, when the server deferred at the authorization endpoint, a
+    /// deferral_code polled with the PKCE verifier on the first poll.
+    #[value(name = "authorization_code")]
+    AuthorizationCode,
+}
+
+/// How the authorization response comes back (`--response-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResponseModeArg {
+    /// In the query of a redirect (the default).
+    #[value(name = "query")]
+    Query,
+    /// As a form POST (OAuth 2.0 Form Post Response Mode).
+    #[value(name = "form_post")]
+    FormPost,
 }
 
 /// Where the server is and who the client is. (No `Debug`: it holds the
@@ -144,6 +171,29 @@ pub struct TokenArgs {
     /// Send completion_mode=deferred: accept a deferred response.
     #[arg(long)]
     deferred: bool,
+    /// Send completion_mode="deferred deferred_interactive": accept a
+    /// deferred response and say that this client can show a user the
+    /// interaction_uri (implies --deferred; authorization_code and
+    /// client_credentials).
+    #[arg(long)]
+    interactive: bool,
+    /// authorization_code: how the authorization response comes back to
+    /// the loopback redirect URI [default: query].
+    #[arg(long, value_enum)]
+    response_mode: Option<ResponseModeArg>,
+    /// authorization_code: push the request to the pushed authorization
+    /// request endpoint (RFC 9126); the browser then only carries client_id
+    /// and request_uri.
+    #[arg(long)]
+    par: bool,
+    /// authorization_code: print the authorization URL instead of opening
+    /// the system browser.
+    #[arg(long)]
+    no_browser: bool,
+    /// authorization_code: seconds to wait for the user to sign in and
+    /// consent.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    login_timeout: u64,
     /// On a deferred response, print the deferral as JSON and exit instead
     /// of polling.
     #[arg(long)]

@@ -71,6 +71,25 @@ pub(super) fn report_error(e: &Error, issuer: &str) -> u8 {
             eprintln!("error: {e}");
             USAGE
         }
+        Error::AuthorizationResponse(dtr_client::ResponseError::Denied(e)) => report_failure(e),
+        Error::AuthorizationResponse(e) => {
+            eprintln!(
+                "failed: authorization response refused: {}",
+                safe(&e.to_string())
+            );
+            FAILED
+        }
+        Error::Receiver(e) => {
+            eprintln!("failed: {}", safe(e));
+            FAILED
+        }
+        Error::MissingEndpoint(what) => {
+            eprintln!(
+                "error: --issuer {}: the metadata has no {what}",
+                safe(issuer)
+            );
+            USAGE
+        }
         Error::CancellationUnsupported => {
             eprintln!("error: {e} (DTR-7); nothing was sent");
             FAILED

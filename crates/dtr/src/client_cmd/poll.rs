@@ -3,7 +3,9 @@
 
 use super::connection::{client_auth, client_for_code, discover};
 use super::output::{print_json, print_token, report_error, report_failure, show_interaction};
-use super::state::{finishes_deferral, forget_state, load_state};
+use super::state::{
+    finishes_deferral, forget_first_poll, forget_state, load_first_poll, load_state,
+};
 use super::wait::wait;
 use super::{deferral_code, PollArgs, OK, USAGE};
 use dtr_client::{Deferral, ErrorCode, Poller, SystemClock, TokenResult};
@@ -86,6 +88,11 @@ async fn poll_state(args: PollArgs, path: &Path) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
+    // A deferral at the authorization endpoint whose first poll is owed.
+    let first_poll = match load_first_poll(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     if args.dpop_jkt.is_some() && args.dpop_jkt != d.dpop_jkt {
         eprintln!(
             "error: --dpop-jkt differs from the dpop_jkt saved in --state {}",
@@ -106,7 +113,25 @@ async fn poll_state(args: PollArgs, path: &Path) -> u8 {
         return report_error(&e, &args.conn.issuer);
     }
     if args.once {
-        return match client.poll_deferral(&d).await {
+        let answer = if first_poll.is_empty() {
+            client.poll_deferral(&d).await
+        } else {
+            let sent = client
+                .poll_once_with_reply(&d.code, &first_poll.pairs())
+                .await
+                .map(|r| r.result);
+            // Never present the verifier twice (see `forget_first_poll`).
+            if !matches!(&sent, Err(e) if e.nothing_sent()) {
+                if let Err(e) = forget_first_poll(path, &d) {
+                    eprintln!(
+                        "warning: --state {}: cannot remove the sent code_verifier: {e}; do not resume from this file",
+                        path.display()
+                    );
+                }
+            }
+            sent
+        };
+        return match answer {
             Ok(TokenResult::Token(t)) => {
                 forget_state(Some(path));
                 print_token(&t)
@@ -132,13 +157,13 @@ async fn poll_state(args: PollArgs, path: &Path) -> u8 {
             Err(e) => report_error(&e, &args.conn.issuer),
         };
     }
-    let poller = Poller::new(&client, SystemClock, &d);
+    let poller = Poller::new(&client, SystemClock, &d).with_first_poll_params(first_poll);
     wait(poller, &d, Some(path), false).await
 }
 
+/// Everything but the terminal codes is a pending state, including the
+/// ones this client does not know (the draft's profile rule; see
+/// [`dtr_client::TERMINAL_POLL_ERRORS`]).
 fn is_pending(code: &ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired | ErrorCode::SlowDown
-    )
+    !dtr_client::is_terminal_poll_error(code)
 }

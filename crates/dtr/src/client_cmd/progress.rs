@@ -81,15 +81,7 @@ impl Display {
             }
         }
         self.shown_uri.clone_from(&p.interaction_uri);
-        let mut status = p.error.to_string();
-        if p.error == ErrorCode::SlowDown {
-            // DTR-19: the poller added 5 s.
-            status.push_str(&format!(" (interval raised to {}s)", p.interval));
-        }
-        if let Some(desc) = &p.error_description {
-            status.push(' ');
-            status.push_str(&safe(desc));
-        }
+        let status = status_text(p);
         let now = dtr_client::clock::now_unix_ms();
         self.next_poll_at = p
             .next_poll_in
@@ -174,6 +166,69 @@ impl Display {
     }
 }
 
+/// The answer of one poll as the display shows it: the error code by its
+/// name, what it means when the name alone does not say, and the step.
+fn status_text(p: &PollProgress) -> String {
+    let mut status = p.error.to_string();
+    match (&p.error, p.error.as_str()) {
+        // DTR-19: the poller added 5 s.
+        (ErrorCode::SlowDown, _) => {
+            status.push_str(&format!(" (interval raised to {}s)", p.interval));
+        }
+        (ErrorCode::TemporarilyUnavailable, _) => {
+            status.push_str(" (the server is busy; polling on)");
+        }
+        (_, "interaction_pending") => status.push_str(" (the user has been asked)"),
+        // The draft's profile rule: a state the client does not know is
+        // a pending state; its name is all there is to show.
+        (ErrorCode::Other(_), _) => {
+            status.push_str(" (a pending state this client does not know; polling on)");
+        }
+        _ => {}
+    }
+    if let Some(desc) = &p.error_description {
+        status.push(' ');
+        status.push_str(&safe(desc));
+    }
+    status
+}
+
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs_f64().ceil() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(code: &str, description: Option<&str>) -> PollProgress {
+        PollProgress {
+            attempt: 1,
+            interval: 10,
+            error: ErrorCode::parse(code),
+            error_description: description.map(str::to_owned),
+            interaction_uri: None,
+            next_poll_in: None,
+        }
+    }
+
+    #[test]
+    fn states_are_shown_by_name() {
+        assert_eq!(
+            status_text(&progress("authorization_pending", Some("step=review"))),
+            "authorization_pending step=review"
+        );
+        assert_eq!(
+            status_text(&progress("slow_down", None)),
+            "slow_down (interval raised to 10s)"
+        );
+        assert_eq!(
+            status_text(&progress("interaction_pending", None)),
+            "interaction_pending (the user has been asked)"
+        );
+        assert_eq!(
+            status_text(&progress("x_profile_state", Some("step=\x1b[2J"))),
+            "x_profile_state (a pending state this client does not know; polling on) step=?[2J"
+        );
+    }
 }

@@ -7,18 +7,36 @@ use super::state::save_state;
 use super::wait::wait;
 use super::{Grant, TokenArgs, OK, USAGE};
 use dtr_client::{
-    CallbackReceiver, ClientCredentialsRequest, NotificationToken, Poller, SystemClock,
-    TokenResult, CALLBACK_PATH,
+    CallbackReceiver, ClientCredentialsRequest, CompletionMode, NotificationToken, Poller,
+    SystemClock, TokenResult, CALLBACK_PATH,
 };
 use dtr_proto::secret::MIN_NOTIFICATION_TOKEN_LEN;
 
 /// Runs `dtr token`.
 pub async fn token(args: TokenArgs) -> u8 {
+    if args.grant == Grant::AuthorizationCode {
+        if let Err(code) = super::code_grant::check_flags(&args) {
+            return code;
+        }
+    } else if let Some(flag) = [
+        (args.response_mode.is_some(), "--response-mode"),
+        (args.no_browser, "--no-browser"),
+        (args.par, "--par"),
+    ]
+    .iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+    {
+        eprintln!("error: {flag} is only used with --grant authorization_code");
+        return USAGE;
+    } else if args.interactive && args.grant == Grant::Device {
+        eprintln!("error: --interactive is not available with --grant device");
+        return USAGE;
+    }
     let auth = match client_auth(&args.conn) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let notification_token = match args.notification_token {
+    let notification_token = match args.notification_token.clone() {
         // DTR-12: refuse locally what the server would refuse anyway, with
         // a message naming the flag.
         Some(t) if t.len() < MIN_NOTIFICATION_TOKEN_LEN => {
@@ -86,6 +104,9 @@ pub async fn token(args: TokenArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if args.grant == Grant::AuthorizationCode {
+        return super::code_grant::run(&client, args, authorization_details).await;
+    }
     let result = match args.grant {
         Grant::ClientCredentials => {
             let req = ClientCredentialsRequest {
@@ -94,9 +115,19 @@ pub async fn token(args: TokenArgs) -> u8 {
                 notification_token: notification_token.clone(),
                 authorization_details,
             };
-            client.client_credentials(&req).await
+            // --interactive: the client shows a user the interaction_uri.
+            let mode = match (args.interactive, args.deferred) {
+                (true, _) => CompletionMode::DeferredInteractive,
+                (false, true) => CompletionMode::Deferred,
+                (false, false) => CompletionMode::Synchronous,
+            };
+            client
+                .client_credentials_with_mode(&req, mode)
+                .await
+                .map(|r| r.result)
         }
         Grant::Device => crate::device_cmd::run(&client, args.scope, args.deferred).await,
+        Grant::AuthorizationCode => return USAGE,
     };
     match result {
         Ok(TokenResult::Token(t)) => print_token(&t),
