@@ -355,7 +355,6 @@ action = "review"
 "#;
 
 #[tokio::test]
-#[ignore = "needs the server's deferral at the authorization endpoint (`deferred_authorization_endpoint`)"]
 async fn deferral_code_on_the_redirect_polled_to_tokens() {
     // The redirect brings the deferral code (form_post), bound to the key
     // of dpop_jkt; the first poll carries the verifier, later ones do not;

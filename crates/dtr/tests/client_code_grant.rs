@@ -35,6 +35,13 @@ grant_types = ["authorization_code", "refresh_token"]
 scope = "read payments"
 redirect_uris = ["http://127.0.0.1/callback"]
 [[clients]]
+client_id = "cli-direct"
+token_endpoint_auth_method = "none"
+grant_types = ["authorization_code", "refresh_token"]
+scope = "read payments"
+redirect_uris = ["http://127.0.0.1/callback"]
+deferred_authorization_endpoint = true
+[[clients]]
 client_id = "svc"
 client_secret = "svc-secret"
 scope = "read payments"
@@ -237,6 +244,57 @@ async fn deferred_with_dpop_waits_for_the_reviewer() {
     let t: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(t["token_type"], "DPoP");
     assert_eq!(t["scope"], "payments");
+}
+
+#[tokio::test]
+async fn deferral_code_on_the_redirect_with_dpop() {
+    // A client that opted in to deferral at the authorization endpoint:
+    // the redirect brings the deferral code, bound to the key of dpop_jkt,
+    // and the command polls it (the verifier on the first poll).
+    let s = serve();
+    let mut run = Run::start(
+        &s,
+        &[
+            "--client-id",
+            "cli-direct",
+            "--scope",
+            "payments",
+            "--deferred",
+            "--dpop",
+        ],
+    );
+    let url = run.url();
+    let delivery = LoginBrowser::new("alice", "alice-password")
+        .authorize(url, &origin(&s), "approve")
+        .await;
+    assert_eq!(delivery.status.as_u16(), 200, "{delivery:?}");
+    let admin = AdminClient::new(&s.issuer, ADMIN).unwrap();
+    let id = loop {
+        let pending = admin
+            .list(Some("pending"), Some("cli-direct"))
+            .await
+            .unwrap();
+        if let Some(d) = pending.first() {
+            break d["id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    admin.approve(&id, None).await.unwrap();
+    let (code, out, err) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "authorization response: deferral_code (deferred at the authorization endpoint"
+        ),
+        "{err}"
+    );
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(t["token_type"], "DPoP");
+    assert_eq!(t["scope"], "payments");
+    assert!(t["refresh_token"].is_string());
 }
 
 #[tokio::test]
