@@ -140,6 +140,7 @@ async fn the_redirect_carries_a_deferral_code_and_the_first_poll_proves_the_veri
         .await;
     assert_eq!(d.json["grant_type"], "authorization_code");
     assert_eq!(d.json["subject"], "alice");
+    assert_eq!(d.json["deferred_at"], "authorization_endpoint");
     let r = h
         .admin(
             "POST",
@@ -626,6 +627,10 @@ async fn interaction_pending_once_the_user_opened_the_page() {
         "{}",
         events.text
     );
+    let d = h
+        .admin("GET", &format!("/admin/deferrals/{id}"), None)
+        .await;
+    assert!(d.json["interaction_started_at"].is_string(), "{}", d.text);
     // The user approves on the page: the token follows.
     let csrf = hidden(&page.text, "csrf");
     let r = b

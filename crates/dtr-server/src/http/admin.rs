@@ -137,6 +137,19 @@ pub fn deferral_json(state: &AppState, d: &DeferralRecord) -> Value {
     ) {
         v["interaction_uri"] = uri.into();
     }
+    // Where the client got its code: on the authorization redirect (its
+    // first poll owes the PKCE verifier until `pkce_verified_at`) or from
+    // the token endpoint.
+    if d.front_channel.is_some() {
+        v["deferred_at"] = "authorization_endpoint".into();
+    }
+    if let Some(t) = d.interaction_started_at {
+        v["interaction_started_at"] = rfc3339(t).into();
+    }
+    if !d.interactive {
+        // The client did not say it can send a user to an interaction.
+        v["interactive"] = false.into();
+    }
     if let Some(t) = d.resolved_at {
         v["resolved_at"] = rfc3339(t).into();
     }
