@@ -10,6 +10,7 @@
 
 pub mod approver_hooks;
 pub mod approvers;
+pub mod authzen;
 pub mod callbacks;
 pub mod client_assertion;
 pub mod client_auth;
@@ -28,6 +29,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod password;
+pub mod pdp;
 pub mod policy;
 pub mod registration;
 pub mod sealed;
@@ -94,12 +96,14 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(worker::run(state.clone(), stop_rx.clone()));
     let sender = tokio::spawn(callbacks::run(state.clone(), stop_rx.clone()));
-    let hooks = tokio::spawn(approver_hooks::run(state.clone(), stop_rx));
+    let hooks = tokio::spawn(approver_hooks::run(state.clone(), stop_rx.clone()));
+    let tasks = tokio::spawn(authzen::tasks::run(state.clone(), stop_rx));
     let limits = state.config.http.clone();
     let result = http::server::run(listener, http::app(state), limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = sender.await;
     let _ = hooks.await;
+    let _ = tasks.await;
     result
 }

@@ -17,6 +17,8 @@ use tokio_postgres::{NoTls, Row};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// ARAP access request tasks.
+mod authzen;
 /// The callback outbox.
 mod callbacks;
 /// Registered clients.
@@ -51,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0012_approvers.sql"),
     include_str!("../../migrations/postgres/0013_identities.sql"),
     include_str!("../../migrations/postgres/0014_approver_webhooks.sql"),
+    include_str!("../../migrations/postgres/0018_authzen_tasks.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

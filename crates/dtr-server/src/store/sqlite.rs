@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// ARAP access request tasks.
+mod authzen;
 /// The callback outbox.
 mod callbacks;
 /// Registered clients.
@@ -55,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0012_approvers.sql"),
     include_str!("../../migrations/sqlite/0013_identities.sql"),
     include_str!("../../migrations/sqlite/0014_approver_webhooks.sql"),
+    include_str!("../../migrations/sqlite/0018_authzen_tasks.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
