@@ -109,6 +109,33 @@ impl Fixture {
         }));
     }
 
+    /// Calls dtr back about task `id` (ARAP "Callback Completion"): a
+    /// notification without a result, as the spec's example; the status.
+    pub async fn call_back(&self, id: &str) -> u16 {
+        let url = self.callback_of(id);
+        let status = self.lock().tasks[id].status.clone();
+        reqwest::Client::new()
+            .post(url)
+            .json(&json!({"task": {"id": id, "status": status,
+                "status_endpoint": format!("{}/access/v1/requests/{id}", self.base)}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Waits (up to 10 s) until `pred` holds of the fixture's state.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&Inner) -> bool) {
+        for _ in 0..200 {
+            if pred(&self.lock()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
     /// The callback URL dtr gave in its submission.
     pub fn callback_of(&self, id: &str) -> String {
         self.lock().tasks[id].submission["callback"]["endpoint"]
