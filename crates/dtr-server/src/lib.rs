@@ -8,8 +8,10 @@
 //! [`metrics`] (Prometheus).
 //! Protocol types and pure rules live in `dtr-proto`.
 
+pub mod access_requests;
 pub mod approver_hooks;
 pub mod approvers;
+pub mod arap;
 pub mod authzen;
 pub mod callbacks;
 pub mod client_assertion;

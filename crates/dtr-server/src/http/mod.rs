@@ -65,6 +65,16 @@ pub fn app(state: AppState) -> Router {
             &format!("{}/{{secret}}", paths::AUTHZEN_CALLBACK),
             post(authzen::callback),
         )
+        .route(paths::AUTHZEN_CONFIGURATION, get(authzen::configuration))
+        .route(paths::ACCESS_REQUESTS, post(authzen::submit))
+        .route(
+            &format!("{}/{{id}}", paths::ACCESS_REQUESTS),
+            get(authzen::status),
+        )
+        .route(
+            &format!("{}/{{id}}/cancel", paths::ACCESS_REQUESTS),
+            post(authzen::cancel).delete(authzen::cancel),
+        )
         .merge(admin::router(state.clone()))
         .merge(review::router())
         // The source address the throttles key on.

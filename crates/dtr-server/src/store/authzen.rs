@@ -46,6 +46,35 @@ impl std::fmt::Debug for AuthzenTask {
     }
 }
 
+/// A submission to dtr's own access request endpoint, by its
+/// `Idempotency-Key`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubmissionKey {
+    /// The submitting client.
+    pub client_id: String,
+    /// Its `Idempotency-Key`.
+    pub idempotency_key: String,
+    /// SHA-256 of the canonical submission body.
+    pub body_hash: String,
+    /// The deferral it created.
+    pub deferral_id: String,
+    /// The task id (the deferral's code), sealed to the deferral.
+    pub task_sealed: String,
+    /// When (ms).
+    pub created_at: i64,
+    /// Kept until then (ms).
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for SubmissionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubmissionKey")
+            .field("client_id", &self.client_id)
+            .field("deferral_id", &self.deferral_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The task store.
 #[async_trait]
 pub trait AuthzenTaskStore: Send + Sync {
@@ -80,6 +109,16 @@ pub trait AuthzenTaskStore: Send + Sync {
     /// `expired_token`), so that the `expire` transition applies. True
     /// when it was pending and alive.
     async fn end_deferral_now(&self, deferral_id: &str, now: i64) -> StoreResult<bool>;
-    /// Deletes tasks that ended before `before`.
+    /// Deletes tasks that ended before `before`, and submission keys kept
+    /// until before it.
     async fn prune_authzen_tasks(&self, before: i64) -> StoreResult<u64>;
+    /// Records a submission's key unless the client used it already;
+    /// returns the earlier record when it did (nothing written then).
+    async fn remember_submission(&self, k: &SubmissionKey) -> StoreResult<Option<SubmissionKey>>;
+    /// The submission a client made under `key`, if any.
+    async fn submission_by_key(
+        &self,
+        client_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<SubmissionKey>>;
 }

@@ -17,7 +17,7 @@ pub mod sqlite;
 pub mod transitions;
 
 pub use accounts::*;
-pub use authzen::{AuthzenTask, AuthzenTaskStore};
+pub use authzen::{AuthzenTask, AuthzenTaskStore, SubmissionKey};
 pub use console::{ConsoleSession, ConsoleStore};
 pub use device::{DeviceCodeRecord, DeviceStore, NewDeviceCode};
 pub use hooks::{ApproverHookStore, HookJob, HookStatus, NewHookJob};

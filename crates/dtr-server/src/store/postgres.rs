@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0013_identities.sql"),
     include_str!("../../migrations/postgres/0014_approver_webhooks.sql"),
     include_str!("../../migrations/postgres/0018_authzen_tasks.sql"),
+    include_str!("../../migrations/postgres/0019_access_requests.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

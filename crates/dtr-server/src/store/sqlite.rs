@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0013_identities.sql"),
     include_str!("../../migrations/sqlite/0014_approver_webhooks.sql"),
     include_str!("../../migrations/sqlite/0018_authzen_tasks.sql"),
+    include_str!("../../migrations/sqlite/0019_access_requests.sql"),
 ];
 
 /// SQLite implementation of [`Store`].

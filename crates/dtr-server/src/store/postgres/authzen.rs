@@ -124,10 +124,87 @@ impl AuthzenTaskStore for PostgresStore {
     }
 
     async fn prune_authzen_tasks(&self, before: i64) -> StoreResult<u64> {
-        self.execute(
-            "DELETE FROM authzen_tasks WHERE expires_at < $1",
-            &[&before],
-        )
-        .await
+        let n = self
+            .execute(
+                "DELETE FROM authzen_tasks WHERE expires_at < $1",
+                &[&before],
+            )
+            .await?;
+        let m = self
+            .execute(
+                "DELETE FROM access_requests WHERE expires_at < $1",
+                &[&before],
+            )
+            .await?;
+        Ok(n + m)
+    }
+
+    async fn submission_by_key(
+        &self,
+        client_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<SubmissionKey>> {
+        let row = self
+            .query_opt(
+                "SELECT body_hash, deferral_id, task_sealed, created_at, expires_at \
+                 FROM access_requests WHERE client_id = $1 AND idempotency_key = $2",
+                &[&client_id, &key],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(SubmissionKey {
+                client_id: client_id.to_owned(),
+                idempotency_key: key.to_owned(),
+                body_hash: r.try_get(0).map_err(db_err)?,
+                deferral_id: r.try_get(1).map_err(db_err)?,
+                task_sealed: r.try_get(2).map_err(db_err)?,
+                created_at: r.try_get(3).map_err(db_err)?,
+                expires_at: r.try_get(4).map_err(db_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn remember_submission(&self, k: &SubmissionKey) -> StoreResult<Option<SubmissionKey>> {
+        // The insert wins or the row that won is read back, so two nodes
+        // taking the same key agree on one task.
+        let inserted = self
+            .execute(
+                "INSERT INTO access_requests (client_id, idempotency_key, body_hash, deferral_id, \
+                 task_sealed, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (client_id, idempotency_key) DO NOTHING",
+                &[
+                    &k.client_id,
+                    &k.idempotency_key,
+                    &k.body_hash,
+                    &k.deferral_id,
+                    &k.task_sealed,
+                    &k.created_at,
+                    &k.expires_at,
+                ],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(None);
+        }
+        let row = self
+            .query_opt(
+                "SELECT body_hash, deferral_id, task_sealed, created_at, expires_at \
+                 FROM access_requests WHERE client_id = $1 AND idempotency_key = $2",
+                &[&k.client_id, &k.idempotency_key],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(SubmissionKey {
+                client_id: k.client_id.clone(),
+                idempotency_key: k.idempotency_key.clone(),
+                body_hash: r.try_get(0).map_err(db_err)?,
+                deferral_id: r.try_get(1).map_err(db_err)?,
+                task_sealed: r.try_get(2).map_err(db_err)?,
+                created_at: r.try_get(3).map_err(db_err)?,
+                expires_at: r.try_get(4).map_err(db_err)?,
+            })
+        })
+        .transpose()
     }
 }

@@ -141,9 +141,90 @@ impl AuthzenTaskStore for SqliteStore {
 
     async fn prune_authzen_tasks(&self, before: i64) -> StoreResult<u64> {
         self.with(move |db| {
-            db.execute("DELETE FROM authzen_tasks WHERE expires_at < ?1", [before])
-                .map(|n| n as u64)
-                .map_err(db_err)
+            let n = db
+                .execute("DELETE FROM authzen_tasks WHERE expires_at < ?1", [before])
+                .map_err(db_err)?;
+            let m = db
+                .execute(
+                    "DELETE FROM access_requests WHERE expires_at < ?1",
+                    [before],
+                )
+                .map_err(db_err)?;
+            Ok((n + m) as u64)
+        })
+        .await
+    }
+
+    async fn submission_by_key(
+        &self,
+        client_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<SubmissionKey>> {
+        let (c, k) = (client_id.to_owned(), key.to_owned());
+        self.with(move |db| {
+            db.query_row(
+                "SELECT body_hash, deferral_id, task_sealed, created_at, expires_at \
+                 FROM access_requests WHERE client_id = ?1 AND idempotency_key = ?2",
+                params![c, k],
+                |r| {
+                    Ok(SubmissionKey {
+                        client_id: c.clone(),
+                        idempotency_key: k.clone(),
+                        body_hash: r.get(0)?,
+                        deferral_id: r.get(1)?,
+                        task_sealed: r.get(2)?,
+                        created_at: r.get(3)?,
+                        expires_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn remember_submission(&self, k: &SubmissionKey) -> StoreResult<Option<SubmissionKey>> {
+        let k = k.clone();
+        self.with(move |db| {
+            let tx = db.transaction().map_err(db_err)?;
+            let earlier = tx
+                .query_row(
+                    "SELECT body_hash, deferral_id, task_sealed, created_at, expires_at \
+                     FROM access_requests WHERE client_id = ?1 AND idempotency_key = ?2",
+                    params![k.client_id, k.idempotency_key],
+                    |r| {
+                        Ok(SubmissionKey {
+                            client_id: k.client_id.clone(),
+                            idempotency_key: k.idempotency_key.clone(),
+                            body_hash: r.get(0)?,
+                            deferral_id: r.get(1)?,
+                            task_sealed: r.get(2)?,
+                            created_at: r.get(3)?,
+                            expires_at: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(db_err)?;
+            if earlier.is_none() {
+                tx.execute(
+                    "INSERT INTO access_requests (client_id, idempotency_key, body_hash, deferral_id, \
+                     task_sealed, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        k.client_id,
+                        k.idempotency_key,
+                        k.body_hash,
+                        k.deferral_id,
+                        k.task_sealed,
+                        k.created_at,
+                        k.expires_at
+                    ],
+                )
+                .map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(earlier)
         })
         .await
     }
