@@ -61,6 +61,12 @@ pub struct Inner {
     /// Answer this many submissions 503 after recording them (a service
     /// that failed after taking the request).
     pub fail_next_submissions: u32,
+    /// Requestable denials name this access request endpoint instead of
+    /// the fixture's own (another service, such as a dtr server).
+    pub access_request_endpoint: Option<String>,
+    /// Re-evaluations allow any approval presented (a PDP sharing the
+    /// approval state of that other service).
+    pub accept_any_approval: bool,
     /// The `Authorization` header of the last evaluation request.
     pub last_authorization: Option<String>,
 }
@@ -177,7 +183,7 @@ fn decide(f: &Fixture, g: &Inner, subject: &Value, resource: &Value, context: &V
     if ty == "scope" && id == "payments" {
         let approved = context["approval"]["id"]
             .as_str()
-            .is_some_and(|a| g.approvals.iter().any(|x| x == a));
+            .is_some_and(|a| g.accept_any_approval || g.approvals.iter().any(|x| x == a));
         if approved {
             return json!({"decision": true, "context": {"approval": context["approval"]}});
         }
@@ -188,7 +194,8 @@ fn decide(f: &Fixture, g: &Inner, subject: &Value, resource: &Value, context: &V
                 "expires_at": g.denial_expires_at,
                 "binding_token": "eyJhbGciOiJFUzI1NiJ9.eyJiIjoxfQ.c2ln",
                 "template": "manager_approval",
-                "endpoint": format!("{}/access/v1/requests", f.base),
+                "endpoint": g.access_request_endpoint.clone()
+                    .unwrap_or_else(|| format!("{}/access/v1/requests", f.base)),
             }
         }});
     }
