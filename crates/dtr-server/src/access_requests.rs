@@ -129,6 +129,9 @@ pub async fn submit(
         Action::Review | Action::Interaction => routing,
         _ => Routing::default(),
     };
+    // The submitter asked for an asynchronous decision by submitting.
+    let completion_mode = dtr_proto::completion_mode::CompletionMode::parse(Some("deferred"))
+        .map_err(|_| Error::internal("completion_mode \"deferred\" does not parse"))?;
     let deferred = deferrals::create(
         state,
         DeferRequest {
@@ -140,10 +143,7 @@ pub async fn submit(
             action: Action::Review,
             routing,
             opt_in: DeferralOptIn {
-                completion_mode: dtr_proto::completion_mode::CompletionMode {
-                    deferred: true,
-                    ..Default::default()
-                },
+                completion_mode,
                 notification_token: None,
             },
             dpop_jkt: None,

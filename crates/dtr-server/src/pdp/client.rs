@@ -283,11 +283,7 @@ impl Pdp {
         let m = self.metadata().await?;
         Ok(origin(&self.config.pdp).as_deref() == Some(wanted.as_str())
             || m.access_requests.as_deref().and_then(origin).as_deref() == Some(wanted.as_str())
-            || self
-                .config
-                .access_request_origins
-                .iter()
-                .any(|o| *o == wanted))
+            || self.config.access_request_origins.contains(&wanted))
     }
 }
 
