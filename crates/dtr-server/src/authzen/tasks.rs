@@ -171,7 +171,7 @@ pub async fn settle(state: &AppState, rec: &AuthzenTask, t: &wire::Task) -> Resu
     let now = state.clock.now_ms();
     let indices = indices_of(rec);
     let id = rec.deferral_id.as_str();
-    let done = match wire::resolution(t, &indices) {
+    match wire::resolution(t, &indices) {
         Resolution::Pending(step) => {
             if let Some(d) = state.store.deferral_by_id(id).await? {
                 if d.progress != step && step.is_some() {
@@ -224,12 +224,8 @@ pub async fn settle(state: &AppState, rec: &AuthzenTask, t: &wire::Task) -> Resu
                 }
                 _ => deny(state, id, "re-evaluation after approval denied", now).await?,
             }
-            true
         }
-        Resolution::Deny(reason) => {
-            deny(state, id, &reason, now).await?;
-            true
-        }
+        Resolution::Deny(reason) => deny(state, id, &reason, now).await?,
         Resolution::Expire => {
             if state.store.end_deferral_now(id, now).await? {
                 let w = TransitionWrite {
@@ -238,10 +234,8 @@ pub async fn settle(state: &AppState, rec: &AuthzenTask, t: &wire::Task) -> Resu
                 };
                 lifecycle::apply(state, &w, now).await?;
             }
-            true
         }
-    };
-    debug_assert!(done);
+    }
     state
         .store
         .update_authzen_task(id, "done", now, false)
