@@ -436,3 +436,39 @@ async fn a_retried_submission_reuses_its_key_and_a_new_request_gets_a_new_one() 
         assert_eq!(dfr_key.len(), 43, "SHA-256, base64url");
     }
 }
+
+#[tokio::test]
+async fn a_refused_submission_is_access_denied_and_a_service_outage_spares_the_pdp() {
+    let (h, f) = setup().await;
+    f.lock().refuse_submissions = Some(410);
+    let r = token(&h, "payments", true).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error(), "access_denied", "{}", r.text);
+    assert_eq!(
+        h.admin("GET", "/admin/deferrals", None).await.json,
+        json!([])
+    );
+
+    // The service down: fail closed, until its own circuit opens...
+    {
+        let mut g = f.lock();
+        g.refuse_submissions = None;
+        g.submissions_down = true;
+    }
+    for _ in 0..4 {
+        let r = token(&h, "payments", true).await;
+        assert_eq!(r.error(), "temporarily_unavailable", "{}", r.text);
+    }
+    let tried = f.lock().submissions;
+    let r = token(&h, "payments", true).await;
+    assert_eq!(r.error(), "temporarily_unavailable");
+    assert_eq!(f.lock().submissions, tried, "the service's circuit is open");
+    // ...while the PDP's stays closed: allowed requests are issued.
+    let r = token(&h, "read", false).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!h.state.pdp.as_ref().unwrap().circuit_open());
+    assert_eq!(
+        h.admin("GET", "/admin/deferrals", None).await.json,
+        json!([])
+    );
+}

@@ -102,7 +102,7 @@ pub async fn submit(
     let body = wire::submission(&ar.evaluations, &ar.denied, &callback, client_id);
     let key = idempotency_key(deferral_id);
     let answer = pdp
-        .call(
+        .call_service(
             Method::POST,
             &ar.endpoint,
             Some(&body),
@@ -110,9 +110,23 @@ pub async fn submit(
         )
         .await
         .map_err(|e| super::unavailable(&e))?;
-    let task = ok_json(&answer, &[201, 202])
+    let task = match ok_json(&answer, &[201, 202])
         .and_then(|b| wire::task(&b).map_err(|e| PdpError::Nonsense(e.0)))
-        .map_err(|e| super::unavailable(&e))?;
+    {
+        Ok(t) => t,
+        // The service refused this request (ARAP "Error Responses":
+        // not_requestable, expired_denial, invalid_denial_binding, ...):
+        // a refusal, not an outage.
+        Err(e @ PdpError::Refused { .. }) => {
+            tracing::warn!(error = %e, "access request refused by its service");
+            return Err(dtr_proto::OAuthError::with_description(
+                dtr_proto::ErrorCode::AccessDenied,
+                "the access request was refused",
+            )
+            .into());
+        }
+        Err(e) => return Err(super::unavailable(&e).into()),
+    };
     let origin = crate::pdp::client::origin(&ar.endpoint);
     let status_endpoint = task
         .status_endpoint
@@ -320,7 +334,7 @@ pub async fn work(state: &AppState, rec: &AuthzenTask) -> Result<(), Error> {
         // service does not support cancellation: the task ends by itself.
         if let Some(url) = &rec.cancel_endpoint {
             let body = json!({"reason": "client_revoked"});
-            match pdp.call(Method::POST, url, Some(&body), &[]).await {
+            match pdp.call_service(Method::POST, url, Some(&body), &[]).await {
                 Ok(a) if a.status == 200 || a.status == 409 || a.status == 404 => {}
                 Ok(a) => {
                     tracing::warn!(task = %rec.task_id, status = a.status, "ARAP cancellation refused")
@@ -339,15 +353,23 @@ pub async fn work(state: &AppState, rec: &AuthzenTask) -> Result<(), Error> {
         return Ok(finish("done").await?);
     }
     if !pending {
-        let orphan = deferral.is_none() && now - rec.created_at < ORPHAN_MS;
-        return Ok(finish(if orphan { "pending" } else { "done" }).await?);
+        if deferral.is_none() && now - rec.created_at < ORPHAN_MS {
+            // Its deferral is being written: look again shortly.
+            return Ok(state
+                .store
+                .update_authzen_task(&rec.deferral_id, "pending", now + FIRST_POLL_MS, false)
+                .await?);
+        }
+        return Ok(finish("done").await?);
     }
     if now >= rec.expires_at {
         // ARAP: stop polling at task.expires_at; the deferral's own life
         // ends no later (its expires_in was capped by it).
         return Ok(finish("done").await?);
     }
-    let answer = pdp.call(Method::GET, &rec.status_endpoint, None, &[]).await;
+    let answer = pdp
+        .call_service(Method::GET, &rec.status_endpoint, None, &[])
+        .await;
     let retry_after = answer.as_ref().ok().and_then(|a| a.retry_after);
     let outcome = match answer {
         Ok(a) if a.status == 410 => {

@@ -157,6 +157,7 @@ pub struct Pdp {
     http: SafeHttp,
     clock: Arc<dyn Clock>,
     breaker: Breaker,
+    service_breaker: Breaker,
     metadata: Mutex<Option<(Metadata, i64)>>,
 }
 
@@ -174,6 +175,7 @@ impl Pdp {
         let timeout = Duration::from_millis(config.timeout_ms);
         Self {
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown_ms),
+            service_breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown_ms),
             http: http.with_timeouts(timeout.min(Duration::from_secs(3)), timeout),
             config,
             clock,
@@ -191,10 +193,10 @@ impl Pdp {
         self.breaker.is_open()
     }
 
-    /// One call with retries, under the breaker: a network failure or a
-    /// 5xx is retried (`retries` times, short growing pauses); any other
-    /// answer is returned as it is. Only unanswered calls count against
-    /// the breaker.
+    /// One call to the PDP with retries, under its breaker: a network
+    /// failure or a 5xx is retried (`retries` times, short growing
+    /// pauses); any other answer is returned as it is. Only unanswered
+    /// calls count against the breaker.
     pub async fn call(
         &self,
         method: Method,
@@ -202,8 +204,33 @@ impl Pdp {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<JsonAnswer, PdpError> {
+        self.call_under(&self.breaker, method, url, body, headers)
+            .await
+    }
+
+    /// [`Pdp::call`] to an access request service, under a breaker of its
+    /// own: a service that is down must not stop the PDP's decisions.
+    pub async fn call_service(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<JsonAnswer, PdpError> {
+        self.call_under(&self.service_breaker, method, url, body, headers)
+            .await
+    }
+
+    async fn call_under(
+        &self,
+        breaker: &Breaker,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<JsonAnswer, PdpError> {
         let now = self.clock.now_ms();
-        if !self.breaker.admit(now) {
+        if !breaker.admit(now) {
             return Err(PdpError::CircuitOpen);
         }
         let mut last = String::new();
@@ -223,19 +250,24 @@ impl Pdp {
                 .await
             {
                 Ok(a) if a.status < 500 => {
-                    self.breaker.record(true, self.clock.now_ms());
+                    breaker.record(true, self.clock.now_ms());
                     return Ok(a);
                 }
                 Ok(a) => last = format!("HTTP {}", a.status),
-                // A URL refused by the SSRF rules will not change on retry.
+                // A URL refused by the SSRF rules will not change on retry
+                // (recorded, so that a probe never leaves the breaker
+                // half-open).
                 Err(
                     e @ (crate::outbound::OutboundError::BadUrl(_)
                     | crate::outbound::OutboundError::Forbidden(_)),
-                ) => return Err(PdpError::Unreachable(e.to_string())),
+                ) => {
+                    breaker.record(false, self.clock.now_ms());
+                    return Err(PdpError::Unreachable(e.to_string()));
+                }
                 Err(e) => last = e.to_string(),
             }
         }
-        self.breaker.record(false, self.clock.now_ms());
+        breaker.record(false, self.clock.now_ms());
         Err(PdpError::Unreachable(last))
     }
 

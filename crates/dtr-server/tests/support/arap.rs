@@ -61,6 +61,10 @@ pub struct Inner {
     /// Answer this many submissions 503 after recording them (a service
     /// that failed after taking the request).
     pub fail_next_submissions: u32,
+    /// Answer every submission 503 (the service is down).
+    pub submissions_down: bool,
+    /// Refuse submissions with this status and `expired_denial`.
+    pub refuse_submissions: Option<u16>,
     /// Requestable denials name this access request endpoint instead of
     /// the fixture's own (another service, such as a dtr server).
     pub access_request_endpoint: Option<String>,
@@ -272,6 +276,12 @@ async fn submit(State(f): State<Fixture>, headers: HeaderMap, Json(body): Json<V
     }
     let mut g = f.lock();
     g.submissions += 1;
+    if g.submissions_down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if let Some(status) = g.refuse_submissions {
+        return problem(StatusCode::from_u16(status).unwrap(), "expired_denial");
+    }
     let expires = g.task_expires_at.clone();
     if let Some(existing) = g.keys.get(&key).cloned() {
         let t = g.tasks[&existing].clone();
