@@ -1772,6 +1772,45 @@ mod suite {
         assert!(s.authzen_task("dfr_b").await.unwrap().is_none());
     }
 
+    pub async fn access_request_keys_once_per_client(s: Arc<dyn Store>) {
+        use dtr_server::store::SubmissionKey;
+        let key = |client: &str, k: &str, dfr: &str| SubmissionKey {
+            client_id: client.into(),
+            idempotency_key: k.into(),
+            body_hash: format!("hash-{dfr}"),
+            deferral_id: dfr.into(),
+            task_sealed: format!("sealed-{dfr}"),
+            created_at: T0,
+            expires_at: T0 + LIFE,
+        };
+        assert!(s.submission_by_key("pep", "k1").await.unwrap().is_none());
+        assert!(s
+            .remember_submission(&key("pep", "k1", "arq_1"))
+            .await
+            .unwrap()
+            .is_none());
+        // The same key again: the first stands and is returned.
+        let earlier = s
+            .remember_submission(&key("pep", "k1", "arq_2"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(earlier, key("pep", "k1", "arq_1"));
+        assert_eq!(
+            s.submission_by_key("pep", "k1").await.unwrap().unwrap(),
+            key("pep", "k1", "arq_1")
+        );
+        // Keys are per client.
+        assert!(s
+            .remember_submission(&key("pep2", "k1", "arq_3"))
+            .await
+            .unwrap()
+            .is_none());
+        // Pruned after their retention.
+        assert_eq!(s.prune_authzen_tasks(T0 + LIFE + 1).await.unwrap(), 2);
+        assert!(s.submission_by_key("pep", "k1").await.unwrap().is_none());
+    }
+
     pub async fn approver_hooks_outbox(s: Arc<dyn Store>) {
         use dtr_server::store::NewHookJob;
         let job = |deferral: &str, hook: &str| NewHookJob {
@@ -1951,6 +1990,7 @@ backends!(
     prune_accounts_deletes_expired,
     approver_hooks_outbox,
     authzen_tasks_claim_lease_and_settle,
+    access_request_keys_once_per_client,
 );
 
 /// What only the PostgreSQL backend has: start-up against a shared server.
