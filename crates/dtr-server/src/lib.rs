@@ -5,7 +5,9 @@
 //! (what to defer), [`deferrals`] (the deferral service), [`tokens`] (JWT
 //! access tokens), [`client_auth`], [`store`] (storage trait and
 //! databases), [`http`] (thin handlers), [`worker`] (background upkeep),
-//! [`metrics`] (Prometheus).
+//! [`metrics`] (Prometheus), [`pdp`] and [`authzen`] (decisions from an
+//! AuthZEN PDP, ARAP access request tasks), [`access_requests`] (dtr's
+//! review queue as an ARAP access request service).
 //! Protocol types and pure rules live in `dtr-proto`.
 
 pub mod access_requests;
