@@ -34,6 +34,15 @@ client_id = "other"
 client_secret = "other-secret"
 token_endpoint_auth_method = "client_secret_post"
 scope = "read payments"
+[[clients]]
+client_id = "web"
+client_secret = "web-secret-1"
+grant_types = ["authorization_code"]
+scope = "read payments forbidden"
+redirect_uris = ["https://app.example/cb"]
+[[users]]
+username = "alice"
+password = "alice-password"
 [[policy]]
 scope_any = ["write"]
 action = "review"
@@ -470,5 +479,36 @@ async fn a_refused_submission_is_access_denied_and_a_service_outage_spares_the_p
     assert_eq!(
         h.admin("GET", "/admin/deferrals", None).await.json,
         json!([])
+    );
+}
+
+#[tokio::test]
+async fn user_grants_ask_about_the_user_and_a_refusal_leaves_the_code_usable() {
+    use common::browser::{code_for, exchange_as, Browser};
+    const WEB: (&str, &str) = ("web", "web-secret-1");
+    let (h, f) = setup().await;
+    let mut b = Browser::new(&h);
+    let code = code_for(&mut b, "web", &[("scope", "read forbidden")]).await;
+    let r = exchange_as(&h, WEB, &code, &[]).await;
+    assert_eq!(r.error(), "invalid_scope", "{}", r.text);
+    let last = f.lock().batches.last().unwrap().clone();
+    assert_eq!(last["subject"], json!({"type": "user", "id": "alice"}));
+    assert_eq!(last["context"]["client_id"], "web");
+    assert_eq!(
+        last["evaluations"][0]["resource"],
+        json!({"type": "grant", "id": "authorization_code"})
+    );
+
+    // A requestable denial without the opt-in is refused before the code
+    // is spent (DTR-2), so the corrected request with it is deferred.
+    let code = code_for(&mut b, "web", &[("scope", "read payments")]).await;
+    let r = exchange_as(&h, WEB, &code, &[]).await;
+    assert_eq!(r.error(), "access_denied", "{}", r.text);
+    let r = exchange_as(&h, WEB, &code, &[("completion_mode", "deferred")]).await;
+    assert_eq!(r.error(), "authorization_pending", "{}", r.text);
+    let id = f.task_id();
+    assert_eq!(
+        f.task(&id).submission["subject"],
+        json!({"type": "user", "id": "alice"})
     );
 }
