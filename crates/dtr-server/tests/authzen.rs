@@ -512,3 +512,24 @@ async fn user_grants_ask_about_the_user_and_a_refusal_leaves_the_code_usable() {
         json!({"type": "user", "id": "alice"})
     );
 }
+
+#[tokio::test]
+async fn a_reevaluation_that_says_retry_keeps_the_deferral_pending() {
+    let (h, f) = setup().await;
+    let code = h.defer("payments").await;
+    let dfr = h.newest_id().await;
+    let id = f.task_id();
+    f.lock().grant_pending = true;
+    f.approve(&id, &format_time(now(&h) + 3_600_000));
+    poll_round(&h).await;
+    // ARAP next_action "retry": not denied, asked again after retry_after.
+    assert_eq!(h.poll(&code).await.error(), "authorization_pending");
+    let t = h.state.store.authzen_task(&dfr).await.unwrap().unwrap();
+    assert!(t.next_poll_at >= now(&h) + 30_000, "retry_after is a floor");
+    f.lock().grant_pending = false;
+    h.clock.advance_secs(40);
+    tasks::run_once(&h.state).await;
+    h.clock.advance_secs(6);
+    let r = h.poll(&code).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}

@@ -175,6 +175,9 @@ fn pdp(state: &AppState) -> Result<&Pdp, Error> {
 pub enum Settled {
     /// The task is still pending.
     Pending,
+    /// Approved, but the PDP asked to re-evaluate later (`next_action:
+    /// "retry"`), after this many seconds when it said.
+    RetryAfter(Option<u64>),
     /// The deferral was decided (or was no longer pending): the task is done.
     Done,
 }
@@ -236,7 +239,14 @@ pub async fn settle(state: &AppState, rec: &AuthzenTask, t: &wire::Task) -> Resu
                         lifecycle::apply(state, &w, now).await?;
                     }
                 }
-                _ => deny(state, id, "re-evaluation after approval denied", now).await?,
+                _ => match wire::after_denial(&decisions) {
+                    // Provisioning not done yet: the approval stands, ask
+                    // again (never past the task's end, see `work`).
+                    wire::AfterDenial::Retry(after) => return Ok(Settled::RetryAfter(after)),
+                    wire::AfterDenial::Stop => {
+                        deny(state, id, "re-evaluation after approval denied", now).await?
+                    }
+                },
             }
         }
         Resolution::Deny(reason) => deny(state, id, &reason, now).await?,
@@ -400,11 +410,15 @@ pub async fn work(state: &AppState, rec: &AuthzenTask) -> Result<(), Error> {
     };
     match outcome {
         Ok(Settled::Done) => Ok(()),
-        Ok(Settled::Pending) | Err(_) => {
+        Ok(Settled::Pending | Settled::RetryAfter(_)) | Err(_) => {
             if let Err(e) = &outcome {
                 tracing::debug!(task = %rec.task_id, error = %e, "task not settled this round");
             }
-            let next = now + backoff_ms(rec.polls + 1, retry_after, rand::random());
+            let floor = match outcome {
+                Ok(Settled::RetryAfter(Some(s))) => Some(s.max(retry_after.unwrap_or(0))),
+                _ => retry_after,
+            };
+            let next = now + backoff_ms(rec.polls + 1, floor, rand::random());
             state
                 .store
                 .update_authzen_task(&rec.deferral_id, "pending", next.min(rec.expires_at), true)

@@ -508,6 +508,48 @@ fn enforceable(result: &Value) -> Option<Value> {
     Some(a.clone())
 }
 
+/// What to do after a re-evaluation that presented an approval was
+/// denied (ARAP "Approval and Re-evaluation": `next_action`, else the
+/// default of a recognised `reason`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterDenial {
+    /// `retry`: ask again after this many seconds (`retry_after`), or
+    /// after the usual backoff.
+    Retry(Option<u64>),
+    /// `none`, or `request` (dtr does not resubmit on its own), or
+    /// nothing recognised: the denial stands.
+    Stop,
+}
+
+/// [`AfterDenial`] of the denied decisions of a re-evaluation: retry only
+/// when every denied one says so (`next_action: "retry"`, or no
+/// recognised `next_action` and `reason: "grant_pending"`), after the
+/// longest `retry_after` they give.
+pub fn after_denial(decisions: &[Decision]) -> AfterDenial {
+    let mut wait: Option<u64> = None;
+    let mut any = false;
+    for d in decisions.iter().filter(|d| !d.allowed) {
+        any = true;
+        let next = d.context.get("next_action").and_then(Value::as_str);
+        let retry = match next {
+            Some("retry") => true,
+            Some("request" | "none") => false,
+            _ => d.context.get("reason").and_then(Value::as_str) == Some("grant_pending"),
+        };
+        if !retry {
+            return AfterDenial::Stop;
+        }
+        if let Some(s) = d.context.get("retry_after").and_then(Value::as_u64) {
+            wait = Some(wait.map_or(s, |w| w.max(s)));
+        }
+    }
+    if any {
+        AfterDenial::Retry(wait)
+    } else {
+        AfterDenial::Stop
+    }
+}
+
 /// The earliest `approved_until` (ms) of a set of approvals.
 pub fn approved_until(approvals: &[(usize, Value)]) -> Option<i64> {
     approvals
@@ -806,6 +848,33 @@ mod tests {
             {"status": "approved", "result": {"mode": "reevaluate", "approval": a}},
             {"status": "denied"}]}}));
         assert!(matches!(resolution(&half, &[1, 3]), Resolution::Deny(_)));
+    }
+
+    #[test]
+    fn a_denied_reevaluation_is_retried_only_when_it_says_so() {
+        let retry = d(false, json!({"next_action": "retry", "retry_after": 30}));
+        let pending = d(false, json!({"reason": "grant_pending"}));
+        assert_eq!(
+            after_denial(&[d(true, json!({})), retry.clone()]),
+            AfterDenial::Retry(Some(30))
+        );
+        assert_eq!(
+            after_denial(&[retry.clone(), pending.clone()]),
+            AfterDenial::Retry(Some(30))
+        );
+        assert_eq!(after_denial(&[pending]), AfterDenial::Retry(None));
+        for stop in [
+            json!({"next_action": "none"}),
+            json!({"next_action": "request", "reason": "grant_pending"}),
+            json!({"reason": "policy_denied"}),
+            json!({}),
+        ] {
+            assert_eq!(
+                after_denial(&[retry.clone(), d(false, stop.clone())]),
+                AfterDenial::Stop,
+                "{stop}"
+            );
+        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Inner {
     /// Answer this many submissions 503 after recording them (a service
     /// that failed after taking the request).
     pub fail_next_submissions: u32,
+    /// Re-evaluations with a valid approval are denied with `next_action:
+    /// "retry"` (the grant is not provisioned yet).
+    pub grant_pending: bool,
     /// Answer every submission 503 (the service is down).
     pub submissions_down: bool,
     /// Refuse submissions with this status and `expired_denial`.
@@ -188,6 +191,10 @@ fn decide(f: &Fixture, g: &Inner, subject: &Value, resource: &Value, context: &V
         let approved = context["approval"]["id"]
             .as_str()
             .is_some_and(|a| g.accept_any_approval || g.approvals.iter().any(|x| x == a));
+        if approved && g.grant_pending {
+            return json!({"decision": false, "context": {
+                "reason": "grant_pending", "next_action": "retry", "retry_after": 30}});
+        }
         if approved {
             return json!({"decision": true, "context": {"approval": context["approval"]}});
         }
