@@ -533,3 +533,17 @@ async fn a_reevaluation_that_says_retry_keeps_the_deferral_pending() {
     let r = h.poll(&code).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_task_completed_at_submission_is_settled_at_once() {
+    let (h, f) = setup().await;
+    let until = now(&h) + 600_000;
+    f.lock().approve_on_submit = Some(format_time(until));
+    // Still the deferred response: the client collects by polling.
+    let code = h.defer("payments").await;
+    h.clock.advance_secs(6);
+    let r = h.poll(&code).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(exp_of(r.json["access_token"].as_str().unwrap()) <= until / 1000);
+    assert_eq!(f.lock().status_polls, 0, "no poll was needed");
+}

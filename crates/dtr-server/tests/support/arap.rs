@@ -64,6 +64,9 @@ pub struct Inner {
     /// Re-evaluations with a valid approval are denied with `next_action:
     /// "retry"` (the grant is not provisioned yet).
     pub grant_pending: bool,
+    /// Approve at submission (201 with a terminal task and its result:
+    /// ARAP's synchronous completion), until this RFC 3339 time.
+    pub approve_on_submit: Option<String>,
     /// Answer every submission 503 (the service is down).
     pub submissions_down: bool,
     /// Refuse submissions with this status and `expired_denial`.
@@ -312,6 +315,12 @@ async fn submit(State(f): State<Fixture>, headers: HeaderMap, Json(body): Json<V
     };
     g.keys.insert(key, id.clone());
     g.tasks.insert(id.clone(), t.clone());
+    if let Some(until) = g.approve_on_submit.clone() {
+        drop(g);
+        f.approve(&id, &until);
+        let t = f.task(&id);
+        return (StatusCode::CREATED, Json(task_json(&f, &id, &t, &expires))).into_response();
+    }
     if g.fail_next_submissions > 0 {
         g.fail_next_submissions -= 1;
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
