@@ -27,6 +27,9 @@ pub enum ErrorCode {
     /// RFC 8707 section 2 / RFC 8693 section 2.2.2: the `resource` or
     /// `audience` is malformed or not acceptable.
     InvalidTarget,
+    /// RFC 9396 section 5: an `authorization_details` entry is malformed,
+    /// unknown, or (through an AuthZEN PDP) denied.
+    InvalidAuthorizationDetails,
     /// The request was denied, or the deferral was denied or cancelled (DTR-16).
     AccessDenied,
     /// The deferral is still pending (DTR-8, DTR-18).
@@ -67,6 +70,7 @@ impl ErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
+            Self::InvalidAuthorizationDetails => "invalid_authorization_details",
             Self::AccessDenied => "access_denied",
             Self::AuthorizationPending => "authorization_pending",
             Self::InteractionRequired => "interaction_required",
@@ -92,6 +96,7 @@ impl ErrorCode {
             "unsupported_grant_type" => Self::UnsupportedGrantType,
             "invalid_scope" => Self::InvalidScope,
             "invalid_target" => Self::InvalidTarget,
+            "invalid_authorization_details" => Self::InvalidAuthorizationDetails,
             "access_denied" => Self::AccessDenied,
             "authorization_pending" => Self::AuthorizationPending,
             "interaction_required" => Self::InteractionRequired,
@@ -216,6 +221,7 @@ mod tests {
             ErrorCode::UnauthorizedClient,
             ErrorCode::UnsupportedGrantType,
             ErrorCode::InvalidScope,
+            ErrorCode::InvalidAuthorizationDetails,
             ErrorCode::AccessDenied,
             ErrorCode::AuthorizationPending,
             ErrorCode::InteractionRequired,

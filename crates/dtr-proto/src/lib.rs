@@ -83,4 +83,13 @@ pub mod paths {
     pub const ADMIN: &str = "/admin";
     /// Prometheus metrics (text exposition format), unauthenticated.
     pub const METRICS: &str = "/metrics";
+    /// dtr's AuthZEN metadata document (Authorization API 1.0, "Policy
+    /// Decision Point Metadata"), listing its `access_request_endpoint`.
+    pub const AUTHZEN_CONFIGURATION: &str = "/.well-known/authzen-configuration";
+    /// dtr's ARAP access request endpoint; `/{id}` is a task's status
+    /// endpoint, `/{id}/cancel` its cancellation.
+    pub const ACCESS_REQUESTS: &str = "/access/v1/requests";
+    /// Where ARAP services call dtr back about a task dtr submitted;
+    /// followed by `/{secret}`, the task's unguessable path segment.
+    pub const AUTHZEN_CALLBACK: &str = "/authzen/callback";
 }

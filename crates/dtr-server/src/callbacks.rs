@@ -178,11 +178,37 @@ async fn deliver(state: &AppState, job: CallbackJob) {
         .and_then(|s| state.seal_key.open(s, &job.deferral_id));
     // DTR-26: the body carries only the code; the bearer only when the
     // client gave a token; nothing secret in the URL.
-    let body = serde_json::json!({ "deferral_code": code });
+    let mut endpoint = job.endpoint.clone();
+    let body = if job.deferral_id.starts_with(crate::arap::ID_PREFIX) {
+        // An access request submitted to dtr: ARAP's task notification
+        // (the task id is the code), read fresh for its status, to the
+        // callback URL the submission gave (checked against the client's
+        // registered endpoint when it was accepted).
+        match state.store.deferral_by_id(&job.deferral_id).await {
+            Ok(Some(rec)) => {
+                if let Some(cb) = rec
+                    .grant_context
+                    .as_ref()
+                    .and_then(|g| g["callback_sealed"].as_str())
+                    .and_then(|s| {
+                        state
+                            .seal_key
+                            .open(s, &crate::arap::callback_context(&rec.id))
+                    })
+                {
+                    endpoint = cb;
+                }
+                crate::arap::callback_body(&state.issuer, &code, &rec, now)
+            }
+            _ => serde_json::json!({ "task": { "id": code } }),
+        }
+    } else {
+        serde_json::json!({ "deferral_code": code })
+    };
     let started = std::time::Instant::now();
     let result = state
         .outbound
-        .post_json(&job.endpoint, &body, token.as_deref())
+        .post_json(&endpoint, &body, token.as_deref())
         .await;
     let jitter = rand::thread_rng().gen_range(-0.2..=0.2);
     let outcome = match result {

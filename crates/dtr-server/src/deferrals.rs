@@ -45,6 +45,12 @@ pub struct DeferRequest {
     /// returned on the authorization redirect rather than by the token
     /// endpoint.
     pub front_channel: Option<crate::store::FrontChannel>,
+    /// The deferral's id, when it had to be known before (an ARAP
+    /// submission derives its `Idempotency-Key` from it); `None`: a new one.
+    pub id: Option<String>,
+    /// A shorter life than `[deferral] expires_in` (seconds): an access
+    /// request task that ends sooner; never longer.
+    pub expires_in: Option<u64>,
 }
 
 /// Whether a deferral of a request with `mode` may be answered
@@ -56,7 +62,7 @@ pub fn interactive(state: &AppState, mode: &dtr_proto::completion_mode::Completi
 }
 
 /// Opaque reviewer-facing id: unrelated to the code (DTR-9).
-fn new_id() -> String {
+pub fn new_id() -> String {
     format!("dfr_{}", random_token(12))
 }
 
@@ -165,7 +171,10 @@ pub async fn create(
         Action::ApproveAfter(secs) => Some(now + secs as i64 * 1000),
         _ => None,
     };
-    let id = new_id();
+    let id = r.id.clone().unwrap_or_else(new_id);
+    let expires_in = r
+        .expires_in
+        .map_or(d.expires_in, |e| e.clamp(1, d.expires_in));
     // A client that cannot surface an interaction is never sent to one:
     // an `interaction` rule then waits on its reviewers (or admins) alone.
     let interactive = interactive(state, &r.opt_in.completion_mode);
@@ -202,7 +211,7 @@ pub async fn create(
         authorization_details: r.authorization_details.clone(),
         subject: Some(r.subject.clone()),
         created_at: now,
-        expires_at: now + d.expires_in as i64 * 1000,
+        expires_at: now + expires_in as i64 * 1000,
         interval_ms: d.interval as i64 * 1000,
         auto_approve_at,
         interaction_handle: stored_handle,
@@ -253,7 +262,7 @@ pub async fn create(
             ErrorCode::AuthorizationPending
         },
         deferral_code: code.secret().to_owned(),
-        expires_in: d.expires_in,
+        expires_in,
         interval: d.interval,
         interaction_uri,
         error_description: None,
@@ -281,7 +290,13 @@ pub async fn cancel(
         decided_by: Some(format!("client:{client_id}")),
         ..TransitionWrite::new(Transition::Cancel, &rec.id)
     };
-    Ok(lifecycle::apply(state, &w, now).await?.is_some())
+    let cancelled = lifecycle::apply(state, &w, now).await?.is_some();
+    if cancelled && state.pdp.is_some() {
+        // The access request behind it is cancelled at its service too
+        // (ARAP "Cancellation").
+        crate::authzen::tasks::cancelled(state, &rec.id).await?;
+    }
+    Ok(cancelled)
 }
 
 /// Why a reviewer's action did not apply.

@@ -5,11 +5,16 @@
 //! (what to defer), [`deferrals`] (the deferral service), [`tokens`] (JWT
 //! access tokens), [`client_auth`], [`store`] (storage trait and
 //! databases), [`http`] (thin handlers), [`worker`] (background upkeep),
-//! [`metrics`] (Prometheus).
+//! [`metrics`] (Prometheus), [`pdp`] and [`authzen`] (decisions from an
+//! AuthZEN PDP, ARAP access request tasks), [`access_requests`] (dtr's
+//! review queue as an ARAP access request service).
 //! Protocol types and pure rules live in `dtr-proto`.
 
+pub mod access_requests;
 pub mod approver_hooks;
 pub mod approvers;
+pub mod arap;
+pub mod authzen;
 pub mod callbacks;
 pub mod client_assertion;
 pub mod client_auth;
@@ -28,6 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod password;
+pub mod pdp;
 pub mod policy;
 pub mod registration;
 pub mod request_object;
@@ -95,12 +101,14 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(worker::run(state.clone(), stop_rx.clone()));
     let sender = tokio::spawn(callbacks::run(state.clone(), stop_rx.clone()));
-    let hooks = tokio::spawn(approver_hooks::run(state.clone(), stop_rx));
+    let hooks = tokio::spawn(approver_hooks::run(state.clone(), stop_rx.clone()));
+    let tasks = tokio::spawn(authzen::tasks::run(state.clone(), stop_rx));
     let limits = state.config.http.clone();
     let result = http::server::run(listener, http::app(state), limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = sender.await;
     let _ = hooks.await;
+    let _ = tasks.await;
     result
 }

@@ -283,6 +283,88 @@ impl SafeHttp {
     }
 }
 
+/// The answer to a [`SafeHttp::call_json`]: status, `Retry-After` in
+/// seconds when it was given as such (RFC 9110 section 10.2.3), the
+/// `Content-Type`, and the body parsed as JSON when it is JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After` (delta-seconds form only).
+    pub retry_after: Option<u64>,
+    /// The body as JSON; `None` when empty or not JSON.
+    pub body: Option<serde_json::Value>,
+}
+
+impl SafeHttp {
+    /// One JSON call (`GET`, `POST`, `DELETE`) under the same rules as
+    /// callbacks (re-checked, pinned, no redirects, bounded time and
+    /// size), with a bearer credential and extra headers. Every status is
+    /// an answer; only a failure to get one is an error. Used for the
+    /// AuthZEN PDP and ARAP services ([`crate::authzen`]).
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        raw: &str,
+        body: Option<&serde_json::Value>,
+        bearer: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> Result<JsonAnswer, OutboundError> {
+        let url = self.check_form(raw)?;
+        let target = self.resolve_checked(&url).await?;
+        let client = self.client_for(&target)?;
+        let mut req = client
+            .request(method, target.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| OutboundError::Network(without_url(e)))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| OutboundError::Network(without_url(e)))?
+        {
+            if bytes.len() + chunk.len() > self.config.max_body {
+                return Err(OutboundError::Network("response too large".into()));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(JsonAnswer {
+            status,
+            retry_after,
+            body: serde_json::from_slice(&bytes).ok(),
+        })
+    }
+
+    /// The same client with other timeouts (the PDP's own).
+    pub fn with_timeouts(&self, connect: Duration, timeout: Duration) -> Self {
+        let mut config = self.config.clone();
+        config.connect_timeout = connect;
+        config.timeout = timeout;
+        Self {
+            config,
+            resolver: self.resolver.clone(),
+        }
+    }
+}
+
 /// Fetched `jwks_uri` documents, kept for a while so that private_key_jwt
 /// does not fetch on every request; a key rotation is picked up when the
 /// entry ages out, or at once when a signature names a kid we lack.

@@ -25,15 +25,21 @@ pub enum Action {
     Interaction,
     /// Defer, then approve by itself after this many seconds (demos, tests).
     ApproveAfter(u64),
+    /// Ask the AuthZEN PDP of `[authzen]` ([`crate::authzen`]): issue
+    /// when it allows, refuse on a plain denial, defer to an ARAP access
+    /// request on a requestable one.
+    Authzen,
 }
 
 impl Action {
     /// Whether the action needs a deferral (and therefore the client's
-    /// opt-in, DTR-2).
+    /// opt-in, DTR-2). `Authzen` defers only on a requestable denial,
+    /// which the PDP's answer decides, so it counts as deferring: its
+    /// deferrals wait for an access request's task.
     pub fn defers(self) -> bool {
         matches!(
             self,
-            Self::Review | Self::Interaction | Self::ApproveAfter(_)
+            Self::Review | Self::Interaction | Self::ApproveAfter(_) | Self::Authzen
         )
     }
 }
@@ -96,6 +102,11 @@ impl Rule {
             details_match,
             action,
         }
+    }
+
+    /// The rule's action.
+    pub fn action(&self) -> Action {
+        self.action
     }
 
     fn matches(&self, r: &PolicyRequest<'_>) -> bool {

@@ -50,6 +50,10 @@ pub struct Inner {
     pub throttle: crate::throttle::Throttle,
     /// The password hashing threads and their bounded queue.
     pub hashing: crate::password::HashPool,
+    /// The AuthZEN PDP of `[authzen]`, when configured.
+    pub pdp: Option<Arc<crate::pdp::Pdp>>,
+    /// Wakes the ARAP task poller (a callback came, a code was revoked).
+    pub authzen_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Deref for AppState {
@@ -207,6 +211,10 @@ impl AppState {
             .map(|t| Sha256::digest(t.as_bytes()).into());
         let policy = Policy::new(config.policy.clone());
         let throttle = crate::throttle::Throttle::new(&config.throttle, clock.clone());
+        let pdp = config
+            .authzen
+            .clone()
+            .map(|a| Arc::new(crate::pdp::Pdp::new(a, &outbound, clock.clone())));
         Ok(Self(Arc::new(Inner {
             config,
             issuer,
@@ -224,6 +232,8 @@ impl AppState {
             metrics: crate::metrics::Metrics::new(),
             throttle,
             hashing,
+            pdp,
+            authzen_wake: Arc::new(tokio::sync::Notify::new()),
         })))
     }
 

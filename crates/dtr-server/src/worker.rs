@@ -92,6 +92,12 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning device codes failed"),
             }
+            // ARAP tasks and submission keys past their retention.
+            match state.store.prune_authzen_tasks(before).await {
+                Ok(n) if n > 0 => tracing::info!(count = n, "pruned access request tasks and keys"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning access request tasks failed"),
+            }
             // Review console sessions past their end: refused from that
             // moment anyway, deleted so the table does not grow.
             match state.store.prune_console_sessions(now).await {

@@ -1741,6 +1741,138 @@ mod suite {
         }
     }
 
+    pub async fn authzen_tasks_claim_lease_and_settle(s: Arc<dyn Store>) {
+        use dtr_server::store::AuthzenTask;
+        let task = |id: &str, cb: &str, next: i64| AuthzenTask {
+            deferral_id: id.into(),
+            task_id: format!("arq_{id}"),
+            status_endpoint: format!("https://ars.example/access/v1/requests/arq_{id}"),
+            cancel_endpoint: None,
+            callback_hash: cb.into(),
+            evaluation: serde_json::json!({"batch": {"evaluations": []}, "indices": [1]}),
+            state: "pending".into(),
+            next_poll_at: next,
+            polls: 0,
+            expires_at: T0 + LIFE,
+            created_at: T0,
+        };
+        s.insert_authzen_task(&task("dfr_a", "cb-a", T0 + 1_000))
+            .await
+            .unwrap();
+        s.insert_authzen_task(&task("dfr_b", "cb-b", T0 + 5_000))
+            .await
+            .unwrap();
+        // A second task for the same deferral, or the same secret, is refused.
+        assert!(s
+            .insert_authzen_task(&task("dfr_a", "cb-x", T0))
+            .await
+            .is_err());
+        assert!(s
+            .insert_authzen_task(&task("dfr_c", "cb-a", T0))
+            .await
+            .is_err());
+        assert_eq!(
+            s.authzen_task_by_callback("cb-b")
+                .await
+                .unwrap()
+                .unwrap()
+                .deferral_id,
+            "dfr_b"
+        );
+        assert!(s.authzen_task_by_callback("cb-z").await.unwrap().is_none());
+        let got = s.authzen_task("dfr_a").await.unwrap().unwrap();
+        assert_eq!(got, task("dfr_a", "cb-a", T0 + 1_000));
+        // Due: only a. Claimed, it is leased: a second claim gets nothing.
+        let claimed = s.claim_authzen_tasks(T0 + 1_000, 10, 30_000).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].deferral_id, "dfr_a");
+        assert!(s
+            .claim_authzen_tasks(T0 + 2_000, 10, 30_000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.deferral_id != "dfr_a"));
+        s.update_authzen_task("dfr_a", "pending", T0 + 3_000, true)
+            .await
+            .unwrap();
+        let a = s.authzen_task("dfr_a").await.unwrap().unwrap();
+        assert_eq!((a.next_poll_at, a.polls), (T0 + 3_000, 1));
+        // Cancel is claimable; done is final.
+        s.update_authzen_task("dfr_a", "cancel", T0 + 3_000, false)
+            .await
+            .unwrap();
+        let c = s.claim_authzen_tasks(T0 + 3_000, 10, 30_000).await.unwrap();
+        assert!(c
+            .iter()
+            .any(|t| t.deferral_id == "dfr_a" && t.state == "cancel"));
+        s.update_authzen_task("dfr_a", "done", T0 + 3_000, false)
+            .await
+            .unwrap();
+        s.update_authzen_task("dfr_a", "pending", T0, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.authzen_task("dfr_a").await.unwrap().unwrap().state,
+            "done"
+        );
+        assert!(s
+            .claim_authzen_tasks(T0 + LIFE, 10, 30_000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.deferral_id != "dfr_a"));
+        // Ending a pending deferral early: once, and only while alive.
+        insert(&s, "dfr_e").await;
+        assert!(s.end_deferral_now("dfr_e", T0 + 10).await.unwrap());
+        assert!(!s.end_deferral_now("dfr_e", T0 + 10).await.unwrap());
+        assert_eq!(
+            s.deferral_by_id("dfr_e").await.unwrap().unwrap().expires_at,
+            T0 + 10
+        );
+        // Pruning takes what ended before the cut.
+        assert_eq!(s.prune_authzen_tasks(T0 + LIFE + 1).await.unwrap(), 2);
+        assert!(s.authzen_task("dfr_b").await.unwrap().is_none());
+    }
+
+    pub async fn access_request_keys_once_per_client(s: Arc<dyn Store>) {
+        use dtr_server::store::SubmissionKey;
+        let key = |client: &str, k: &str, dfr: &str| SubmissionKey {
+            client_id: client.into(),
+            idempotency_key: k.into(),
+            body_hash: format!("hash-{dfr}"),
+            deferral_id: dfr.into(),
+            task_sealed: format!("sealed-{dfr}"),
+            created_at: T0,
+            expires_at: T0 + LIFE,
+        };
+        assert!(s.submission_by_key("pep", "k1").await.unwrap().is_none());
+        assert!(s
+            .remember_submission(&key("pep", "k1", "arq_1"))
+            .await
+            .unwrap()
+            .is_none());
+        // The same key again: the first stands and is returned.
+        let earlier = s
+            .remember_submission(&key("pep", "k1", "arq_2"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(earlier, key("pep", "k1", "arq_1"));
+        assert_eq!(
+            s.submission_by_key("pep", "k1").await.unwrap().unwrap(),
+            key("pep", "k1", "arq_1")
+        );
+        // Keys are per client.
+        assert!(s
+            .remember_submission(&key("pep2", "k1", "arq_3"))
+            .await
+            .unwrap()
+            .is_none());
+        // Pruned after their retention.
+        assert_eq!(s.prune_authzen_tasks(T0 + LIFE + 1).await.unwrap(), 2);
+        assert!(s.submission_by_key("pep", "k1").await.unwrap().is_none());
+    }
+
     pub async fn approver_hooks_outbox(s: Arc<dyn Store>) {
         use dtr_server::store::NewHookJob;
         let job = |deferral: &str, hook: &str| NewHookJob {
@@ -1920,6 +2052,8 @@ backends!(
     refresh_tokens_rotate_once,
     prune_accounts_deletes_expired,
     approver_hooks_outbox,
+    authzen_tasks_claim_lease_and_settle,
+    access_request_keys_once_per_client,
 );
 
 /// What only the PostgreSQL backend has: start-up against a shared server.

@@ -55,6 +55,9 @@ fn bad_config_exits_2_naming_the_key() {
         ("[[clients]]\nclient_id = \"a\"\nclient_secret = \"12345678\"\ngrant_types = [\"password\"]", "clients[0].grant_types"),
         ("[[users]]\nusername = \"a\"\npassword = \"12345678\"\nroles = [\"boss\"]", "users[0].roles[0]"),
         ("[[users]]\nusername = \"a\"\npassword = \"12345678\"\ngroups = [\"a b\"]", "users[0].groups[0]"),
+        // A rule that asks the AuthZEN PDP needs [authzen] to name it.
+        ("[[policy]]\naction = \"authzen\"", "policy[0].action"),
+        ("[authzen]\npdp = \"ftp://pdp\"", "authzen.pdp"),
     ] {
         let (code, stderr) = config_error(dir.path(), text);
         assert_eq!(code, 2, "{text}: {stderr}");

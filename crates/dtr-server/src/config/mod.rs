@@ -8,6 +8,7 @@
 //! beside it, and everything is re-exported here.
 
 mod admin;
+mod authzen;
 mod callbacks;
 mod clients;
 mod database;
@@ -25,6 +26,7 @@ mod users;
 mod webhooks;
 
 pub use self::admin::{AdminConfig, ADMIN_TOKEN_MIN_LEN};
+pub use self::authzen::AuthzenConfig;
 pub use self::callbacks::CallbacksConfig;
 pub use self::clients::{AuthMethod, ClientConfig, StaticClient};
 pub use self::database::DatabaseUrl;
@@ -120,6 +122,9 @@ pub struct ConfigFile {
     /// lands in the queue of the group or user it watches.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// `[authzen]`: the AuthZEN PDP of `action = "authzen"` rules.
+    #[serde(default)]
+    pub authzen: Option<AuthzenConfig>,
 }
 
 /// Grant types this build can run as originating grants.
@@ -176,6 +181,8 @@ pub struct Config {
     pub narrowing: crate::policy::narrowing::NarrowingRules,
     /// Approver webhooks (validated; `approvers` canonical).
     pub webhooks: Vec<WebhookConfig>,
+    /// The AuthZEN PDP (`[authzen]`), when configured.
+    pub authzen: Option<AuthzenConfig>,
 }
 
 /// A configuration error; the message names the key.
@@ -334,6 +341,21 @@ impl ConfigFile {
             crate::policy::narrowing::NarrowingRules::new(&self.authorization_details_types)
                 .map_err(ConfigError)?;
         let webhooks = webhooks::validate_webhooks(self.webhooks, self.dev_mode)?;
+        let authzen = self
+            .authzen
+            .map(|a| a.validate(self.dev_mode))
+            .transpose()?;
+        if authzen.is_none() {
+            if let Some(i) = policy
+                .iter()
+                .position(|r| r.action() == crate::policy::Action::Authzen)
+            {
+                return Err(err(
+                    &format!("policy[{i}].action"),
+                    "\"authzen\" needs an [authzen] section naming the PDP (pdp = \"https://...\")",
+                ));
+            }
+        }
 
         Ok(Config {
             issuer,
@@ -357,6 +379,7 @@ impl ConfigFile {
             http: self.http,
             narrowing,
             webhooks,
+            authzen,
         })
     }
 }

@@ -35,7 +35,7 @@ pub struct RuleConfig {
     /// [`crate::policy::details`].
     #[serde(default)]
     pub authorization_details_match: Option<BTreeMap<String, serde_json::Value>>,
-    /// `review | interaction | deny | allow | approve_after`.
+    /// `review | interaction | deny | allow | approve_after | authzen`.
     pub action: String,
     /// Seconds until an `approve_after` deferral approves itself.
     #[serde(default)]
@@ -58,16 +58,17 @@ impl RuleConfig {
             ("deny", None) => Action::Deny,
             ("review", None) => Action::Review,
             ("interaction", None) => Action::Interaction,
+            ("authzen", None) => Action::Authzen,
             ("approve_after", Some(s)) => Action::ApproveAfter(s),
             ("approve_after", None) => {
                 return Err("approve_after_seconds: required with action = \"approve_after\"".into())
             }
-            ("allow" | "deny" | "review" | "interaction", Some(_)) => {
+            ("allow" | "deny" | "review" | "interaction" | "authzen", Some(_)) => {
                 return Err("approve_after_seconds: only allowed with action = \"approve_after\"".into())
             }
             (other, _) => {
                 return Err(format!(
-                    "action: unknown action '{other}' (expected review, interaction, deny, allow or approve_after)"
+                    "action: unknown action '{other}' (expected review, interaction, deny, allow, approve_after or authzen)"
                 ))
             }
         };

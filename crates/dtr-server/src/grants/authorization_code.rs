@@ -148,7 +148,7 @@ pub async fn exchange(
     };
     // Refusals the client can correct (no opt-in, no proof) come before
     // the code is spent.
-    let outcome = request.plan(state)?;
+    let outcome = request.plan(state).await?;
     // Consuming the code is the last step, atomic: of two concurrent
     // exchanges one wins, the other is a replay.
     let consumed = state.store.use_authorization_code(&hash, now).await?;

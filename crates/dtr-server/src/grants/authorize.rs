@@ -628,20 +628,6 @@ async fn defer(
         },
         notification_token,
     };
-    let outcome = super::plan(
-        state,
-        &client,
-        dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
-        &scope,
-        req.authorization_details.as_ref(),
-        &opt_in,
-        req.dpop_jkt.is_some(),
-    );
-    // Anything but a deferral (issue, deny, a refused opt-in) is left to
-    // the token request of a code, where it is decided as for any code.
-    let Ok(super::Outcome::Defer(action, routing)) = outcome else {
-        return Ok(None);
-    };
     let is_public = client.auth_method == "none";
     let context = super::GrantContext {
         username: user.username.clone(),
@@ -664,24 +650,44 @@ async fn defer(
                 },
             }),
     };
+    // The token request this code would make, asked of the policy now.
+    let request = super::GrantRequest {
+        client: &client,
+        grant_type: dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE,
+        scope,
+        authorization_details: req.authorization_details.clone(),
+        subject: user.username.clone(),
+        opt_in,
+        dpop_jkt: req.dpop_jkt.clone(),
+        grant: super::StoredGrant::User(context),
+        not_after: None,
+    };
+    // Anything but a deferral (issue, deny, a refused opt-in, an access
+    // request to submit, a PDP that cannot answer) is left to the token
+    // request of a code, where it is decided as for any code.
+    let Ok(super::Outcome::Defer(action, routing)) = request.plan(state).await else {
+        return Ok(None);
+    };
     let deferred = crate::deferrals::create(
         state,
         crate::deferrals::DeferRequest {
             client_id: client.client_id.clone(),
-            grant_type: dtr_proto::GRANT_TYPE_AUTHORIZATION_CODE.into(),
-            scope,
-            authorization_details: req.authorization_details.clone(),
-            subject: user.username.clone(),
+            grant_type: request.grant_type.into(),
+            scope: request.scope,
+            authorization_details: request.authorization_details,
+            subject: request.subject,
             action,
             routing,
-            opt_in,
-            dpop_jkt: req.dpop_jkt.clone(),
+            opt_in: request.opt_in,
+            dpop_jkt: request.dpop_jkt,
             front_channel: Some(crate::store::FrontChannel {
                 pkce_challenge: req.code_challenge.clone(),
                 redirect_uri: req.redirect_uri_given.then(|| req.redirect_uri.clone()),
             }),
+            id: None,
+            expires_in: None,
         },
-        super::StoredGrant::User(context).to_stored()?,
+        request.grant.to_stored()?,
     )
     .await?;
     tracing::info!(client = %req.client_id, user = %user.username, "deferred at the authorization endpoint");

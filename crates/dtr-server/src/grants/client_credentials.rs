@@ -30,6 +30,6 @@ pub async fn token(
         grant: StoredGrant::Client,
         not_after: None,
     };
-    let outcome = request.plan(state)?;
+    let outcome = request.plan(state).await?;
     execute(state, request, outcome).await
 }

@@ -59,7 +59,11 @@ pub async fn poll(
         let record = state.store.deferral_by_code(&code.hash()).await?;
         // DTR-17: an unknown code and another client's code take the same
         // path and get the same answer.
-        let Some(rec) = record.filter(|r| r.client_id == client_id) else {
+        // An access request task (crate::access_requests) is no deferral
+        // of a token request: its id is not a code to poll.
+        let Some(rec) =
+            record.filter(|r| r.client_id == client_id && r.grant_type != crate::arap::GRANT_TYPE)
+        else {
             return Err(PollAnswer::Unknown.to_error().into());
         };
         // DTR-13: a bound code is only ever answered to its key; anything

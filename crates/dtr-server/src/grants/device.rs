@@ -287,15 +287,21 @@ async fn collect(
     // outcome and its gates are settled before the device code is consumed
     // (DTR-14: a public client is deferred only with a DPoP proof), so the
     // client may ask again with the opt-in or a proof.
+    let subject = crate::pdp::wire::Subject::User(username.clone());
     let outcome = super::plan(
         state,
-        client,
-        GRANT_TYPE_DEVICE_CODE,
-        &scope,
-        None,
-        &opt_in,
-        dpop_jkt.is_some(),
-    )?;
+        super::PlanRequest {
+            client,
+            grant_type: GRANT_TYPE_DEVICE_CODE,
+            subject: &subject,
+            scope: &scope,
+            authorization_details: None,
+            audience: &[],
+            opt_in: &opt_in,
+            dpop_jkt: dpop_jkt.as_deref(),
+        },
+    )
+    .await?;
     let now = state.clock.now_ms();
     let consent = state
         .store

@@ -322,41 +322,84 @@ pub enum GrantOutcome {
 /// consumes anything (a code, a refresh token), so that a refusal the
 /// client can correct (no opt-in, no proof, DTR-2, DTR-14) leaves what it
 /// presented usable for the corrected retry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Outcome {
     /// Issue the token now.
     Issue,
+    /// Issue the token now, never valid past this (seconds): an AuthZEN
+    /// PDP's `approved_until`.
+    IssueUntil(i64),
     /// Defer it; the policy action says who or what decides, the routing
     /// which people may (the rule's `approvers`, `approvals_required`).
     Defer(Action, Routing),
+    /// Defer it to an ARAP access request (policy `authzen`, a
+    /// requestable denial).
+    AccessRequest(Box<crate::authzen::AccessRequest>),
+}
+
+/// What the policy is asked about a token request.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanRequest<'a> {
+    /// The authenticated client.
+    pub client: &'a ClientRecord,
+    /// The grant type.
+    pub grant_type: &'a str,
+    /// Who the token is for (an AuthZEN subject).
+    pub subject: &'a crate::pdp::wire::Subject,
+    /// The requested scope.
+    pub scope: &'a Scope,
+    /// RFC 9396 authorization details.
+    pub authorization_details: Option<&'a serde_json::Value>,
+    /// The audience the token would carry (token exchange).
+    pub audience: &'a [String],
+    /// The DTR opt-in.
+    pub opt_in: &'a DeferralOptIn,
+    /// Thumbprint of the request's DPoP proof key.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// Asks the policy about a request and applies the gates before any
 /// deferral (DTR-2 opt-in, DTR-14 binding): a token, a deferral, or a
-/// refusal. Every grant's outcome comes from here.
-pub fn plan(
-    state: &AppState,
-    client: &ClientRecord,
-    grant_type: &str,
-    scope: &Scope,
-    authorization_details: Option<&serde_json::Value>,
-    opt_in: &DeferralOptIn,
-    has_proof: bool,
-) -> Result<Outcome, OAuthError> {
+/// refusal. Every grant's outcome comes from here; an `authzen` rule asks
+/// the PDP ([`crate::authzen::decide`]), whose requestable denials need
+/// the same opt-in as any deferral (DESIGN.md: refused at once without
+/// `completion_mode=deferred`).
+pub async fn plan(state: &AppState, r: PlanRequest<'_>) -> Result<Outcome, OAuthError> {
+    let client = r.client;
     let (action, routing) = state.policy.decide(&PolicyRequest {
         client_id: &client.client_id,
-        grant_type,
-        scope,
-        authorization_details,
+        grant_type: r.grant_type,
+        scope: r.scope,
+        authorization_details: r.authorization_details,
     });
+    let has_proof = r.dpop_jkt.is_some();
     match action {
         Action::Allow => Ok(Outcome::Issue),
         Action::Deny => Err(OAuthError::with_description(
             ErrorCode::AccessDenied,
             "request denied by policy",
         )),
+        Action::Authzen => {
+            let ask = crate::pdp::wire::TokenAsk {
+                client_id: &client.client_id,
+                grant_type: r.grant_type,
+                subject: r.subject.clone(),
+                scope: r.scope,
+                authorization_details: r.authorization_details,
+                dpop_jkt: r.dpop_jkt,
+                audience: r.audience,
+            };
+            match crate::authzen::decide(state, &ask).await? {
+                crate::authzen::Decided::Issue { not_after: None } => Ok(Outcome::Issue),
+                crate::authzen::Decided::Issue { not_after: Some(t) } => Ok(Outcome::IssueUntil(t)),
+                crate::authzen::Decided::Requested(ar) => {
+                    deferrals::may_defer(state, client, r.opt_in, has_proof)?;
+                    Ok(Outcome::AccessRequest(ar))
+                }
+            }
+        }
         deferring => {
-            deferrals::may_defer(state, client, opt_in, has_proof)?;
+            deferrals::may_defer(state, client, r.opt_in, has_proof)?;
             Ok(Outcome::Defer(deferring, routing))
         }
     }
@@ -398,17 +441,44 @@ pub fn check_binding_required(
 }
 
 impl GrantRequest<'_> {
+    /// Who the token is for, as an AuthZEN subject (DESIGN.md): the
+    /// client for client credentials (and an exchanged client token), the
+    /// user otherwise.
+    pub fn authzen_subject(&self) -> crate::pdp::wire::Subject {
+        use crate::pdp::wire::Subject;
+        match &self.grant {
+            StoredGrant::Client => Subject::Client(self.client.client_id.clone()),
+            StoredGrant::User(ctx) => Subject::User(ctx.username.clone()),
+            StoredGrant::Exchange(x)
+                if x.subject_client.as_deref() == Some(self.subject.as_str()) =>
+            {
+                Subject::Client(self.subject.clone())
+            }
+            StoredGrant::Exchange(_) => Subject::User(self.subject.clone()),
+        }
+    }
+
     /// [`plan`] for this request.
-    pub fn plan(&self, state: &AppState) -> Result<Outcome, OAuthError> {
+    pub async fn plan(&self, state: &AppState) -> Result<Outcome, OAuthError> {
+        let subject = self.authzen_subject();
+        let audience = match &self.grant {
+            StoredGrant::Exchange(x) => x.audience.clone(),
+            _ => Vec::new(),
+        };
         plan(
             state,
-            self.client,
-            self.grant_type,
-            &self.scope,
-            self.authorization_details.as_ref(),
-            &self.opt_in,
-            self.dpop_jkt.is_some(),
+            PlanRequest {
+                client: self.client,
+                grant_type: self.grant_type,
+                subject: &subject,
+                scope: &self.scope,
+                authorization_details: self.authorization_details.as_ref(),
+                audience: &audience,
+                opt_in: &self.opt_in,
+                dpop_jkt: self.dpop_jkt.as_deref(),
+            },
         )
+        .await
     }
 }
 
@@ -420,7 +490,12 @@ pub async fn execute(
     outcome: Outcome,
 ) -> Result<GrantOutcome, Error> {
     match outcome {
-        Outcome::Issue => {
+        Outcome::Issue | Outcome::IssueUntil(_) => {
+            let not_after = match (&outcome, r.not_after) {
+                (Outcome::IssueUntil(t), Some(n)) => Some(n.min(*t)),
+                (Outcome::IssueUntil(t), None) => Some(*t),
+                (_, n) => n,
+            };
             let grant = Grant {
                 client_id: r.client.client_id.clone(),
                 subject: r.subject,
@@ -428,9 +503,58 @@ pub async fn execute(
                 authorization_details: r.authorization_details,
                 deferral_id: None,
                 dpop_jkt: r.dpop_jkt,
-                not_after: r.not_after,
+                not_after,
             };
             Ok(GrantOutcome::Issued(r.grant.issue(state, &grant).await?))
+        }
+        Outcome::AccessRequest(ar) => {
+            // The id first: the submission's Idempotency-Key derives from
+            // it. The task is stored before its deferral (a crash between
+            // leaves a task the poller drops, never a deferral waiting for
+            // nothing), and the deferral lives no longer than the task
+            // (its expires_in never exceeds task.expires_at).
+            let id = deferrals::new_id();
+            let submitted =
+                crate::authzen::tasks::submit(state, &ar, &id, &r.client.client_id).await?;
+            let now = state.clock.now_ms();
+            let left_s = (submitted.record.expires_at - now) / 1000;
+            if left_s < 1 {
+                return Err(OAuthError::with_description(
+                    ErrorCode::AccessDenied,
+                    "the access request expired before it could be deferred",
+                )
+                .into());
+            }
+            state.store.insert_authzen_task(&submitted.record).await?;
+            let deferred = deferrals::create(
+                state,
+                DeferRequest {
+                    client_id: r.client.client_id.clone(),
+                    grant_type: r.grant_type.into(),
+                    scope: r.scope,
+                    authorization_details: r.authorization_details,
+                    subject: r.subject,
+                    action: Action::Authzen,
+                    routing: Routing::default(),
+                    opt_in: r.opt_in,
+                    dpop_jkt: r.dpop_jkt,
+                    front_channel: None,
+                    id: Some(id),
+                    expires_in: Some(left_s as u64),
+                },
+                r.grant.to_stored()?,
+            )
+            .await?;
+            // A service that completed at once (ARAP: 201 with a terminal
+            // status) is settled now; the client still collects by polling.
+            if submitted.task.status != "pending" {
+                if let Err(e) =
+                    crate::authzen::tasks::settle(state, &submitted.record, &submitted.task).await
+                {
+                    tracing::warn!(error = %e, "settling a task completed at submission failed; the poller retries");
+                }
+            }
+            Ok(GrantOutcome::Deferred(deferred))
         }
         Outcome::Defer(action, routing) => {
             let deferred = deferrals::create(
@@ -446,6 +570,8 @@ pub async fn execute(
                     opt_in: r.opt_in,
                     dpop_jkt: r.dpop_jkt,
                     front_channel: None,
+                    id: None,
+                    expires_in: None,
                 },
                 r.grant.to_stored()?,
             )

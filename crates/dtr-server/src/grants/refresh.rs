@@ -105,7 +105,7 @@ pub async fn refresh(
     // Every check, the policy's included, is settled before rotation: a
     // refused request (a widened scope, a missing opt-in) leaves the token
     // usable for the corrected retry instead of turning it into a "reuse".
-    let outcome = request.plan(state)?;
+    let outcome = request.plan(state).await?;
     // Rotation is the last step, atomic: of two concurrent uses one wins,
     // the other is a replay.
     let consumed = state.store.use_refresh_token(&hash, now).await?;

@@ -305,7 +305,7 @@ pub async fn exchange(
         grant: StoredGrant::Exchange(Box::new(ctx)),
         not_after: None,
     };
-    let outcome = request.plan(state)?;
+    let outcome = request.plan(state).await?;
     execute(state, request, outcome).await
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_users;
 pub mod authorize;
+pub mod authzen;
 pub mod body;
 pub mod demo;
 pub mod device;
@@ -60,6 +61,20 @@ pub fn app(state: AppState) -> Router {
             post(device::device_authorization),
         )
         .route(paths::DEVICE, get(device::show).post(device::decide))
+        .route(
+            &format!("{}/{{secret}}", paths::AUTHZEN_CALLBACK),
+            post(authzen::callback),
+        )
+        .route(paths::AUTHZEN_CONFIGURATION, get(authzen::configuration))
+        .route(paths::ACCESS_REQUESTS, post(authzen::submit))
+        .route(
+            &format!("{}/{{id}}", paths::ACCESS_REQUESTS),
+            get(authzen::status),
+        )
+        .route(
+            &format!("{}/{{id}}/cancel", paths::ACCESS_REQUESTS),
+            post(authzen::cancel).delete(authzen::cancel),
+        )
         .merge(admin::router(state.clone()))
         .merge(review::router())
         // The source address the throttles key on.

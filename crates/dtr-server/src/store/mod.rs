@@ -7,6 +7,7 @@
 //! never a read followed by a write.
 
 pub mod accounts;
+pub mod authzen;
 pub mod console;
 pub mod device;
 pub mod hooks;
@@ -16,6 +17,7 @@ pub mod sqlite;
 pub mod transitions;
 
 pub use accounts::*;
+pub use authzen::{AuthzenTask, AuthzenTaskStore, SubmissionKey};
 pub use console::{ConsoleSession, ConsoleStore};
 pub use device::{DeviceCodeRecord, DeviceStore, NewDeviceCode};
 pub use hooks::{ApproverHookStore, HookJob, HookStatus, NewHookJob};
@@ -658,6 +660,7 @@ pub trait Store:
     + TokenStore
     + CallbackStore
     + ApproverHookStore
+    + AuthzenTaskStore
     + AccountStore
     + DeviceStore
     + ConsoleStore

@@ -17,6 +17,8 @@ use tokio_postgres::{NoTls, Row};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// ARAP access request tasks.
+mod authzen;
 /// The callback outbox.
 mod callbacks;
 /// Registered clients.
@@ -52,6 +54,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0013_identities.sql"),
     include_str!("../../migrations/postgres/0014_approver_webhooks.sql"),
     include_str!("../../migrations/postgres/0015_front_channel.sql"),
+    include_str!("../../migrations/postgres/0016_authzen_tasks.sql"),
+    include_str!("../../migrations/postgres/0017_access_requests.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 /// Users, sessions, consents, codes and refresh tokens.
 mod accounts;
+/// ARAP access request tasks.
+mod authzen;
 /// The callback outbox.
 mod callbacks;
 /// Registered clients.
@@ -56,6 +58,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0013_identities.sql"),
     include_str!("../../migrations/sqlite/0014_approver_webhooks.sql"),
     include_str!("../../migrations/sqlite/0015_front_channel.sql"),
+    include_str!("../../migrations/sqlite/0016_authzen_tasks.sql"),
+    include_str!("../../migrations/sqlite/0017_access_requests.sql"),
 ];
 
 /// SQLite implementation of [`Store`].

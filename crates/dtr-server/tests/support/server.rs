@@ -54,8 +54,19 @@ pub async fn start_with_clock(config: &str, db: &Path, clock: Arc<dyn Clock>) ->
 /// `sqlite://` or `postgres://` URL, as the `database` key takes it):
 /// several servers on one PostgreSQL database are the nodes of a cluster.
 pub async fn start_on(config: &str, database: &str, clock: Arc<dyn Clock>) -> Running {
+    start_listening(config, database, clock, "127.0.0.1:0").await
+}
+
+/// [`start_on`] listening on `listen` (a port chosen beforehand, when
+/// another server's configuration must name this one).
+pub async fn start_listening(
+    config: &str,
+    database: &str,
+    clock: Arc<dyn Clock>,
+    listen: &str,
+) -> Running {
     let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
+        listen: Some(listen.into()),
         database: Some(database.to_owned()),
         issuer: None,
     };
