@@ -435,6 +435,7 @@ mod tests {
                     scope: None,
                     issued_token_type: None,
                     authorization_details: None,
+                    id_token: None,
                 })
             };
             async move { Ok(answer) }

@@ -255,6 +255,10 @@ pub struct TokenResponse {
     /// RFC 9396 granted authorization details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<serde_json::Value>,
+    /// OpenID Connect Core 1.0 section 3.1.3.3: the ID token, when the
+    /// grant's scope has `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -269,6 +273,7 @@ impl std::fmt::Debug for TokenResponse {
             )
             .field("scope", &self.scope)
             .field("issued_token_type", &self.issued_token_type)
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }

@@ -26,6 +26,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod oidc;
 pub mod outbound;
 pub mod password;
 pub mod policy;

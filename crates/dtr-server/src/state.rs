@@ -50,6 +50,10 @@ pub struct Inner {
     pub throttle: crate::throttle::Throttle,
     /// The password hashing threads and their bounded queue.
     pub hashing: crate::password::HashPool,
+    /// The RS256 key of ID tokens, read (or made) on first use: making an
+    /// RSA key takes a prime search that a server which never issues an
+    /// ID token should not pay at start-up.
+    pub id_token_rsa: tokio::sync::OnceCell<crate::keys::RsaSigner>,
 }
 
 impl Deref for AppState {
@@ -164,7 +168,8 @@ impl AppState {
                 admin_disabled: existing.is_some_and(|x| x.admin_disabled),
                 dpop_bound_access_tokens: c.require_dpop,
                 registration_token_hash: None,
-                metadata: None,
+                metadata: (!c.oidc_metadata.is_empty())
+                    .then(|| serde_json::Value::Object(c.oidc_metadata.clone())),
                 require_par: c.require_par,
                 jwks_uri: c.jwks_uri.clone(),
                 owner: c.owner.clone(),
@@ -222,7 +227,34 @@ impl AppState {
             metrics: crate::metrics::Metrics::new(),
             throttle,
             hashing,
+            id_token_rsa: tokio::sync::OnceCell::new(),
         })))
+    }
+
+    /// The RS256 ID token key of this database: made once, off the async
+    /// runtime, by whichever node needs it first; every node then reads
+    /// the one stored.
+    pub async fn rsa_signer(&self) -> Result<&crate::keys::RsaSigner, crate::error::Error> {
+        use crate::error::Error;
+        self.id_token_rsa
+            .get_or_try_init(|| async {
+                let now = self.clock.now_ms();
+                let der = match self.store.id_token_key("RS256", None, now).await? {
+                    Some(der) => der,
+                    None => {
+                        let candidate =
+                            tokio::task::spawn_blocking(crate::keys::generate_rsa_pkcs8)
+                                .await
+                                .map_err(Error::internal)?;
+                        self.store
+                            .id_token_key("RS256", Some(candidate), now)
+                            .await?
+                            .ok_or_else(|| Error::internal("ID token key vanished after insert"))?
+                    }
+                };
+                crate::keys::RsaSigner::from_pkcs8(&der).map_err(Error::internal)
+            })
+            .await
     }
 
     /// What authenticating the client of a request reads (see

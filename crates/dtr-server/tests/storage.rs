@@ -1027,6 +1027,18 @@ mod suite {
         assert_eq!(again, first);
     }
 
+    pub async fn id_token_key_is_made_once_per_algorithm(s: Arc<dyn Store>) {
+        assert_eq!(s.id_token_key("RS256", None, T0).await.unwrap(), None);
+        let first = s.id_token_key("RS256", Some(vec![1]), T0).await.unwrap();
+        assert_eq!(first, Some(vec![1]));
+        // Never replaced, by a second offer (another node) or a read.
+        let again = s.id_token_key("RS256", Some(vec![2]), T0).await.unwrap();
+        assert_eq!(again, first);
+        assert_eq!(s.id_token_key("RS256", None, T0).await.unwrap(), first);
+        // Algorithms have keys of their own.
+        assert_eq!(s.id_token_key("PS256", None, T0).await.unwrap(), None);
+    }
+
     pub async fn signing_key_agrees_when_nodes_start_together(s: Arc<dyn Store>) {
         let barrier = Arc::new(tokio::sync::Barrier::new(10));
         let tasks: Vec<_> = (0..10u8)
@@ -1844,6 +1856,7 @@ backends!(
     exchanged_tokens_die_with_their_parents,
     use_once_single_winner,
     signing_key_is_never_replaced,
+    id_token_key_is_made_once_per_algorithm,
     signing_key_agrees_when_nodes_start_together,
     prune_deletes_only_finished_and_old,
     prune_in_batches_deletes_everything_due,

@@ -129,6 +129,7 @@ pub const SUPPORTED_GRANT_TYPES: &[&str] = &[
     dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
     dtr_proto::GRANT_TYPE_DEVICE_CODE,
     dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE,
+    dtr_proto::GRANT_TYPE_CIBA,
 ];
 
 /// The validated, complete configuration the server runs with.
@@ -245,6 +246,9 @@ impl ConfigFile {
             require_dpop: false,
             require_pushed_authorization_requests: false,
             owner: Some("alice".into()),
+            id_token_signed_response_alg: None,
+            backchannel_token_delivery_mode: None,
+            backchannel_client_notification_endpoint: None,
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],
@@ -263,8 +267,7 @@ impl ConfigFile {
                 password: "alice-password".into(),
                 roles: vec![],
                 groups: vec![],
-                name: None,
-                email: None,
+                ..Default::default()
             }],
             policy: vec![
                 rule("payments", "review", None),

@@ -48,6 +48,42 @@ pub struct AuthzRequest {
     /// `completion_mode` included `deferred`: the token request must too
     /// (DTR-4, DTR-5).
     pub deferred_hint: bool,
+    /// The OpenID Connect parameters, when `scope` has `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcParams>,
+}
+
+/// The OpenID Connect parameters of an authorization request (Core 1.0
+/// section 3.1.2.1), read only when its scope has `openid`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcParams {
+    /// Echoed in the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// `prompt`, validated, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// `max_age` in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    /// `login_hint`: the username the client expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+    /// `id_token_hint`, verified when the request is answered (its key
+    /// is read then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_hint: Option<String>,
+    /// `acr_values`, as sent; the `acr` of the ID token is never claimed
+    /// beyond what the login did, so it is only recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr_values: Option<String>,
+}
+
+impl OidcParams {
+    /// The parsed `prompt` (validated when the request was).
+    pub fn prompt(&self) -> dtr_proto::oidc::Prompt {
+        dtr_proto::oidc::Prompt::parse(self.prompt.as_deref()).unwrap_or_default()
+    }
 }
 
 /// What a code stands for (`grant_data` of the code).
@@ -61,6 +97,9 @@ pub struct CodeData {
     pub session_id_hash: String,
     /// The consent it rests on.
     pub consent_id: String,
+    /// How the user authenticated, for the ID token (OpenID Connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::oidc::Authentication>,
 }
 
 /// A failed authorization request.
@@ -92,6 +131,9 @@ impl AuthzError {
             } => {
                 let code = match *error {
                     "invalid_scope" => ErrorCode::InvalidScope,
+                    "login_required" | "consent_required" | "interaction_required" => {
+                        ErrorCode::Other((*error).to_owned())
+                    }
                     "unauthorized_client" => ErrorCode::UnauthorizedClient,
                     "access_denied" => ErrorCode::AccessDenied,
                     "invalid_request" => ErrorCode::InvalidRequest,
@@ -239,6 +281,30 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
                 .unwrap_or("bad completion_mode"),
         )
     })?;
+    let oidc = if crate::oidc::is_openid(&scope.to_string()) {
+        let bad = |d: &str| fail("invalid_request", d);
+        let prompt = p.get("prompt");
+        dtr_proto::oidc::Prompt::parse(prompt).map_err(bad)?;
+        let max_age = dtr_proto::oidc::parse_max_age(p.get("max_age")).map_err(bad)?;
+        let text = |k: &str| -> Result<Option<String>, AuthzError> {
+            match p.get(k) {
+                Some(v) if v.len() > 2048 || v.chars().any(char::is_control) => {
+                    Err(bad(&format!("{k} is malformed")))
+                }
+                v => Ok(v.map(str::to_owned)),
+            }
+        };
+        Some(OidcParams {
+            nonce: text("nonce")?,
+            prompt: prompt.map(str::to_owned),
+            max_age,
+            login_hint: text("login_hint")?,
+            id_token_hint: p.get("id_token_hint").map(str::to_owned),
+            acr_values: text("acr_values")?,
+        })
+    } else {
+        None
+    };
     Ok(AuthzRequest {
         client_id: client_id.to_owned(),
         redirect_uri,
@@ -248,6 +314,7 @@ pub fn validate(p: &Params, client: Option<&ClientRecord>) -> Result<AuthzReques
         code_challenge: challenge.to_owned(),
         authorization_details,
         deferred_hint: mode.deferred,
+        oidc,
     })
 }
 
@@ -361,6 +428,11 @@ pub async fn issue_code(
         username: user.username.clone(),
         session_id_hash: user.session_id_hash.clone(),
         consent_id: consent_id.to_owned(),
+        oidc: req.oidc.as_ref().map(|o| crate::oidc::Authentication {
+            auth_time: Some(user.auth_time),
+            nonce: o.nonce.clone(),
+            acr: None,
+        }),
     };
     state
         .store

@@ -154,7 +154,7 @@ async fn redeem(
     // recorded with the redemption in one transaction (DTR-21): a failure
     // anywhere leaves the deferral approved for the next poll, and no
     // token exists that was not handed out with its redemption.
-    let (token, issuance) = stored.mint(state, &grant)?;
+    let (token, issuance) = stored.mint(state, &grant).await?;
     match lifecycle::redeem(state, &rec.id, &issuance, now).await? {
         Recorded::Written(_) => Ok(Some(token)),
         Recorded::NotRedeemed => Ok(None),

@@ -47,6 +47,10 @@ pub struct GrantContext {
     /// Issue a refresh token with the access token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshPlan>,
+    /// How the user authenticated, for the ID token of a grant whose
+    /// scope has `openid` (OpenID Connect Core 1.0 section 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::oidc::Authentication>,
 }
 
 /// The refresh token to issue with an access token.
@@ -81,6 +85,10 @@ pub struct RefreshData {
     /// this token outlives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<i64>,
+    /// The original authentication, for the ID token of a refresh
+    /// (OpenID Connect Core 1.0 section 12.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::oidc::Authentication>,
 }
 
 impl GrantContext {
@@ -194,8 +202,10 @@ impl StoredGrant {
     /// issuance writes, writing nothing: a user grant's response carries
     /// its refresh token (of the grant's family), an exchange's its `act`,
     /// audience and `issued_token_type` (DTR-20 for redemptions: the
-    /// originating grant's own response).
-    pub fn mint(
+    /// originating grant's own response); a user grant with `openid` in
+    /// its scope also its ID token (OpenID Connect Core 1.0 section
+    /// 3.1.3.3), whichever grant it came through, deferred or not.
+    pub async fn mint(
         &self,
         state: &AppState,
         grant: &Grant,
@@ -229,6 +239,10 @@ impl StoredGrant {
                     authorization_details: grant.authorization_details.clone(),
                     dpop_jkt: plan.dpop_jkt.clone(),
                     not_after: grant.not_after,
+                    oidc: ctx
+                        .oidc
+                        .as_ref()
+                        .map(crate::oidc::Authentication::for_refresh),
                 };
                 let ttl_end = now + state.config.tokens.refresh_token_ttl as i64 * 1000;
                 issuance.refresh = Some(RefreshTokenRecord {
@@ -244,6 +258,26 @@ impl StoredGrant {
                 });
                 response.refresh_token = Some(token.secret().to_owned());
             }
+            if crate::oidc::is_openid(&grant.scope) {
+                let client = state.store.get_client(&grant.client_id).await?;
+                let alg = client.as_ref().map_or(
+                    dtr_proto::oidc::DEFAULT_ID_TOKEN_ALG,
+                    crate::oidc::client_alg,
+                );
+                let auth = ctx.oidc.clone().unwrap_or_default();
+                let id_token = crate::oidc::id_token(
+                    state,
+                    alg,
+                    &crate::oidc::IdTokenFor {
+                        username: &ctx.username,
+                        client_id: &grant.client_id,
+                        auth: &auth,
+                        access_token: Some(&response.access_token),
+                    },
+                )
+                .await?;
+                response.id_token = Some(id_token);
+            }
         }
         Ok((response, issuance))
     }
@@ -252,7 +286,7 @@ impl StoredGrant {
     /// and records it with its family and refresh token in one
     /// transaction.
     pub async fn issue(&self, state: &AppState, grant: &Grant) -> Result<TokenResponse, Error> {
-        let (response, issuance) = self.mint(state, grant)?;
+        let (response, issuance) = self.mint(state, grant).await?;
         if issuance.family.is_none() && issuance.refresh.is_none() {
             // A lone token (client credentials, an exchange): one insert,
             // which the store may batch with other nodes' (SQLite's
@@ -540,6 +574,7 @@ mod tests {
             consent_id: "cns_1".into(),
             family_id: "fam_1".into(),
             refresh: None,
+            oidc: None,
         }
     }
 

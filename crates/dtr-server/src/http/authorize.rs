@@ -102,8 +102,34 @@ pub async fn authorize(
             Err(e) => return failed(&state, &e),
         },
     };
-    let Some(user) = session::current_user(&state, &headers).await else {
-        return session::login_redirect(&format!("{}?{query}", dtr_proto::paths::AUTHORIZE));
+    let user = session::current_user(&state, &headers).await;
+    let oidc = req.oidc.clone().unwrap_or_default();
+    let prompt = oidc.prompt();
+    let user = match authentication(&state, &req, &oidc, &p, user).await {
+        Ok(Some(user)) => user,
+        Ok(None) if prompt.none => {
+            return failed(
+                &state,
+                &redirect_error(&req, "login_required", "the user must sign in"),
+            )
+        }
+        Ok(None) => {
+            // OpenID Connect Core 1.0 section 3.1.2.3: authenticate (again)
+            // and come back; the marker says when this round began, so
+            // the login that follows satisfies `prompt=login` and
+            // `max_age` once, not forever.
+            let mut pairs: Vec<(String, String)> = p
+                .names()
+                .filter(|n| *n != AUTH_AFTER)
+                .map(|n| (n.to_owned(), p.get(n).unwrap_or_default().to_owned()))
+                .collect();
+            pairs.push((AUTH_AFTER.into(), (state.clock.now_ms() / 1000).to_string()));
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            return session::reauth_redirect(&format!("{}?{q}", dtr_proto::paths::AUTHORIZE));
+        }
+        Err(e) => return failed(&state, &e),
     };
     let consent = match state
         .store
@@ -116,7 +142,10 @@ pub async fn authorize(
     // A standing consent covers a later request within its scope; requests
     // with authorization details are transaction-specific and always ask.
     let covered = consent.as_ref().filter(|c| {
-        req.authorization_details.is_none()
+        // `prompt=consent`: ask although consent was given (Core 1.0
+        // section 3.1.2.1).
+        !prompt.consent
+            && req.authorization_details.is_none()
             && Scope::parse(&req.scope)
                 .unwrap_or_default()
                 .is_subset(&Scope::parse(&c.scope).unwrap_or_default())
@@ -132,6 +161,12 @@ pub async fn authorize(
             Err(e) => server_error(e),
         };
     }
+    if prompt.none {
+        return failed(
+            &state,
+            &redirect_error(&req, "consent_required", "the user has not consented"),
+        );
+    }
     let handle = match pushed_handle {
         Some(h) => h,
         None => match authz::store_request(&state, &req, false).await {
@@ -140,6 +175,70 @@ pub async fn authorize(
         },
     };
     consent_page(&state, &user, &req, &handle, client_rec.as_ref()).await
+}
+
+/// The query marker of a re-authentication round (seconds when it began).
+const AUTH_AFTER: &str = "dtr_auth_after";
+/// How long a re-authentication round may take.
+const AUTH_ROUND_SECS: i64 = 600;
+
+fn redirect_error(req: &AuthzRequest, error: &'static str, description: &str) -> AuthzError {
+    AuthzError::Redirect {
+        redirect_uri: req.redirect_uri.clone(),
+        state: req.state.clone(),
+        error,
+        description: description.to_owned(),
+    }
+}
+
+/// The user the request may proceed as, or `None` when someone must sign
+/// in (again) first: nobody is signed in; `prompt=login` or `max_age`
+/// asks for an authentication newer than the session's; or the signed-in
+/// user is not the one `login_hint` or `id_token_hint` names (OpenID
+/// Connect Core 1.0 section 3.1.2.1). A hint that is not one of our ID
+/// tokens for this client is `invalid_request`.
+async fn authentication(
+    state: &AppState,
+    req: &AuthzRequest,
+    oidc: &authz::OidcParams,
+    p: &Params,
+    user: Option<SessionUser>,
+) -> Result<Option<SessionUser>, AuthzError> {
+    let hinted = match &oidc.id_token_hint {
+        None => None,
+        Some(h) => match crate::oidc::verify_hint(state, h, &req.client_id).await {
+            Ok(Some(sub)) => Some(sub),
+            Ok(None) => {
+                return Err(redirect_error(
+                    req,
+                    "invalid_request",
+                    "id_token_hint is not an ID token this server issued to this client",
+                ))
+            }
+            Err(e) => {
+                e.log();
+                return Err(redirect_error(req, "server_error", "try again later"));
+            }
+        },
+    };
+    let Some(user) = user else { return Ok(None) };
+    let now = state.clock.now_ms() / 1000;
+    // Signed in during this round: the login that `prompt=login` or
+    // `max_age` asked for has happened.
+    let fresh = p
+        .get(AUTH_AFTER)
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|t| t >= now - AUTH_ROUND_SECS && user.auth_time >= t);
+    let stale = oidc.prompt().login || dtr_proto::oidc::too_old(user.auth_time, oidc.max_age, now);
+    let other_user = hinted.is_some_and(|s| s != user.username)
+        || oidc
+            .login_hint
+            .as_ref()
+            .is_some_and(|h| *h != user.username);
+    if (stale && !fresh) || other_user {
+        return Ok(None);
+    }
+    Ok(Some(user))
 }
 
 /// The consent page: who asks, for what, and approve / deny.

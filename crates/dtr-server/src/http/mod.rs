@@ -15,6 +15,7 @@ pub mod interact;
 pub mod introspect;
 pub mod login;
 pub mod observe;
+pub mod protected;
 pub mod register;
 pub mod review;
 pub mod review_tokens;
@@ -22,6 +23,7 @@ pub mod revoke;
 pub mod server;
 pub mod throttle_source;
 pub mod token;
+pub mod userinfo;
 
 use crate::state::AppState;
 use axum::routing::{get, post};
@@ -32,6 +34,14 @@ use dtr_proto::paths;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(paths::METADATA, get(discovery::metadata_doc))
+        .route(
+            paths::OPENID_CONFIGURATION,
+            get(discovery::openid_configuration),
+        )
+        .route(
+            paths::USERINFO,
+            get(userinfo::userinfo).post(userinfo::userinfo),
+        )
         .route(paths::JWKS, get(discovery::jwks))
         .route(paths::HEALTHZ, get(discovery::healthz))
         .route(paths::METRICS, get(observe::metrics_doc))

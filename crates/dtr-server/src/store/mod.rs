@@ -518,6 +518,17 @@ pub trait TokenStore: Send + Sync {
         generate: &(dyn Fn() -> Vec<u8> + Send + Sync),
         now: i64,
     ) -> StoreResult<Vec<u8>>;
+    /// The ID token key of JWS algorithm `alg` (PKCS#8 DER). With
+    /// `candidate` it is stored unless a key of `alg` exists, which is
+    /// never replaced; either way the stored key is returned, so nodes
+    /// that offer keys together agree on one. `None` when there is none
+    /// and no candidate was given.
+    async fn id_token_key(
+        &self,
+        alg: &str,
+        candidate: Option<Vec<u8>>,
+        now: i64,
+    ) -> StoreResult<Option<Vec<u8>>>;
 }
 
 /// A callback ready for delivery, claimed under a lease.

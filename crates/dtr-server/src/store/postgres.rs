@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0012_approvers.sql"),
     include_str!("../../migrations/postgres/0013_identities.sql"),
     include_str!("../../migrations/postgres/0014_approver_webhooks.sql"),
+    include_str!("../../migrations/postgres/0016_id_token_keys.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

@@ -55,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0012_approvers.sql"),
     include_str!("../../migrations/sqlite/0013_identities.sql"),
     include_str!("../../migrations/sqlite/0014_approver_webhooks.sql"),
+    include_str!("../../migrations/sqlite/0016_id_token_keys.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
