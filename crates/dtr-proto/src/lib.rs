@@ -7,6 +7,7 @@
 //! (`DTR-n`) refer to the project's SPEC.md.
 #![warn(missing_docs)]
 
+pub mod ciba;
 pub mod completion_mode;
 pub mod deferral;
 pub mod device;

@@ -105,6 +105,15 @@ pub enum TokenRequest {
         /// DTR opt-in.
         opt_in: DeferralOptIn,
     },
+    /// CIBA Core 1.0 section 10.1: collecting a backchannel
+    /// authentication by its `auth_req_id`.
+    Ciba {
+        /// The `auth_req_id`: a handle of a deferral, like a deferral code.
+        auth_req_id: DeferralCode,
+        /// DTR opt-in: with `deferred`, an approval that still needs a
+        /// reviewer under policy is deferred rather than refused.
+        opt_in: DeferralOptIn,
+    },
     /// `urn:ietf:params:oauth:grant-type:deferred`: a poll (DTR-15).
     Poll {
         /// The code from the deferred response.
@@ -175,6 +184,20 @@ impl TokenRequest {
                     opt_in: DeferralOptIn::parse(p)?,
                 })
             }
+            crate::GRANT_TYPE_CIBA => {
+                let mut allowed = vec![
+                    "grant_type",
+                    "auth_req_id",
+                    "completion_mode",
+                    "client_notification_token",
+                ];
+                allowed.extend_from_slice(CLIENT_AUTH_PARAMS);
+                p.only(&allowed)?;
+                Ok(Self::Ciba {
+                    auth_req_id: DeferralCode::new(p.require("auth_req_id")?),
+                    opt_in: DeferralOptIn::parse(p)?,
+                })
+            }
             crate::GRANT_TYPE_REFRESH_TOKEN => Ok(Self::RefreshToken {
                 refresh_token: crate::secret::RefreshToken::new(p.require("refresh_token")?),
                 scope: p.get("scope").map(Scope::parse).transpose()?,
@@ -196,6 +219,7 @@ impl TokenRequest {
             Self::RefreshToken { .. } => crate::GRANT_TYPE_REFRESH_TOKEN,
             Self::TokenExchange { .. } => crate::GRANT_TYPE_TOKEN_EXCHANGE,
             Self::DeviceCode { .. } => crate::GRANT_TYPE_DEVICE_CODE,
+            Self::Ciba { .. } => crate::GRANT_TYPE_CIBA,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct DeferRequest {
     pub opt_in: DeferralOptIn,
     /// Thumbprint of the DPoP key of the request, which the code is bound to (DTR-13).
     pub dpop_jkt: Option<String>,
+    /// A lifetime shorter than `[deferral] expires_in` (CIBA's
+    /// `requested_expiry`); `None`: the configured one.
+    pub lifetime_secs: Option<u64>,
 }
 
 /// Opaque reviewer-facing id: unrelated to the code (DTR-9).
@@ -148,6 +151,9 @@ pub async fn create(
     debug_assert!(r.opt_in.completion_mode.deferred && r.action.defers());
     let now = state.clock.now_ms();
     let d = &state.config.deferral;
+    let expires_in = r
+        .lifetime_secs
+        .map_or(d.expires_in, |l| l.min(d.expires_in));
     let code = DeferralCode::generate();
     let auto_approve_at = match r.action {
         Action::ApproveAfter(secs) => Some(now + secs as i64 * 1000),
@@ -187,7 +193,7 @@ pub async fn create(
         authorization_details: r.authorization_details.clone(),
         subject: Some(r.subject.clone()),
         created_at: now,
-        expires_at: now + d.expires_in as i64 * 1000,
+        expires_at: now + expires_in as i64 * 1000,
         interval_ms: d.interval as i64 * 1000,
         auto_approve_at,
         interaction_handle: stored_handle,
@@ -236,11 +242,26 @@ pub async fn create(
             ErrorCode::AuthorizationPending
         },
         deferral_code: code.secret().to_owned(),
-        expires_in: d.expires_in,
+        expires_in,
         interval: d.interval,
         interaction_uri,
         error_description: None,
     })
+}
+
+/// The deferral a presented code names: by its deferral code, or else by
+/// the second handle the CIBA bridge gave it (its `auth_req_id`). Both
+/// are looked up by their SHA-256 only; the two name one row, so every
+/// rule of the lifecycle (binding, expiry, exactly-once) holds for either.
+pub async fn by_code(
+    state: &AppState,
+    code: &DeferralCode,
+) -> Result<Option<DeferralRecord>, StoreError> {
+    let hash = code.hash();
+    match state.store.deferral_by_code(&hash).await? {
+        Some(r) => Ok(Some(r)),
+        None => state.store.deferral_by_handle(&hash).await,
+    }
 }
 
 /// Cancels the client's deferral (DTR-32); unknown, foreign or finished
@@ -253,8 +274,7 @@ pub async fn cancel(
     proof_jkt: Option<&str>,
 ) -> Result<bool, Error> {
     let now = state.clock.now_ms();
-    let hash = code.hash();
-    let record = state.store.deferral_by_code(&hash).await?;
+    let record = by_code(state, code).await?;
     // DTR-33: unknown and foreign codes change nothing, silently.
     let Some(rec) = record.filter(|r| r.client_id == client_id) else {
         return Ok(false);
@@ -656,6 +676,48 @@ pub async fn decide_at_interaction(
     Ok(lifecycle::apply(state, &w, state.clock.now_ms())
         .await?
         .is_some())
+}
+
+/// The user's own decision of a CIBA request about them, on the `/ciba`
+/// page (the authentication device of OpenID CIBA Core 1.0 section 2).
+/// Anyone else's request, a request that is not CIBA and one no longer
+/// pending are all [`DecisionError::NotFound`] / [`DecisionError::NotPending`]
+/// and change nothing. Approving is also the user's consent to the
+/// client for that scope (a refresh token rests on it).
+pub async fn decide_ciba(
+    state: &AppState,
+    id: &str,
+    username: &str,
+    approve: bool,
+) -> Result<DeferralRecord, DecisionError> {
+    let rec = load_pending(state, id).await?;
+    if rec.grant_type != dtr_proto::GRANT_TYPE_CIBA || rec.subject.as_deref() != Some(username) {
+        return Err(DecisionError::NotFound);
+    }
+    let actor = user_actor(state, username).await?;
+    if !approve {
+        let w = TransitionWrite {
+            decided_by: Some(actor.by()),
+            deny_reason: Some("denied by the user".to_owned()),
+            ..TransitionWrite::new(Transition::Deny, id)
+        };
+        return decide(state, &w).await;
+    }
+    let requested = Scope::parse(&rec.scope).unwrap_or_default();
+    approve_as(state, &rec, &requested, None, None, &actor, None).await?;
+    let now = state.clock.now_ms();
+    let previous = state.store.get_consent(username, &rec.client_id).await?;
+    let merged = match &previous {
+        Some(c) => format!("{} {}", c.scope, rec.scope),
+        None => rec.scope.clone(),
+    };
+    let merged = Scope::parse(&merged).unwrap_or_default().to_string();
+    let consent_id = format!("cns_{}", random_token(12));
+    state
+        .store
+        .grant_consent(username, &rec.client_id, &merged, &consent_id, now)
+        .await?;
+    reload(state, id).await
 }
 
 /// The signed-in user at an interaction page as an [`Actor`], with the

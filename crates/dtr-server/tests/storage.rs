@@ -13,9 +13,9 @@ use dtr_proto::deferral::DeferralState;
 use dtr_proto::lifecycle::Transition;
 use dtr_server::store::{
     AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord,
-    ConsoleSession, Consumed, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, PollUpdate,
-    RefreshTokenRecord, SessionRecord, Store, StoredHandle, TokenFamilyRecord, UserRecord,
-    UserTokenRecord,
+    ConsoleSession, Consumed, DeferralFilter, DeferralRecord, IssuedToken, NewDeferral, NewHandle,
+    PollUpdate, RefreshTokenRecord, SessionRecord, Store, StoredHandle, TokenFamilyRecord,
+    UserRecord, UserTokenRecord,
 };
 use dtr_server::store::{StoreResult, TransitionWrite};
 use std::sync::Arc;
@@ -736,6 +736,52 @@ mod suite {
             .unwrap());
     }
 
+    pub async fn second_handles_name_their_deferral(s: Arc<dyn Store>) {
+        let mut d = new_deferral("d1", "bank", T0);
+        d.grant_type = "urn:openid:params:grant-type:ciba".into();
+        d.subject = Some("alice".into());
+        s.insert_deferral(&d).await.unwrap();
+        s.insert_deferral(&new_deferral("d2", "bank", T0 + 1))
+            .await
+            .unwrap();
+        assert!(s.deferral_by_handle("h1").await.unwrap().is_none());
+        assert!(s.handle_secrets("d1").await.unwrap().is_none());
+        let h = NewHandle {
+            hash: "h1".into(),
+            sealed: Some("sealed-handle".into()),
+            token_sealed: None,
+        };
+        assert!(s.attach_handle("d1", "bank", &h, T0).await.unwrap());
+        assert_eq!(s.deferral_by_handle("h1").await.unwrap().unwrap().id, "d1");
+        assert_eq!(s.handle_secrets("d1").await.unwrap(), Some(h.clone()));
+        // One second handle per deferral, and a hash names one deferral.
+        let again = NewHandle {
+            hash: "h2".into(),
+            ..Default::default()
+        };
+        assert!(!s.attach_handle("d1", "bank", &again, T0).await.unwrap());
+        assert!(!s.attach_handle("d2", "bank", &h, T0).await.unwrap());
+        assert!(s.deferral_by_handle("h2").await.unwrap().is_none());
+        // The code is not a handle, nor the handle a code.
+        assert!(s.deferral_by_handle("hash-of-d1").await.unwrap().is_none());
+        assert!(s.deferral_by_code("h1").await.unwrap().is_none());
+        // The user's page lists by subject and grant type.
+        let f = DeferralFilter {
+            limit: 10,
+            subject: Some("alice".into()),
+            grant_type: Some("urn:openid:params:grant-type:ciba".into()),
+            ..Default::default()
+        };
+        let ids: Vec<String> = s
+            .list_deferrals(&f, T0 + 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["d1"]);
+    }
+
     pub async fn list_filters_and_orders_newest_first(s: Arc<dyn Store>) {
         for (i, (id, client)) in [("d1", "svc"), ("d2", "other"), ("d3", "svc"), ("d4", "svc")]
             .into_iter()
@@ -759,6 +805,7 @@ mod suite {
             state: Some(DeferralState::Pending),
             client_id: Some("svc".into()),
             limit: 100,
+            ..Default::default()
         };
         assert_eq!(
             ids(s.list_deferrals(&pending_svc, T0 + 5_000).await.unwrap()),
@@ -1850,6 +1897,7 @@ backends!(
     progress_and_interaction_only_while_pending,
     resolve_interaction_uses_the_handle_once,
     list_filters_and_orders_newest_first,
+    second_handles_name_their_deferral,
     count_pending_by_client,
     clients_upsert_keeps_admin_disabled,
     tokens_revoke_and_prune,

@@ -9,6 +9,7 @@
 
 mod admin;
 mod callbacks;
+mod ciba;
 mod clients;
 mod database;
 mod deferral;
@@ -26,6 +27,7 @@ mod webhooks;
 
 pub use self::admin::{AdminConfig, ADMIN_TOKEN_MIN_LEN};
 pub use self::callbacks::CallbacksConfig;
+pub use self::ciba::CibaConfig;
 pub use self::clients::{AuthMethod, ClientConfig, StaticClient};
 pub use self::database::DatabaseUrl;
 pub use self::deferral::DeferralConfig;
@@ -120,6 +122,9 @@ pub struct ConfigFile {
     /// lands in the queue of the group or user it watches.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// `[ciba]`: CIBA and the deferral bridge.
+    #[serde(default)]
+    pub ciba: CibaConfig,
 }
 
 /// Grant types this build can run as originating grants.
@@ -177,6 +182,8 @@ pub struct Config {
     pub narrowing: crate::policy::narrowing::NarrowingRules,
     /// Approver webhooks (validated; `approvers` canonical).
     pub webhooks: Vec<WebhookConfig>,
+    /// CIBA settings.
+    pub ciba: CibaConfig,
 }
 
 /// A configuration error; the message names the key.
@@ -358,6 +365,7 @@ impl ConfigFile {
             http: self.http,
             narrowing,
             webhooks,
+            ciba: self.ciba,
         })
     }
 }

@@ -45,6 +45,10 @@ pub struct UserConfig {
     /// OIDC Core 1.0 section 5.1 `locale` (BCP 47, e.g. `en-GB`).
     #[serde(default)]
     pub locale: Option<String>,
+    /// CIBA Core 1.0 section 7.1 `user_code`: a secret the user gives the
+    /// client, which backchannel requests for them must then carry.
+    #[serde(default)]
+    pub user_code: Option<String>,
 }
 
 impl UserConfig {
@@ -87,6 +91,7 @@ impl std::fmt::Debug for UserConfig {
             .field("groups", &self.groups)
             .field("name", &self.name)
             .field("email", &self.email)
+            .field("user_code", &self.user_code.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }

@@ -40,7 +40,7 @@ pub async fn poll(
     // for the poll path.
     super::until_settled("deferral is changing; poll again", || async {
         let now = state.clock.now_ms();
-        let record = state.store.deferral_by_code(&code.hash()).await?;
+        let record = crate::deferrals::by_code(state, code).await?;
         // DTR-17: an unknown code and another client's code take the same
         // path and get the same answer.
         let Some(rec) = record.filter(|r| r.client_id == client_id) else {
@@ -263,6 +263,7 @@ pub async fn page_decider(
     use crate::grants::StoredGrant;
     match StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
         Ok(StoredGrant::User(ctx)) => Ok(Some(ctx.username)),
+        Ok(StoredGrant::Ciba(ctx)) => Ok(Some(ctx.username)),
         Ok(StoredGrant::Client) => owner_of(rec.client_id.clone()).await,
         Ok(StoredGrant::Exchange(_)) => {
             let Some(sub) = rec.subject.clone() else {

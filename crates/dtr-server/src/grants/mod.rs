@@ -10,6 +10,8 @@
 
 pub mod authorization_code;
 pub mod authorize;
+pub mod ciba;
+pub mod ciba_bridge;
 pub mod client_credentials;
 pub mod deferred;
 pub mod device;
@@ -145,6 +147,8 @@ pub enum StoredGrant {
     User(GrantContext),
     /// Token exchange: its subject and actor tokens and claims.
     Exchange(Box<token_exchange::ExchangeContext>),
+    /// A CIBA request (OpenID CIBA Core 1.0): its user and binding message.
+    Ciba(ciba::CibaContext),
 }
 
 impl StoredGrant {
@@ -160,6 +164,10 @@ impl StoredGrant {
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .map(Self::User)
                 .ok_or("grant context missing or unreadable"),
+            dtr_proto::GRANT_TYPE_CIBA => context
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .map(Self::Ciba)
+                .ok_or("CIBA context missing or unreadable"),
             dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => {
                 token_exchange::ExchangeContext::from_grant_context(context)
                     .map(|c| Self::Exchange(Box::new(c)))
@@ -174,6 +182,7 @@ impl StoredGrant {
         match self {
             Self::Client => Ok(None),
             Self::User(ctx) => serde_json::to_value(ctx).map(Some).map_err(Error::internal),
+            Self::Ciba(ctx) => serde_json::to_value(ctx).map(Some).map_err(Error::internal),
             Self::Exchange(ctx) => ctx
                 .to_grant_context()
                 .map(Some)
@@ -194,6 +203,7 @@ impl StoredGrant {
         match self {
             Self::Client => Ok(None),
             Self::User(ctx) => ctx.stale_reason(state, now).await,
+            Self::Ciba(ctx) => ctx.stale_reason(state, now).await,
             Self::Exchange(ctx) => token_exchange::recheck(state, ctx, now).await,
         }
     }
@@ -221,33 +231,83 @@ impl StoredGrant {
             family: None,
             refresh: None,
         };
-        if let Self::User(ctx) = self {
+        // A user grant's family, refresh token and ID token; a CIBA
+        // request's, whose refresh token rests on the user's standing
+        // consent (given when they approved on /ciba) and whose ID token
+        // says when they decided.
+        let user = match self {
+            Self::User(ctx) => Some(UserIssuance {
+                username: ctx.username.clone(),
+                family_id: ctx.family_id.clone(),
+                refresh: ctx
+                    .refresh
+                    .clone()
+                    .map(|plan| (plan, ctx.consent_id.clone())),
+                auth: ctx.oidc.clone().unwrap_or_default(),
+            }),
+            Self::Ciba(ctx) => {
+                let consent = if ctx.refresh {
+                    state
+                        .store
+                        .get_consent(&ctx.username, &grant.client_id)
+                        .await?
+                        .filter(|c| {
+                            Scope::parse(&grant.scope)
+                                .unwrap_or_default()
+                                .is_subset(&Scope::parse(&c.scope).unwrap_or_default())
+                        })
+                } else {
+                    None
+                };
+                let decided_at = match &grant.deferral_id {
+                    Some(id) => state
+                        .store
+                        .deferral_by_id(id)
+                        .await?
+                        .and_then(|r| r.resolved_at),
+                    None => None,
+                };
+                Some(UserIssuance {
+                    username: ctx.username.clone(),
+                    family_id: ctx.family_id.clone(),
+                    refresh: consent.map(|c| {
+                        (
+                            RefreshPlan {
+                                scope: None,
+                                dpop_jkt: None,
+                            },
+                            c.id,
+                        )
+                    }),
+                    auth: ctx.authentication(decided_at),
+                })
+            }
+            _ => None,
+        };
+        if let Some(u) = user {
             let now = state.clock.now_ms();
             issuance.family = Some(TokenFamilyRecord {
-                family_id: ctx.family_id.clone(),
+                family_id: u.family_id.clone(),
                 client_id: grant.client_id.clone(),
-                username: ctx.username.clone(),
+                username: u.username.clone(),
                 created_at: now,
                 revoked_at: None,
             });
-            if let Some(plan) = &ctx.refresh {
+            if let Some((plan, consent_id)) = &u.refresh {
                 let token = RefreshToken::new(random_token(32));
                 let data = RefreshData {
-                    username: ctx.username.clone(),
-                    consent_id: ctx.consent_id.clone(),
+                    username: u.username.clone(),
+                    consent_id: consent_id.clone(),
                     scope: plan.scope.clone().unwrap_or_else(|| grant.scope.clone()),
                     authorization_details: grant.authorization_details.clone(),
                     dpop_jkt: plan.dpop_jkt.clone(),
                     not_after: grant.not_after,
-                    oidc: ctx
-                        .oidc
-                        .as_ref()
-                        .map(crate::oidc::Authentication::for_refresh),
+                    oidc: Some(u.auth.for_refresh()),
                 };
                 let ttl_end = now + state.config.tokens.refresh_token_ttl as i64 * 1000;
                 issuance.refresh = Some(RefreshTokenRecord {
                     token_hash: token.hash(),
-                    family_id: ctx.family_id.clone(),
+                    family_id: u.family_id.clone(),
                     client_id: grant.client_id.clone(),
                     grant_data: serde_json::to_value(&data).map_err(Error::internal)?,
                     issued_at: now,
@@ -264,14 +324,13 @@ impl StoredGrant {
                     dtr_proto::oidc::DEFAULT_ID_TOKEN_ALG,
                     crate::oidc::client_alg,
                 );
-                let auth = ctx.oidc.clone().unwrap_or_default();
                 let id_token = crate::oidc::id_token(
                     state,
                     alg,
                     &crate::oidc::IdTokenFor {
-                        username: &ctx.username,
+                        username: &u.username,
                         client_id: &grant.client_id,
-                        auth: &auth,
+                        auth: &u.auth,
                         access_token: Some(&response.access_token),
                     },
                 )
@@ -308,6 +367,15 @@ impl StoredGrant {
             .into()),
         }
     }
+}
+
+/// What issuing for a user adds to an access token: the token family,
+/// a refresh token (with the consent it rests on) and the ID token.
+struct UserIssuance {
+    username: String,
+    family_id: String,
+    refresh: Option<(RefreshPlan, String)>,
+    auth: crate::oidc::Authentication,
 }
 
 /// A new consent id.
@@ -479,6 +547,7 @@ pub async fn execute(
                     routing,
                     opt_in: r.opt_in,
                     dpop_jkt: r.dpop_jkt,
+                    lifetime_secs: None,
                 },
                 r.grant.to_stored()?,
             )

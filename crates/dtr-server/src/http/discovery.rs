@@ -91,6 +91,35 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         "response_modes_supported".into(),
         serde_json::json!(["query"]),
     );
+    // OpenID CIBA Core 1.0 section 4.
+    other.insert(
+        "backchannel_authentication_endpoint".into(),
+        serde_json::json!(url(paths::BC_AUTHORIZE)),
+    );
+    other.insert(
+        "backchannel_token_delivery_modes_supported".into(),
+        serde_json::json!(["poll", "ping", "push"]),
+    );
+    // Signed authentication requests are not read yet: no algorithm.
+    other.insert(
+        "backchannel_authentication_request_signing_alg_values_supported".into(),
+        serde_json::json!([]),
+    );
+    other.insert(
+        "backchannel_user_code_parameter_supported".into(),
+        serde_json::json!(true),
+    );
+    // The deferral-to-CIBA bridge, an extension of this server.
+    if state.config.ciba.bridge {
+        other.insert(
+            "dtr_ciba_deferral_bridge_supported".into(),
+            serde_json::json!(true),
+        );
+        other.insert(
+            "dtr_ciba_login_hint_token_prefix".into(),
+            serde_json::json!(dtr_proto::ciba::DEFERRAL_HINT_PREFIX),
+        );
+    }
     if state.config.registration.enabled {
         // RFC 8414 section 2, RFC 7591.
         other.insert(

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod admin_users;
 pub mod authorize;
+pub mod bc_authorize;
 pub mod body;
+pub mod ciba;
 pub mod demo;
 pub mod device;
 pub mod discovery;
@@ -70,6 +72,8 @@ pub fn app(state: AppState) -> Router {
             post(device::device_authorization),
         )
         .route(paths::DEVICE, get(device::show).post(device::decide))
+        .route(paths::BC_AUTHORIZE, post(bc_authorize::bc_authorize))
+        .route(paths::CIBA, get(ciba::show).post(ciba::decide))
         .merge(admin::router(state.clone()))
         .merge(review::router())
         // The source address the throttles key on.

@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0013_identities.sql"),
     include_str!("../../migrations/postgres/0014_approver_webhooks.sql"),
     include_str!("../../migrations/postgres/0016_id_token_keys.sql"),
+    include_str!("../../migrations/postgres/0017_deferral_handles.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

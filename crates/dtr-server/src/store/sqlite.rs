@@ -56,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0013_identities.sql"),
     include_str!("../../migrations/sqlite/0014_approver_webhooks.sql"),
     include_str!("../../migrations/sqlite/0016_id_token_keys.sql"),
+    include_str!("../../migrations/sqlite/0017_deferral_handles.sql"),
 ];
 
 /// SQLite implementation of [`Store`].
