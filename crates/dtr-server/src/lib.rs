@@ -11,6 +11,7 @@
 pub mod approver_hooks;
 pub mod approvers;
 pub mod callbacks;
+pub mod ciba_delivery;
 pub mod client_assertion;
 pub mod client_auth;
 pub mod clock;
@@ -28,6 +29,7 @@ pub mod logging;
 pub mod metrics;
 pub mod oidc;
 pub mod outbound;
+pub mod outbox;
 pub mod password;
 pub mod policy;
 pub mod registration;

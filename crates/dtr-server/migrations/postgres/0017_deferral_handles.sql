@@ -12,3 +12,14 @@ CREATE TABLE deferral_handles (
     token_sealed TEXT,
     created_at   BIGINT NOT NULL
 );
+
+-- The token response of a CIBA push (CIBA Core 1.0 section 10.3.1),
+-- sealed, written before the redemption it records commits: a retry
+-- after a failed delivery sends the same response again, and a crash
+-- before the redemption committed leaves a payload whose token was never
+-- valid, which the retry replaces. Deleted once delivered.
+CREATE TABLE ciba_push_payloads (
+    deferral_id     TEXT PRIMARY KEY REFERENCES deferrals (id) ON DELETE CASCADE,
+    payload_sealed  TEXT NOT NULL,
+    created_at      BIGINT NOT NULL
+);

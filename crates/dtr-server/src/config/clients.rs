@@ -312,6 +312,23 @@ pub(super) fn validate_clients(
             dev_mode,
         )
         .map_err(|(k, m)| err(&key(k), m))?;
+        // One notification endpoint per client: CIBA's ping and push go
+        // where the draft's callbacks go, through the same outbox, and the
+        // body says which handle it names.
+        let notification_endpoint = match (
+            notification_endpoint,
+            oidc_metadata
+                .get("backchannel_client_notification_endpoint")
+                .and_then(|v| v.as_str()),
+        ) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(err(
+                    &key("deferred_client_notification_endpoint"),
+                    "must equal backchannel_client_notification_endpoint (one notification endpoint per client)",
+                ))
+            }
+            (a, b) => a.or_else(|| b.map(str::to_owned)),
+        };
         clients.push(StaticClient {
             client_id: c.client_id,
             client_secret: c.client_secret,

@@ -49,6 +49,19 @@ pub async fn poll(
         // DTR-13: a bound code is only ever answered to its key; anything
         // else is refused before any state is touched.
         check_binding(&rec, proof_jkt)?;
+        // CIBA Core 1.0 section 10.3: a push-mode request is delivered,
+        // never collected, by either handle.
+        if let Ok(StoredGrant::Ciba(ctx)) =
+            StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref())
+        {
+            if ctx.mode == dtr_proto::ciba::DeliveryMode::Push {
+                return Err(OAuthError::with_description(
+                    ErrorCode::UnauthorizedClient,
+                    "this request is delivered by push to the client's notification endpoint",
+                )
+                .into());
+            }
+        }
         let decision = decide_poll(&rec.poll_view(), now);
         if !client_active && !matches!(decision, PollDecision::Answer(_)) {
             return Err(deny_lapsed(state, &rec, "client disabled", now)
@@ -102,6 +115,26 @@ async fn redeem(
     rec: &DeferralRecord,
     now: i64,
 ) -> Result<Option<TokenResponse>, Error> {
+    let (token, issuance) = mint_redemption(state, rec, now).await?;
+    match lifecycle::redeem(state, &rec.id, &issuance, now).await? {
+        Recorded::Written(_) => Ok(Some(token)),
+        Recorded::NotRedeemed => Ok(None),
+        Recorded::FamilyRevoked => Err(deny_lapsed(state, rec, "token family revoked", now)
+            .await?
+            .into()),
+    }
+}
+
+/// The token an approved deferral redeems for, signed, and what its
+/// redemption records, written nowhere yet: re-checks the client and what
+/// the grant rests on first (DTR-23), denying the deferral when they
+/// lapsed. The poll records it with the redemption at once; a CIBA push
+/// keeps the response first (`crate::ciba_delivery`).
+pub async fn mint_redemption(
+    state: &AppState,
+    rec: &DeferralRecord,
+    now: i64,
+) -> Result<(TokenResponse, crate::store::Issuance), Error> {
     // DTR-23: read the client fresh from the store, not from a cache: it
     // may have been disabled on another node since the deferral started.
     let client = state.store.get_client(&rec.client_id).await?;
@@ -154,14 +187,7 @@ async fn redeem(
     // recorded with the redemption in one transaction (DTR-21): a failure
     // anywhere leaves the deferral approved for the next poll, and no
     // token exists that was not handed out with its redemption.
-    let (token, issuance) = stored.mint(state, &grant).await?;
-    match lifecycle::redeem(state, &rec.id, &issuance, now).await? {
-        Recorded::Written(_) => Ok(Some(token)),
-        Recorded::NotRedeemed => Ok(None),
-        Recorded::FamilyRevoked => Err(deny_lapsed(state, rec, "token family revoked", now)
-            .await?
-            .into()),
-    }
+    stored.mint(state, &grant).await
 }
 
 /// Records a poll of a pending deferral and builds the pending answer:

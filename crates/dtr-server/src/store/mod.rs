@@ -655,6 +655,12 @@ pub trait CallbackStore: Send + Sync {
     ) -> StoreResult<()>;
     /// The state of a deferral's callback, if it has one.
     async fn callback_status(&self, deferral_id: &str) -> StoreResult<Option<CallbackStatus>>;
+    /// Stores (or replaces) the sealed CIBA push payload of a deferral.
+    async fn put_push_payload(&self, deferral_id: &str, sealed: &str, now: i64) -> StoreResult<()>;
+    /// The sealed CIBA push payload of a deferral, if any.
+    async fn push_payload(&self, deferral_id: &str) -> StoreResult<Option<String>>;
+    /// Deletes the push payload of a deferral (delivered or given up).
+    async fn delete_push_payload(&self, deferral_id: &str) -> StoreResult<()>;
 }
 
 /// Everything the server needs from a database.
