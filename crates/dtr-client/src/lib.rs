@@ -23,6 +23,10 @@
 //!   callback notifications in constant time (DTR-26) and wakes the poller
 //!   of the matching deferral; it never takes a callback as the result
 //!   (DTR-30).
+//! - [`Client::backchannel_authentication`] starts an OpenID CIBA request,
+//!   [`Ciba`] collects it through the [`Poller`], and
+//!   [`Client::bridge_to_ciba`] continues a deferral as one; the
+//!   [`CallbackReceiver`] also takes CIBA pings and keeps a push.
 //! - [`AdminClient`] drives the server's admin API.
 //!
 //! Requirement numbers (`DTR-n`) refer to the project's SPEC.md.
@@ -31,6 +35,7 @@
 pub mod admin;
 pub mod auth;
 pub mod callback;
+pub mod ciba;
 pub mod client;
 pub mod clock;
 pub mod deferral;
@@ -44,6 +49,7 @@ pub mod poller;
 pub use admin::{AdminClient, AdminError};
 pub use auth::ClientAuth;
 pub use callback::{CallbackReceiver, CALLBACK_PATH};
+pub use ciba::{BackchannelAuthentication, BackchannelRequest, Ciba};
 pub use client::{Client, ClientCredentialsRequest, ResourceResponse, TokenReply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use deferral::{Deferral, TokenResult};
