@@ -446,3 +446,46 @@ async fn the_users_webhook_is_told_to_look() {
     let text = hooks[0].1.to_string();
     assert!(!text.contains("auth_req_id"));
 }
+
+#[tokio::test]
+async fn cancelled_and_expired_requests_send_nothing() {
+    let (r, base) = start_receiver().await;
+    let s = Server::start(&config(&base, false), &db(), Arc::new(ManualClock::new())).await;
+    // Ping mode, cancelled by the client (revocation of the auth_req_id):
+    // no decision can follow and nothing is sent.
+    let auth_req_id = s.start_ciba(PINGER, "openid").await;
+    let id = s.newest_id().await;
+    let (status, _) = s.post("/revoke", PINGER, &[("token", &auth_req_id)]).await;
+    assert_eq!(status, 200);
+    let late = s
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/deferrals/{id}/approve"),
+        )
+        .await;
+    assert_eq!(late["error"], "conflict", "{late}");
+    let (_, e) = s
+        .post(
+            "/token",
+            PINGER,
+            &[("grant_type", CIBA), ("auth_req_id", &auth_req_id)],
+        )
+        .await;
+    assert_eq!(e["error"], "access_denied");
+    // Push mode, expired undecided: nothing is pushed.
+    s.clock.advance_ms(1_000);
+    s.start_ciba(PUSHER, "openid").await;
+    let id2 = s.newest_id().await;
+    s.clock.advance_ms(121_000);
+    let d = s
+        .admin(reqwest::Method::GET, &format!("/admin/deferrals/{id2}"))
+        .await;
+    assert_eq!(d["state"], "expired");
+    for _ in 0..10 {
+        s.clock.advance_ms(500);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(received(&r, "ping").is_empty());
+    assert!(received(&r, "push").is_empty());
+    assert!(s.job(&id).await.is_none() && s.job(&id2).await.is_none());
+}
