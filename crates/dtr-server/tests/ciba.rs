@@ -656,3 +656,60 @@ async fn bridge_is_off_by_default() {
         .unwrap()
         .contains("not enabled"));
 }
+
+#[tokio::test]
+async fn registered_clients_carry_oidc_and_ciba_metadata() {
+    let cfg = format!(
+        "{CFG}\n[registration]\nenabled = true\nopen = true\nscope = \"openid read\"\ngrant_types = [\"{CIBA}\"]\n"
+    );
+    let h = harness_with(&cfg).await;
+    let reg = |body: Value| {
+        let h = &h;
+        async move {
+            h.send(
+                axum::http::Request::post("/register")
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    // CIBA without openid, an unknown mode, ping without an endpoint: refused.
+    for bad in [
+        json!({"grant_types": [CIBA], "scope": "read"}),
+        json!({"grant_types": [CIBA], "scope": "openid", "backchannel_token_delivery_mode": "fax"}),
+        json!({"grant_types": [CIBA], "scope": "openid", "backchannel_token_delivery_mode": "ping"}),
+        json!({"grant_types": [CIBA], "scope": "openid", "id_token_signed_response_alg": "none"}),
+    ] {
+        let r = reg(bad.clone()).await;
+        assert_eq!(
+            r.json["error"], "invalid_client_metadata",
+            "{bad}: {}",
+            r.text
+        );
+    }
+    let r = reg(json!({
+        "grant_types": [CIBA],
+        "scope": "openid read",
+        "id_token_signed_response_alg": "ES256",
+        "token_endpoint_auth_method": "client_secret_basic",
+    }))
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["backchannel_token_delivery_mode"], "poll");
+    assert_eq!(r.json["id_token_signed_response_alg"], "ES256");
+    let id = r.json["client_id"].as_str().unwrap().to_owned();
+    let secret = r.json["client_secret"].as_str().unwrap().to_owned();
+    let me = (id.as_str(), secret.as_str());
+    let r = bc(&h, me, &[("scope", "openid"), ("login_hint", "alice")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let auth_req_id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    decide_on_page(&h, "alice", "approve").await;
+    h.clock.advance_ms(6_000);
+    let t = collect(&h, me, &auth_req_id).await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.text);
+    let idt = t.json["id_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(idt).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+}

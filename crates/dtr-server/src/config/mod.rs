@@ -28,7 +28,7 @@ mod webhooks;
 pub use self::admin::{AdminConfig, ADMIN_TOKEN_MIN_LEN};
 pub use self::callbacks::CallbacksConfig;
 pub use self::ciba::CibaConfig;
-pub use self::clients::{AuthMethod, ClientConfig, StaticClient};
+pub use self::clients::{oidc_client_metadata, AuthMethod, ClientConfig, StaticClient};
 pub use self::database::DatabaseUrl;
 pub use self::deferral::DeferralConfig;
 pub use self::device::DeviceConfig;
