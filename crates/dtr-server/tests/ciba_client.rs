@@ -152,3 +152,59 @@ async fn library_poll_push_and_bridge() {
     assert_eq!(e.error.as_str(), "invalid_grant");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_push_reaches_the_library_receiver_once_across_a_restart() {
+    let receiver = CallbackReceiver::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/callback", listener.local_addr().unwrap());
+    let r2 = receiver.clone();
+    tokio::spawn(async move { r2.serve(listener, std::future::pending()).await });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dtr.db");
+    // A delay longer than the test's first server lives: the approval's
+    // push is still queued when that server stops.
+    let cfg = config(&endpoint).replace("delay_ms = 0", "delay_ms = 1500");
+    let s = server::start(&cfg, &db).await;
+    let admin = AdminClient::new(&s.issuer, ADMIN).unwrap();
+    let pusher = client(&s.issuer, "pusher", "pusher-secret").await;
+    let token = NotificationToken::generate();
+    let a = pusher
+        .backchannel_authentication(&BackchannelRequest {
+            login_hint: Some("alice".into()),
+            notification_token: Some(token.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let d = a.as_deferral(&pusher);
+    let wake = receiver.register(&d, token);
+    let deferral_id = admin.list(Some("pending"), None).await.unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    approve_newest(&admin).await;
+    s.stop().await;
+    assert!(
+        receiver.take_push(&d.code).is_none(),
+        "not sent before the restart"
+    );
+    let s = server::start(&cfg, &db).await;
+    tokio::time::timeout(Duration::from_secs(20), wake.notified())
+        .await
+        .unwrap();
+    let pushed = receiver.take_push(&d.code).unwrap();
+    assert_eq!(pushed["auth_req_id"], a.auth_req_id.as_str());
+    // Nothing more arrives: the job is done.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.take_push(&d.code).is_none());
+    let status = s
+        .state
+        .store
+        .callback_status(&deferral_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status.state.as_str(), status.attempts), ("delivered", 1));
+    s.stop().await;
+}
