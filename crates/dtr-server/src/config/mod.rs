@@ -235,7 +235,8 @@ impl ConfigFile {
     /// confidential clients acting for their owner alice, one user (alice),
     /// and a policy that sends `payments` to review, `identity` to user
     /// interaction (decided by alice, the clients' owner) and `reports` to
-    /// an automatic approval after 10 seconds. Registration is open, the
+    /// an automatic approval after 10 seconds; svc may also send CIBA
+    /// requests for alice. Registration is open, the
     /// one place where it is (the banner says so), and limited to what the
     /// walkthrough needs.
     pub fn demo() -> Self {
@@ -266,7 +267,16 @@ impl ConfigFile {
         Self {
             dev_mode: true,
             clients: vec![
-                client("svc", "svc-secret", "client_secret_basic"),
+                // svc is also a CIBA client (poll mode): `dtr token --grant
+                // ciba --login-hint alice`, alice approving at /ciba.
+                ClientConfig {
+                    grant_types: vec![
+                        dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS.into(),
+                        dtr_proto::GRANT_TYPE_CIBA.into(),
+                    ],
+                    scope: "openid read write payments identity reports".into(),
+                    ..client("svc", "svc-secret", "client_secret_basic")
+                },
                 client("svc-post", "svc-post-secret", "client_secret_post"),
             ],
             users: vec![UserConfig {
