@@ -50,6 +50,9 @@ pub const MAX_CALLBACK_BODY: usize = 8 * 1024;
 struct Entry {
     token: NotificationToken,
     wake: Arc<Notify>,
+    /// A CIBA push received for it (the first; a retry's copy is the same
+    /// response and is not kept twice).
+    pushed: Option<serde_json::Value>,
 }
 
 /// Receives callback notifications for any number of deferrals. Clones
@@ -121,9 +124,25 @@ impl CallbackReceiver {
         let entry = map.entry(code.hash()).or_insert_with(|| Entry {
             token: token.clone(),
             wake: Arc::new(Notify::new()),
+            pushed: None,
         });
         entry.token = token;
         Arc::clone(&entry.wake)
+    }
+
+    /// The CIBA push received for `code` (OpenID CIBA Core 1.0 section
+    /// 10.3.1: the token response with `auth_req_id`, or an error), taken:
+    /// a second call, or a repeated delivery of the same push, gives
+    /// nothing more.
+    pub fn take_push(&self, code: &DeferralCode) -> Option<serde_json::Value> {
+        let mut map = self.lock();
+        let entry = map.get_mut(&code.hash())?;
+        let p = entry.pushed.take();
+        if p.is_some() {
+            // Delivered once: later copies are dropped, not kept again.
+            entry.pushed = Some(serde_json::Value::Null);
+        }
+        p.filter(|v| !v.is_null())
     }
 
     /// Forgets a deferral (after its final result): later callbacks for it
@@ -147,11 +166,20 @@ impl CallbackReceiver {
         // A request without a bearer can never succeed; refuse it before
         // looking at the body.
         let presented = bearer(headers).ok_or(Refusal::Unauthorized)?;
-        let code = parse_body(body).ok_or(Refusal::Malformed)?;
-        let map = self.lock();
-        let entry = map.get(&sha256_b64(&code)).ok_or(Refusal::Unauthorized)?;
+        let (code, push) = parse_body(body).ok_or(Refusal::Malformed)?;
+        let mut map = self.lock();
+        let entry = map
+            .get_mut(&sha256_b64(&code))
+            .ok_or(Refusal::Unauthorized)?;
         if !ct_eq(presented.as_bytes(), entry.token.secret().as_bytes()) {
             return Err(Refusal::Unauthorized);
+        }
+        // CIBA Core 1.0 section 10.3: a push is the result itself; kept
+        // once, for [`CallbackReceiver::take_push`].
+        if let Some(p) = push {
+            if entry.pushed.is_none() {
+                entry.pushed = Some(p);
+            }
         }
         // DTR-30: only "poll now". A permit is stored when the poller is
         // busy polling, so the notification is not lost.
@@ -214,10 +242,21 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 /// The `deferral_code` of a callback body (DTR-26); unknown members are
 /// ignored. The content type is not checked: the body decides.
-fn parse_body(body: &[u8]) -> Option<String> {
+/// The handle a notification names (`deferral_code`, DTR-26, or a CIBA
+/// ping's or push's `auth_req_id`), and the body when it is a CIBA push
+/// (it carries a token response or an error).
+fn parse_body(body: &[u8]) -> Option<(String, Option<serde_json::Value>)> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let code = v.as_object()?.get("deferral_code")?.as_str()?;
-    (!code.is_empty()).then(|| code.to_owned())
+    let o = v.as_object()?;
+    if let Some(code) = o.get("deferral_code").and_then(|c| c.as_str()) {
+        return (!code.is_empty()).then(|| (code.to_owned(), None));
+    }
+    let id = o.get("auth_req_id")?.as_str()?;
+    if id.is_empty() {
+        return None;
+    }
+    let push = (o.contains_key("access_token") || o.contains_key("error")).then(|| v.clone());
+    Some((id.to_owned(), push))
 }
 
 #[cfg(test)]
@@ -435,6 +474,7 @@ mod tests {
                     scope: None,
                     issued_token_type: None,
                     authorization_details: None,
+                    id_token: None,
                 })
             };
             async move { Ok(answer) }

@@ -30,6 +30,10 @@
 //!   brings a `code` or, when the
 //!   server deferred at the authorization endpoint, a `deferral_code` whose
 //!   first poll carries the `code_verifier` ([`DeferredAuthorization`]).
+//! - [`Client::backchannel_authentication`] starts an OpenID CIBA request,
+//!   [`Ciba`] collects it through the [`Poller`], and
+//!   [`Client::bridge_to_ciba`] continues a deferral as one; the
+//!   [`CallbackReceiver`] also takes CIBA pings and keeps a push.
 //! - [`AdminClient`] drives the server's admin API.
 //!
 //! Requirement numbers (`DTR-n`) refer to the project's SPEC.md.
@@ -38,6 +42,7 @@
 pub mod admin;
 pub mod auth;
 pub mod callback;
+pub mod ciba;
 pub mod client;
 pub mod clock;
 pub mod code_flow;
@@ -54,6 +59,7 @@ pub mod redirect;
 pub use admin::{AdminClient, AdminError};
 pub use auth::ClientAuth;
 pub use callback::{CallbackReceiver, CALLBACK_PATH};
+pub use ciba::{BackchannelAuthentication, BackchannelRequest, Ciba};
 pub use client::{Client, ClientCredentialsRequest, ResourceResponse, TokenReply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use code_flow::{

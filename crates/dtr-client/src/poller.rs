@@ -685,6 +685,7 @@ mod tests {
             scope: Some("read".into()),
             issued_token_type: None,
             authorization_details: None,
+            id_token: None,
         }))
     }
 

@@ -7,6 +7,7 @@
 //! (`DTR-n`) refer to the project's SPEC.md.
 #![warn(missing_docs)]
 
+pub mod ciba;
 pub mod completion_mode;
 pub mod deferral;
 pub mod device;
@@ -14,6 +15,7 @@ pub mod dpop;
 pub mod error;
 pub mod lifecycle;
 pub mod metadata;
+pub mod oidc;
 pub mod params;
 pub mod redirect_uri;
 pub mod resource;
@@ -36,6 +38,8 @@ pub const GRANT_TYPE_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_TYPE_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// Grant type of token exchange (RFC 8693 section 2.1).
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Grant type of CIBA (OpenID CIBA Core 1.0 section 10.1).
+pub const GRANT_TYPE_CIBA: &str = "urn:openid:params:grant-type:ciba";
 /// RFC 8693 section 3 token type identifier of access tokens.
 pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Token type identifier of deferral codes at the revocation endpoint (DTR-31).
@@ -92,4 +96,13 @@ pub mod paths {
     /// Where ARAP services call dtr back about a task dtr submitted;
     /// followed by `/{secret}`, the task's unguessable path segment.
     pub const AUTHZEN_CALLBACK: &str = "/authzen/callback";
+    /// OpenID Connect Discovery 1.0 section 4: the provider configuration.
+    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    /// OpenID Connect Core 1.0 section 5.3: the UserInfo endpoint.
+    pub const USERINFO: &str = "/userinfo";
+    /// OpenID CIBA Core 1.0 section 7: the backchannel authentication endpoint.
+    pub const BC_AUTHORIZE: &str = "/bc-authorize";
+    /// The signed-in page where a user decides CIBA requests (the
+    /// authentication device of CIBA Core section 2).
+    pub const CIBA: &str = "/ciba";
 }

@@ -98,6 +98,15 @@ pub enum TokenRequest {
         /// DTR opt-in.
         opt_in: DeferralOptIn,
     },
+    /// CIBA Core 1.0 section 10.1: collecting a backchannel
+    /// authentication by its `auth_req_id`.
+    Ciba {
+        /// The `auth_req_id`: a handle of a deferral, like a deferral code.
+        auth_req_id: DeferralCode,
+        /// DTR opt-in: with `deferred`, an approval that still needs a
+        /// reviewer under policy is deferred rather than refused.
+        opt_in: DeferralOptIn,
+    },
     /// `urn:ietf:params:oauth:grant-type:deferred`: a poll (DTR-15).
     Poll {
         /// The code from the deferred response.
@@ -192,6 +201,13 @@ impl TokenRequest {
                     opt_in: DeferralOptIn::parse(p)?,
                 })
             }
+            // CIBA Core 1.0 section 10.1: `auth_req_id`; like a poll, any
+            // other parameter is ignored (RFC 6749 section 3.2), and the
+            // DTR opt-in may continue it as a deferral.
+            crate::GRANT_TYPE_CIBA => Ok(Self::Ciba {
+                auth_req_id: DeferralCode::new(p.require("auth_req_id")?),
+                opt_in: DeferralOptIn::parse(p)?,
+            }),
             crate::GRANT_TYPE_REFRESH_TOKEN => Ok(Self::RefreshToken {
                 refresh_token: crate::secret::RefreshToken::new(p.require("refresh_token")?),
                 scope: p.get("scope").map(Scope::parse).transpose()?,
@@ -213,6 +229,7 @@ impl TokenRequest {
             Self::RefreshToken { .. } => crate::GRANT_TYPE_REFRESH_TOKEN,
             Self::TokenExchange { .. } => crate::GRANT_TYPE_TOKEN_EXCHANGE,
             Self::DeviceCode { .. } => crate::GRANT_TYPE_DEVICE_CODE,
+            Self::Ciba { .. } => crate::GRANT_TYPE_CIBA,
         }
     }
 }
@@ -272,6 +289,10 @@ pub struct TokenResponse {
     /// RFC 9396 granted authorization details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<serde_json::Value>,
+    /// OpenID Connect Core 1.0 section 3.1.3.3: the ID token, when the
+    /// grant's scope has `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -286,6 +307,7 @@ impl std::fmt::Debug for TokenResponse {
             )
             .field("scope", &self.scope)
             .field("issued_token_type", &self.issued_token_type)
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }

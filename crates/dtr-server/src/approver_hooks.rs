@@ -28,18 +28,35 @@ use tokio::sync::{watch, Semaphore};
 
 // How long a claimed notification is ours, and how often the outbox is
 // checked: the callbacks' values, for the same reasons.
-use crate::callbacks::{IDLE_POLL_MS, LEASE_MS};
+use crate::outbox::{IDLE_POLL_MS, LEASE_MS};
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "DTR-Signature";
 
-/// The webhooks watching a deferral's approvers.
-fn watching<'a>(state: &'a AppState, approvers: &'a [String]) -> Vec<&'a WebhookConfig> {
+/// The queues a deferral lands in: its approvers, and for a CIBA request
+/// also the user it is about (`user:<name>`), whose webhook tells their
+/// device to look at `/ciba` (OpenID CIBA Core 1.0 section 2: the
+/// authentication device is told out of band).
+fn queues(new: &NewDeferral) -> Vec<String> {
+    let mut q = new.approvers.clone();
+    if new.grant_type == dtr_proto::GRANT_TYPE_CIBA {
+        if let Some(user) = &new.subject {
+            let own = format!("user:{user}");
+            if !q.contains(&own) {
+                q.push(own);
+            }
+        }
+    }
+    q
+}
+
+/// The webhooks watching one of `queues`.
+fn watching<'a>(state: &'a AppState, queues: &'a [String]) -> Vec<&'a WebhookConfig> {
     state
         .config
         .webhooks
         .iter()
-        .filter(|h| approvers.contains(&h.approvers))
+        .filter(|h| queues.contains(&h.approvers))
         .collect()
 }
 
@@ -47,7 +64,8 @@ fn watching<'a>(state: &'a AppState, approvers: &'a [String]) -> Vec<&'a Webhook
 /// one of its approvers. Called right after the deferral is stored; an
 /// error must fail the request.
 pub async fn enqueue(state: &AppState, new: &NewDeferral) -> Result<(), StoreError> {
-    let hooks = watching(state, &new.approvers);
+    let queues = queues(new);
+    let hooks = watching(state, &queues);
     if hooks.is_empty() {
         return Ok(());
     }
@@ -85,7 +103,8 @@ pub fn body(
     client_name: Option<&str>,
     queue: &str,
 ) -> serde_json::Value {
-    serde_json::json!({
+    let issuer = issuer.trim_end_matches('/');
+    let mut b = serde_json::json!({
         "event": "deferral.queued",
         "deferral_id": new.id,
         "client_id": new.client_id,
@@ -98,8 +117,19 @@ pub fn body(
         "approvers": new.approvers,
         "approvals_required": new.approvals_required,
         "queue": queue,
-        "review_url": format!("{}/review/{}", issuer.trim_end_matches('/'), new.id),
-    })
+        "review_url": format!("{}/review/{}", issuer, new.id),
+    });
+    // The user's own queue: where they decide it.
+    if new.grant_type == dtr_proto::GRANT_TYPE_CIBA
+        && new
+            .subject
+            .as_ref()
+            .is_some_and(|u| queue == format!("user:{u}"))
+    {
+        b["event"] = "ciba.requested".into();
+        b["user_url"] = format!("{issuer}{}", dtr_proto::paths::CIBA).into();
+    }
+    b
 }
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA-256 of "<t>.<body>" keyed by the
@@ -136,7 +166,7 @@ pub fn after_failure(
     status: Option<u16>,
     error: String,
 ) -> CallbackOutcome {
-    crate::callbacks::retry_or_fail(
+    crate::outbox::retry_or_fail(
         job.attempts,
         job.expires_at,
         now,

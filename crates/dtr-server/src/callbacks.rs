@@ -11,25 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
 
-/// How long a claimed job is ours. Longer than a delivery can take
-/// (timeout plus waiting for a per-host slot), so a live node never loses
-/// a job to another; a dead node's jobs come back after it.
-pub(crate) const LEASE_MS: i64 = 120_000;
-
-/// Longest wait between retries.
-const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
-
-/// How often (on the state's clock) the outbox is checked when nothing
-/// wakes the sender: for retries coming due and jobs of other nodes.
-pub(crate) const IDLE_POLL_MS: i64 = 200;
-
-/// When to retry after `attempts` failed attempts: exponential from
-/// `base_ms`, capped, with ±20% jitter so retries of many jobs spread out.
-pub fn backoff_ms(base_ms: u64, attempts: u32, jitter: f64) -> i64 {
-    let exp = (base_ms as i64).saturating_mul(1i64 << attempts.saturating_sub(1).min(20));
-    let capped = exp.min(MAX_BACKOFF_MS) as f64;
-    (capped * (1.0 + jitter.clamp(-0.2, 0.2))) as i64
-}
+pub(crate) use crate::outbox::{retry_or_fail, IDLE_POLL_MS, LEASE_MS};
 
 /// What to do after an attempt that did not succeed.
 pub fn after_failure(
@@ -51,29 +33,6 @@ pub fn after_failure(
         status,
         error,
     )
-}
-
-/// The outbox's retry rule, for client callbacks and approver
-/// notifications alike: after `attempts` failed attempts, retry with
-/// [`backoff_ms`], at most `max_attempts` attempts, and never at or past
-/// `expires_at` (the deferral's expiry, DTR-27).
-#[allow(clippy::too_many_arguments)]
-pub fn retry_or_fail(
-    attempts: u32,
-    expires_at: i64,
-    now: i64,
-    max_attempts: u32,
-    base_ms: u64,
-    jitter: f64,
-    status: Option<u16>,
-    error: String,
-) -> CallbackOutcome {
-    let at = now + backoff_ms(base_ms, attempts, jitter);
-    if attempts >= max_attempts || at >= expires_at {
-        CallbackOutcome::Failed { status, error }
-    } else {
-        CallbackOutcome::Retry { at, status, error }
-    }
 }
 
 /// Runs until `shutdown` turns true.
@@ -158,57 +117,28 @@ async fn deliver(state: &AppState, job: CallbackJob) {
         .await;
         return;
     }
-    let Some(code) = job
-        .code_sealed
-        .as_deref()
-        .and_then(|s| state.seal_key.open(s, &job.deferral_id))
-    else {
-        // The deferral finished (redeemed, cancelled) since the job was
-        // queued, or the sealing key changed: nothing can be sent.
-        finish(CallbackOutcome::Failed {
-            status: None,
-            error: "deferral code no longer available".into(),
-        })
-        .await;
-        return;
-    };
-    let token = job
-        .token_sealed
-        .as_deref()
-        .and_then(|s| state.seal_key.open(s, &job.deferral_id));
-    // DTR-26: the body carries only the code; the bearer only when the
-    // client gave a token; nothing secret in the URL.
-    let mut endpoint = job.endpoint.clone();
-    let body = if job.deferral_id.starts_with(crate::arap::ID_PREFIX) {
-        // An access request submitted to dtr: ARAP's task notification
-        // (the task id is the code), read fresh for its status, to the
-        // callback URL the submission gave (checked against the client's
-        // registered endpoint when it was accepted).
-        match state.store.deferral_by_id(&job.deferral_id).await {
-            Ok(Some(rec)) => {
-                if let Some(cb) = rec
-                    .grant_context
-                    .as_ref()
-                    .and_then(|g| g["callback_sealed"].as_str())
-                    .and_then(|s| {
-                        state
-                            .seal_key
-                            .open(s, &crate::arap::callback_context(&rec.id))
-                    })
-                {
-                    endpoint = cb;
-                }
-                crate::arap::callback_body(&state.issuer, &code, &rec, now)
-            }
-            _ => serde_json::json!({ "task": { "id": code } }),
+    // DTR-26: the draft's callback carries only the code; a CIBA
+    // request's is its ping or push (crate::ciba_delivery); the bearer
+    // only when the client gave a token; nothing secret in the URL.
+    let prepared = match crate::ciba_delivery::prepare(state, &job).await {
+        Ok(p) => p,
+        Err(error) => {
+            // The deferral finished (redeemed, cancelled) since the job
+            // was queued, or the sealing key changed: nothing can be sent.
+            finish(CallbackOutcome::Failed {
+                status: None,
+                error,
+            })
+            .await;
+            return;
         }
-    } else {
-        serde_json::json!({ "deferral_code": code })
     };
+    let (body, token) = (&prepared.body, prepared.bearer.clone());
+    let endpoint = prepared.endpoint.as_deref().unwrap_or(&job.endpoint);
     let started = std::time::Instant::now();
     let result = state
         .outbound
-        .post_json(&endpoint, &body, token.as_deref())
+        .post_json(endpoint, body, token.as_deref())
         .await;
     let jitter = rand::thread_rng().gen_range(-0.2..=0.2);
     let outcome = match result {
@@ -233,6 +163,9 @@ async fn deliver(state: &AppState, job: CallbackJob) {
         ),
     };
     let outcome = finish(outcome).await;
+    if prepared.push && !matches!(outcome, CallbackOutcome::Retry { .. }) {
+        crate::ciba_delivery::finished(state, &job).await;
+    }
     let since_resolution = (state.clock.now_ms() - job.resolved_at).max(0);
     match &outcome {
         CallbackOutcome::Delivered { status } => tracing::info!(
@@ -263,16 +196,6 @@ mod tests {
             expires_at,
             resolved_at: 0,
         }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff_ms(1000, 1, 0.0), 1000);
-        assert_eq!(backoff_ms(1000, 2, 0.0), 2000);
-        assert_eq!(backoff_ms(1000, 4, 0.0), 8000);
-        assert_eq!(backoff_ms(1000, 30, 0.0), MAX_BACKOFF_MS);
-        assert_eq!(backoff_ms(1000, 1, 0.2), 1200);
-        assert_eq!(backoff_ms(1000, 1, 5.0), 1200, "jitter is clamped");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct DeferRequest {
     /// submission derives its `Idempotency-Key` from it); `None`: a new one.
     pub id: Option<String>,
     /// A shorter life than `[deferral] expires_in` (seconds): an access
-    /// request task that ends sooner; never longer.
+    /// request task that ends sooner, CIBA's `requested_expiry`; never
+    /// longer.
     pub expires_in: Option<u64>,
 }
 
@@ -269,6 +270,21 @@ pub async fn create(
     })
 }
 
+/// The deferral a presented code names: by its deferral code, or else by
+/// the second handle the CIBA bridge gave it (its `auth_req_id`). Both
+/// are looked up by their SHA-256 only; the two name one row, so every
+/// rule of the lifecycle (binding, expiry, exactly-once) holds for either.
+pub async fn by_code(
+    state: &AppState,
+    code: &DeferralCode,
+) -> Result<Option<DeferralRecord>, StoreError> {
+    let hash = code.hash();
+    match state.store.deferral_by_code(&hash).await? {
+        Some(r) => Ok(Some(r)),
+        None => state.store.deferral_by_handle(&hash).await,
+    }
+}
+
 /// Cancels the client's deferral (DTR-32); unknown, foreign or finished
 /// codes change nothing (DTR-33). Returns whether a deferral was cancelled.
 /// A bound code is cancelled only with a proof of its key (DTR-13, DTR-31).
@@ -279,8 +295,7 @@ pub async fn cancel(
     proof_jkt: Option<&str>,
 ) -> Result<bool, Error> {
     let now = state.clock.now_ms();
-    let hash = code.hash();
-    let record = state.store.deferral_by_code(&hash).await?;
+    let record = by_code(state, code).await?;
     // DTR-33: unknown and foreign codes change nothing, silently.
     let Some(rec) = record.filter(|r| r.client_id == client_id) else {
         return Ok(false);
@@ -688,6 +703,48 @@ pub async fn decide_at_interaction(
     Ok(lifecycle::apply(state, &w, state.clock.now_ms())
         .await?
         .is_some())
+}
+
+/// The user's own decision of a CIBA request about them, on the `/ciba`
+/// page (the authentication device of OpenID CIBA Core 1.0 section 2).
+/// Anyone else's request, a request that is not CIBA and one no longer
+/// pending are all [`DecisionError::NotFound`] / [`DecisionError::NotPending`]
+/// and change nothing. Approving is also the user's consent to the
+/// client for that scope (a refresh token rests on it).
+pub async fn decide_ciba(
+    state: &AppState,
+    id: &str,
+    username: &str,
+    approve: bool,
+) -> Result<DeferralRecord, DecisionError> {
+    let rec = load_pending(state, id).await?;
+    if rec.grant_type != dtr_proto::GRANT_TYPE_CIBA || rec.subject.as_deref() != Some(username) {
+        return Err(DecisionError::NotFound);
+    }
+    let actor = user_actor(state, username).await?;
+    if !approve {
+        let w = TransitionWrite {
+            decided_by: Some(actor.by()),
+            deny_reason: Some("denied by the user".to_owned()),
+            ..TransitionWrite::new(Transition::Deny, id)
+        };
+        return decide(state, &w).await;
+    }
+    let requested = Scope::parse(&rec.scope).unwrap_or_default();
+    approve_as(state, &rec, &requested, None, None, &actor, None).await?;
+    let now = state.clock.now_ms();
+    let previous = state.store.get_consent(username, &rec.client_id).await?;
+    let merged = match &previous {
+        Some(c) => format!("{} {}", c.scope, rec.scope),
+        None => rec.scope.clone(),
+    };
+    let merged = Scope::parse(&merged).unwrap_or_default().to_string();
+    let consent_id = format!("cns_{}", random_token(12));
+    state
+        .store
+        .grant_consent(username, &rec.client_id, &merged, &consent_id, now)
+        .await?;
+    reload(state, id).await
 }
 
 /// The signed-in user at an interaction page as an [`Actor`], with the

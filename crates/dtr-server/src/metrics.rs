@@ -114,6 +114,7 @@ pub fn grant_label(grant_type: Option<&str>) -> &'static str {
         Some("refresh_token") => "refresh_token",
         Some("urn:ietf:params:oauth:grant-type:device_code") => "device_code",
         Some("urn:ietf:params:oauth:grant-type:token-exchange") => "token_exchange",
+        Some(dtr_proto::GRANT_TYPE_CIBA) => "ciba",
         Some(_) => "other",
     }
 }

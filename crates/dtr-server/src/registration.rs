@@ -297,6 +297,41 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
             Some(e)
         }
     };
+    // OpenID Connect Registration 1.0 section 2 and CIBA Core 1.0 section
+    // 4: the same rules as for a configured client; the endpoint is
+    // checked like the callback endpoint (resolution included, DTR-28),
+    // and is the client's one notification endpoint.
+    let oidc = crate::config::oidc_client_metadata(
+        &str_member("id_token_signed_response_alg")?,
+        &str_member("backchannel_token_delivery_mode")?,
+        &str_member("backchannel_client_notification_endpoint")?,
+        &grant_types,
+        &scope,
+        state.config.dev_mode,
+    )
+    .map_err(|(k, m)| bad(k, m))?;
+    let ciba_endpoint = oidc
+        .get("backchannel_client_notification_endpoint")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let notification_endpoint = match (notification_endpoint, ciba_endpoint) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(bad(
+                "backchannel_client_notification_endpoint",
+                "must equal deferred_client_notification_endpoint (one notification endpoint per client)",
+            ))
+        }
+        (Some(a), _) => Some(a),
+        (None, Some(b)) => {
+            state
+                .outbound
+                .validate(&b)
+                .await
+                .map_err(|x| bad("backchannel_client_notification_endpoint", x))?;
+            Some(b)
+        }
+        (None, None) => None,
+    };
     let dpop_bound = match obj.get("dpop_bound_access_tokens") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -332,6 +367,7 @@ pub async fn validate(state: &AppState, body: &Value) -> Result<Validated, Metad
         metadata.insert("deferred_client_notification_endpoint".into(), json!(e));
     }
     metadata.insert("dpop_bound_access_tokens".into(), json!(dpop_bound));
+    metadata.extend(oidc);
     // Boolean client metadata: RFC 9126 section 6 (the client must push
     // its authorization requests), RFC 9101 section 10.5 (they must be
     // signed request objects), and the opt-in to deferral at the

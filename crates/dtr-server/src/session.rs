@@ -31,6 +31,9 @@ pub struct SessionUser {
     /// SHA-256 of the session id (never the id itself): what grants record
     /// to re-check the session later (DTR-23).
     pub session_id_hash: String,
+    /// When the user signed in (seconds): a session starts at a login,
+    /// so this is OpenID Connect's `auth_time`.
+    pub auth_time: i64,
 }
 
 impl std::fmt::Debug for SessionUser {
@@ -94,6 +97,7 @@ pub async fn current_user(state: &AppState, headers: &HeaderMap) -> Option<Sessi
     user.is_active().then_some(SessionUser {
         username: session.username,
         session_id_hash: id_hash,
+        auth_time: session.created_at / 1000,
     })
 }
 
@@ -120,6 +124,17 @@ pub fn login_redirect(return_to: &str) -> Response {
         dtr_proto::paths::LOGIN.to_owned()
     };
     see_other(&target)
+}
+
+/// The login form even for a signed-in user, then back to `return_to`:
+/// OpenID Connect's `prompt=login` and `max_age` (Core 1.0 section
+/// 3.1.2.1) ask for a fresh authentication, not for the session at hand.
+pub fn reauth_redirect(return_to: &str) -> Response {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("return_to", return_to)
+        .append_pair("prompt", "login")
+        .finish();
+    see_other(&format!("{}?{q}", dtr_proto::paths::LOGIN))
 }
 
 /// A `303 See Other` to `location`, not cached.

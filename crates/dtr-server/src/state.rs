@@ -54,6 +54,10 @@ pub struct Inner {
     pub pdp: Option<Arc<crate::pdp::Pdp>>,
     /// Wakes the ARAP task poller (a callback came, a code was revoked).
     pub authzen_wake: Arc<tokio::sync::Notify>,
+    /// The RS256 key of ID tokens, read (or made) on first use: making an
+    /// RSA key takes a prime search that a server which never issues an
+    /// ID token should not pay at start-up.
+    pub id_token_rsa: tokio::sync::OnceCell<crate::keys::RsaSigner>,
 }
 
 impl Deref for AppState {
@@ -168,7 +172,8 @@ impl AppState {
                 admin_disabled: existing.is_some_and(|x| x.admin_disabled),
                 dpop_bound_access_tokens: c.require_dpop,
                 registration_token_hash: None,
-                metadata: None,
+                metadata: (!c.oidc_metadata.is_empty())
+                    .then(|| serde_json::Value::Object(c.oidc_metadata.clone())),
                 require_par: c.require_par,
                 deferred_authorization_endpoint: c.deferred_authorization_endpoint,
                 require_signed_request_object: c.require_signed_request_object,
@@ -234,7 +239,34 @@ impl AppState {
             hashing,
             pdp,
             authzen_wake: Arc::new(tokio::sync::Notify::new()),
+            id_token_rsa: tokio::sync::OnceCell::new(),
         })))
+    }
+
+    /// The RS256 ID token key of this database: made once, off the async
+    /// runtime, by whichever node needs it first; every node then reads
+    /// the one stored.
+    pub async fn rsa_signer(&self) -> Result<&crate::keys::RsaSigner, crate::error::Error> {
+        use crate::error::Error;
+        self.id_token_rsa
+            .get_or_try_init(|| async {
+                let now = self.clock.now_ms();
+                let der = match self.store.id_token_key("RS256", None, now).await? {
+                    Some(der) => der,
+                    None => {
+                        let candidate =
+                            tokio::task::spawn_blocking(crate::keys::generate_rsa_pkcs8)
+                                .await
+                                .map_err(Error::internal)?;
+                        self.store
+                            .id_token_key("RS256", Some(candidate), now)
+                            .await?
+                            .ok_or_else(|| Error::internal("ID token key vanished after insert"))?
+                    }
+                };
+                crate::keys::RsaSigner::from_pkcs8(&der).map_err(Error::internal)
+            })
+            .await
     }
 
     /// What authenticating the client of a request reads (see

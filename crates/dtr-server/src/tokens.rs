@@ -124,6 +124,7 @@ pub fn mint(state: &AppState, grant: &Grant, extras: &TokenExtras) -> Minted {
         scope: (!grant.scope.is_empty()).then(|| grant.scope.clone()),
         issued_token_type: extras.issued_token_type.clone(),
         authorization_details: grant.authorization_details.clone(),
+        id_token: None,
     };
     Minted { response, record }
 }

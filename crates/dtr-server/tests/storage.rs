@@ -14,7 +14,7 @@ use dtr_proto::lifecycle::Transition;
 use dtr_server::store::{
     AuthorizationCodeRecord, AuthorizationRequestRecord, CallbackOutcome, ClientRecord,
     ConsoleSession, Consumed, DeferralFilter, DeferralRecord, FrontChannel, IssuedToken,
-    NewDeferral, PollUpdate, RefreshTokenRecord, SessionRecord, Store, StoredHandle,
+    NewDeferral, NewHandle, PollUpdate, RefreshTokenRecord, SessionRecord, Store, StoredHandle,
     TokenFamilyRecord, UserRecord, UserTokenRecord,
 };
 use dtr_server::store::{StoreResult, TransitionWrite};
@@ -798,6 +798,52 @@ mod suite {
             .unwrap());
     }
 
+    pub async fn second_handles_name_their_deferral(s: Arc<dyn Store>) {
+        let mut d = new_deferral("d1", "bank", T0);
+        d.grant_type = "urn:openid:params:grant-type:ciba".into();
+        d.subject = Some("alice".into());
+        s.insert_deferral(&d).await.unwrap();
+        s.insert_deferral(&new_deferral("d2", "bank", T0 + 1))
+            .await
+            .unwrap();
+        assert!(s.deferral_by_handle("h1").await.unwrap().is_none());
+        assert!(s.handle_secrets("d1").await.unwrap().is_none());
+        let h = NewHandle {
+            hash: "h1".into(),
+            sealed: Some("sealed-handle".into()),
+            token_sealed: None,
+        };
+        assert!(s.attach_handle("d1", "bank", &h, T0).await.unwrap());
+        assert_eq!(s.deferral_by_handle("h1").await.unwrap().unwrap().id, "d1");
+        assert_eq!(s.handle_secrets("d1").await.unwrap(), Some(h.clone()));
+        // One second handle per deferral, and a hash names one deferral.
+        let again = NewHandle {
+            hash: "h2".into(),
+            ..Default::default()
+        };
+        assert!(!s.attach_handle("d1", "bank", &again, T0).await.unwrap());
+        assert!(!s.attach_handle("d2", "bank", &h, T0).await.unwrap());
+        assert!(s.deferral_by_handle("h2").await.unwrap().is_none());
+        // The code is not a handle, nor the handle a code.
+        assert!(s.deferral_by_handle("hash-of-d1").await.unwrap().is_none());
+        assert!(s.deferral_by_code("h1").await.unwrap().is_none());
+        // The user's page lists by subject and grant type.
+        let f = DeferralFilter {
+            limit: 10,
+            subject: Some("alice".into()),
+            grant_type: Some("urn:openid:params:grant-type:ciba".into()),
+            ..Default::default()
+        };
+        let ids: Vec<String> = s
+            .list_deferrals(&f, T0 + 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["d1"]);
+    }
+
     pub async fn list_filters_and_orders_newest_first(s: Arc<dyn Store>) {
         for (i, (id, client)) in [("d1", "svc"), ("d2", "other"), ("d3", "svc"), ("d4", "svc")]
             .into_iter()
@@ -821,6 +867,7 @@ mod suite {
             state: Some(DeferralState::Pending),
             client_id: Some("svc".into()),
             limit: 100,
+            ..Default::default()
         };
         assert_eq!(
             ids(s.list_deferrals(&pending_svc, T0 + 5_000).await.unwrap()),
@@ -1087,6 +1134,18 @@ mod suite {
         assert_eq!(first, vec![1, 2, 3]);
         let again = s.signing_key(&|| vec![9, 9, 9], T0 + 1).await.unwrap();
         assert_eq!(again, first);
+    }
+
+    pub async fn id_token_key_is_made_once_per_algorithm(s: Arc<dyn Store>) {
+        assert_eq!(s.id_token_key("RS256", None, T0).await.unwrap(), None);
+        let first = s.id_token_key("RS256", Some(vec![1]), T0).await.unwrap();
+        assert_eq!(first, Some(vec![1]));
+        // Never replaced, by a second offer (another node) or a read.
+        let again = s.id_token_key("RS256", Some(vec![2]), T0).await.unwrap();
+        assert_eq!(again, first);
+        assert_eq!(s.id_token_key("RS256", None, T0).await.unwrap(), first);
+        // Algorithms have keys of their own.
+        assert_eq!(s.id_token_key("PS256", None, T0).await.unwrap(), None);
     }
 
     pub async fn signing_key_agrees_when_nodes_start_together(s: Arc<dyn Store>) {
@@ -2033,12 +2092,14 @@ backends!(
     front_channel_proof_and_interaction_start_are_recorded_once,
     resolve_interaction_uses_the_handle_once,
     list_filters_and_orders_newest_first,
+    second_handles_name_their_deferral,
     count_pending_by_client,
     clients_upsert_keeps_admin_disabled,
     tokens_revoke_and_prune,
     exchanged_tokens_die_with_their_parents,
     use_once_single_winner,
     signing_key_is_never_replaced,
+    id_token_key_is_made_once_per_algorithm,
     signing_key_agrees_when_nodes_start_together,
     prune_deletes_only_finished_and_old,
     prune_in_batches_deletes_everything_due,

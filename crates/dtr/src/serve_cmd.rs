@@ -249,6 +249,7 @@ A deferral end to end; paste into another terminal:
   # 4. The next poll returns the access token, exactly once; a second poll is invalid_grant:
   curl -s -u svc:svc-secret -d grant_type=urn:ietf:params:oauth:grant-type:deferred -d deferral_code=$CODE {issuer}/token; echo
 
+OpenID CIBA (alice approves at {issuer}/ciba):  $DTR token --client-id svc --client-secret svc-secret --grant ciba --login-hint alice
 Or let the client side wait for you:  $DTR token --client-id svc --client-secret svc-secret --scope payments --deferred
 "#
     );

@@ -60,6 +60,18 @@ pub struct ClientConfig {
     /// PAR) must be signed request objects.
     #[serde(default)]
     pub require_signed_request_object: bool,
+    /// OpenID Connect Registration 1.0 section 2: the JWS algorithm of
+    /// this client's ID tokens, `RS256` (the default) or `ES256`.
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<String>,
+    /// OpenID CIBA Core 1.0 section 4: `poll`, `ping` or `push`; the
+    /// default is `poll`.
+    #[serde(default)]
+    pub backchannel_token_delivery_mode: Option<String>,
+    /// CIBA Core section 4: where ping and push deliver (https, or
+    /// loopback http in dev mode); required for those modes.
+    #[serde(default)]
+    pub backchannel_client_notification_endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -158,6 +170,12 @@ pub struct StaticClient {
     pub deferred_authorization_endpoint: bool,
     /// Signed request objects required (`require_signed_request_object`).
     pub require_signed_request_object: bool,
+    /// OpenID Connect and CIBA client metadata
+    /// (`id_token_signed_response_alg`, `backchannel_token_delivery_mode`,
+    /// `backchannel_client_notification_endpoint`), stored as the
+    /// client's metadata document so that registered and configured
+    /// clients are read the same way.
+    pub oidc_metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for StaticClient {
@@ -305,6 +323,32 @@ pub(super) fn validate_clients(
                 ));
             }
         }
+        let oidc_metadata = oidc_client_metadata(
+            &c.id_token_signed_response_alg,
+            &c.backchannel_token_delivery_mode,
+            &c.backchannel_client_notification_endpoint,
+            &c.grant_types,
+            &scope,
+            dev_mode,
+        )
+        .map_err(|(k, m)| err(&key(k), m))?;
+        // One notification endpoint per client: CIBA's ping and push go
+        // where the draft's callbacks go, through the same outbox, and the
+        // body says which handle it names.
+        let notification_endpoint = match (
+            notification_endpoint,
+            oidc_metadata
+                .get("backchannel_client_notification_endpoint")
+                .and_then(|v| v.as_str()),
+        ) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(err(
+                    &key("deferred_client_notification_endpoint"),
+                    "must equal backchannel_client_notification_endpoint (one notification endpoint per client)",
+                ))
+            }
+            (a, b) => a.or_else(|| b.map(str::to_owned)),
+        };
         clients.push(StaticClient {
             client_id: c.client_id,
             client_secret: c.client_secret,
@@ -321,9 +365,88 @@ pub(super) fn validate_clients(
             owner: c.owner,
             deferred_authorization_endpoint: c.deferred_authorization_endpoint,
             require_signed_request_object: c.require_signed_request_object,
+            oidc_metadata,
         });
     }
     Ok(clients)
+}
+
+/// Checks a client's OpenID Connect and CIBA metadata and returns it as
+/// metadata members; an error names the key at fault.
+pub fn oidc_client_metadata(
+    alg: &Option<String>,
+    mode: &Option<String>,
+    endpoint: &Option<String>,
+    grant_types: &[String],
+    scope: &Scope,
+    dev_mode: bool,
+) -> Result<serde_json::Map<String, serde_json::Value>, (&'static str, String)> {
+    let mut m = serde_json::Map::new();
+    if let Some(a) = alg {
+        if !dtr_proto::oidc::ID_TOKEN_ALGS.contains(&a.as_str()) {
+            return Err((
+                "id_token_signed_response_alg",
+                format!("unsupported algorithm '{a}': use RS256 or ES256"),
+            ));
+        }
+        m.insert("id_token_signed_response_alg".into(), a.clone().into());
+    }
+    let ciba = grant_types.iter().any(|g| g == dtr_proto::GRANT_TYPE_CIBA);
+    // CIBA Core section 4: a CIBA client registers a delivery mode; we
+    // default to poll, which needs nothing more.
+    let mode = mode.as_deref().filter(|m| !m.is_empty());
+    if let Some(md) = mode {
+        if !["poll", "ping", "push"].contains(&md) {
+            return Err((
+                "backchannel_token_delivery_mode",
+                format!("unknown mode '{md}': use poll, ping or push"),
+            ));
+        }
+        if !ciba {
+            return Err((
+                "backchannel_token_delivery_mode",
+                format!(
+                    "set without the CIBA grant ({}) in grant_types",
+                    dtr_proto::GRANT_TYPE_CIBA
+                ),
+            ));
+        }
+    }
+    if ciba && !scope.contains(dtr_proto::oidc::SCOPE_OPENID) {
+        // CIBA Core section 7.1: every authentication request has openid.
+        return Err((
+            "scope",
+            "a CIBA client must have openid in its scope".to_owned(),
+        ));
+    }
+    let endpoint = endpoint.as_deref().filter(|e| !e.is_empty());
+    match (mode, endpoint) {
+        (Some("ping" | "push"), None) => {
+            return Err((
+                "backchannel_client_notification_endpoint",
+                "required with the ping and push modes (CIBA Core section 4)".to_owned(),
+            ))
+        }
+        (Some("ping" | "push"), Some(e)) => {
+            let e = super::urls::validate_https_or_dev(e, dev_mode)
+                .map_err(|m| ("backchannel_client_notification_endpoint", m))?;
+            m.insert("backchannel_client_notification_endpoint".into(), e.into());
+        }
+        (_, Some(_)) => {
+            return Err((
+                "backchannel_client_notification_endpoint",
+                "only with backchannel_token_delivery_mode ping or push".to_owned(),
+            ))
+        }
+        _ => {}
+    }
+    if ciba {
+        m.insert(
+            "backchannel_token_delivery_mode".into(),
+            mode.unwrap_or("poll").into(),
+        );
+    }
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -351,5 +474,27 @@ mod tests {
         for good in ["http://127.0.0.1:9/cb", "com.example.app:/cb"] {
             assert!(validate(&client(good)).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn oidc_and_ciba_client_keys_are_checked() {
+        let ciba = |extra: &str| {
+            format!(
+                "dev_mode = true\n[[clients]]\nclient_id = \"bank\"\nclient_secret = \"bank-secret\"\n\
+                 grant_types = [\"urn:openid:params:grant-type:ciba\"]\nscope = \"openid payments\"\n{extra}"
+            )
+        };
+        assert!(validate(&ciba("")).is_ok());
+        assert!(validate(&ciba("backchannel_token_delivery_mode = \"ping\"\nbackchannel_client_notification_endpoint = \"http://127.0.0.1:9/cb\"")).is_ok());
+        assert!(msg(&ciba("backchannel_token_delivery_mode = \"ping\""))
+            .contains("clients[0].backchannel_client_notification_endpoint"));
+        assert!(msg(&ciba("backchannel_token_delivery_mode = \"fax\""))
+            .contains("clients[0].backchannel_token_delivery_mode"));
+        assert!(msg(&ciba("id_token_signed_response_alg = \"none\""))
+            .contains("clients[0].id_token_signed_response_alg"));
+        assert!(validate(&ciba("id_token_signed_response_alg = \"ES256\"")).is_ok());
+        let no_openid = "[[clients]]\nclient_id = \"bank\"\nclient_secret = \"bank-secret\"\n\
+                         grant_types = [\"urn:openid:params:grant-type:ciba\"]\nscope = \"payments\"";
+        assert!(msg(no_openid).contains("clients[0].scope"));
     }
 }

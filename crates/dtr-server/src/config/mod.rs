@@ -10,6 +10,7 @@
 mod admin;
 mod authzen;
 mod callbacks;
+mod ciba;
 mod clients;
 mod database;
 mod deferral;
@@ -28,7 +29,8 @@ mod webhooks;
 pub use self::admin::{AdminConfig, ADMIN_TOKEN_MIN_LEN};
 pub use self::authzen::AuthzenConfig;
 pub use self::callbacks::CallbacksConfig;
-pub use self::clients::{AuthMethod, ClientConfig, StaticClient};
+pub use self::ciba::CibaConfig;
+pub use self::clients::{oidc_client_metadata, AuthMethod, ClientConfig, StaticClient};
 pub use self::database::DatabaseUrl;
 pub use self::deferral::DeferralConfig;
 pub use self::device::DeviceConfig;
@@ -125,6 +127,9 @@ pub struct ConfigFile {
     /// `[authzen]`: the AuthZEN PDP of `action = "authzen"` rules.
     #[serde(default)]
     pub authzen: Option<AuthzenConfig>,
+    /// `[ciba]`: CIBA and the deferral bridge.
+    #[serde(default)]
+    pub ciba: CibaConfig,
 }
 
 /// Grant types this build can run as originating grants.
@@ -134,6 +139,7 @@ pub const SUPPORTED_GRANT_TYPES: &[&str] = &[
     dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
     dtr_proto::GRANT_TYPE_DEVICE_CODE,
     dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE,
+    dtr_proto::GRANT_TYPE_CIBA,
 ];
 
 /// The validated, complete configuration the server runs with.
@@ -183,6 +189,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// The AuthZEN PDP (`[authzen]`), when configured.
     pub authzen: Option<AuthzenConfig>,
+    /// CIBA settings.
+    pub ciba: CibaConfig,
 }
 
 /// A configuration error; the message names the key.
@@ -234,7 +242,8 @@ impl ConfigFile {
     /// confidential clients acting for their owner alice, one user (alice),
     /// and a policy that sends `payments` to review, `identity` to user
     /// interaction (decided by alice, the clients' owner) and `reports` to
-    /// an automatic approval after 10 seconds. Registration is open, the
+    /// an automatic approval after 10 seconds; svc may also send CIBA
+    /// requests for alice. Registration is open, the
     /// one place where it is (the banner says so), and limited to what the
     /// walkthrough needs.
     pub fn demo() -> Self {
@@ -254,6 +263,9 @@ impl ConfigFile {
             owner: Some("alice".into()),
             deferred_authorization_endpoint: false,
             require_signed_request_object: false,
+            id_token_signed_response_alg: None,
+            backchannel_token_delivery_mode: None,
+            backchannel_client_notification_endpoint: None,
         };
         let rule = |scope: &str, action: &str, secs: Option<u64>| RuleConfig {
             scope_any: vec![scope.into()],
@@ -264,7 +276,16 @@ impl ConfigFile {
         Self {
             dev_mode: true,
             clients: vec![
-                client("svc", "svc-secret", "client_secret_basic"),
+                // svc is also a CIBA client (poll mode): `dtr token --grant
+                // ciba --login-hint alice`, alice approving at /ciba.
+                ClientConfig {
+                    grant_types: vec![
+                        dtr_proto::GRANT_TYPE_CLIENT_CREDENTIALS.into(),
+                        dtr_proto::GRANT_TYPE_CIBA.into(),
+                    ],
+                    scope: "openid read write payments identity reports".into(),
+                    ..client("svc", "svc-secret", "client_secret_basic")
+                },
                 client("svc-post", "svc-post-secret", "client_secret_post"),
             ],
             users: vec![UserConfig {
@@ -272,8 +293,7 @@ impl ConfigFile {
                 password: "alice-password".into(),
                 roles: vec![],
                 groups: vec![],
-                name: None,
-                email: None,
+                ..Default::default()
             }],
             policy: vec![
                 rule("payments", "review", None),
@@ -380,6 +400,7 @@ impl ConfigFile {
             narrowing,
             webhooks,
             authzen,
+            ciba: self.ciba,
         })
     }
 }

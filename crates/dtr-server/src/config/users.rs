@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::collections::HashSet;
 
 /// One `[[users]]` table.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// Login name.
@@ -27,6 +27,59 @@ pub struct UserConfig {
     /// E-mail address (the OIDC `email` claim).
     #[serde(default)]
     pub email: Option<String>,
+    /// OIDC Core 1.0 section 5.1 `given_name`.
+    #[serde(default)]
+    pub given_name: Option<String>,
+    /// OIDC Core 1.0 section 5.1 `family_name`.
+    #[serde(default)]
+    pub family_name: Option<String>,
+    /// OIDC Core 1.0 section 5.1 `email_verified`.
+    #[serde(default)]
+    pub email_verified: Option<bool>,
+    /// OIDC Core 1.0 section 5.1 `phone_number` (E.164 recommended).
+    #[serde(default)]
+    pub phone_number: Option<String>,
+    /// OIDC Core 1.0 section 5.1 `phone_number_verified`.
+    #[serde(default)]
+    pub phone_number_verified: Option<bool>,
+    /// OIDC Core 1.0 section 5.1 `locale` (BCP 47, e.g. `en-GB`).
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// CIBA Core 1.0 section 7.1 `user_code`: a secret the user gives the
+    /// client, which backchannel requests for them must then carry.
+    #[serde(default)]
+    pub user_code: Option<String>,
+}
+
+impl UserConfig {
+    /// The user's standard claims (OIDC Core 1.0 section 5.1) that are
+    /// set; `preferred_username` is the username, which is also `sub`.
+    pub fn standard_claims(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("preferred_username".into(), self.username.clone().into());
+        let strings = [
+            ("name", &self.name),
+            ("given_name", &self.given_name),
+            ("family_name", &self.family_name),
+            ("email", &self.email),
+            ("phone_number", &self.phone_number),
+            ("locale", &self.locale),
+        ];
+        for (k, v) in strings {
+            if let Some(v) = v {
+                m.insert(k.into(), v.clone().into());
+            }
+        }
+        for (k, v) in [
+            ("email_verified", self.email_verified),
+            ("phone_number_verified", self.phone_number_verified),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.into());
+            }
+        }
+        m
+    }
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -38,6 +91,7 @@ impl std::fmt::Debug for UserConfig {
             .field("groups", &self.groups)
             .field("name", &self.name)
             .field("email", &self.email)
+            .field("user_code", &self.user_code.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -120,6 +174,7 @@ mod tests {
             groups: vec!["fraud".into()],
             name: Some("Alice Example".into()),
             email: Some("alice@example.com".into()),
+            ..Default::default()
         }
     }
 

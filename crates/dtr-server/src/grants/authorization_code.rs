@@ -129,6 +129,7 @@ pub async fn exchange(
                 // to the key of the request that obtained it.
                 dpop_jkt: if is_public { x.dpop_jkt.clone() } else { None },
             }),
+        oidc: data.oidc.clone(),
     };
     // The user, consent and session must still hold now, too.
     if let Some(reason) = context.stale_reason(state, now).await? {

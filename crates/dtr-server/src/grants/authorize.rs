@@ -70,6 +70,9 @@ pub struct AuthzRequest {
     /// reaches the deferral it authenticates callbacks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_token_sealed: Option<String>,
+    /// The OpenID Connect parameters, when `scope` has `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcParams>,
 }
 
 /// OAuth 2.0 Multiple Response Type Encoding Practices section 2.1 and
@@ -98,6 +101,39 @@ pub enum Channel {
     Client,
 }
 
+/// The OpenID Connect parameters of an authorization request (Core 1.0
+/// section 3.1.2.1), read only when its scope has `openid`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcParams {
+    /// Echoed in the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// `prompt`, validated, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// `max_age` in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    /// `login_hint`: the username the client expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+    /// `id_token_hint`, verified when the request is answered (its key
+    /// is read then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_hint: Option<String>,
+    /// `acr_values`, as sent; the `acr` of the ID token is never claimed
+    /// beyond what the login did, so it is only recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr_values: Option<String>,
+}
+
+impl OidcParams {
+    /// The parsed `prompt` (validated when the request was).
+    pub fn prompt(&self) -> dtr_proto::oidc::Prompt {
+        dtr_proto::oidc::Prompt::parse(self.prompt.as_deref()).unwrap_or_default()
+    }
+}
+
 /// What a code stands for (`grant_data` of the code).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CodeData {
@@ -109,6 +145,9 @@ pub struct CodeData {
     pub session_id_hash: String,
     /// The consent it rests on.
     pub consent_id: String,
+    /// How the user authenticated, for the ID token (OpenID Connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::oidc::Authentication>,
 }
 
 /// A failed authorization request.
@@ -142,6 +181,9 @@ impl AuthzError {
             } => {
                 let code = match *error {
                     "invalid_scope" => ErrorCode::InvalidScope,
+                    "login_required" | "consent_required" | "interaction_required" => {
+                        ErrorCode::Other((*error).to_owned())
+                    }
                     "unauthorized_client" => ErrorCode::UnauthorizedClient,
                     "access_denied" => ErrorCode::AccessDenied,
                     "invalid_request" => ErrorCode::InvalidRequest,
@@ -374,6 +416,30 @@ pub fn validate(
             "a public client asking for deferral at the authorization endpoint must send dpop_jkt (RFC 9449 section 10)",
         ));
     }
+    let oidc = if crate::oidc::is_openid(&scope.to_string()) {
+        let bad = |d: &str| fail("invalid_request", d);
+        let prompt = p.get("prompt");
+        dtr_proto::oidc::Prompt::parse(prompt).map_err(bad)?;
+        let max_age = dtr_proto::oidc::parse_max_age(p.get("max_age")).map_err(bad)?;
+        let text = |k: &str| -> Result<Option<String>, AuthzError> {
+            match p.get(k) {
+                Some(v) if v.len() > 2048 || v.chars().any(char::is_control) => {
+                    Err(bad(&format!("{k} is malformed")))
+                }
+                v => Ok(v.map(str::to_owned)),
+            }
+        };
+        Some(OidcParams {
+            nonce: text("nonce")?,
+            prompt: prompt.map(str::to_owned),
+            max_age,
+            login_hint: text("login_hint")?,
+            id_token_hint: p.get("id_token_hint").map(str::to_owned),
+            acr_values: text("acr_values")?,
+        })
+    } else {
+        None
+    };
     let request = AuthzRequest {
         client_id: client_id.to_owned(),
         redirect_uri,
@@ -388,6 +454,7 @@ pub fn validate(
         dpop_jkt,
         response_mode,
         notification_token_sealed: None,
+        oidc,
     };
     Ok((request, opt_in.notification_token))
 }
@@ -486,42 +553,56 @@ pub fn error_response(state: &AppState, e: &AuthzError) -> Option<AuthzResponse>
     }
 }
 
+/// A verified request object's single use, still to be spent: at once
+/// for a pushed request, once the user is known for one the browser
+/// brought (a browser that must sign in first comes back with the same
+/// request object).
+#[derive(Clone, Debug)]
+pub struct RequestObjectUse {
+    client_id: String,
+    jti: String,
+    exp: i64,
+}
+
+impl RequestObjectUse {
+    /// Spends it; `false` when its `jti` was used before (a replay).
+    pub async fn spend(&self, state: &AppState) -> Result<bool, Error> {
+        Ok(state
+            .client_auth()
+            .first_use("request object", &self.client_id, &self.jti, self.exp)
+            .await?)
+    }
+}
+
 /// The parameters of a request object `client` signed (RFC 9101 sections
-/// 6.1 to 6.3): verified with the client's keys, and, when `use_it`, used
-/// once (its `jti`). A browser that must first sign in comes back with
-/// the same request object: it is checked on the way to the login page
-/// and used once the user is known. `Ok(Err(why))` is a request object
+/// 6.1 to 6.3), verified with the client's keys, and its single use (its
+/// `jti`) for the caller to spend. `Ok(Err(why))` is a request object
 /// that does not verify.
 pub async fn request_object_params(
     state: &AppState,
     client: &ClientRecord,
     jwt: &str,
-    use_it: bool,
-) -> Result<Result<Params, String>, Error> {
+) -> Result<Result<(Params, RequestObjectUse), String>, Error> {
     let audiences = [
         state.issuer.clone(),
         format!("{}{}", state.issuer, dtr_proto::paths::AUTHORIZE),
         format!("{}{}", state.issuer, dtr_proto::paths::PAR),
     ];
     let now = state.clock.now_ms() / 1000;
-    let auth = state.client_auth();
-    let verified = auth
+    let verified = state
+        .client_auth()
         .with_client_keys(client, |jwks| {
             crate::request_object::verify(jwt, jwks, &client.client_id, &audiences, now)
         })
         .await;
-    let v = match verified {
-        Ok(v) => v,
-        Err(why) => return Ok(Err(why)),
-    };
-    if use_it
-        && !auth
-            .first_use("request object", &client.client_id, &v.jti, v.exp)
-            .await?
-    {
-        return Ok(Err("request object jti reused".into()));
-    }
-    Ok(Ok(v.params))
+    Ok(verified.map(|v| {
+        let once = RequestObjectUse {
+            client_id: client.client_id.clone(),
+            jti: v.jti,
+            exp: v.exp,
+        };
+        (v.params, once)
+    }))
 }
 
 /// Stores a request under a fresh handle; returns the handle.
@@ -635,6 +716,9 @@ async fn defer(
         session_id_hash: Some(user.session_id_hash.clone()),
         consent_id: consent_id.to_owned(),
         family_id: format!("fam_{}", random_token(12)),
+        // The ID token of the redemption tells how the user signed in
+        // here (OpenID Connect Core 1.0 section 2), as a code's would.
+        oidc: authentication(req, user),
         refresh: client
             .grant_types
             .iter()
@@ -706,6 +790,16 @@ async fn defer(
     )))
 }
 
+/// How the user authenticated for an OpenID Connect request, which its ID
+/// token tells (`auth_time`, `nonce`).
+fn authentication(req: &AuthzRequest, user: &SessionUser) -> Option<crate::oidc::Authentication> {
+    req.oidc.as_ref().map(|o| crate::oidc::Authentication {
+        auth_time: Some(user.auth_time),
+        nonce: o.nonce.clone(),
+        acr: None,
+    })
+}
+
 /// Issues an authorization code for a consented request.
 async fn issue_code(
     state: &AppState,
@@ -720,6 +814,7 @@ async fn issue_code(
         username: user.username.clone(),
         session_id_hash: user.session_id_hash.clone(),
         consent_id: consent_id.to_owned(),
+        oidc: authentication(req, user),
     };
     state
         .store

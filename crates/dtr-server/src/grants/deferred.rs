@@ -56,7 +56,7 @@ pub async fn poll(
     // for the poll path.
     super::until_settled("deferral is changing; poll again", || async {
         let now = state.clock.now_ms();
-        let record = state.store.deferral_by_code(&code.hash()).await?;
+        let record = crate::deferrals::by_code(state, code).await?;
         // DTR-17: an unknown code and another client's code take the same
         // path and get the same answer.
         // An access request task (crate::access_requests) is no deferral
@@ -69,6 +69,19 @@ pub async fn poll(
         // DTR-13: a bound code is only ever answered to its key; anything
         // else is refused before any state is touched.
         check_binding(&rec, proof_jkt)?;
+        // CIBA Core 1.0 section 10.3: a push-mode request is delivered,
+        // never collected, by either handle.
+        if let Ok(StoredGrant::Ciba(ctx)) =
+            StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref())
+        {
+            if ctx.mode == dtr_proto::ciba::DeliveryMode::Push {
+                return Err(OAuthError::with_description(
+                    ErrorCode::UnauthorizedClient,
+                    "this request is delivered by push to the client's notification endpoint",
+                )
+                .into());
+            }
+        }
         // A code that travelled through the browser is redeemable only by
         // whoever holds the authorization request's PKCE verifier.
         if let Some(fc) = &rec.front_channel {
@@ -180,6 +193,26 @@ async fn redeem(
     rec: &DeferralRecord,
     now: i64,
 ) -> Result<Option<TokenResponse>, Error> {
+    let (token, issuance) = mint_redemption(state, rec, now).await?;
+    match lifecycle::redeem(state, &rec.id, &issuance, now).await? {
+        Recorded::Written(_) => Ok(Some(token)),
+        Recorded::NotRedeemed => Ok(None),
+        Recorded::FamilyRevoked => Err(deny_lapsed(state, rec, "token family revoked", now)
+            .await?
+            .into()),
+    }
+}
+
+/// The token an approved deferral redeems for, signed, and what its
+/// redemption records, written nowhere yet: re-checks the client and what
+/// the grant rests on first (DTR-23), denying the deferral when they
+/// lapsed. The poll records it with the redemption at once; a CIBA push
+/// keeps the response first (`crate::ciba_delivery`).
+pub async fn mint_redemption(
+    state: &AppState,
+    rec: &DeferralRecord,
+    now: i64,
+) -> Result<(TokenResponse, crate::store::Issuance), Error> {
     // DTR-23: read the client fresh from the store, not from a cache: it
     // may have been disabled on another node since the deferral started.
     let client = state.store.get_client(&rec.client_id).await?;
@@ -232,14 +265,7 @@ async fn redeem(
     // recorded with the redemption in one transaction (DTR-21): a failure
     // anywhere leaves the deferral approved for the next poll, and no
     // token exists that was not handed out with its redemption.
-    let (token, issuance) = stored.mint(state, &grant)?;
-    match lifecycle::redeem(state, &rec.id, &issuance, now).await? {
-        Recorded::Written(_) => Ok(Some(token)),
-        Recorded::NotRedeemed => Ok(None),
-        Recorded::FamilyRevoked => Err(deny_lapsed(state, rec, "token family revoked", now)
-            .await?
-            .into()),
-    }
+    stored.mint(state, &grant).await
 }
 
 /// Records a poll of a pending deferral and builds the pending answer:
@@ -351,6 +377,7 @@ pub async fn page_decider(
     use crate::grants::StoredGrant;
     match StoredGrant::of(&rec.grant_type, rec.grant_context.as_ref()) {
         Ok(StoredGrant::User(ctx)) => Ok(Some(ctx.username)),
+        Ok(StoredGrant::Ciba(ctx)) => Ok(Some(ctx.username)),
         Ok(StoredGrant::Client) => owner_of(rec.client_id.clone()).await,
         Ok(StoredGrant::Exchange(_)) => {
             let Some(sub) = rec.subject.clone() else {

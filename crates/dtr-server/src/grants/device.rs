@@ -355,6 +355,7 @@ async fn collect(
                 consent_id: consent.id,
                 family_id: format!("fam_{}", random_token(12)),
                 refresh,
+                oidc: None,
             }),
             not_after: None,
         },

@@ -10,6 +10,8 @@
 
 pub mod authorization_code;
 pub mod authorize;
+pub mod ciba;
+pub mod ciba_bridge;
 pub mod client_credentials;
 pub mod deferred;
 pub mod device;
@@ -47,6 +49,10 @@ pub struct GrantContext {
     /// Issue a refresh token with the access token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshPlan>,
+    /// How the user authenticated, for the ID token of a grant whose
+    /// scope has `openid` (OpenID Connect Core 1.0 section 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::oidc::Authentication>,
 }
 
 /// The refresh token to issue with an access token.
@@ -81,6 +87,10 @@ pub struct RefreshData {
     /// this token outlives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<i64>,
+    /// The original authentication, for the ID token of a refresh
+    /// (OpenID Connect Core 1.0 section 12.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::oidc::Authentication>,
 }
 
 impl GrantContext {
@@ -137,6 +147,8 @@ pub enum StoredGrant {
     User(GrantContext),
     /// Token exchange: its subject and actor tokens and claims.
     Exchange(Box<token_exchange::ExchangeContext>),
+    /// A CIBA request (OpenID CIBA Core 1.0): its user and binding message.
+    Ciba(ciba::CibaContext),
 }
 
 impl StoredGrant {
@@ -152,6 +164,10 @@ impl StoredGrant {
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .map(Self::User)
                 .ok_or("grant context missing or unreadable"),
+            dtr_proto::GRANT_TYPE_CIBA => context
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .map(Self::Ciba)
+                .ok_or("CIBA context missing or unreadable"),
             dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE => {
                 token_exchange::ExchangeContext::from_grant_context(context)
                     .map(|c| Self::Exchange(Box::new(c)))
@@ -166,6 +182,7 @@ impl StoredGrant {
         match self {
             Self::Client => Ok(None),
             Self::User(ctx) => serde_json::to_value(ctx).map(Some).map_err(Error::internal),
+            Self::Ciba(ctx) => serde_json::to_value(ctx).map(Some).map_err(Error::internal),
             Self::Exchange(ctx) => ctx
                 .to_grant_context()
                 .map(Some)
@@ -186,6 +203,7 @@ impl StoredGrant {
         match self {
             Self::Client => Ok(None),
             Self::User(ctx) => ctx.stale_reason(state, now).await,
+            Self::Ciba(ctx) => ctx.stale_reason(state, now).await,
             Self::Exchange(ctx) => token_exchange::recheck(state, ctx, now).await,
         }
     }
@@ -194,8 +212,10 @@ impl StoredGrant {
     /// issuance writes, writing nothing: a user grant's response carries
     /// its refresh token (of the grant's family), an exchange's its `act`,
     /// audience and `issued_token_type` (DTR-20 for redemptions: the
-    /// originating grant's own response).
-    pub fn mint(
+    /// originating grant's own response); a user grant with `openid` in
+    /// its scope also its ID token (OpenID Connect Core 1.0 section
+    /// 3.1.3.3), whichever grant it came through, deferred or not.
+    pub async fn mint(
         &self,
         state: &AppState,
         grant: &Grant,
@@ -211,29 +231,83 @@ impl StoredGrant {
             family: None,
             refresh: None,
         };
-        if let Self::User(ctx) = self {
+        // A user grant's family, refresh token and ID token; a CIBA
+        // request's, whose refresh token rests on the user's standing
+        // consent (given when they approved on /ciba) and whose ID token
+        // says when they decided.
+        let user = match self {
+            Self::User(ctx) => Some(UserIssuance {
+                username: ctx.username.clone(),
+                family_id: ctx.family_id.clone(),
+                refresh: ctx
+                    .refresh
+                    .clone()
+                    .map(|plan| (plan, ctx.consent_id.clone())),
+                auth: ctx.oidc.clone().unwrap_or_default(),
+            }),
+            Self::Ciba(ctx) => {
+                let consent = if ctx.refresh {
+                    state
+                        .store
+                        .get_consent(&ctx.username, &grant.client_id)
+                        .await?
+                        .filter(|c| {
+                            Scope::parse(&grant.scope)
+                                .unwrap_or_default()
+                                .is_subset(&Scope::parse(&c.scope).unwrap_or_default())
+                        })
+                } else {
+                    None
+                };
+                let decided_at = match &grant.deferral_id {
+                    Some(id) => state
+                        .store
+                        .deferral_by_id(id)
+                        .await?
+                        .and_then(|r| r.resolved_at),
+                    None => None,
+                };
+                Some(UserIssuance {
+                    username: ctx.username.clone(),
+                    family_id: ctx.family_id.clone(),
+                    refresh: consent.map(|c| {
+                        (
+                            RefreshPlan {
+                                scope: None,
+                                dpop_jkt: None,
+                            },
+                            c.id,
+                        )
+                    }),
+                    auth: ctx.authentication(decided_at),
+                })
+            }
+            _ => None,
+        };
+        if let Some(u) = user {
             let now = state.clock.now_ms();
             issuance.family = Some(TokenFamilyRecord {
-                family_id: ctx.family_id.clone(),
+                family_id: u.family_id.clone(),
                 client_id: grant.client_id.clone(),
-                username: ctx.username.clone(),
+                username: u.username.clone(),
                 created_at: now,
                 revoked_at: None,
             });
-            if let Some(plan) = &ctx.refresh {
+            if let Some((plan, consent_id)) = &u.refresh {
                 let token = RefreshToken::new(random_token(32));
                 let data = RefreshData {
-                    username: ctx.username.clone(),
-                    consent_id: ctx.consent_id.clone(),
+                    username: u.username.clone(),
+                    consent_id: consent_id.clone(),
                     scope: plan.scope.clone().unwrap_or_else(|| grant.scope.clone()),
                     authorization_details: grant.authorization_details.clone(),
                     dpop_jkt: plan.dpop_jkt.clone(),
                     not_after: grant.not_after,
+                    oidc: Some(u.auth.for_refresh()),
                 };
                 let ttl_end = now + state.config.tokens.refresh_token_ttl as i64 * 1000;
                 issuance.refresh = Some(RefreshTokenRecord {
                     token_hash: token.hash(),
-                    family_id: ctx.family_id.clone(),
+                    family_id: u.family_id.clone(),
                     client_id: grant.client_id.clone(),
                     grant_data: serde_json::to_value(&data).map_err(Error::internal)?,
                     issued_at: now,
@@ -244,6 +318,25 @@ impl StoredGrant {
                 });
                 response.refresh_token = Some(token.secret().to_owned());
             }
+            if crate::oidc::is_openid(&grant.scope) {
+                let client = state.store.get_client(&grant.client_id).await?;
+                let alg = client.as_ref().map_or(
+                    dtr_proto::oidc::DEFAULT_ID_TOKEN_ALG,
+                    crate::oidc::client_alg,
+                );
+                let id_token = crate::oidc::id_token(
+                    state,
+                    alg,
+                    &crate::oidc::IdTokenFor {
+                        username: &u.username,
+                        client_id: &grant.client_id,
+                        auth: &u.auth,
+                        access_token: Some(&response.access_token),
+                    },
+                )
+                .await?;
+                response.id_token = Some(id_token);
+            }
         }
         Ok((response, issuance))
     }
@@ -252,7 +345,7 @@ impl StoredGrant {
     /// and records it with its family and refresh token in one
     /// transaction.
     pub async fn issue(&self, state: &AppState, grant: &Grant) -> Result<TokenResponse, Error> {
-        let (response, issuance) = self.mint(state, grant)?;
+        let (response, issuance) = self.mint(state, grant).await?;
         if issuance.family.is_none() && issuance.refresh.is_none() {
             // A lone token (client credentials, an exchange): one insert,
             // which the store may batch with other nodes' (SQLite's
@@ -274,6 +367,15 @@ impl StoredGrant {
             .into()),
         }
     }
+}
+
+/// What issuing for a user adds to an access token: the token family,
+/// a refresh token (with the consent it rests on) and the ID token.
+struct UserIssuance {
+    username: String,
+    family_id: String,
+    refresh: Option<(RefreshPlan, String)>,
+    auth: crate::oidc::Authentication,
 }
 
 /// A new consent id.
@@ -449,6 +551,7 @@ impl GrantRequest<'_> {
         match &self.grant {
             StoredGrant::Client => Subject::Client(self.client.client_id.clone()),
             StoredGrant::User(ctx) => Subject::User(ctx.username.clone()),
+            StoredGrant::Ciba(ctx) => Subject::User(ctx.username.clone()),
             StoredGrant::Exchange(x)
                 if x.subject_client.as_deref() == Some(self.subject.as_str()) =>
             {
@@ -667,6 +770,7 @@ mod tests {
             consent_id: "cns_1".into(),
             family_id: "fam_1".into(),
             refresh: None,
+            oidc: None,
         }
     }
 

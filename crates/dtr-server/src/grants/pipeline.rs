@@ -58,6 +58,7 @@ pub async fn answer(
         TokenRequest::RefreshToken { .. } => dtr_proto::GRANT_TYPE_REFRESH_TOKEN,
         TokenRequest::TokenExchange { .. } => dtr_proto::GRANT_TYPE_TOKEN_EXCHANGE,
         TokenRequest::DeviceCode { .. } => dtr_proto::GRANT_TYPE_DEVICE_CODE,
+        TokenRequest::Ciba { .. } => dtr_proto::GRANT_TYPE_CIBA,
     };
     check_client(client, grant_type)?;
     match request {
@@ -104,6 +105,10 @@ pub async fn answer(
             device_code,
             opt_in,
         } => super::device::token(state, client, &device_code, opt_in, dpop_jkt).await,
+        TokenRequest::Ciba {
+            auth_req_id,
+            opt_in,
+        } => super::ciba::token(state, client, &auth_req_id, opt_in, dpop_jkt).await,
     }
 }
 

@@ -85,6 +85,7 @@ pub async fn refresh(
             scope: Some(data.scope.clone()),
             dpop_jkt: data.dpop_jkt.clone(),
         }),
+        oidc: data.oidc.clone(),
     };
     if let Some(reason) = context.stale_reason(state, now).await? {
         info!(client = %client.client_id, reason, "refresh refused");

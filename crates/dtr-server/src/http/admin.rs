@@ -294,6 +294,7 @@ async fn list(
         state: st,
         client_id: q.client_id.filter(|c| !c.is_empty()),
         limit,
+        ..Default::default()
     };
     let rows = reviewable(&state, &actor, filter).await?;
     let out: Vec<Value> = rows.iter().map(|d| deferral_json(&state, d)).collect();

@@ -95,6 +95,14 @@ fn respond(r: &AuthzResponse) -> Response {
     }
 }
 
+/// A front-channel request, its notification token (only ever from a
+/// request object), and the request object's single use to spend.
+type FrontRequest = (
+    AuthzRequest,
+    Option<NotificationToken>,
+    Option<authz::RequestObjectUse>,
+);
+
 /// The request of a front-channel `/authorize`: the verified request
 /// object's claims when it carries one (RFC 9101 section 6.3: only those
 /// count), else the query's parameters.
@@ -102,11 +110,10 @@ async fn front_request(
     state: &AppState,
     p: &Params,
     client: Option<&crate::store::ClientRecord>,
-    signed_in: bool,
-) -> Result<(AuthzRequest, Option<NotificationToken>), Response> {
+) -> Result<FrontRequest, Response> {
     let client = client.filter(|c| Some(c.client_id.as_str()) == p.get("client_id"));
     match (p.get("request"), client) {
-        (Some(jwt), Some(c)) => match authz::request_object_params(state, c, jwt, signed_in).await {
+        (Some(jwt), Some(c)) => match authz::request_object_params(state, c, jwt).await {
             Err(e) => Err(server_error(e)),
             Ok(Err(why)) => {
                 tracing::info!(client = %c.client_id, reason = %why, "request object refused");
@@ -115,9 +122,9 @@ async fn front_request(
                     &authz::refuse(p, c, "invalid_request_object", &why),
                 ))
             }
-            Ok(Ok(params)) => {
-                authz::validate(&params, Some(c), Channel::Client).map_err(|e| failed(state, &e))
-            }
+            Ok(Ok((params, once))) => authz::validate(&params, Some(c), Channel::Client)
+                .map(|(req, token)| (req, token, Some(once)))
+                .map_err(|e| failed(state, &e)),
         },
         (None, Some(c)) if c.require_signed_request_object => Err(failed(
             state,
@@ -128,7 +135,9 @@ async fn front_request(
                 "this client must send its authorization requests as signed request objects (RFC 9101)",
             ),
         )),
-        _ => authz::validate(p, client, Channel::Browser).map_err(|e| failed(state, &e)),
+        _ => authz::validate(p, client, Channel::Browser)
+            .map(|(req, token)| (req, token, None))
+            .map_err(|e| failed(state, &e)),
     }
 }
 
@@ -165,6 +174,7 @@ pub async fn authorize(
     };
     let client_rec = client(&state, p.get("client_id")).await;
     let user = session::current_user(&state, &headers).await;
+    let mut request_object = None;
     let (req, pushed_handle) = match p.get("request_uri") {
         Some(uri) => {
             // RFC 9126 section 4: only client_id and request_uri count; the
@@ -183,8 +193,8 @@ pub async fn authorize(
                 _ => return error_page("The request_uri is unknown, expired or already used."),
             }
         }
-        None => match front_request(&state, &p, client_rec.as_ref(), user.is_some()).await {
-            Ok((mut req, token)) => {
+        None => match front_request(&state, &p, client_rec.as_ref()).await {
+            Ok((mut req, token, once)) => {
                 if client_rec.as_ref().is_some_and(|c| c.require_par) {
                     let e = AuthzError::Redirect {
                         redirect_uri: req.redirect_uri.clone(),
@@ -197,14 +207,53 @@ pub async fn authorize(
                     return failed(&state, &e);
                 }
                 authz::seal_notification_token(&state, &mut req, token.as_ref());
+                request_object = once;
                 (req, None)
             }
             Err(refused) => return refused,
         },
     };
-    let Some(user) = user else {
-        return session::login_redirect(&format!("{}?{query}", dtr_proto::paths::AUTHORIZE));
+    let oidc = req.oidc.clone().unwrap_or_default();
+    let prompt = oidc.prompt();
+    let user = match authentication(&state, &req, &oidc, &p, user).await {
+        Ok(Some(user)) => user,
+        Ok(None) if prompt.none => {
+            return failed(
+                &state,
+                &redirect_error(&req, "login_required", "the user must sign in"),
+            )
+        }
+        Ok(None) => {
+            // OpenID Connect Core 1.0 section 3.1.2.3: authenticate (again)
+            // and come back; the marker says when this round began, so
+            // the login that follows satisfies `prompt=login` and
+            // `max_age` once, not forever.
+            let mut pairs: Vec<(String, String)> = p
+                .names()
+                .filter(|n| *n != AUTH_AFTER)
+                .map(|n| (n.to_owned(), p.get(n).unwrap_or_default().to_owned()))
+                .collect();
+            pairs.push((AUTH_AFTER.into(), (state.clock.now_ms() / 1000).to_string()));
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            return session::reauth_redirect(&format!("{}?{q}", dtr_proto::paths::AUTHORIZE));
+        }
+        Err(e) => return failed(&state, &e),
     };
+    // The user is known: the request object is used now, once.
+    if let (Some(once), Some(c)) = (&request_object, client_rec.as_ref()) {
+        match once.spend(&state).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return failed(
+                    &state,
+                    &authz::refuse(&p, c, "invalid_request_object", "request object jti reused"),
+                )
+            }
+            Err(e) => return server_error(e),
+        }
+    }
     let consent = match state
         .store
         .get_consent(&user.username, &req.client_id)
@@ -216,7 +265,10 @@ pub async fn authorize(
     // A standing consent covers a later request within its scope; requests
     // with authorization details are transaction-specific and always ask.
     let covered = consent.as_ref().filter(|c| {
-        req.authorization_details.is_none()
+        // `prompt=consent`: ask although consent was given (Core 1.0
+        // section 3.1.2.1).
+        !prompt.consent
+            && req.authorization_details.is_none()
             && Scope::parse(&req.scope)
                 .unwrap_or_default()
                 .is_subset(&Scope::parse(&c.scope).unwrap_or_default())
@@ -232,6 +284,12 @@ pub async fn authorize(
             Err(e) => server_error(e),
         };
     }
+    if prompt.none {
+        return failed(
+            &state,
+            &redirect_error(&req, "consent_required", "the user has not consented"),
+        );
+    }
     let handle = match pushed_handle {
         Some(h) => h,
         None => match authz::store_request(&state, &req, false).await {
@@ -240,6 +298,71 @@ pub async fn authorize(
         },
     };
     consent_page(&state, &user, &req, &handle, client_rec.as_ref()).await
+}
+
+/// The query marker of a re-authentication round (seconds when it began).
+const AUTH_AFTER: &str = "dtr_auth_after";
+/// How long a re-authentication round may take.
+const AUTH_ROUND_SECS: i64 = 600;
+
+fn redirect_error(req: &AuthzRequest, error: &'static str, description: &str) -> AuthzError {
+    AuthzError::Redirect {
+        redirect_uri: req.redirect_uri.clone(),
+        response_mode: req.response_mode,
+        state: req.state.clone(),
+        error,
+        description: description.to_owned(),
+    }
+}
+
+/// The user the request may proceed as, or `None` when someone must sign
+/// in (again) first: nobody is signed in; `prompt=login` or `max_age`
+/// asks for an authentication newer than the session's; or the signed-in
+/// user is not the one `login_hint` or `id_token_hint` names (OpenID
+/// Connect Core 1.0 section 3.1.2.1). A hint that is not one of our ID
+/// tokens for this client is `invalid_request`.
+async fn authentication(
+    state: &AppState,
+    req: &AuthzRequest,
+    oidc: &authz::OidcParams,
+    p: &Params,
+    user: Option<SessionUser>,
+) -> Result<Option<SessionUser>, AuthzError> {
+    let hinted = match &oidc.id_token_hint {
+        None => None,
+        Some(h) => match crate::oidc::verify_hint(state, h, &req.client_id).await {
+            Ok(Some(sub)) => Some(sub),
+            Ok(None) => {
+                return Err(redirect_error(
+                    req,
+                    "invalid_request",
+                    "id_token_hint is not an ID token this server issued to this client",
+                ))
+            }
+            Err(e) => {
+                e.log();
+                return Err(redirect_error(req, "server_error", "try again later"));
+            }
+        },
+    };
+    let Some(user) = user else { return Ok(None) };
+    let now = state.clock.now_ms() / 1000;
+    // Signed in during this round: the login that `prompt=login` or
+    // `max_age` asked for has happened.
+    let fresh = p
+        .get(AUTH_AFTER)
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|t| t >= now - AUTH_ROUND_SECS && user.auth_time >= t);
+    let stale = oidc.prompt().login || dtr_proto::oidc::too_old(user.auth_time, oidc.max_age, now);
+    let other_user = hinted.is_some_and(|s| s != user.username)
+        || oidc
+            .login_hint
+            .as_ref()
+            .is_some_and(|h| *h != user.username);
+    if (stale && !fresh) || other_user {
+        return Ok(None);
+    }
+    Ok(Some(user))
 }
 
 /// The consent page: who asks, for what, and approve / deny.
@@ -425,8 +548,15 @@ async fn push(
     // RFC 9126 section 3: a pushed request may be a request object, whose
     // claims are then the request (RFC 9101 section 6.3).
     let params = match p.get("request") {
-        Some(jwt) => match authz::request_object_params(state, &client, jwt, true).await? {
-            Ok(params) => params,
+        Some(jwt) => match authz::request_object_params(state, &client, jwt).await? {
+            Ok((params, once)) if once.spend(state).await? => params,
+            Ok(_) => {
+                return Err(OAuthError::with_description(
+                    ErrorCode::Other("invalid_request_object".into()),
+                    "request object jti reused",
+                )
+                .into())
+            }
             Err(why) => {
                 tracing::info!(client = %client.client_id, reason = %why, "request object refused");
                 return Err(OAuthError::with_description(

@@ -88,6 +88,64 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         "device_authorization_endpoint".into(),
         serde_json::json!(url(paths::DEVICE_AUTHORIZATION)),
     );
+    // OpenID Connect Discovery 1.0 section 3.
+    other.insert(
+        "userinfo_endpoint".into(),
+        serde_json::json!(url(paths::USERINFO)),
+    );
+    other.insert(
+        "subject_types_supported".into(),
+        serde_json::json!(["public"]),
+    );
+    other.insert(
+        "id_token_signing_alg_values_supported".into(),
+        serde_json::json!(dtr_proto::oidc::ID_TOKEN_ALGS),
+    );
+    other.insert(
+        "claims_supported".into(),
+        serde_json::json!(dtr_proto::oidc::CLAIMS_SUPPORTED),
+    );
+    other.insert(
+        "claims_parameter_supported".into(),
+        serde_json::json!(false),
+    );
+    other.insert(
+        "prompt_values_supported".into(),
+        serde_json::json!(["none", "login", "consent", "select_account"]),
+    );
+    other.insert(
+        "response_modes_supported".into(),
+        serde_json::json!(["query"]),
+    );
+    // OpenID CIBA Core 1.0 section 4.
+    other.insert(
+        "backchannel_authentication_endpoint".into(),
+        serde_json::json!(url(paths::BC_AUTHORIZE)),
+    );
+    other.insert(
+        "backchannel_token_delivery_modes_supported".into(),
+        serde_json::json!(["poll", "ping", "push"]),
+    );
+    // Signed authentication requests are not read yet: no algorithm.
+    other.insert(
+        "backchannel_authentication_request_signing_alg_values_supported".into(),
+        serde_json::json!([]),
+    );
+    other.insert(
+        "backchannel_user_code_parameter_supported".into(),
+        serde_json::json!(true),
+    );
+    // The deferral-to-CIBA bridge, an extension of this server.
+    if state.config.ciba.bridge {
+        other.insert(
+            "dtr_ciba_deferral_bridge_supported".into(),
+            serde_json::json!(true),
+        );
+        other.insert(
+            "dtr_ciba_login_hint_token_prefix".into(),
+            serde_json::json!(dtr_proto::ciba::DEFERRAL_HINT_PREFIX),
+        );
+    }
     if state.config.registration.enabled {
         // RFC 8414 section 2, RFC 7591.
         other.insert(
@@ -126,9 +184,20 @@ pub async fn metadata_doc(State(state): State<AppState>) -> Json<AuthorizationSe
     Json(metadata(&state))
 }
 
-/// The JWKS endpoint.
-pub async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(state.signer.jwks())
+/// OpenID Connect Discovery 1.0 section 3: the same document (both carry
+/// every member, DESIGN.md), at the path OpenID clients look.
+pub async fn openid_configuration(
+    State(state): State<AppState>,
+) -> Json<AuthorizationServerMetadata> {
+    Json(metadata(&state))
+}
+
+/// The JWKS endpoint: the access token key and the ID token RSA key.
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    match crate::oidc::jwks(&state).await {
+        Ok(doc) => Json(doc).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Liveness: answers 200 only when the database answers.

@@ -89,7 +89,12 @@ pub async fn show(
 ) -> Response {
     let p = Params::parse_form(q.unwrap_or_default().as_bytes()).unwrap_or_default();
     let return_to = return_to_of(&p);
-    if let Some(user) = session::current_user(&state, &headers).await {
+    // `prompt=login`: the user signs in again although signed in.
+    let reauth = p.get("prompt") == Some("login");
+    if let Some(user) = session::current_user(&state, &headers)
+        .await
+        .filter(|_| !reauth)
+    {
         return if return_to.is_empty() {
             signed_in(&state, &user)
         } else {

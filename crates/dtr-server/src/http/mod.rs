@@ -5,7 +5,9 @@ pub mod admin;
 pub mod admin_users;
 pub mod authorize;
 pub mod authzen;
+pub mod bc_authorize;
 pub mod body;
+pub mod ciba;
 pub mod demo;
 pub mod device;
 pub mod discovery;
@@ -16,6 +18,7 @@ pub mod interact;
 pub mod introspect;
 pub mod login;
 pub mod observe;
+pub mod protected;
 pub mod register;
 pub mod review;
 pub mod review_tokens;
@@ -23,6 +26,7 @@ pub mod revoke;
 pub mod server;
 pub mod throttle_source;
 pub mod token;
+pub mod userinfo;
 
 use crate::state::AppState;
 use axum::routing::{get, post};
@@ -33,6 +37,14 @@ use dtr_proto::paths;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(paths::METADATA, get(discovery::metadata_doc))
+        .route(
+            paths::OPENID_CONFIGURATION,
+            get(discovery::openid_configuration),
+        )
+        .route(
+            paths::USERINFO,
+            get(userinfo::userinfo).post(userinfo::userinfo),
+        )
         .route(paths::JWKS, get(discovery::jwks))
         .route(paths::HEALTHZ, get(discovery::healthz))
         .route(paths::METRICS, get(observe::metrics_doc))
@@ -75,6 +87,8 @@ pub fn app(state: AppState) -> Router {
             &format!("{}/{{id}}/cancel", paths::ACCESS_REQUESTS),
             post(authzen::cancel).delete(authzen::cancel),
         )
+        .route(paths::BC_AUTHORIZE, post(bc_authorize::bc_authorize))
+        .route(paths::CIBA, get(ciba::show).post(ciba::decide))
         .merge(admin::router(state.clone()))
         .merge(review::router())
         // The source address the throttles key on.

@@ -481,6 +481,7 @@ async fn pending_queue(
         state: Some(DeferralState::Pending),
         client_id: None,
         limit: 200,
+        ..Default::default()
     };
     super::admin::reviewable(state, actor, filter).await
 }
@@ -557,6 +558,7 @@ async fn list(
         },
         client_id: given(&q.client).map(str::to_owned),
         limit: 200,
+        ..Default::default()
     };
     let fault = |e| {
         page(

@@ -406,6 +406,23 @@ pub struct Transitioned {
     pub client_id: String,
 }
 
+/// A second handle of a deferral (the CIBA bridge's `auth_req_id`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NewHandle {
+    /// SHA-256 of the handle, what it is found by.
+    pub hash: String,
+    /// The handle sealed to its deferral, for the ping that names it.
+    pub sealed: Option<String>,
+    /// The client's notification bearer token, sealed likewise.
+    pub token_sealed: Option<String>,
+}
+
+impl std::fmt::Debug for NewHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewHandle").finish_non_exhaustive()
+    }
+}
+
 /// Filter of the admin listing.
 #[derive(Clone, Debug, Default)]
 pub struct DeferralFilter {
@@ -415,6 +432,11 @@ pub struct DeferralFilter {
     pub client_id: Option<String>,
     /// At most this many, newest first.
     pub limit: u32,
+    /// Only deferrals about this subject (a user's CIBA requests, which
+    /// the user's page lists).
+    pub subject: Option<String>,
+    /// Only this originating grant type.
+    pub grant_type: Option<String>,
 }
 
 /// An issued access token, recorded for revocation and introspection.
@@ -462,6 +484,21 @@ pub trait DeferralStore: Send + Sync {
     async fn deferral_by_code(&self, code_hash: &str) -> StoreResult<Option<DeferralRecord>>;
     /// Looks a deferral up by id.
     async fn deferral_by_id(&self, id: &str) -> StoreResult<Option<DeferralRecord>>;
+    /// Gives deferral `id` a second handle (the CIBA bridge's
+    /// `auth_req_id`), by its SHA-256; `false` when it has one already
+    /// (one per deferral) or the hash is taken.
+    async fn attach_handle(
+        &self,
+        id: &str,
+        client_id: &str,
+        handle: &NewHandle,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// The sealed second handle of deferral `id` and the sealed bearer
+    /// token of its notification, when it has a second handle.
+    async fn handle_secrets(&self, id: &str) -> StoreResult<Option<NewHandle>>;
+    /// Looks a deferral up by the SHA-256 of its second handle.
+    async fn deferral_by_handle(&self, handle_hash: &str) -> StoreResult<Option<DeferralRecord>>;
     /// Looks a deferral up by the SHA-256 of its interaction handle.
     async fn deferral_by_interaction(
         &self,
@@ -561,6 +598,17 @@ pub trait TokenStore: Send + Sync {
         generate: &(dyn Fn() -> Vec<u8> + Send + Sync),
         now: i64,
     ) -> StoreResult<Vec<u8>>;
+    /// The ID token key of JWS algorithm `alg` (PKCS#8 DER). With
+    /// `candidate` it is stored unless a key of `alg` exists, which is
+    /// never replaced; either way the stored key is returned, so nodes
+    /// that offer keys together agree on one. `None` when there is none
+    /// and no candidate was given.
+    async fn id_token_key(
+        &self,
+        alg: &str,
+        candidate: Option<Vec<u8>>,
+        now: i64,
+    ) -> StoreResult<Option<Vec<u8>>>;
 }
 
 /// A callback ready for delivery, claimed under a lease.
@@ -650,6 +698,12 @@ pub trait CallbackStore: Send + Sync {
     ) -> StoreResult<()>;
     /// The state of a deferral's callback, if it has one.
     async fn callback_status(&self, deferral_id: &str) -> StoreResult<Option<CallbackStatus>>;
+    /// Stores (or replaces) the sealed CIBA push payload of a deferral.
+    async fn put_push_payload(&self, deferral_id: &str, sealed: &str, now: i64) -> StoreResult<()>;
+    /// The sealed CIBA push payload of a deferral, if any.
+    async fn push_payload(&self, deferral_id: &str) -> StoreResult<Option<String>>;
+    /// Deletes the push payload of a deferral (delivered or given up).
+    async fn delete_push_payload(&self, deferral_id: &str) -> StoreResult<()>;
 }
 
 /// Everything the server needs from a database.

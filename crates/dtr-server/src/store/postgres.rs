@@ -56,6 +56,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0015_front_channel.sql"),
     include_str!("../../migrations/postgres/0016_authzen_tasks.sql"),
     include_str!("../../migrations/postgres/0017_access_requests.sql"),
+    include_str!("../../migrations/postgres/0018_id_token_keys.sql"),
+    include_str!("../../migrations/postgres/0019_deferral_handles.sql"),
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes

@@ -60,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0015_front_channel.sql"),
     include_str!("../../migrations/sqlite/0016_authzen_tasks.sql"),
     include_str!("../../migrations/sqlite/0017_access_requests.sql"),
+    include_str!("../../migrations/sqlite/0018_id_token_keys.sql"),
+    include_str!("../../migrations/sqlite/0019_deferral_handles.sql"),
 ];
 
 /// SQLite implementation of [`Store`].

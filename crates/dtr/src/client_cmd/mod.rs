@@ -111,6 +111,11 @@ pub enum Grant {
     /// deferral_code polled with the PKCE verifier on the first poll.
     #[value(name = "authorization_code")]
     AuthorizationCode,
+    /// OpenID CIBA: asks the server to authenticate the user named by
+    /// --login-hint on their own device (the /ciba page), then collects
+    /// the result in the client's delivery mode (--mode).
+    #[value(name = "ciba")]
+    Ciba,
 }
 
 /// How the authorization response comes back (`--response-mode`).
@@ -122,6 +127,18 @@ pub enum ResponseModeArg {
     /// As a form POST (OAuth 2.0 Form Post Response Mode).
     #[value(name = "form_post")]
     FormPost,
+}
+
+/// CIBA token delivery modes (OpenID CIBA Core 1.0 section 5): how the
+/// client is registered (`backchannel_token_delivery_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CibaMode {
+    /// Poll the token endpoint.
+    Poll,
+    /// Poll when the server's ping arrives (needs --callback-listen).
+    Ping,
+    /// Receive the token response itself (needs --callback-listen).
+    Push,
 }
 
 /// Where the server is and who the client is. (No `Debug`: it holds the
@@ -216,6 +233,20 @@ pub struct TokenArgs {
     /// Removed when the deferral is finished.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// --grant ciba: the user to authenticate (a username on dtr).
+    #[arg(long)]
+    login_hint: Option<String>,
+    /// --grant ciba: text shown to the user on both devices.
+    #[arg(long)]
+    binding_message: Option<String>,
+    /// --grant ciba or --bridge: the client's registered delivery mode.
+    #[arg(long, value_enum, default_value = "poll")]
+    mode: CibaMode,
+    /// On a deferred response, continue the deferral as a CIBA request
+    /// (login_hint_token=urn:dtr:deferral:<code>) and collect it through
+    /// its auth_req_id in the --mode the client is registered with.
+    #[arg(long, conflicts_with = "no_wait")]
+    bridge: bool,
 }
 
 /// `dtr poll`: resume polling a deferral code.

@@ -5,12 +5,14 @@ use super::connection::{client_auth, discover};
 use super::output::{print_json, print_token, report_error, report_failure, resumable};
 use super::state::save_state;
 use super::wait::wait;
-use super::{Grant, TokenArgs, OK, USAGE};
+use super::{CibaMode, Grant, TokenArgs, FAILED, OK, USAGE};
 use dtr_client::{
-    CallbackReceiver, ClientCredentialsRequest, CompletionMode, NotificationToken, Poller,
-    SystemClock, TokenResult, CALLBACK_PATH,
+    BackchannelAuthentication, BackchannelRequest, CallbackReceiver, Ciba, Client,
+    ClientCredentialsRequest, CompletionMode, NotificationToken, Poller, SystemClock, TokenResult,
+    CALLBACK_PATH,
 };
 use dtr_proto::secret::MIN_NOTIFICATION_TOKEN_LEN;
+use tokio::net::TcpListener;
 
 /// Runs `dtr token`.
 pub async fn token(args: TokenArgs) -> u8 {
@@ -60,6 +62,15 @@ pub async fn token(args: TokenArgs) -> u8 {
     if args.no_wait && args.conn.dpop {
         // The deferral would be bound to a key that dies with this process.
         eprintln!("error: --no-wait with --dpop would lose the key the deferral is bound to; use --dpop-key FILE");
+        return USAGE;
+    }
+    let ciba_like = args.grant == Grant::Ciba || args.bridge;
+    if ciba_like && args.mode != CibaMode::Poll && args.callback_listen.is_none() {
+        eprintln!("error: --mode ping and push need --callback-listen ADDR (the client's backchannel_client_notification_endpoint)");
+        return USAGE;
+    }
+    if args.grant == Grant::Ciba && args.login_hint.is_none() {
+        eprintln!("error: --grant ciba needs --login-hint USER");
         return USAGE;
     }
     if args.no_wait && args.callback_listen.is_some() {
@@ -128,6 +139,26 @@ pub async fn token(args: TokenArgs) -> u8 {
         }
         Grant::Device => crate::device_cmd::run(&client, args.scope, args.deferred).await,
         Grant::AuthorizationCode => return USAGE,
+        Grant::Ciba => {
+            let req = BackchannelRequest {
+                scope: args.scope,
+                login_hint: args.login_hint,
+                binding_message: args.binding_message,
+                notification_token: notification_token.clone(),
+                ..Default::default()
+            };
+            return match client.backchannel_authentication(&req).await {
+                Ok(a) => {
+                    eprintln!(
+                        "CIBA request sent: the user approves it at {}/ciba (expires in {} s)",
+                        client.metadata().issuer,
+                        a.expires_in
+                    );
+                    collect_ciba(&client, &a, args.mode, callbacks, notification_token).await
+                }
+                Err(e) => report_error(&e, &args.conn.issuer),
+            };
+        }
     };
     match result {
         Ok(TokenResult::Token(t)) => print_token(&t),
@@ -147,6 +178,18 @@ pub async fn token(args: TokenArgs) -> u8 {
                         return USAGE;
                     }
                 }
+            }
+            if args.bridge {
+                return match client.bridge_to_ciba(&d, notification_token.clone()).await {
+                    Ok(a) => {
+                        eprintln!(
+                            "deferral continued as CIBA: one decision, collected through the auth_req_id (expires in {} s)",
+                            a.expires_in
+                        );
+                        collect_ciba(&client, &a, args.mode, callbacks, notification_token).await
+                    }
+                    Err(e) => report_error(&e, &args.conn.issuer),
+                };
             }
             if args.no_wait {
                 print_json(&resumable(&d));
@@ -171,4 +214,67 @@ pub async fn token(args: TokenArgs) -> u8 {
         }
         Err(e) => report_error(&e, &args.conn.issuer),
     }
+}
+
+/// Collects a CIBA request (OpenID CIBA Core 1.0 section 10): polls with
+/// the CIBA grant (`poll`; `ping` polls at once when the ping arrives), or
+/// waits for the pushed token response (`push`), kept once by the
+/// receiver.
+async fn collect_ciba(
+    client: &Client,
+    a: &BackchannelAuthentication,
+    mode: CibaMode,
+    callbacks: Option<(TcpListener, CallbackReceiver)>,
+    token: Option<NotificationToken>,
+) -> u8 {
+    let d = a.as_deferral(client);
+    let mut serving = None;
+    let mut waker = None;
+    let mut receiver_kept = None;
+    if let (Some((listener, receiver)), Some(token)) = (callbacks, token) {
+        waker = Some(receiver.register(&d, token));
+        receiver_kept = Some(receiver.clone());
+        serving = Some(tokio::spawn(async move {
+            receiver.serve(listener, std::future::pending()).await
+        }));
+    }
+    let code = match (mode, waker, receiver_kept) {
+        (CibaMode::Push, Some(wake), Some(receiver)) => {
+            let deadline = tokio::time::sleep(std::time::Duration::from_secs(a.expires_in));
+            tokio::pin!(deadline);
+            loop {
+                if let Some(pushed) = receiver.take_push(&d.code) {
+                    if pushed.get("error").is_some() {
+                        eprintln!(
+                            "denied: {}",
+                            pushed["error_description"]
+                                .as_str()
+                                .unwrap_or("access_denied")
+                        );
+                        break FAILED;
+                    }
+                    print_json(&pushed);
+                    break OK;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = &mut deadline => {
+                        eprintln!("expired: no push arrived before the request expired");
+                        break FAILED;
+                    }
+                }
+            }
+        }
+        (_, waker, _) => {
+            let mut poller = Poller::new(Ciba(client), SystemClock, &d);
+            if let Some(w) = waker {
+                poller = poller.with_waker(w);
+            }
+            wait(poller, &d, None, false).await
+        }
+    };
+    if let Some(task) = serving {
+        task.abort();
+    }
+    code
 }

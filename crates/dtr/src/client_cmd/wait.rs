@@ -6,7 +6,7 @@ use super::output::{print_json, print_token, report_error, report_failure, resum
 use super::progress::{lock, Display, SPINNER_TICK};
 use super::state::{finishes_deferral, forget_first_poll, forget_state};
 use super::FAILED;
-use dtr_client::{Client, Deferral, Error, PollOutcome, Poller, SystemClock};
+use dtr_client::{Deferral, Error, PollOutcome, PollTransport, Poller, SystemClock};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +21,8 @@ const NETWORK_RETRIES: u32 = 3;
 /// deferral pending and prints it on stdout so it can be resumed. A saved
 /// state (`--state`) is removed once the deferral is finished.
 /// `announce_first` shows the deferred response itself (for `dtr token`).
-pub(super) async fn wait(
-    mut poller: Poller<&Client, SystemClock>,
+pub(super) async fn wait<T: PollTransport>(
+    mut poller: Poller<T, SystemClock>,
     d: &Deferral,
     state: Option<&Path>,
     announce_first: bool,

@@ -105,4 +105,34 @@ impl CallbackStore for PostgresStore {
         })
         .transpose()
     }
+
+    async fn put_push_payload(&self, deferral_id: &str, sealed: &str, now: i64) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO ciba_push_payloads (deferral_id, payload_sealed, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (deferral_id) DO UPDATE SET payload_sealed = EXCLUDED.payload_sealed, \
+             created_at = EXCLUDED.created_at",
+            &[&deferral_id, &sealed, &now],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn push_payload(&self, deferral_id: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .query_opt(
+                "SELECT payload_sealed FROM ciba_push_payloads WHERE deferral_id = $1",
+                &[&deferral_id],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn delete_push_payload(&self, deferral_id: &str) -> StoreResult<()> {
+        self.execute(
+            "DELETE FROM ciba_push_payloads WHERE deferral_id = $1",
+            &[&deferral_id],
+        )
+        .await
+        .map(|_| ())
+    }
 }

@@ -207,6 +207,59 @@ impl DeferralStore for PostgresStore {
         .transpose()
     }
 
+    async fn attach_handle(
+        &self,
+        id: &str,
+        client_id: &str,
+        handle: &NewHandle,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                "INSERT INTO deferral_handles \
+                 (handle_hash, deferral_id, client_id, handle_sealed, token_sealed, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &handle.hash,
+                    &id,
+                    &client_id,
+                    &handle.sealed,
+                    &handle.token_sealed,
+                    &now,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn handle_secrets(&self, id: &str) -> StoreResult<Option<NewHandle>> {
+        Ok(self
+            .query_opt(
+                "SELECT handle_hash, handle_sealed, token_sealed FROM deferral_handles WHERE deferral_id = $1",
+                &[&id],
+            )
+            .await?
+            .map(|r| NewHandle {
+                hash: r.get(0),
+                sealed: r.get(1),
+                token_sealed: r.get(2),
+            }))
+    }
+
+    async fn deferral_by_handle(&self, handle_hash: &str) -> StoreResult<Option<DeferralRecord>> {
+        self.query_opt(
+            &format!(
+                "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE id = \
+                 (SELECT deferral_id FROM deferral_handles WHERE handle_hash = $1)"
+            ),
+            &[&handle_hash],
+        )
+        .await?
+        .as_ref()
+        .map(deferral_from_row)
+        .transpose()
+    }
+
     async fn deferral_by_id(&self, id: &str) -> StoreResult<Option<DeferralRecord>> {
         self.query_opt(
             &format!("SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE id = $1"),
@@ -242,15 +295,26 @@ impl DeferralStore for PostgresStore {
         let eff = "CASE WHEN state IN ('pending','approved') AND expires_at <= $1 THEN 'expired' ELSE state END";
         let sql = format!(
             "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE ($2::TEXT IS NULL OR {eff} = $2::TEXT) \
-             AND ($3::TEXT IS NULL OR client_id = $3::TEXT) ORDER BY created_at DESC, id DESC LIMIT $4"
+             AND ($3::TEXT IS NULL OR client_id = $3::TEXT) AND ($5::TEXT IS NULL OR subject = $5::TEXT) \
+             AND ($6::TEXT IS NULL OR grant_type = $6::TEXT) ORDER BY created_at DESC, id DESC LIMIT $4"
         );
         let state = f.state.map(|s| s.as_str());
         let limit = i64::from(f.limit.max(1));
-        self.query(&sql, &[&now, &state, &f.client_id, &limit])
-            .await?
-            .iter()
-            .map(deferral_from_row)
-            .collect()
+        self.query(
+            &sql,
+            &[
+                &now,
+                &state,
+                &f.client_id,
+                &limit,
+                &f.subject,
+                &f.grant_type,
+            ],
+        )
+        .await?
+        .iter()
+        .map(deferral_from_row)
+        .collect()
     }
 
     async fn record_poll(&self, u: &PollUpdate, now: i64) -> StoreResult<bool> {

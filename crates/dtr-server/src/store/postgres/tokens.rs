@@ -137,4 +137,27 @@ impl TokenStore for PostgresStore {
             .ok_or_else(|| StoreError::Corrupt("signing key vanished after insert".into()))?;
         row.try_get(0).map_err(db_err)
     }
+
+    async fn id_token_key(
+        &self,
+        alg: &str,
+        candidate: Option<Vec<u8>>,
+        now: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(der) = candidate {
+            self.execute(
+                "INSERT INTO id_token_keys (alg, private_der, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (alg) DO NOTHING",
+                &[&alg, &der, &now],
+            )
+            .await?;
+        }
+        self.query_opt(
+            "SELECT private_der FROM id_token_keys WHERE alg = $1",
+            &[&alg],
+        )
+        .await?
+        .map(|row| row.try_get(0).map_err(db_err))
+        .transpose()
+    }
 }

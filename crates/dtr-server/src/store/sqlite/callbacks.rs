@@ -101,4 +101,46 @@ impl CallbackStore for SqliteStore {
         })
         .await
     }
+
+    async fn put_push_payload(&self, deferral_id: &str, sealed: &str, now: i64) -> StoreResult<()> {
+        let (id, sealed) = (deferral_id.to_owned(), sealed.to_owned());
+        self.with(move |db| {
+            db.execute(
+                "INSERT INTO ciba_push_payloads (deferral_id, payload_sealed, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (deferral_id) DO UPDATE SET payload_sealed = excluded.payload_sealed, \
+                 created_at = excluded.created_at",
+                params![id, sealed, now],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn push_payload(&self, deferral_id: &str) -> StoreResult<Option<String>> {
+        let id = deferral_id.to_owned();
+        self.with(move |db| {
+            db.query_row(
+                "SELECT payload_sealed FROM ciba_push_payloads WHERE deferral_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn delete_push_payload(&self, deferral_id: &str) -> StoreResult<()> {
+        let id = deferral_id.to_owned();
+        self.with(move |db| {
+            db.execute(
+                "DELETE FROM ciba_push_payloads WHERE deferral_id = ?1",
+                [id],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+        })
+        .await
+    }
 }

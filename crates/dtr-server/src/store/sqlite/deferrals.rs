@@ -210,6 +210,61 @@ impl DeferralStore for SqliteStore {
         .map(|r| r.map(|r| self.with_last_poll(r)))
     }
 
+    async fn attach_handle(
+        &self,
+        id: &str,
+        client_id: &str,
+        handle: &NewHandle,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let (id, client_id, h) = (id.to_owned(), client_id.to_owned(), handle.clone());
+        self.with(move |db| {
+            db.execute(
+                "INSERT OR IGNORE INTO deferral_handles \
+                 (handle_hash, deferral_id, client_id, handle_sealed, token_sealed, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![h.hash, id, client_id, h.sealed, h.token_sealed, now],
+            )
+            .map(|n| n == 1)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn handle_secrets(&self, id: &str) -> StoreResult<Option<NewHandle>> {
+        let id = id.to_owned();
+        self.with_read(move |db| {
+            db.query_row(
+                "SELECT handle_hash, handle_sealed, token_sealed FROM deferral_handles WHERE deferral_id = ?1",
+                [id],
+                |r| {
+                    Ok(NewHandle {
+                        hash: r.get(0)?,
+                        sealed: r.get(1)?,
+                        token_sealed: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn deferral_by_handle(&self, handle_hash: &str) -> StoreResult<Option<DeferralRecord>> {
+        let h = handle_hash.to_owned();
+        self.with_read(move |db| {
+            db.prepare_cached(&format!(
+                "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE id = \
+                 (SELECT deferral_id FROM deferral_handles WHERE handle_hash = ?1)"
+            ))
+            .and_then(|mut st| st.query_row([h], deferral_from_row).optional())
+            .map_err(db_err)
+        })
+        .await
+        .map(|r| r.map(|r| self.with_last_poll(r)))
+    }
+
     async fn deferral_by_interaction(
         &self,
         handle_hash: &str,
@@ -238,12 +293,20 @@ impl DeferralStore for SqliteStore {
             let eff = "CASE WHEN state IN ('pending','approved') AND expires_at <= ?1 THEN 'expired' ELSE state END";
             let sql = format!(
                 "SELECT {DEFERRAL_COLUMNS} FROM deferrals WHERE (?2 IS NULL OR {eff} = ?2) \
-                 AND (?3 IS NULL OR client_id = ?3) ORDER BY created_at DESC, id DESC LIMIT ?4"
+                 AND (?3 IS NULL OR client_id = ?3) AND (?5 IS NULL OR subject = ?5) \
+                 AND (?6 IS NULL OR grant_type = ?6) ORDER BY created_at DESC, id DESC LIMIT ?4"
             );
             let mut st = db.prepare_cached(&sql).map_err(db_err)?;
             let rows = st
                 .query_map(
-                    params![now, f.state.map(|s| s.as_str()), f.client_id, f.limit.max(1)],
+                    params![
+                        now,
+                        f.state.map(|s| s.as_str()),
+                        f.client_id,
+                        f.limit.max(1),
+                        f.subject,
+                        f.grant_type
+                    ],
                     deferral_from_row,
                 )
                 .map_err(db_err)?;

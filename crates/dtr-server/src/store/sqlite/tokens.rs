@@ -131,4 +131,30 @@ impl TokenStore for SqliteStore {
         })
         .await
     }
+
+    async fn id_token_key(
+        &self,
+        alg: &str,
+        candidate: Option<Vec<u8>>,
+        now: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let alg = alg.to_owned();
+        self.with(move |db| {
+            if let Some(der) = candidate {
+                db.execute(
+                    "INSERT OR IGNORE INTO id_token_keys (alg, private_der, created_at) VALUES (?1, ?2, ?3)",
+                    params![alg, der, now],
+                )
+                .map_err(db_err)?;
+            }
+            db.query_row(
+                "SELECT private_der FROM id_token_keys WHERE alg = ?1",
+                params![alg],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
 }
