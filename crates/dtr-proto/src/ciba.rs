@@ -101,11 +101,12 @@ impl BackchannelRequest {
     /// authentication parameters are the caller's. Errors are section
     /// 13's: `invalid_request`, `invalid_scope`, `invalid_binding_message`.
     pub fn parse(p: &Params) -> Result<Self, OAuthError> {
-        // Signed authentication requests (section 7.1.1) are RFC 9101
-        // request objects; this endpoint does not read them yet.
+        // Signed authentication requests (section 7.1.1) are verified by
+        // the server, which passes their claims here; one is never nested
+        // in another.
         if p.contains("request") {
             return Err(invalid(
-                "signed authentication requests (request) are not supported at this endpoint yet; send the parameters in the form",
+                "a signed authentication request (request) cannot carry another",
             ));
         }
         let scope = Scope::parse(p.require("scope")?)?;

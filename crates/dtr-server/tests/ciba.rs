@@ -282,7 +282,7 @@ async fn backchannel_request_errors() {
     assert!(r.json["error_description"]
         .as_str()
         .unwrap()
-        .contains("signed authentication requests"));
+        .contains("signed authentication request"));
     // Not a CIBA client.
     let r = bc(&h, SVC, &[("scope", "openid"), ("login_hint", "alice")]).await;
     assert_eq!(err(&r), "unauthorized_client");
@@ -332,7 +332,8 @@ async fn backchannel_request_errors() {
     )
     .await;
     assert_eq!(err(&r), "invalid_binding_message");
-    // A token request with parameters of another grant.
+    // A token request with parameters of another grant: they are ignored
+    // (RFC 6749 section 3.2), like on a poll; the unknown id is the answer.
     let r = h
         .post(
             "/token",
@@ -344,7 +345,7 @@ async fn backchannel_request_errors() {
             ],
         )
         .await;
-    assert_eq!(r.error(), "invalid_request");
+    assert_eq!(r.error(), "invalid_grant");
     // Nothing of these left a deferral behind but carol's.
     let list = h.admin("GET", "/admin/deferrals", None).await;
     assert_eq!(list.json.as_array().unwrap().len(), 1);
@@ -712,4 +713,57 @@ async fn registered_clients_carry_oidc_and_ciba_metadata() {
     let idt = t.json["id_token"].as_str().unwrap();
     let header = jsonwebtoken::decode_header(idt).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+}
+
+#[tokio::test]
+async fn signed_authentication_requests_are_request_objects() {
+    // CIBA Core 1.0 section 7.1.1: the parameters signed by the client's
+    // key (RFC 9101 checks), used once.
+    let key = DpopKey::new();
+    let cfg = format!(
+        "{CFG}\n[[clients]]\nclient_id = \"signer\"\nclient_secret = \"signer-secret\"\n\
+         grant_types = [\"urn:openid:params:grant-type:ciba\"]\nscope = \"openid read\"\n\
+         jwks = {{ keys = [ {{ kty = \"EC\", crv = \"P-256\", kid = \"s1\", x = \"{}\", y = \"{}\" }} ] }}\n",
+        key.jwk["x"].as_str().unwrap(),
+        key.jwk["y"].as_str().unwrap()
+    );
+    let h = harness_with(&cfg).await;
+    let signer = ("signer", "signer-secret");
+    let sign = |k: &DpopKey, claims: Value| {
+        k.sign(&json!({"alg": "ES256", "typ": "JWT", "kid": "s1"}), &claims)
+    };
+    let now = h.now_s();
+    let claims = json!({
+        "iss": "signer", "aud": "http://127.0.0.1:8080", "exp": now + 60, "iat": now,
+        "nbf": now, "jti": "ciba-1", "scope": "openid read", "login_hint": "alice",
+        "binding_message": "W4SCT",
+    });
+    let jwt = sign(&key, claims.clone());
+    let r = bc(&h, signer, &[("request", &jwt)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.json["auth_req_id"].is_string());
+    // Used once.
+    let r = bc(&h, signer, &[("request", &jwt)]).await;
+    assert_eq!(r.error(), "invalid_request", "{}", r.text);
+    // Another key, or claims of another client: refused.
+    let r = bc(
+        &h,
+        signer,
+        &[("request", &sign(&DpopKey::new(), claims.clone()))],
+    )
+    .await;
+    assert_eq!(r.error(), "invalid_request", "{}", r.text);
+    let mut foreign = claims;
+    foreign["iss"] = json!("bank");
+    foreign["jti"] = json!("ciba-2");
+    let r = bc(&h, signer, &[("request", &sign(&key, foreign))]).await;
+    assert_eq!(r.error(), "invalid_request", "{}", r.text);
+    let m = h.get("/.well-known/openid-configuration").await;
+    assert!(
+        m.json["backchannel_authentication_request_signing_alg_values_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "ES256")
+    );
 }

@@ -37,6 +37,10 @@ pub async fn bc_authorize(
     resp
 }
 
+fn invalid_request(description: &str) -> Error {
+    dtr_proto::OAuthError::invalid_request(description.to_owned()).into()
+}
+
 async fn handle(
     state: &AppState,
     headers: &HeaderMap,
@@ -47,7 +51,25 @@ async fn handle(
         .client_auth()
         .authenticate(headers, params, dtr_proto::paths::BC_AUTHORIZE)
         .await?;
-    let request = BackchannelRequest::parse(params)?;
+    // Section 7.1.1: a signed authentication request is a request object
+    // of the client's (RFC 9101): verified with its keys, used once, and
+    // only its claims count.
+    let signed = match params.get("request") {
+        None => None,
+        Some(jwt) => {
+            match crate::grants::authorize::request_object_params(state, &client, jwt).await? {
+                Ok((claims, once)) if once.spend(state).await? => Some(claims),
+                Ok(_) => return Err(invalid_request("signed authentication request jti reused")),
+                Err(why) => {
+                    tracing::info!(client = %client.client_id, reason = %why, "signed authentication request refused");
+                    return Err(invalid_request(&format!(
+                        "signed authentication request refused: {why}"
+                    )));
+                }
+            }
+        }
+    };
+    let request = BackchannelRequest::parse(signed.as_ref().unwrap_or(params))?;
     let proof = state
         .dpop()
         .check(headers, "POST", dtr_proto::paths::BC_AUTHORIZE, None)

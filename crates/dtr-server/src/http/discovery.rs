@@ -113,10 +113,6 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         "prompt_values_supported".into(),
         serde_json::json!(["none", "login", "consent", "select_account"]),
     );
-    other.insert(
-        "response_modes_supported".into(),
-        serde_json::json!(["query"]),
-    );
     // OpenID CIBA Core 1.0 section 4.
     other.insert(
         "backchannel_authentication_endpoint".into(),
@@ -126,10 +122,11 @@ pub fn metadata(state: &AppState) -> AuthorizationServerMetadata {
         "backchannel_token_delivery_modes_supported".into(),
         serde_json::json!(["poll", "ping", "push"]),
     );
-    // Signed authentication requests are not read yet: no algorithm.
+    // Section 7.1.1: signed authentication requests, verified like
+    // request objects (RFC 9101) with the client's keys.
     other.insert(
         "backchannel_authentication_request_signing_alg_values_supported".into(),
-        serde_json::json!([]),
+        serde_json::json!(dtr_proto::dpop::SUPPORTED_ALGS),
     );
     other.insert(
         "backchannel_user_code_parameter_supported".into(),
