@@ -429,20 +429,17 @@ async fn consent_page(
 
 /// `POST /authorize/consent`: the user's decision on the consent page.
 pub async fn consent(State(state): State<AppState>, headers: HeaderMap, Form(p): Form) -> Response {
-    let Some(user) = session::current_user(&state, &headers).await else {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Signed out",
-            "<p>Your session ended. Go back to the application and start again.</p>",
-        );
+    let user = match super::html::form_user(
+        &state,
+        &headers,
+        p.get("csrf"),
+        "Go back to the application and start again.",
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(refused) => return refused,
     };
-    if !session::csrf_ok(&state, &user, p.get("csrf")) {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "<p>The form was not sent from this site.</p>",
-        );
-    }
     let Some(handle) = p.get("request") else {
         return error_page("The form is incomplete.");
     };

@@ -98,20 +98,13 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 /// The user's decision of one request.
 pub async fn decide(State(state): State<AppState>, headers: HeaderMap, Form(p): Form) -> Response {
-    let Some(user) = session::current_user(&state, &headers).await else {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Signed out",
-            "<p>Your session ended. Sign in and try again.</p>",
-        );
-    };
-    if !session::csrf_ok(&state, &user, p.get("csrf")) {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "<p>The form was not sent from this site.</p>",
-        );
-    }
+    let user =
+        match super::html::form_user(&state, &headers, p.get("csrf"), "Sign in and try again.")
+            .await
+        {
+            Ok(u) => u,
+            Err(refused) => return refused,
+        };
     let approve = match p.get("decision") {
         Some("approve") => true,
         Some("deny") => false,

@@ -83,6 +83,33 @@ pub fn page_with_script(
     r
 }
 
+/// The user who sent a decision form: signed in, and the form carries
+/// their session's CSRF token. Otherwise the 403 page to answer, which
+/// tells a signed-out user `signed_out_hint` (what to do next). Every
+/// page where a user decides (consent, interaction, CIBA) checks here.
+pub async fn form_user(
+    state: &crate::state::AppState,
+    headers: &axum::http::HeaderMap,
+    csrf: Option<&str>,
+    signed_out_hint: &str,
+) -> Result<crate::session::SessionUser, Response> {
+    let Some(user) = crate::session::current_user(state, headers).await else {
+        return Err(page(
+            StatusCode::FORBIDDEN,
+            "Signed out",
+            &format!("<p>Your session ended. {}</p>", escape(signed_out_hint)),
+        ));
+    };
+    if !crate::session::csrf_ok(state, &user, csrf) {
+        return Err(page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "<p>The form was not sent from this site.</p>",
+        ));
+    }
+    Ok(user)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -172,20 +172,17 @@ pub async fn decide(
     let Some(d) = live(&state, &handle).await else {
         return gone();
     };
-    let Some(session_user) = session::current_user(&state, &headers).await else {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Signed out",
-            "<p>Your session ended. Open the link again to sign in.</p>",
-        );
+    let session_user = match super::html::form_user(
+        &state,
+        &headers,
+        p.get("csrf"),
+        "Open the link again to sign in.",
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(refused) => return refused,
     };
-    if !session::csrf_ok(&state, &session_user, p.get("csrf")) {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "<p>The form was not sent from this site.</p>",
-        );
-    }
     let actor = match may_decide(&state, &d, &session_user.username).await {
         Ok(actor) => actor,
         Err(refused) => return refused,
