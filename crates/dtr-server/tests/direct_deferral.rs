@@ -33,7 +33,7 @@ token = "test-admin-token-0123456789abcdefghij"
 client_id = "web"
 client_secret = "web-secret-1"
 grant_types = ["authorization_code", "refresh_token"]
-scope = "read payments identity"
+scope = "openid read payments identity"
 redirect_uris = ["https://app.example/cb", "https://app.example/other"]
 deferred_authorization_endpoint = true
 [[clients]]
@@ -894,4 +894,56 @@ async fn metadata_advertises_the_new_capabilities() {
         m.json["response_modes_supported"],
         json!(["query", "form_post"])
     );
+}
+
+#[tokio::test]
+async fn an_openid_request_deferred_at_the_authorization_endpoint_gets_its_id_token() {
+    let h = harness_with(&config("")).await;
+    let mut b = Browser::new(&h);
+    let q = authorize(
+        &mut b,
+        &authorize_path(
+            "web",
+            &[
+                ("redirect_uri", "https://app.example/cb"),
+                ("scope", "openid payments"),
+                ("nonce", "n-0S6_WzA2Mj"),
+                ("completion_mode", "deferred"),
+            ],
+        ),
+    )
+    .await;
+    let code = q["deferral_code"].clone();
+    let id = h.newest_id().await;
+    h.admin(
+        "POST",
+        &format!("/admin/deferrals/{id}/approve"),
+        Some(json!({})),
+    )
+    .await;
+    let r = poll(
+        &h,
+        &code,
+        &[
+            ("code_verifier", VERIFIER),
+            ("redirect_uri", "https://app.example/cb"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // OpenID Connect Core 1.0 section 3.1.3.3: the ID token of the code
+    // flow, with the authorization request's nonce.
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let id_token = r.json["id_token"].as_str().expect("an ID token");
+    let payload: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(id_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(payload["sub"], "alice");
+    assert_eq!(payload["aud"], "web");
+    assert!(payload["auth_time"].is_i64());
 }
