@@ -23,12 +23,11 @@ use crate::store::{CallbackOutcome, HookJob, NewDeferral, NewHookJob, StoreError
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
-use std::sync::Arc;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 // How long a claimed notification is ours, and how often the outbox is
 // checked: the callbacks' values, for the same reasons.
-use crate::outbox::{IDLE_POLL_MS, LEASE_MS};
+use crate::outbox::LEASE_MS;
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "DTR-Signature";
@@ -178,44 +177,30 @@ pub fn after_failure(
     )
 }
 
-/// Runs until `shutdown` turns true; idle when no webhook is configured.
+/// Runs until `shutdown` turns true ([`crate::outbox::run`]); idle when no
+/// webhook is configured.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     if state.config.webhooks.is_empty() {
         let _ = shutdown.wait_for(|stop| *stop).await;
         return;
     }
-    let slots = Arc::new(Semaphore::new(state.config.callbacks.concurrency));
-    loop {
-        tokio::select! {
-            _ = state.clock.sleep_until(state.clock.now_ms() + IDLE_POLL_MS) => {}
-            _ = shutdown.changed() => return,
-        }
-        let free = slots.available_permits() as u32;
-        if free == 0 {
-            continue;
-        }
-        let jobs = match state
-            .store
-            .claim_hooks(state.clock.now_ms(), free.min(64), LEASE_MS)
-            .await
-        {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming approver notifications failed");
-                continue;
-            }
-        };
-        for job in jobs {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
+    let claimer = state.clone();
+    crate::outbox::run(
+        state.clock.clone(),
+        state.config.callbacks.concurrency,
+        None,
+        shutdown,
+        "approver notifications",
+        |now, limit| {
+            let s = claimer.clone();
+            async move { s.store.claim_hooks(now, limit, LEASE_MS).await }
+        },
+        |job: HookJob| {
             let state = state.clone();
-            tokio::spawn(async move {
-                let _slot = permit;
-                deliver(&state, job).await;
-            });
-        }
-    }
+            async move { deliver(&state, job).await }
+        },
+    )
+    .await;
 }
 
 /// One delivery attempt of one notification.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
 
-pub(crate) use crate::outbox::{retry_or_fail, IDLE_POLL_MS, LEASE_MS};
+pub(crate) use crate::outbox::{retry_or_fail, LEASE_MS};
 
 /// What to do after an attempt that did not succeed.
 pub fn after_failure(
@@ -35,36 +35,23 @@ pub fn after_failure(
     )
 }
 
-/// Runs until `shutdown` turns true.
-pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let global = Arc::new(Semaphore::new(state.config.callbacks.concurrency));
+/// Runs until `shutdown` turns true: the outbox's sender loop
+/// ([`crate::outbox::run`]), woken when a resolution queues a callback,
+/// each delivery also holding a slot of its endpoint's host.
+pub async fn run(state: AppState, shutdown: watch::Receiver<bool>) {
     let per_host: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
-    loop {
-        tokio::select! {
-            _ = state.clock.sleep_until(state.clock.now_ms() + IDLE_POLL_MS) => {}
-            _ = state.callback_wake.notified() => {}
-            _ = shutdown.changed() => return,
-        }
-        // Claim only what can start now; the rest stays in the outbox.
-        let free = global.available_permits() as u32;
-        if free == 0 {
-            continue;
-        }
-        let jobs = match state
-            .store
-            .claim_callbacks(state.clock.now_ms(), free.min(64), LEASE_MS)
-            .await
-        {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming callbacks failed");
-                continue;
-            }
-        };
-        for job in jobs {
-            let Ok(permit) = global.clone().acquire_owned().await else {
-                return;
-            };
+    let claimer = state.clone();
+    crate::outbox::run(
+        state.clock.clone(),
+        state.config.callbacks.concurrency,
+        Some(state.callback_wake.clone()),
+        shutdown,
+        "callbacks",
+        |now, limit| {
+            let s = claimer.clone();
+            async move { s.store.claim_callbacks(now, limit, LEASE_MS).await }
+        },
+        |job: CallbackJob| {
             let host = url::Url::parse(&job.endpoint)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
@@ -82,15 +69,15 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 })
                 .unwrap_or_else(|_| Arc::new(Semaphore::new(1)));
             let state = state.clone();
-            tokio::spawn(async move {
-                let _global = permit;
+            async move {
                 let Ok(_host) = host_sem.acquire_owned().await else {
                     return;
                 };
                 deliver(&state, job).await;
-            });
-        }
-    }
+            }
+        },
+    )
+    .await;
 }
 
 /// One delivery attempt of one job.

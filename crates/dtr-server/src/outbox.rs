@@ -1,11 +1,15 @@
 //! The rules every outbox of this server follows (the client callbacks of
 //! [`crate::callbacks`], the approver notifications of
 //! [`crate::approver_hooks`]): the lease of a claimed row, how often the
-//! outbox is checked, and when a failed attempt is retried. It imports
-//! only the store's outcome type, so both senders share it without
-//! depending on each other.
+//! outbox is checked, when a failed attempt is retried, and the sender
+//! loop itself ([`run`]). It imports only the clock and the store's
+//! types, so both senders share it without depending on each other.
 
-use crate::store::CallbackOutcome;
+use crate::clock::Clock;
+use crate::store::{CallbackOutcome, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::{watch, Notify, Semaphore};
 
 /// How long a claimed job is ours. Longer than a delivery can take
 /// (timeout plus waiting for a per-host slot), so a live node never loses
@@ -47,6 +51,65 @@ pub fn retry_or_fail(
         CallbackOutcome::Failed { status, error }
     } else {
         CallbackOutcome::Retry { at, status, error }
+    }
+}
+
+/// The sender loop of an outbox, until `shutdown` turns true: every
+/// [`IDLE_POLL_MS`] on `clock` (or at once when `wake` is notified) it
+/// claims as many due jobs as there are free delivery slots (at most 64
+/// at a time, under [`LEASE_MS`]) with `claim(now, limit)`, and delivers
+/// each on a task of its own holding one of the `concurrency` slots. What
+/// cannot start now stays in the outbox; a failed claim is logged as
+/// `what` and tried again on the next round.
+pub async fn run<J, C, CF, D, DF>(
+    clock: Arc<dyn Clock>,
+    concurrency: usize,
+    wake: Option<Arc<Notify>>,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+    claim: C,
+    deliver: D,
+) where
+    J: Send + 'static,
+    C: Fn(i64, u32) -> CF,
+    CF: Future<Output = Result<Vec<J>, StoreError>>,
+    D: Fn(J) -> DF,
+    DF: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let woken = async {
+            match &wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = clock.sleep_until(clock.now_ms() + IDLE_POLL_MS) => {}
+            _ = woken => {}
+            _ = shutdown.changed() => return,
+        }
+        let free = slots.available_permits() as u32;
+        if free == 0 {
+            continue;
+        }
+        let jobs = match claim(clock.now_ms(), free.min(64)).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming {what} failed");
+                continue;
+            }
+        };
+        for job in jobs {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let delivery = deliver(job);
+            tokio::spawn(async move {
+                let _slot = permit;
+                delivery.await;
+            });
+        }
     }
 }
 
