@@ -752,28 +752,12 @@ async fn defer(
     let Ok(super::Outcome::Defer(action, routing)) = request.plan(state).await else {
         return Ok(None);
     };
-    let deferred = crate::deferrals::create(
-        state,
-        crate::deferrals::DeferRequest {
-            client_id: client.client_id.clone(),
-            grant_type: request.grant_type.into(),
-            scope: request.scope,
-            authorization_details: request.authorization_details,
-            subject: request.subject,
-            action,
-            routing,
-            opt_in: request.opt_in,
-            dpop_jkt: request.dpop_jkt,
-            front_channel: Some(crate::store::FrontChannel {
-                pkce_challenge: req.code_challenge.clone(),
-                redirect_uri: req.redirect_uri_given.then(|| req.redirect_uri.clone()),
-            }),
-            id: None,
-            expires_in: None,
-        },
-        request.grant.to_stored()?,
-    )
-    .await?;
+    let (mut deferral, stored) = request.deferral(action, routing)?;
+    deferral.front_channel = Some(crate::store::FrontChannel {
+        pkce_challenge: req.code_challenge.clone(),
+        redirect_uri: req.redirect_uri_given.then(|| req.redirect_uri.clone()),
+    });
+    let deferred = crate::deferrals::create(state, deferral, stored).await?;
     tracing::info!(client = %req.client_id, user = %user.username, "deferred at the authorization endpoint");
     let expires_in = deferred.expires_in.to_string();
     let interval = deferred.interval.to_string();

@@ -561,6 +561,32 @@ impl GrantRequest<'_> {
         }
     }
 
+    /// The deferral this request becomes when `action` defers it, routed
+    /// by `routing`, with the stored form of its grant (DTR-20, DTR-23).
+    /// A new id and the configured lifetime; the caller may say otherwise.
+    fn deferral(
+        self,
+        action: Action,
+        routing: Routing,
+    ) -> Result<(DeferRequest, Option<serde_json::Value>), Error> {
+        let stored = self.grant.to_stored()?;
+        let request = DeferRequest {
+            client_id: self.client.client_id.clone(),
+            grant_type: self.grant_type.into(),
+            scope: self.scope,
+            authorization_details: self.authorization_details,
+            subject: self.subject,
+            action,
+            routing,
+            opt_in: self.opt_in,
+            dpop_jkt: self.dpop_jkt,
+            front_channel: None,
+            id: None,
+            expires_in: None,
+        };
+        Ok((request, stored))
+    }
+
     /// [`plan`] for this request.
     pub async fn plan(&self, state: &AppState) -> Result<Outcome, OAuthError> {
         let subject = self.authzen_subject();
@@ -629,25 +655,10 @@ pub async fn execute(
                 .into());
             }
             state.store.insert_authzen_task(&submitted.record).await?;
-            let deferred = deferrals::create(
-                state,
-                DeferRequest {
-                    client_id: r.client.client_id.clone(),
-                    grant_type: r.grant_type.into(),
-                    scope: r.scope,
-                    authorization_details: r.authorization_details,
-                    subject: r.subject,
-                    action: Action::Authzen,
-                    routing: Routing::default(),
-                    opt_in: r.opt_in,
-                    dpop_jkt: r.dpop_jkt,
-                    front_channel: None,
-                    id: Some(id),
-                    expires_in: Some(left_s as u64),
-                },
-                r.grant.to_stored()?,
-            )
-            .await?;
+            let (mut request, stored) = r.deferral(Action::Authzen, Routing::default())?;
+            request.id = Some(id);
+            request.expires_in = Some(left_s as u64);
+            let deferred = deferrals::create(state, request, stored).await?;
             // A service that completed at once (ARAP: 201 with a terminal
             // status) is settled now; the client still collects by polling.
             if submitted.task.status != "pending" {
@@ -660,26 +671,10 @@ pub async fn execute(
             Ok(GrantOutcome::Deferred(deferred))
         }
         Outcome::Defer(action, routing) => {
-            let deferred = deferrals::create(
-                state,
-                DeferRequest {
-                    client_id: r.client.client_id.clone(),
-                    grant_type: r.grant_type.into(),
-                    scope: r.scope,
-                    authorization_details: r.authorization_details,
-                    subject: r.subject,
-                    action,
-                    routing,
-                    opt_in: r.opt_in,
-                    dpop_jkt: r.dpop_jkt,
-                    front_channel: None,
-                    id: None,
-                    expires_in: None,
-                },
-                r.grant.to_stored()?,
-            )
-            .await?;
-            Ok(GrantOutcome::Deferred(deferred))
+            let (request, stored) = r.deferral(action, routing)?;
+            Ok(GrantOutcome::Deferred(
+                deferrals::create(state, request, stored).await?,
+            ))
         }
     }
 }
