@@ -19,36 +19,14 @@
 // Exits non-zero on any failure.
 
 import * as oauth from 'oauth4webapi'
+import { DEFERRED_GRANT, check, env, insecure, sleep, withNonceRetry } from './support.mjs'
 import { readFileSync } from 'node:fs'
 
-const DEFERRED_GRANT = 'urn:ietf:params:oauth:grant-type:deferred'
 const REDIRECT_URI = 'https://client.example/cb'
 
-function env(name) {
-  const v = process.env[name]
-  if (!v) throw new Error(`missing environment variable ${name}`)
-  return v
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`)
-  console.log(`ok: ${what}`)
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-const insecure = { [oauth.allowInsecureRequests]: true }
 const issuer = new URL(env('DTR_ISSUER'))
 const client = { client_id: env('DTR_WEB_CLIENT_ID') }
 const clientAuth = oauth.ClientSecretBasic(env('DTR_WEB_CLIENT_SECRET'))
-
-async function withNonceRetry(send) {
-  try {
-    return await send()
-  } catch (err) {
-    if (oauth.isDPoPNonceError(err)) return await send()
-    throw err
-  }
-}
 
 // RFC 7638 thumbprint of a P-256 public JWK: SHA-256 of its required
 // members in lexicographic order, base64url.

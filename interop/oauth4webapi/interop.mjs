@@ -17,41 +17,12 @@
 // Exits non-zero on any failure.
 
 import * as oauth from 'oauth4webapi'
-
-const DEFERRED_GRANT = 'urn:ietf:params:oauth:grant-type:deferred'
-
-function env(name) {
-  const v = process.env[name]
-  if (!v) throw new Error(`missing environment variable ${name}`)
-  return v
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`)
-  console.log(`ok: ${what}`)
-}
+import { DEFERRED_GRANT, check, env, insecure, sleep, withNonceRetry } from './support.mjs'
 
 const issuer = new URL(env('DTR_ISSUER'))
 const client = { client_id: env('DTR_CLIENT_ID') }
 const clientAuth = oauth.ClientSecretBasic(env('DTR_CLIENT_SECRET'))
 const deferredScope = env('DTR_DEFERRED_SCOPE')
-// The test server's issuer is http://127.0.0.1:PORT; oauth4webapi refuses
-// plain http unless told otherwise.
-const insecure = { [oauth.allowInsecureRequests]: true }
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-
-// Requests with a DPoP handle are retried once on use_dpop_nonce, the way
-// oauth4webapi's documentation shows (RFC 9449 section 8); the handle
-// remembers the nonce itself.
-async function withNonceRetry(send) {
-  try {
-    return await send()
-  } catch (err) {
-    if (oauth.isDPoPNonceError(err)) return await send()
-    throw err
-  }
-}
 
 async function discover() {
   const deadline = Date.now() + 30_000
