@@ -15,7 +15,6 @@ use crate::error::Error;
 use crate::lifecycle;
 use crate::state::AppState;
 use crate::store::{DeferralRecord, FrontChannel, PollUpdate, Recorded, TransitionWrite};
-use dtr_proto::deferral::DeferralState;
 use dtr_proto::secret::{ct_eq, CodeVerifier};
 use tracing::info;
 
@@ -155,16 +154,16 @@ async fn check_front_channel(
         }
         return Ok(());
     };
-    // Only a live deferral is ended; a finished one answers as it is.
-    if rec.effective_state(now).is_pending() || rec.state == DeferralState::Approved {
-        let w = TransitionWrite {
-            decided_by: Some("policy".into()),
-            deny_reason: Some(why.to_owned()),
-            ..TransitionWrite::new(Transition::Cancel, &rec.id)
-        };
-        lifecycle::apply(state, &w, now).await?;
+    // The lifecycle's `cancel` ends a live deferral (pending, or approved
+    // and not yet collected); a finished one is left as it is.
+    let w = TransitionWrite {
+        decided_by: Some("policy".into()),
+        deny_reason: Some(why.to_owned()),
+        ..TransitionWrite::new(Transition::Cancel, &rec.id)
+    };
+    if lifecycle::apply(state, &w, now).await?.is_some() {
+        info!(deferral = %rec.id, client = %rec.client_id, reason = why, "front-channel deferral ended");
     }
-    info!(deferral = %rec.id, client = %rec.client_id, reason = why, "front-channel deferral ended");
     Err(OAuthError::with_description(ErrorCode::InvalidGrant, why).into())
 }
 
